@@ -1,0 +1,99 @@
+import { z } from 'zod';
+
+/** Thrown when the environment does not satisfy a service's schema; the message lists every problem. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/**
+ * Parses `source` (default `process.env`) against a service's env schema exactly once at boot.
+ * Services export the result as their typed `env` and never read `process.env` elsewhere.
+ */
+export function parseEnv<T extends z.ZodTypeAny>(schema: T, source: NodeJS.ProcessEnv = process.env): z.infer<T> {
+  const result = schema.safeParse(source);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => `  ${issue.path.join('.') || '(env)'}: ${issue.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  return result.data;
+}
+
+/** Accepts the usual spellings of a boolean env var ("1", "true", "yes", "on" and their negatives). */
+export const boolEnv = (defaultValue: boolean) =>
+  z
+    .enum(['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off', ''])
+    .optional()
+    .transform((value) => (value === undefined || value === '' ? defaultValue : ['1', 'true', 'yes', 'on'].includes(value)));
+
+/** An integer env var with bounds and a default. */
+export const intEnv = (defaultValue: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(defaultValue);
+
+/** A comma-separated list env var. */
+export const listEnv = (defaultValue: string[] = []) =>
+  z
+    .string()
+    .optional()
+    .transform((value) =>
+      value === undefined ? defaultValue : value.split(',').map((part) => part.trim()).filter((part) => part.length > 0),
+    );
+
+const postgresUrl = z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL');
+const redisUrl = z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL');
+
+/** Env shared by every process that talks to Postgres. */
+export const databaseEnv = {
+  DATABASE_URL: postgresUrl,
+  /** Maximum connections this process opens to Postgres. */
+  DATABASE_POOL_SIZE: intEnv(10, 1, 200),
+};
+
+/** Env shared by every process that may use Redis (absent means the in-process queue). */
+export const redisEnv = {
+  REDIS_URL: redisUrl.optional(),
+  /** Prefix for every BullMQ queue and Redis key this deployment owns; lets several stacks share one Redis. */
+  REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/).default('ic'),
+};
+
+export const logEnv = {
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  SERVICE_VERSION: z.string().default('0.1.0'),
+};
+
+/** Env for the HTTP services (api-gateway, responses). */
+export const httpEnv = {
+  PORT: intEnv(8080, 0, 65535),
+  HOST: z.string().default('0.0.0.0'),
+  /** Origins allowed to call the API from a browser; "*" allows any (smith tokens are browser-safe). */
+  CORS_ORIGINS: listEnv(['*']),
+  /** Largest accepted JSON body. */
+  BODY_LIMIT: z.string().default('1mb'),
+  /** Secret used to sign pagination cursors, so a tampered cursor is rejected rather than trusted. */
+  CURSOR_SECRET: z.string().min(16).default('ic-dev-cursor-secret-change-me'),
+  /** How long a verified token stays cached; bounds how quickly a revocation takes effect. */
+  TOKEN_CACHE_TTL_MS: intEnv(5000, 0, 60000),
+};
+
+/** Env for the model adapter (responses workers and the titler's optional model titles). */
+export const modelEnv = {
+  /** Base URL of an OpenAI-compatible Chat Completions upstream; absent means the built-in development model. */
+  MODEL_BASE_URL: z.string().url().optional(),
+  MODEL_API_KEY: z.string().default('not-needed'),
+  /** JSON object mapping public model names to upstream model names, e.g. {"fast":"llama3.1:8b"}. */
+  MODEL_MAP: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (!value) return {} as Record<string, string>;
+      try {
+        return z.record(z.string()).parse(JSON.parse(value));
+      } catch {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be a JSON object of strings' });
+        return z.NEVER;
+      }
+    }),
+  /** Give up on an upstream call after this long without progress. */
+  MODEL_TIMEOUT_MS: intEnv(120000, 100),
+  /** Milliseconds the development model waits between streamed tokens. */
+  DEV_MODEL_TOKEN_DELAY_MS: intEnv(15, 0, 5000),
+};

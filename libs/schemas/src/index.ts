@@ -1,0 +1,7 @@
+export * from './ids';
+export * from './errors';
+export * from './api';
+export * from './items';
+export * from './responses';
+export * from './rows';
+export * from './jobs';

@@ -1,0 +1,23 @@
+import { z } from 'zod';
+import { ConversationId, RunId } from './ids';
+
+/**
+ * The queue boundary. Every job name maps to its payload schema and default options; producers are
+ * typed from it and consumers parse `job.data` with it. Payloads carry ids only (no text, no tokens).
+ * Names are versioned: keep a retired name here until its jobs have drained.
+ */
+export const jobCatalog = {
+  'turn.execute.v1': {
+    queue: 'turns',
+    schema: z.object({ runId: RunId }).strict(),
+    options: { attempts: 4, backoff: { type: 'exponential' as const, delay: 500 } },
+  },
+  'titler.generate.v1': {
+    queue: 'titles',
+    schema: z.object({ conversationId: ConversationId }).strict(),
+    options: { attempts: 3, backoff: { type: 'exponential' as const, delay: 1000 } },
+  },
+} as const;
+
+export type JobName = keyof typeof jobCatalog;
+export type JobPayload<N extends JobName> = z.infer<(typeof jobCatalog)[N]['schema']>;
