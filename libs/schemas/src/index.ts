@@ -5,3 +5,4 @@ export * from './items';
 export * from './responses';
 export * from './rows';
 export * from './jobs';
+export * from './present';

@@ -1,0 +1,158 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { badRequest, forbidden, newId, notFound, randomBase62, SmithId, unauthorized, type ApiTokenRow, type SmithRow, type TokenKind } from '@ic/schemas';
+import { createSmithsRepo, createTokensRepo, type CommonQueryMethods, type DatabasePool } from '@ic/db';
+
+export const SCOPES = ['conversations:read', 'conversations:write', 'responses:read', 'responses:write'] as const;
+export type Scope = (typeof SCOPES)[number];
+export const Scope = z.enum(SCOPES);
+
+/** Smith tokens are `ics_…` (browser-safe, one smith); tenant-admin tokens are `ica_…` (server-side only). */
+const TOKEN_PREFIX: Record<TokenKind, string> = { smith: 'ics_', tenant_admin: 'ica_' };
+const TOKEN_SECRET_LENGTH = 40;
+const TOKEN_SHAPE = /^ic[sa]_[0-9A-Za-z]{40}$/;
+
+export const SMITH_HEADER = 'ic-smith-id';
+
+/** Who is calling: derived from a verified token. */
+export interface Principal {
+  tokenId: string;
+  tenantId: string;
+  kind: TokenKind;
+  /** Set for smith tokens; tenant-admin tokens name the smith per request. */
+  smithId: string | null;
+  scopes: ReadonlySet<string>;
+}
+
+/** SHA-256 suffices: tokens carry 238 bits of randomness, so there is nothing to brute-force. */
+export function hashToken(token: string): Buffer {
+  return createHash('sha256').update(token).digest();
+}
+
+export interface MintTokenInput {
+  tenantId: string;
+  kind: TokenKind;
+  smithId: string | null;
+  scopes: readonly Scope[];
+  label?: string | null;
+  expiresAt?: Date | null;
+}
+
+/** Creates a token and returns its plaintext once; only the hash is stored. */
+export async function mintToken(db: CommonQueryMethods, input: MintTokenInput): Promise<{ token: string; row: ApiTokenRow }> {
+  if (input.kind === 'smith' && !input.smithId) throw badRequest('A smith token needs a smith.', 'smith_id');
+  if (input.kind === 'tenant_admin' && input.smithId) throw badRequest('A tenant-admin token is not bound to one smith.', 'smith_id');
+  if (input.smithId) {
+    const smith = await createSmithsRepo(db).findInTenant(input.tenantId, input.smithId);
+    if (!smith) throw notFound(`Smith '${input.smithId}' not found in tenant '${input.tenantId}'.`, 'smith_id');
+  }
+  const token = `${TOKEN_PREFIX[input.kind]}${randomBase62(TOKEN_SECRET_LENGTH)}`;
+  const row = await createTokensRepo(db).insert({
+    id: newId('token'),
+    tenantId: input.tenantId,
+    smithId: input.smithId,
+    kind: input.kind,
+    scopes: [...new Set(input.scopes)],
+    secretHash: hashToken(token),
+    label: input.label ?? null,
+    expiresAt: input.expiresAt ?? null,
+  });
+  return { token, row };
+}
+
+/** A small TTL cache; entries are dropped oldest-first past `maxEntries`. */
+class TtlCache<V> {
+  private readonly entries = new Map<string, { value: V; expiresAt: number }>();
+  constructor(
+    private readonly ttlMs: number,
+    private readonly maxEntries = 10000,
+  ) {}
+  get(key: string): V | undefined {
+    const entry = this.entries.get(key);
+    if (!entry) return undefined;
+    if (entry.expiresAt <= Date.now()) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    return entry.value;
+  }
+  set(key: string, value: V): void {
+    if (this.ttlMs <= 0) return;
+    if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+    this.entries.set(key, { value, expiresAt: Date.now() + this.ttlMs });
+  }
+}
+
+/**
+ * Verifies bearer tokens and resolves the acting smith. Lookups are cached for `cacheTtlMs`, which is
+ * also the longest a revoked token keeps working; expiry is checked on every call.
+ */
+export class Authenticator {
+  private readonly tokens: TtlCache<{ row: ApiTokenRow } | null>;
+  private readonly smiths: TtlCache<SmithRow | null>;
+
+  constructor(
+    private readonly pool: DatabasePool,
+    cacheTtlMs: number,
+  ) {
+    this.tokens = new TtlCache(cacheTtlMs);
+    this.smiths = new TtlCache(cacheTtlMs);
+  }
+
+  async verify(authorization: string | undefined): Promise<Principal> {
+    if (!authorization) throw unauthorized('Missing bearer token: send it as "Authorization: Bearer <token>".', 'missing_api_key');
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    if (!match) throw unauthorized('Malformed Authorization header: expected "Bearer <token>".');
+    const token = match[1]!;
+    if (!TOKEN_SHAPE.test(token)) throw unauthorized('Invalid token.');
+    const cacheKey = hashToken(token);
+    const cacheKeyText = cacheKey.toString('base64');
+    let entry = this.tokens.get(cacheKeyText);
+    if (entry === undefined) {
+      const row = await createTokensRepo(this.pool).findBySecretHash(cacheKey);
+      entry = row ? { row } : null;
+      this.tokens.set(cacheKeyText, entry);
+    }
+    if (!entry) throw unauthorized('Invalid token.');
+    const { row } = entry;
+    if (row.revoked_at !== null) throw unauthorized('This token has been revoked.', 'token_revoked');
+    if (row.expires_at !== null && row.expires_at <= Date.now()) throw unauthorized('This token has expired.', 'token_expired');
+    return { tokenId: row.id, tenantId: row.tenant_id, kind: row.kind, smithId: row.smith_id, scopes: new Set(row.scopes) };
+  }
+
+  /**
+   * The smith a request acts for. Smith tokens act for their own smith (a different IC-Smith-Id is
+   * refused); tenant-admin tokens must name a smith of their tenant in IC-Smith-Id.
+   */
+  async actingSmith(principal: Principal, smithHeader: string | undefined): Promise<SmithRow> {
+    const requested = smithHeader?.trim() || undefined;
+    if (principal.kind === 'smith') {
+      if (requested !== undefined && requested !== principal.smithId) {
+        throw forbidden('A smith token acts only on its own smith; drop the IC-Smith-Id header or send its own id.', 'smith_mismatch');
+      }
+      return this.loadSmith(principal.tenantId, principal.smithId!);
+    }
+    if (requested === undefined) {
+      throw badRequest('A tenant-admin token must name the smith it acts for in the IC-Smith-Id header.', 'IC-Smith-Id', 'missing_smith_id');
+    }
+    if (!SmithId.safeParse(requested).success) throw badRequest(`IC-Smith-Id '${requested}' is not a smith id (smt_…).`, 'IC-Smith-Id', 'invalid_smith_id');
+    return this.loadSmith(principal.tenantId, requested);
+  }
+
+  private async loadSmith(tenantId: string, smithId: string): Promise<SmithRow> {
+    const key = `${tenantId}/${smithId}`;
+    let smith = this.smiths.get(key);
+    if (smith === undefined) {
+      smith = await createSmithsRepo(this.pool).findInTenant(tenantId, smithId);
+      this.smiths.set(key, smith);
+    }
+    if (!smith) throw notFound(`Smith '${smithId}' not found.`, 'IC-Smith-Id');
+    return smith;
+  }
+}
+
+export function requireScope(principal: Principal, scope: Scope): void {
+  if (!principal.scopes.has(scope)) {
+    throw forbidden(`This token lacks the '${scope}' scope required for this request.`, 'insufficient_scope');
+  }
+}

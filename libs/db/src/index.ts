@@ -1,0 +1,6 @@
+export * from './pool';
+export * from './migrate';
+export * from './repositories/tenants';
+export * from './repositories/conversations';
+export * from './repositories/runs';
+export * from './repositories/items';

@@ -1,0 +1,60 @@
+import {
+  type SerializableValue,
+  createPool,
+  createSqlTag,
+  createTypeParserPreset,
+  SchemaValidationError,
+  type DatabasePool,
+  type Interceptor,
+  type QueryResultRow,
+} from 'slonik';
+import { z } from 'zod';
+
+/** The sql tag every repository uses; `void` types statements that return no rows. */
+export const sql = createSqlTag({
+  typeAliases: {
+    void: z.object({}).strict(),
+    id: z.object({ id: z.string() }).strict(),
+  },
+});
+
+/** Validates every typed query's rows against its zod schema (slonik's documented result parser). */
+function createResultParserInterceptor(): Interceptor {
+  return {
+    name: 'result-parser',
+    transformRowAsync: async (queryContext, query, row) => {
+      const { resultParser } = queryContext;
+      if (!resultParser) return row;
+      const result = await resultParser.safeParseAsync(row);
+      if (!result.success) throw new SchemaValidationError(query, row, result.error.issues);
+      return result.data as QueryResultRow;
+    },
+  };
+}
+
+export interface DbPoolOptions {
+  maximumPoolSize?: number;
+  statementTimeoutMs?: number;
+}
+
+/**
+ * A slonik pool with row validation. int8 is read as a JS number: positions and counters stay far
+ * below 2^53, and numbers keep the API layer free of BigInt handling.
+ */
+export async function createDbPool(url: string, options: DbPoolOptions = {}): Promise<DatabasePool> {
+  const typeParsers = [...createTypeParserPreset().filter((parser) => parser.name !== 'int8'), { name: 'int8', parse: Number }];
+  return createPool(url, {
+    interceptors: [createResultParserInterceptor()],
+    typeParsers,
+    maximumPoolSize: options.maximumPoolSize ?? 10,
+    statementTimeout: options.statementTimeoutMs ?? 30000,
+    idleTimeout: 10000,
+    connectionTimeout: 10000,
+    captureStackTrace: false,
+  });
+}
+
+export type { DatabasePool, CommonQueryMethods, DatabaseTransactionConnection } from 'slonik';
+
+/** jsonb parameter for values already validated by zod (slonik's SerializableValue rejects `unknown` members). */
+export const jsonb = (value: unknown) => sql.jsonb(value as SerializableValue);

@@ -1,0 +1,92 @@
+import { ConversationRow, type Metadata } from '@ic/schemas';
+import { z } from 'zod';
+import { jsonb, sql, type CommonQueryMethods } from '../pool';
+
+const columns = sql.fragment`id, tenant_id, smith_id, title, title_source, metadata, created_at, updated_at`;
+
+export type ConversationSort = 'created_at' | 'updated_at';
+export interface ConversationPageRequest {
+  smithId: string;
+  sortBy: ConversationSort;
+  order: 'asc' | 'desc';
+  limit: number;
+  /** The sort key (epoch ms) and id of the last row of the previous page. */
+  after?: { at: number; id: string };
+}
+
+export function createConversationsRepo(db: CommonQueryMethods) {
+  return {
+    insert: (conversation: { id: string; tenantId: string; smithId: string; title: string | null; metadata: Metadata }) =>
+      db.one(sql.type(ConversationRow)`
+        INSERT INTO conversations (id, tenant_id, smith_id, title, title_source, metadata)
+        VALUES (${conversation.id}, ${conversation.tenantId}, ${conversation.smithId}, ${conversation.title},
+                ${conversation.title === null ? null : 'user'}, ${jsonb(conversation.metadata)})
+        RETURNING ${columns}`),
+
+    /** A live conversation of this smith; another smith's (or a deleted) one is indistinguishable from a missing one. */
+    findForSmith: (smithId: string, id: string, options: { forUpdate?: boolean } = {}) =>
+      db.maybeOne(sql.type(ConversationRow)`
+        SELECT ${columns} FROM conversations
+        WHERE id = ${id} AND smith_id = ${smithId} AND deleted_at IS NULL
+        ${options.forUpdate ? sql.fragment`FOR UPDATE` : sql.fragment``}`),
+
+    find: (id: string) => db.maybeOne(sql.type(ConversationRow)`SELECT ${columns} FROM conversations WHERE id = ${id}`),
+
+    /** One keyset page (limit + 1 rows so the caller can tell whether more follow); uses the matching partial index. */
+    listPage: (page: ConversationPageRequest) => {
+      const sortColumn = sql.identifier([page.sortBy]);
+      const direction = page.order === 'desc' ? sql.fragment`DESC` : sql.fragment`ASC`;
+      const after = page.after
+        ? page.order === 'desc'
+          ? sql.fragment`AND (${sortColumn}, id) < (to_timestamp(${page.after.at} / 1000.0), ${page.after.id})`
+          : sql.fragment`AND (${sortColumn}, id) > (to_timestamp(${page.after.at} / 1000.0), ${page.after.id})`
+        : sql.fragment``;
+      return db.any(sql.type(ConversationRow)`
+        SELECT ${columns} FROM conversations
+        WHERE smith_id = ${page.smithId} AND deleted_at IS NULL ${after}
+        ORDER BY ${sortColumn} ${direction}, id ${direction}
+        LIMIT ${page.limit + 1}`);
+    },
+
+    update: (id: string, changes: { title?: string | null; metadata?: Metadata }) =>
+      db.one(sql.type(ConversationRow)`
+        UPDATE conversations SET
+          ${sql.join(
+            [
+              ...(changes.title !== undefined ? [sql.fragment`title = ${changes.title}, title_source = 'user'`] : []),
+              ...(changes.metadata !== undefined ? [sql.fragment`metadata = ${jsonb(changes.metadata)}`] : []),
+              sql.fragment`updated_at = now()`,
+            ],
+            sql.fragment`, `,
+          )}
+        WHERE id = ${id}
+        RETURNING ${columns}`),
+
+    softDelete: (smithId: string, id: string) =>
+      db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
+        UPDATE conversations SET deleted_at = now()
+        WHERE id = ${id} AND smith_id = ${smithId} AND deleted_at IS NULL
+        RETURNING id`),
+
+    /** Takes the conversation's row lock and the next turn number; null if it is missing or deleted. */
+    takeNextRunSeq: (smithId: string, id: string) =>
+      db.maybeOneFirst(sql.type(z.object({ last_run_seq: z.number() }))`
+        UPDATE conversations SET last_run_seq = last_run_seq + 1
+        WHERE id = ${id} AND smith_id = ${smithId} AND deleted_at IS NULL
+        RETURNING last_run_seq`),
+
+    /** Reserves `count` transcript positions and marks activity; returns the first position. */
+    reservePositions: (id: string, count: number) =>
+      db.oneFirst(sql.type(z.object({ first: z.number() }))`
+        UPDATE conversations SET item_count = item_count + ${count}, updated_at = now()
+        WHERE id = ${id}
+        RETURNING item_count - ${count} AS first`),
+
+    /** Sets a generated title only while no title was ever chosen by the user or generated before. */
+    setAutoTitle: (id: string, title: string) =>
+      db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
+        UPDATE conversations SET title = ${title}, title_source = 'auto'
+        WHERE id = ${id} AND title_source IS NULL AND deleted_at IS NULL
+        RETURNING id`),
+  };
+}

@@ -1,0 +1,104 @@
+import { ItemRow, type StoredItem } from '@ic/schemas';
+import { z } from 'zod';
+import { jsonb, sql, type CommonQueryMethods } from '../pool';
+
+const columns = sql.fragment`id, run_id, direction, ordinal, conversation_id, position, body`;
+
+export interface NewItem {
+  id: string;
+  runId: string;
+  direction: 'input' | 'output';
+  ordinal: number;
+  conversationId: string | null;
+  position: number | null;
+  body: StoredItem;
+}
+
+export interface ItemPageRequest {
+  order: 'asc' | 'desc';
+  limit: number;
+  /** Exclusive bound: the position (or run ordinal) of the `after` item. */
+  afterKey?: number;
+}
+
+export function createItemsRepo(db: CommonQueryMethods) {
+  return {
+    /** Bulk insert in one statement. */
+    insertMany: async (items: NewItem[]) => {
+      if (items.length === 0) return;
+      await db.query(sql.typeAlias('void')`
+        INSERT INTO items (id, run_id, direction, ordinal, conversation_id, position, body)
+        SELECT id, run_id, direction, ordinal, conversation_id, position, body
+        FROM jsonb_to_recordset(${jsonb(
+          items.map((item) => ({
+            id: item.id,
+            run_id: item.runId,
+            direction: item.direction,
+            ordinal: item.ordinal,
+            conversation_id: item.conversationId,
+            position: item.position,
+            body: item.body,
+          })),
+        )}) AS t(id text, run_id text, direction text, ordinal integer, conversation_id text, position bigint, body jsonb)`);
+    },
+
+    /** Puts a run's input items into the transcript at `firstPosition + ordinal`. */
+    attachInputsToConversation: (runId: string, conversationId: string, firstPosition: number) =>
+      db.query(sql.typeAlias('void')`
+        UPDATE items SET conversation_id = ${conversationId}, position = ${firstPosition} + ordinal
+        WHERE run_id = ${runId} AND direction = 'input' AND conversation_id IS NULL`),
+
+    /** One transcript page: an index range scan on (conversation_id, position), whatever the depth. */
+    listConversationPage: (conversationId: string, page: ItemPageRequest) => {
+      const direction = page.order === 'desc' ? sql.fragment`DESC` : sql.fragment`ASC`;
+      const after =
+        page.afterKey === undefined
+          ? sql.fragment``
+          : page.order === 'desc'
+            ? sql.fragment`AND position < ${page.afterKey}`
+            : sql.fragment`AND position > ${page.afterKey}`;
+      return db.any(sql.type(ItemRow)`
+        SELECT ${columns} FROM items WHERE conversation_id = ${conversationId} ${after}
+        ORDER BY position ${direction} LIMIT ${page.limit + 1}`);
+    },
+
+    findInConversation: (conversationId: string, itemId: string) =>
+      db.maybeOne(sql.type(ItemRow)`SELECT ${columns} FROM items WHERE id = ${itemId} AND conversation_id = ${conversationId}`),
+
+    listRunPage: (runId: string, direction: 'input' | 'output', page: ItemPageRequest) => {
+      const order = page.order === 'desc' ? sql.fragment`DESC` : sql.fragment`ASC`;
+      const after =
+        page.afterKey === undefined
+          ? sql.fragment``
+          : page.order === 'desc'
+            ? sql.fragment`AND ordinal < ${page.afterKey}`
+            : sql.fragment`AND ordinal > ${page.afterKey}`;
+      return db.any(sql.type(ItemRow)`
+        SELECT ${columns} FROM items WHERE run_id = ${runId} AND direction = ${direction} ${after}
+        ORDER BY ordinal ${order} LIMIT ${page.limit + 1}`);
+    },
+
+    findInRun: (runId: string, itemId: string) =>
+      db.maybeOne(sql.type(ItemRow)`SELECT ${columns} FROM items WHERE id = ${itemId} AND run_id = ${runId}`),
+
+    listByRun: (runId: string) => db.any(sql.type(ItemRow)`SELECT ${columns} FROM items WHERE run_id = ${runId} ORDER BY ordinal`),
+
+    /** Transcript items after `afterPosition` (or all), in order: the history a turn replays. */
+    listConversationAfter: (conversationId: string, afterPosition: number) =>
+      db.any(sql.type(z.object({ position: z.number(), body: ItemRow.shape.body }))`
+        SELECT position, body FROM items WHERE conversation_id = ${conversationId} AND position > ${afterPosition}
+        ORDER BY position`),
+
+    /** Items of several runs, runs in the given order and each run's items in order (previous_response_id chains). */
+    listForRuns: (runIds: readonly string[]) =>
+      db.any(sql.type(ItemRow)`
+        SELECT ${columns} FROM items JOIN unnest(${sql.array(runIds, 'text')}) WITH ORDINALITY AS chain(run_id, n) USING (run_id)
+        ORDER BY chain.n, ordinal`),
+
+    firstUserMessage: (conversationId: string) =>
+      db.maybeOne(sql.type(ItemRow)`
+        SELECT ${columns} FROM items
+        WHERE conversation_id = ${conversationId} AND body->>'type' = 'message' AND body->>'role' = 'user'
+        ORDER BY position LIMIT 1`),
+  };
+}

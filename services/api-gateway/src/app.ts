@@ -1,0 +1,40 @@
+import type { Express } from 'express';
+import type { Authenticator } from '@ic/auth';
+import { CursorCodec } from '@ic/cursors';
+import { sql, type DatabasePool } from '@ic/db';
+
+const sqlPing = sql.unsafe`SELECT 1`;
+import { createBaseApp, finishApp } from '@ic/http';
+import type { Logger } from '@ic/telemetry';
+import { conversationsRouter } from './conversations.routes';
+import { ConversationsService } from './conversations.service';
+
+export interface GatewayDeps {
+  pool: DatabasePool;
+  authenticator: Authenticator;
+  logger: Logger;
+  cursorSecret: string;
+  corsOrigins: readonly string[];
+  bodyLimit: string;
+}
+
+/** The gateway's routes, for mounting into any app that already has the base middleware. */
+export function gatewayRouter(deps: Pick<GatewayDeps, 'pool' | 'authenticator' | 'cursorSecret'>) {
+  return conversationsRouter(new ConversationsService(deps.pool, new CursorCodec(deps.cursorSecret)), deps.authenticator);
+}
+
+export function createGatewayApp(deps: GatewayDeps): Express {
+  const app = createBaseApp({
+    logger: deps.logger,
+    corsOrigins: deps.corsOrigins,
+    bodyLimit: deps.bodyLimit,
+    authenticator: deps.authenticator,
+    ready: async () => {
+      await deps.pool.query(sqlPing);
+    },
+  });
+  app.use(gatewayRouter(deps));
+  finishApp(app, deps.logger);
+  return app;
+}
+

@@ -1,0 +1,80 @@
+import { Router } from 'express';
+import type { Authenticator } from '@ic/auth';
+import { authorize, parseOrThrow } from '@ic/http';
+import {
+  AppError,
+  ConversationId,
+  CreateConversationBody,
+  ItemId,
+  ListConversationsQuery,
+  ListItemsQuery,
+  RetrieveItemQuery,
+  UpdateConversationBody,
+} from '@ic/schemas';
+import type { ConversationsService } from './conversations.service';
+
+const conversationIdParam = (value: string | undefined) => parseOrThrow(ConversationId, value, 'conversation_id');
+
+/** The Conversations API: route contracts (zod) in, service calls out. */
+export function conversationsRouter(service: ConversationsService, authenticator: Authenticator): Router {
+  const router = Router();
+
+  router.post('/v1/conversations', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'conversations:write');
+    const body = parseOrThrow(CreateConversationBody, req.body);
+    res.json(await service.create(smith, body));
+  });
+
+  router.get('/v1/conversations', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'conversations:read');
+    const query = parseOrThrow(ListConversationsQuery, req.query);
+    res.json(await service.list(smith, query));
+  });
+
+  router.get('/v1/conversations/:conversation_id', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'conversations:read');
+    res.json(await service.get(smith, conversationIdParam(req.params.conversation_id)));
+  });
+
+  router.post('/v1/conversations/:conversation_id', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'conversations:write');
+    const id = conversationIdParam(req.params.conversation_id);
+    const body = parseOrThrow(UpdateConversationBody, req.body);
+    res.json(await service.update(smith, id, body));
+  });
+
+  router.delete('/v1/conversations/:conversation_id', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'conversations:write');
+    res.json(await service.delete(smith, conversationIdParam(req.params.conversation_id)));
+  });
+
+  router.get('/v1/conversations/:conversation_id/items', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'conversations:read');
+    const id = conversationIdParam(req.params.conversation_id);
+    const query = parseOrThrow(ListItemsQuery, req.query);
+    res.json(await service.listItems(smith, id, query));
+  });
+
+  router.get('/v1/conversations/:conversation_id/items/:item_id', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'conversations:read');
+    const id = conversationIdParam(req.params.conversation_id);
+    parseOrThrow(RetrieveItemQuery, req.query);
+    const itemId = parseOrThrow(ItemId, req.params.item_id, 'item_id');
+    res.json(await service.getItem(smith, id, itemId));
+  });
+
+  const readOnly = () => {
+    throw new AppError(
+      405,
+      'invalid_request_error',
+      'Conversation items are read-only: they accrue from the runs you drive with POST /v1/responses and the conversation parameter.',
+      null,
+      'items_read_only',
+      { allow: 'GET' },
+    );
+  };
+  router.post('/v1/conversations/:conversation_id/items', readOnly);
+  router.delete('/v1/conversations/:conversation_id/items/:item_id', readOnly);
+
+  return router;
+}

@@ -1,0 +1,131 @@
+import { z } from 'zod';
+import type { CursorCodec } from '@ic/cursors';
+import { createConversationsRepo, createItemsRepo, type DatabasePool } from '@ic/db';
+import {
+  badRequest,
+  ConversationId,
+  METADATA_MAX_PAIRS,
+  newId,
+  notFound,
+  presentConversation,
+  presentItem,
+  toItemList,
+  type ConversationObject,
+  type CreateConversationBody,
+  type CursorList,
+  type ItemList,
+  type ListConversationsQuery,
+  type ListItemsQuery,
+  type SmithRow,
+  type UpdateConversationBody,
+} from '@ic/schemas';
+
+const ConversationCursor = z.object({ at: z.number(), id: ConversationId, sort: z.enum(['created_at', 'updated_at']), order: z.enum(['asc', 'desc']) });
+
+type Item = ReturnType<typeof presentItem>;
+
+/** Conversation CRUD and the transcript read path. Transactions live here; SQL lives in the repositories. */
+export class ConversationsService {
+  constructor(
+    private readonly pool: DatabasePool,
+    private readonly cursors: CursorCodec,
+  ) {}
+
+  async create(smith: SmithRow, body: z.infer<typeof CreateConversationBody>): Promise<ConversationObject> {
+    const row = await createConversationsRepo(this.pool).insert({
+      id: newId('conversation'),
+      tenantId: smith.tenant_id,
+      smithId: smith.id,
+      title: body.title ?? null,
+      metadata: body.metadata ?? {},
+    });
+    return presentConversation(row);
+  }
+
+  async list(smith: SmithRow, query: z.infer<typeof ListConversationsQuery>): Promise<CursorList<ConversationObject>> {
+    const after = query.cursor ? this.cursors.decode('conversations', query.cursor, ConversationCursor) : undefined;
+    if (after && (after.sort !== query.sort_by || after.order !== query.order)) {
+      throw badRequest('This cursor belongs to a listing with a different sort_by or order; repeat the original query.', 'cursor', 'invalid_cursor');
+    }
+    const rows = await createConversationsRepo(this.pool).listPage({
+      smithId: smith.id,
+      sortBy: query.sort_by,
+      order: query.order,
+      limit: query.limit,
+      after: after ? { at: after.at, id: after.id } : undefined,
+    });
+    const hasMore = rows.length > query.limit;
+    const page = rows.slice(0, query.limit);
+    const last = page[page.length - 1];
+    return {
+      object: 'list',
+      data: page.map(presentConversation),
+      next_cursor:
+        hasMore && last
+          ? this.cursors.encode('conversations', { at: last[query.sort_by], id: last.id, sort: query.sort_by, order: query.order })
+          : null,
+      has_more: hasMore,
+    };
+  }
+
+  async get(smith: SmithRow, id: string): Promise<ConversationObject> {
+    return presentConversation(await this.requireConversation(smith, id));
+  }
+
+  /** Renames and/or merges metadata (a null value removes a key) under the row lock, so concurrent merges compose. */
+  async update(smith: SmithRow, id: string, body: z.infer<typeof UpdateConversationBody>): Promise<ConversationObject> {
+    const row = await this.pool.transaction(async (tx) => {
+      const conversations = createConversationsRepo(tx);
+      const current = await conversations.findForSmith(smith.id, id, { forUpdate: true });
+      if (!current) throw conversationNotFound(id);
+      let metadata: Record<string, string> | undefined;
+      if (body.metadata === null) metadata = {};
+      else if (body.metadata !== undefined) {
+        metadata = { ...current.metadata };
+        for (const [key, value] of Object.entries(body.metadata)) {
+          if (value === null) delete metadata[key];
+          else metadata[key] = value;
+        }
+        if (Object.keys(metadata).length > METADATA_MAX_PAIRS) {
+          throw badRequest(`metadata may hold at most ${METADATA_MAX_PAIRS} pairs; this update would leave ${Object.keys(metadata).length}.`, 'metadata', 'metadata_too_large');
+        }
+      }
+      return conversations.update(id, { title: body.title, metadata });
+    });
+    return presentConversation(row);
+  }
+
+  async delete(smith: SmithRow, id: string): Promise<{ id: string; object: 'conversation.deleted'; deleted: true }> {
+    const deleted = await createConversationsRepo(this.pool).softDelete(smith.id, id);
+    if (!deleted) throw conversationNotFound(id);
+    return { id, object: 'conversation.deleted', deleted: true };
+  }
+
+  async listItems(smith: SmithRow, conversationId: string, query: z.infer<typeof ListItemsQuery>): Promise<ItemList<Item>> {
+    await this.requireConversation(smith, conversationId);
+    const items = createItemsRepo(this.pool);
+    let afterKey: number | undefined;
+    if (query.after) {
+      const anchor = await items.findInConversation(conversationId, query.after);
+      if (!anchor) throw badRequest(`No item '${query.after}' in conversation '${conversationId}'.`, 'after', 'invalid_after');
+      afterKey = anchor.position!;
+    }
+    const rows = await items.listConversationPage(conversationId, { order: query.order, limit: query.limit, afterKey });
+    return toItemList(rows.slice(0, query.limit).map(presentItem), rows.length > query.limit);
+  }
+
+  async getItem(smith: SmithRow, conversationId: string, itemId: string): Promise<Item> {
+    await this.requireConversation(smith, conversationId);
+    const row = await createItemsRepo(this.pool).findInConversation(conversationId, itemId);
+    if (!row) throw notFound(`Item with id '${itemId}' not found in conversation '${conversationId}'.`, 'item_id');
+    return presentItem(row);
+  }
+
+  private async requireConversation(smith: SmithRow, id: string) {
+    const row = await createConversationsRepo(this.pool).findForSmith(smith.id, id);
+    if (!row) throw conversationNotFound(id);
+    return row;
+  }
+}
+
+export const conversationNotFound = (id: string) => notFound(`Conversation with id '${id}' not found.`, 'conversation_id');

@@ -1,0 +1,8 @@
+import { z } from 'zod';
+import { databaseEnv, httpEnv, logEnv, parseEnv } from '@ic/config';
+
+export const GatewayEnv = z.object({ ...databaseEnv, ...httpEnv, ...logEnv });
+export type GatewayEnv = z.infer<typeof GatewayEnv>;
+
+/** The api-gateway's configuration, parsed once. */
+export const loadGatewayEnv = (source: NodeJS.ProcessEnv = process.env): GatewayEnv => parseEnv(GatewayEnv, source);

@@ -1,0 +1,3 @@
+export * from './app';
+export * from './env';
+export * from './conversations.service';

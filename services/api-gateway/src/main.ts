@@ -1,0 +1,32 @@
+import { startTelemetry, createLogger, ShutdownRegistry } from '@ic/telemetry';
+const telemetry = startTelemetry('ic-api-gateway');
+
+import { Authenticator } from '@ic/auth';
+import { createDbPool } from '@ic/db';
+import { createGatewayApp } from './app';
+import { loadGatewayEnv } from './env';
+
+async function main(): Promise<void> {
+  const env = loadGatewayEnv();
+  const logger = createLogger('api-gateway', env.LOG_LEVEL);
+  const shutdown = new ShutdownRegistry(logger);
+  const pool = await createDbPool(env.DATABASE_URL, { maximumPoolSize: env.DATABASE_POOL_SIZE });
+  const app = createGatewayApp({
+    pool,
+    authenticator: new Authenticator(pool, env.TOKEN_CACHE_TTL_MS),
+    logger,
+    cursorSecret: env.CURSOR_SECRET,
+    corsOrigins: env.CORS_ORIGINS,
+    bodyLimit: env.BODY_LIMIT,
+  });
+  const server = app.listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'api-gateway listening'));
+  shutdown.register('http', () => new Promise((resolve) => server.close(resolve)));
+  shutdown.register('postgres', () => pool.end());
+  shutdown.register('telemetry', () => telemetry.shutdown());
+  shutdown.listen();
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
