@@ -1,0 +1,49 @@
+import type { RunParams, StoredItem } from '@ic/schemas';
+
+/** What a worker asks of a model: the whole replayed history plus this turn's input, already in order. */
+export interface ModelRequest {
+  /** Upstream model name, after the MODEL_MAP lookup. */
+  model: string;
+  instructions: string | null;
+  /** Prior transcript items followed by this turn's input items. */
+  items: readonly StoredItem[];
+  params: RunParams;
+  /** Aborted on cancel or shutdown; adapters must stop promptly and throw ModelError('cancelled'). */
+  signal: AbortSignal;
+}
+
+export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter';
+
+/** Normalised stream of what the model produced, independent of the upstream protocol. */
+export type ModelEvent =
+  | { type: 'text_delta'; delta: string }
+  /** Tool-call fragments; `index` identifies the call within this turn. `callId` and `name` arrive on the first fragment. */
+  | { type: 'tool_call_delta'; index: number; callId?: string; name?: string; argumentsDelta: string }
+  | { type: 'done'; finishReason: FinishReason; usage: { inputTokens: number; outputTokens: number; cachedTokens: number } };
+
+export interface ModelAdapter {
+  readonly name: string;
+  stream(request: ModelRequest): AsyncIterable<ModelEvent>;
+}
+
+export type ModelErrorCode =
+  | 'model_not_found'
+  | 'upstream_bad_request'
+  | 'upstream_auth'
+  | 'rate_limit_exceeded'
+  | 'upstream_error'
+  | 'upstream_unreachable'
+  | 'upstream_timeout'
+  | 'cancelled';
+
+/** A failed model call. `retryable` tells the worker whether another attempt could succeed. */
+export class ModelError extends Error {
+  override name = 'ModelError';
+  constructor(
+    message: string,
+    readonly code: ModelErrorCode,
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
