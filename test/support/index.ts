@@ -1,1 +1,4 @@
-export * from './db'; export * from './fixtures';
+export * from './db';
+export * from './fixtures';
+export * from './gateway';
+export * from './transcript';
