@@ -18,7 +18,7 @@ export function presentConversation(row: ConversationRow): ConversationObject {
 
 /** An item as the API shows it: its derived id first, then the stored body. */
 export function presentItem(row: Pick<ItemRow, 'id' | 'body'>): Record<string, unknown> & { id: string; type: string } {
-  return { id: row.id, ...row.body };
+  return { id: row.id, type: row.body.type, ...row.body };
 }
 
 /** OpenAI's list envelope; the client paginates on `last_id` (conversation items) or the last `id` (input items). */

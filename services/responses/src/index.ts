@@ -1,1 +1,6 @@
-export {};
+export * from './env';
+export * from './runtime';
+export * from './turns.service';
+export * from './scheduler';
+export * from './presenter';
+export * from './events';

@@ -81,17 +81,17 @@ export function createRunsRepo(db: CommonQueryMethods) {
         RETURNING ${columns}`),
 
     /** Finishes the run only if `attempt` still owns it; false means another attempt already did. */
-    finish: async (id: string, attempt: number, outcome: RunOutcome) => {
-      const row = await db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
+    finish: (id: string, attempt: number, outcome: RunOutcome) =>
+      db.maybeOne(sql.type(RunRow)`
         UPDATE runs SET status = ${outcome.status}, output_count = ${outcome.outputCount},
           usage = ${outcome.usage ? jsonb(outcome.usage) : null},
           error = ${outcome.error ? jsonb(outcome.error) : null},
           incomplete_details = ${outcome.incompleteDetails ? jsonb(outcome.incompleteDetails) : null},
-          completed_at = now()
+          completed_at = now(),
+          -- store: false keeps a standalone run only as long as it takes to answer it
+          deleted_at = CASE WHEN (params->>'store')::boolean OR conversation_id IS NOT NULL THEN NULL ELSE now() END
         WHERE id = ${id} AND status = 'in_progress' AND attempt = ${attempt}
-        RETURNING id`);
-      return row !== null;
-    },
+        RETURNING ${columns}`),
 
     /** Cancels a run no worker has picked up yet. */
     cancelIfQueued: (id: string) =>

@@ -1,0 +1,176 @@
+import { EventEmitter } from 'node:events';
+import { jobCatalog, type JobName, type JobPayload } from '@ic/schemas';
+import type { Logger } from '@ic/telemetry';
+import {
+  RetryLater,
+  PermanentFailure,
+  type EnqueueOptions,
+  type JobHandlers,
+  type JobQueue,
+  type QueueBackend,
+  type RunEventLog,
+  type RunSignals,
+  type StreamEvent,
+  type WorkerHandle,
+} from './types';
+
+interface PendingJob {
+  id: string;
+  name: JobName;
+  payload: unknown;
+  attempt: number;
+  state: 'waiting' | 'delayed' | 'active';
+}
+
+/**
+ * The embedded default: the same interfaces and processors as the BullMQ backend, in one process and
+ * without Redis. Jobs do not survive a restart; the sweeper re-enqueues unfinished runs from Postgres.
+ */
+export function createInProcessBackend(logger: Logger): QueueBackend {
+  const jobs = new Map<string, PendingJob>();
+  const ready: PendingJob[] = [];
+  const workers = new Map<string, { handlers: JobHandlers; concurrency: number; running: number; closed: boolean; idle: Array<() => void> }>();
+  const timers = new Set<NodeJS.Timeout>();
+  let sequence = 0;
+
+  const pump = (queueName: string) => {
+    const worker = workers.get(queueName);
+    if (!worker || worker.closed) return;
+    while (worker.running < worker.concurrency) {
+      const index = ready.findIndex((job) => jobCatalog[job.name].queue === queueName);
+      if (index < 0) break;
+      const [job] = ready.splice(index, 1) as [PendingJob];
+      job.state = 'active';
+      worker.running += 1;
+      void runJob(queueName, job).finally(() => {
+        worker.running -= 1;
+        if (worker.running === 0) worker.idle.splice(0).forEach((resolve) => resolve());
+        pump(queueName);
+      });
+    }
+  };
+
+  const schedule = (job: PendingJob, delayMs: number) => {
+    const queueName = jobCatalog[job.name].queue;
+    if (delayMs <= 0) {
+      job.state = 'waiting';
+      ready.push(job);
+      setImmediate(() => pump(queueName));
+      return;
+    }
+    job.state = 'delayed';
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      job.state = 'waiting';
+      ready.push(job);
+      pump(queueName);
+    }, delayMs);
+    timers.add(timer);
+  };
+
+  const runJob = async (queueName: string, job: PendingJob) => {
+    const worker = workers.get(queueName)!;
+    const handler = worker.handlers[job.name] as ((payload: unknown, context: unknown) => Promise<void>) | undefined;
+    const spec = jobCatalog[job.name];
+    const maxAttempts = spec.options.attempts;
+    try {
+      if (!handler) throw new PermanentFailure(`no handler for ${job.name}`);
+      const payload = spec.schema.parse(job.payload);
+      await handler(payload, { jobId: job.id, attempt: job.attempt, isFinalAttempt: job.attempt >= maxAttempts });
+      jobs.delete(job.id);
+    } catch (error) {
+      if (error instanceof RetryLater) return schedule(job, error.delayMs);
+      if (!(error instanceof PermanentFailure) && job.attempt < maxAttempts) {
+        job.attempt += 1;
+        return schedule(job, spec.options.backoff.delay * 2 ** (job.attempt - 2));
+      }
+      logger.error({ err: error, job: job.name, jobId: job.id }, 'job failed');
+      jobs.delete(job.id);
+    }
+  };
+
+  const queue: JobQueue = {
+    async enqueue<N extends JobName>(name: N, payload: JobPayload<N>, options: EnqueueOptions = {}) {
+      const id = options.jobId ?? `job-${++sequence}`;
+      if (jobs.has(id)) return;
+      const job: PendingJob = { id, name, payload: jobCatalog[name].schema.parse(payload), attempt: 1, state: 'waiting' };
+      jobs.set(id, job);
+      schedule(job, options.delayMs ?? 0);
+    },
+    async isPending(_queue: string, jobId: string) {
+      return jobs.has(jobId);
+    },
+  };
+
+  return {
+    kind: 'in-process',
+    queue,
+    events: new MemoryEventLog(),
+    signals: new MemorySignals(),
+    startWorker(queueName, handlers, options) {
+      const worker = { handlers, concurrency: options.concurrency, running: 0, closed: false, idle: [] as Array<() => void> };
+      workers.set(queueName, worker);
+      setImmediate(() => pump(queueName));
+      const handle: WorkerHandle = {
+        close: async () => {
+          worker.closed = true;
+          if (worker.running > 0) await new Promise<void>((resolve) => worker.idle.push(resolve));
+        },
+      };
+      return handle;
+    },
+    async ping() {},
+    async close() {
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+    },
+  };
+}
+
+export class MemoryEventLog implements RunEventLog {
+  private readonly logs = new Map<string, StreamEvent[]>();
+  private readonly appended = new EventEmitter().setMaxListeners(0);
+
+  async append(runId: string, events: readonly StreamEvent[]): Promise<void> {
+    const log = this.logs.get(runId) ?? [];
+    log.push(...events);
+    this.logs.set(runId, log);
+    this.appended.emit(runId);
+  }
+
+  async read(runId: string, afterSequence: number, blockMs: number): Promise<StreamEvent[]> {
+    const available = () => (this.logs.get(runId) ?? []).filter((event) => event.sequence_number > afterSequence);
+    const now = available();
+    if (now.length > 0 || blockMs <= 0) return now;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.appended.off(runId, done);
+        resolve();
+      };
+      const timer = setTimeout(done, blockMs);
+      this.appended.on(runId, done);
+    });
+    return available();
+  }
+
+  async lastSequence(runId: string): Promise<number> {
+    const log = this.logs.get(runId);
+    return log && log.length > 0 ? log[log.length - 1]!.sequence_number : -1;
+  }
+
+  async expire(runId: string, ttlSeconds: number): Promise<void> {
+    setTimeout(() => this.logs.delete(runId), ttlSeconds * 1000).unref();
+  }
+}
+
+class MemorySignals implements RunSignals {
+  private readonly emitter = new EventEmitter().setMaxListeners(0);
+  async publishCancel(runId: string): Promise<void> {
+    this.emitter.emit('cancel', runId);
+  }
+  onCancel(listener: (runId: string) => void): () => void {
+    this.emitter.on('cancel', listener);
+    return () => this.emitter.off('cancel', listener);
+  }
+}

@@ -1,0 +1,32 @@
+import { z } from 'zod';
+import { databaseEnv, httpEnv, intEnv, logEnv, modelEnv, parseEnv, redisEnv } from '@ic/config';
+
+export const ResponsesEnv = z.object({
+  ...databaseEnv,
+  ...httpEnv,
+  ...logEnv,
+  ...redisEnv,
+  ...modelEnv,
+  /** `api` serves /v1/responses, `worker` executes turns, `all` does both in one process. */
+  RESPONSES_ROLE: z.enum(['api', 'worker', 'all']).default('all'),
+  /** Turns one worker process executes at once. */
+  WORKER_CONCURRENCY: intEnv(8, 1, 512),
+  /** Port for /healthz and /readyz when the process runs only the worker role. */
+  HEALTH_PORT: intEnv(8081, 0, 65535),
+  /** How long a worker's lock on a turn lasts; a crashed worker's turn is picked up again after about this long. */
+  WORKER_LOCK_DURATION_MS: intEnv(30000, 1000),
+  /** How often unfinished runs are checked for a lost job, and how old they must be. */
+  SWEEP_INTERVAL_MS: intEnv(5000, 100),
+  SWEEP_MIN_AGE_MS: intEnv(10000, 0),
+  /** How long a finished run's event stream stays replayable from Redis (afterwards it is rebuilt from Postgres). */
+  RUN_EVENTS_TTL_SECONDS: intEnv(3600, 1),
+  /** SSE comment keep-alive interval while a stream is quiet. */
+  STREAM_KEEPALIVE_MS: intEnv(15000, 100),
+  /** Longest a non-streaming request waits for its turn before answering with the run as it stands. */
+  SYNC_WAIT_MS: intEnv(600000, 1000),
+  /** A retried POST (X-Stainless-Retry-Count ≥ 1) with the same body within this window returns the original run. */
+  RETRY_DEDUP_WINDOW_MS: intEnv(660000, 0),
+});
+export type ResponsesEnv = z.infer<typeof ResponsesEnv>;
+
+export const loadResponsesEnv = (source: NodeJS.ProcessEnv = process.env): ResponsesEnv => parseEnv(ResponsesEnv, source);

@@ -1,0 +1,63 @@
+import { createItemsRepo, createRunsRepo, type DatabasePool } from '@ic/db';
+import type { RunRow, StoredItem } from '@ic/schemas';
+
+interface CachedTranscript {
+  lastPosition: number;
+  items: StoredItem[];
+}
+
+/**
+ * Loads what a turn replays: the conversation's transcript (or the previous_response_id chain) plus
+ * the turn's own input. Transcripts are append-only, so each worker caches them per conversation and
+ * reads only the items stamped since; a warm turn costs one indexed read of the new items.
+ */
+export class HistoryLoader {
+  private readonly cache = new Map<string, CachedTranscript>();
+
+  constructor(
+    private readonly pool: DatabasePool,
+    private readonly maxConversations = 256,
+  ) {}
+
+  async forRun(run: RunRow): Promise<{ prior: StoredItem[]; input: StoredItem[] }> {
+    const items = createItemsRepo(this.pool);
+    const [prior, own] = await Promise.all([
+      run.conversation_id
+        ? this.transcript(run.conversation_id)
+        : run.previous_response_id
+          ? this.chain(run.previous_response_id)
+          : Promise.resolve([] as StoredItem[]),
+      items.listRunPage(run.id, 'input', { order: 'asc', limit: 100000 }),
+    ]);
+    return { prior, input: own.map((row) => row.body) };
+  }
+
+  /** Called after a stamp commits, so the next turn needs no read at all when nothing else wrote. */
+  recordStamped(conversationId: string, firstPosition: number, stamped: readonly StoredItem[]): void {
+    const cached = this.cache.get(conversationId);
+    if (!cached) return;
+    if (cached.lastPosition !== firstPosition - 1) {
+      this.cache.delete(conversationId);
+      return;
+    }
+    cached.items.push(...stamped);
+    cached.lastPosition = firstPosition + stamped.length - 1;
+  }
+
+  private async transcript(conversationId: string): Promise<StoredItem[]> {
+    const cached = this.cache.get(conversationId) ?? { lastPosition: -1, items: [] };
+    const fresh = await createItemsRepo(this.pool).listConversationAfter(conversationId, cached.lastPosition);
+    for (const row of fresh) cached.items.push(row.body);
+    if (fresh.length > 0) cached.lastPosition = fresh[fresh.length - 1]!.position;
+    this.cache.delete(conversationId);
+    this.cache.set(conversationId, cached);
+    if (this.cache.size > this.maxConversations) this.cache.delete(this.cache.keys().next().value!);
+    return cached.items.slice();
+  }
+
+  private async chain(lastRunId: string): Promise<StoredItem[]> {
+    const runIds = await createRunsRepo(this.pool).chainEndingAt(lastRunId);
+    const rows = await createItemsRepo(this.pool).listForRuns(runIds);
+    return rows.map((row) => row.body);
+  }
+}

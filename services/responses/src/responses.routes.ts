@@ -1,0 +1,102 @@
+import { Router, type Request, type Response } from 'express';
+import { z } from 'zod';
+import type { Authenticator } from '@ic/auth';
+import { authorize, parseOrThrow } from '@ic/http';
+import { badRequest, CreateResponseBody, GetResponseQuery, ListInputItemsQuery, type RunRow } from '@ic/schemas';
+import type { Logger } from '@ic/telemetry';
+import { isTerminalEvent } from './events';
+import { startEventStream, writeEvent, writeKeepAlive, writeStreamError } from './sse';
+import type { BusyMode, TurnsService } from './turns.service';
+
+export const BUSY_HEADER = 'ic-conversation-busy';
+const IdempotencyKey = z.string().regex(/^[\x21-\x7e]{1,255}$/, 'Idempotency-Key must be 1–255 visible ASCII characters');
+
+export interface ResponsesRouterOptions {
+  keepAliveMs: number;
+  syncWaitMs: number;
+  logger: Logger;
+}
+
+function busyMode(req: Request): BusyMode {
+  const value = req.header(BUSY_HEADER)?.trim().toLowerCase();
+  if (value === undefined || value === '' || value === 'queue') return 'queue';
+  if (value === 'reject') return 'reject';
+  throw badRequest(`IC-Conversation-Busy must be 'queue' (wait for the running turn) or 'reject' (answer conversation_locked).`, 'IC-Conversation-Busy', 'invalid_value');
+}
+
+/** The Responses API over the turn service: JSON, background, and SSE relayed from the run's event log. */
+export function responsesRouter(service: TurnsService, authenticator: Authenticator, options: ResponsesRouterOptions): Router {
+  const router = Router();
+
+  const relay = async (res: Response, run: RunRow, afterSequence: number) => {
+    startEventStream(res);
+    let open = true;
+    res.on('close', () => {
+      open = false;
+    });
+    let after = afterSequence;
+    try {
+      while (open) {
+        const { events, finished } = await service.eventsAfter(run, after, options.keepAliveMs);
+        if (!open) break;
+        if (events.length === 0 && !finished) writeKeepAlive(res);
+        for (const event of events) {
+          writeEvent(res, event);
+          after = event.sequence_number;
+          if (isTerminalEvent(event)) break;
+        }
+        if (finished) break;
+      }
+    } catch (error) {
+      if (open) writeStreamError(res, error, after + 1, options.logger);
+    }
+    res.end();
+  };
+
+  router.post('/v1/responses', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'responses:write');
+    const body = parseOrThrow(CreateResponseBody, req.body);
+    const rawKey = req.header('idempotency-key');
+    const idempotencyKey = rawKey === undefined ? null : parseOrThrow(IdempotencyKey, rawKey, 'Idempotency-Key');
+    const retryCount = Number.parseInt(req.header('x-stainless-retry-count') ?? '0', 10);
+    const { run } = await service.accept(smith, body, {
+      idempotencyKey,
+      busyMode: busyMode(req),
+      clientRetryCount: Number.isFinite(retryCount) ? retryCount : 0,
+    });
+    if (body.stream) return relay(res, run, -1);
+    if (body.background) return res.json(await service.present(run));
+    let open = true;
+    res.on('close', () => {
+      open = false;
+    });
+    await service.waitUntilFinished(run.id, options.syncWaitMs, () => !open);
+    if (open) res.json(await service.presentById(run.id));
+  });
+
+  router.get('/v1/responses/:response_id', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'responses:read');
+    const query = parseOrThrow(GetResponseQuery, req.query);
+    const run = await service.requireRun(smith, req.params.response_id ?? '');
+    if (query.stream === 'true') return relay(res, run, query.starting_after ?? -1);
+    res.json(await service.present(run));
+  });
+
+  router.post('/v1/responses/:response_id/cancel', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'responses:write');
+    res.json(await service.cancel(smith, req.params.response_id ?? ''));
+  });
+
+  router.delete('/v1/responses/:response_id', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'responses:write');
+    res.json(await service.delete(smith, req.params.response_id ?? ''));
+  });
+
+  router.get('/v1/responses/:response_id/input_items', async (req, res) => {
+    const { smith } = await authorize(authenticator, req, res, 'responses:read');
+    const query = parseOrThrow(ListInputItemsQuery, req.query);
+    res.json(await service.listInputItems(smith, req.params.response_id ?? '', query));
+  });
+
+  return router;
+}

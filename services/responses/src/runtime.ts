@@ -1,0 +1,69 @@
+import type { Router } from 'express';
+import type { Authenticator } from '@ic/auth';
+import type { DatabasePool } from '@ic/db';
+import type { ModelAdapter } from '@ic/model';
+import type { QueueBackend, WorkerHandle } from '@ic/queue';
+import type { Logger } from '@ic/telemetry';
+import { HistoryLoader } from './history';
+import { responsesRouter } from './responses.routes';
+import { TURN_QUEUE, TurnScheduler } from './scheduler';
+import { TurnProcessor } from './turn.processor';
+import { TurnsService } from './turns.service';
+
+export interface ResponsesRuntimeDeps {
+  pool: DatabasePool;
+  backend: QueueBackend;
+  authenticator: Authenticator;
+  logger: Logger;
+  model: ModelAdapter;
+  resolveModel: (publicName: string) => string;
+  eventsTtlSeconds: number;
+  keepAliveMs: number;
+  syncWaitMs: number;
+  retryDedupWindowMs: number;
+}
+
+/** The responses service's parts, wired once; roles pick which of them run (HTTP API, turn workers, sweeper). */
+export class ResponsesRuntime {
+  readonly scheduler: TurnScheduler;
+  readonly service: TurnsService;
+  private processor: TurnProcessor | null = null;
+
+  constructor(private readonly deps: ResponsesRuntimeDeps) {
+    this.scheduler = new TurnScheduler(deps.pool, deps.backend, deps.logger);
+    this.service = new TurnsService({
+      pool: deps.pool,
+      backend: deps.backend,
+      scheduler: this.scheduler,
+      logger: deps.logger,
+      retryDedupWindowMs: deps.retryDedupWindowMs,
+      eventsTtlSeconds: deps.eventsTtlSeconds,
+    });
+  }
+
+  router(): Router {
+    return responsesRouter(this.service, this.deps.authenticator, { keepAliveMs: this.deps.keepAliveMs, syncWaitMs: this.deps.syncWaitMs, logger: this.deps.logger });
+  }
+
+  /** Starts executing turns; `close()` on the handle stops intake and waits for running turns. */
+  startWorker(concurrency: number): WorkerHandle {
+    const processor = new TurnProcessor({
+      pool: this.deps.pool,
+      backend: this.deps.backend,
+      model: this.deps.model,
+      resolveModel: this.deps.resolveModel,
+      history: new HistoryLoader(this.deps.pool),
+      scheduler: this.scheduler,
+      logger: this.deps.logger,
+      eventsTtlSeconds: this.deps.eventsTtlSeconds,
+    });
+    this.processor = processor;
+    const worker = this.deps.backend.startWorker(TURN_QUEUE, { 'turn.execute.v1': processor.handle }, { concurrency });
+    return {
+      close: async () => {
+        await worker.close();
+        processor.close();
+      },
+    };
+  }
+}

@@ -1,0 +1,32 @@
+import type { Response } from 'express';
+import type { StreamEvent } from '@ic/queue';
+import { toAppError } from '@ic/http';
+import type { Logger } from '@ic/telemetry';
+
+/** Server-Sent Events framing as the openai client parses it: `event:` + one JSON `data:` line, blank line. */
+export function startEventStream(res: Response): void {
+  res.status(200);
+  res.setHeader('content-type', 'text/event-stream; charset=utf-8');
+  res.setHeader('cache-control', 'no-cache, no-transform');
+  res.setHeader('connection', 'keep-alive');
+  res.setHeader('x-accel-buffering', 'no');
+  res.socket?.setNoDelay(true);
+  res.flushHeaders();
+}
+
+export function writeEvent(res: Response, event: StreamEvent): void {
+  res.write(`event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
+}
+
+/** A comment line: ignored by SSE parsers, keeps proxies and undici's body timeout from closing a quiet stream. */
+export function writeKeepAlive(res: Response): void {
+  res.write(': keep-alive\n\n');
+}
+
+/** Errors mid-stream use the nested shape every openai client version throws on. */
+export function writeStreamError(res: Response, error: unknown, sequenceNumber: number, logger: Logger): void {
+  const appError = toAppError(error);
+  if (appError.status >= 500) logger.error({ err: error }, 'stream relay failed');
+  const body = appError.toEnvelope().error;
+  res.write(`event: error\ndata: ${JSON.stringify({ type: 'error', sequence_number: sequenceNumber, error: body })}\n\n`);
+}

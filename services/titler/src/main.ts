@@ -1,0 +1,49 @@
+import { createLogger, ShutdownRegistry, startTelemetry } from '@ic/telemetry';
+const telemetry = startTelemetry('ic-titler');
+
+import { createServer } from 'node:http';
+import { createDbPool, sql } from '@ic/db';
+import { createModelAdapter, resolveUpstreamModel } from '@ic/model';
+import { createQueueBackend } from '@ic/queue';
+import { loadTitlerEnv } from './env';
+import { createTitleHandler, TITLE_QUEUE } from './index';
+
+async function main(): Promise<void> {
+  const env = loadTitlerEnv();
+  const logger = createLogger('titler', env.LOG_LEVEL);
+  if (!env.REDIS_URL) throw new Error('REDIS_URL is required for the titler worker. (The embedded single-process stack is `npm start`.)');
+  const shutdown = new ShutdownRegistry(logger);
+  const pool = await createDbPool(env.DATABASE_URL, { maximumPoolSize: env.DATABASE_POOL_SIZE });
+  const backend = await createQueueBackend({ redisUrl: env.REDIS_URL, prefix: env.REDIS_PREFIX, logger });
+  const ready = async () => {
+    await pool.query(sql.unsafe`SELECT 1`);
+    await backend.ping();
+  };
+  await ready();
+  const handler = createTitleHandler({
+    pool,
+    logger,
+    mode: env.TITLER_MODE,
+    model: createModelAdapter({ baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: 0 }),
+    titleModel: resolveUpstreamModel(env.TITLER_MODEL, env.MODEL_MAP),
+  });
+  const worker = backend.startWorker(TITLE_QUEUE, { 'titler.generate.v1': handler }, { concurrency: env.TITLER_CONCURRENCY });
+  const health = createServer((req, res) => {
+    (req.url === '/readyz' ? ready() : Promise.resolve()).then(
+      () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}'),
+      () => res.writeHead(503, { 'content-type': 'application/json' }).end('{"status":"unavailable"}'),
+    );
+  }).listen(env.HEALTH_PORT);
+  logger.info({ mode: env.TITLER_MODE }, 'titler started');
+  shutdown.register('worker', () => worker.close());
+  shutdown.register('health', () => new Promise((resolve) => health.close(resolve)));
+  shutdown.register('redis', () => backend.close());
+  shutdown.register('postgres', () => pool.end());
+  shutdown.register('telemetry', () => telemetry.shutdown());
+  shutdown.listen();
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
