@@ -193,6 +193,10 @@ export function toAppError(error: unknown): AppError {
     return new AppError(500, 'server_error', 'The server failed to read stored data.', null, 'server_error');
   }
   const status = httpError?.status ?? httpError?.statusCode;
+  // The router throws a URIError (status 400, but no `expose`) for a path parameter that is not valid percent-encoding.
+  if (error instanceof URIError && status === 400) {
+    return badRequest('The request path is not valid percent-encoding.', null, 'invalid_path');
+  }
   if (typeof status === 'number' && status >= 400 && status < 500 && httpError.expose) {
     return new AppError(status, 'invalid_request_error', (error as Error).message, null, 'invalid_request');
   }
