@@ -94,13 +94,24 @@ function formatParam(path: ReadonlyArray<string | number>): string {
   return path.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : out ? `${out}.${part}` : part), '');
 }
 
-/** Refuses a request body where none belongs (a body on GET is ignored by express.json anyway). */
+/**
+ * Parses a JSON body (an absent body reads as `{}`). A non-empty body that is not declared as JSON is a
+ * 415 rather than silently ignored, so a title sent as text/plain is not dropped without a word.
+ */
 export function jsonBody(limit: string): RequestHandler {
   const parse = express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] });
   return (req, res, next) => {
     parse(req, res, (error?: unknown) => {
       if (error) return next(error);
-      if (req.body === undefined) req.body = {};
+      if (req.body === undefined) {
+        const hasContent = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+        if (hasContent) {
+          return next(
+            new AppError(415, 'invalid_request_error', 'Send the request body as JSON with Content-Type: application/json.', null, 'unsupported_media_type'),
+          );
+        }
+        req.body = {};
+      }
       next();
     });
   };
