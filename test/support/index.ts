@@ -1,4 +1,5 @@
 export * from './db';
 export * from './fixtures';
 export * from './gateway';
+export * from './http';
 export * from './transcript';
