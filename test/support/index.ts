@@ -3,3 +3,5 @@ export * from './fixtures';
 export * from './gateway';
 export * from './http';
 export * from './transcript';
+export * from './fake-upstream';
+export * from './turn-stack';

@@ -18,7 +18,9 @@ export function presentConversation(row: ConversationRow): ConversationObject {
 
 /** An item as the API shows it: its derived id first, then the stored body. */
 export function presentItem(row: Pick<ItemRow, 'id' | 'body'>): Record<string, unknown> & { id: string; type: string } {
-  return { id: row.id, type: row.body.type, ...row.body };
+  // id and type lead, as in OpenAI's objects (jsonb would otherwise return keys shortest-first).
+  const { type, ...rest } = row.body;
+  return { id: row.id, type, ...rest };
 }
 
 /** OpenAI's list envelope; the client paginates on `last_id` (conversation items) or the last `id` (input items). */

@@ -1,0 +1,324 @@
+import OpenAI from 'openai';
+import { createRunsRepo, sql } from '@ic/db';
+import { z } from 'zod';
+import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
+
+/** The chat messages the fake upstream received for request `index`, as role/text pairs. */
+function sentMessages(stack: TurnStack, index: number): Array<[string, string]> {
+  const request = stack.upstream.requests[index];
+  if (!request) throw new Error(`no upstream request #${index}`);
+  return request.messages.map((message) => [message.role, typeof message.content === 'string' ? message.content : JSON.stringify(message.content)]);
+}
+
+describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () => {
+  let stack: TurnStack;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    stack = await startTurnStack({ upstream: { reply: (request) => `Reply #${request.messages.length}` } });
+    client = stack.client();
+  });
+  afterAll(() => stack.close());
+  beforeEach(() => stack.upstream.reset());
+
+  it('replays exactly the prior turns, in order, on each of three turns', async () => {
+    const conversation = await client.conversations.create();
+    const first = await client.responses.create({ model: '', conversation: conversation.id, input: 'one', instructions: 'Be brief.' });
+    const second = await client.responses.create({ model: '', conversation: conversation.id, input: 'two' });
+    const third = await client.responses.create({ model: '', conversation: { id: conversation.id }, input: [{ role: 'user', content: 'three' }] });
+
+    expect([first.status, second.status, third.status]).toEqual(['completed', 'completed', 'completed']);
+    expect(first.output_text).toBe('Reply #2');
+    expect(first.model).toBe('fake-default-model');
+    expect(third.conversation).toEqual({ id: conversation.id });
+    expect(stack.upstream.requests.map((request) => request.model)).toEqual(['fake-default-model', 'fake-default-model', 'fake-default-model']);
+    expect(sentMessages(stack, 0)).toEqual([['system', 'Be brief.'], ['user', 'one']]);
+    // Instructions apply to their own turn only; history is the transcript.
+    expect(sentMessages(stack, 1)).toEqual([['user', 'one'], ['assistant', 'Reply #2'], ['user', 'two']]);
+    expect(sentMessages(stack, 2)).toEqual([['user', 'one'], ['assistant', 'Reply #2'], ['user', 'two'], ['assistant', 'Reply #3'], ['user', 'three']]);
+
+    const items = [];
+    for await (const item of client.conversations.items.list(conversation.id, { limit: 2 })) items.push(item);
+    expect(items.map((item) => item.id)).toEqual([`${first.id}.i0`, `${first.id}.o`, `${second.id}.i0`, `${second.id}.o`, `${third.id}.i0`, `${third.id}.o`]);
+    expect(items[1]).toMatchObject({ type: 'message', role: 'assistant', status: 'completed', content: [{ type: 'output_text', text: 'Reply #2' }] });
+    expect(first.output[0]?.id).toBe(`${first.id}.o`);
+    const retrieved = await client.conversations.items.retrieve(`${second.id}.i0`, { conversation_id: conversation.id });
+    expect(retrieved).toMatchObject({ type: 'message', role: 'user', content: [{ type: 'input_text', text: 'two' }] });
+  });
+
+  it('streams OpenAI events in order across the queue and finalResponse() succeeds', async () => {
+    stack.upstream.set({ reply: 'alpha beta gamma delta', tokenDelayMs: 5 });
+    const conversation = await client.conversations.create();
+    const stream = client.responses.stream({ model: '', conversation: conversation.id, input: 'stream please' });
+    const seen: Array<{ type: string; sequence_number: number }> = [];
+    stream.on('event', (event) => seen.push(event));
+    const final = await stream.finalResponse();
+
+    expect(final.status).toBe('completed');
+    expect(final.output_text).toBe('alpha beta gamma delta');
+    expect(seen.map((event) => event.sequence_number)).toEqual(seen.map((_, index) => index));
+    const types = seen.map((event) => event.type);
+    expect(types.slice(0, 4)).toEqual(['response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added']);
+    expect(types.filter((type) => type === 'response.output_text.delta').length).toBeGreaterThan(1);
+    expect(types.slice(-4)).toEqual(['response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.completed']);
+    const stored = await client.responses.retrieve(final.id);
+    expect(stored.output_text).toBe('alpha beta gamma delta');
+  });
+
+  it('keeps a turn whose streaming client disconnected, and resumes its stream with starting_after', async () => {
+    stack.upstream.set({ reply: 'one two three four five six seven eight', tokenDelayMs: 20 });
+    const conversation = await client.conversations.create();
+    const stream = await client.responses.create({ model: '', conversation: conversation.id, input: 'tell me', stream: true });
+    let responseId = '';
+    let lastSeen = -1;
+    let firstDelta = '';
+    for await (const event of stream) {
+      if (event.type === 'response.created') responseId = event.response.id;
+      lastSeen = event.sequence_number;
+      if (event.type === 'response.output_text.delta') {
+        firstDelta = event.delta;
+        break; // disconnects
+      }
+    }
+    expect(responseId).not.toBe('');
+    const finished = await eventually(async () => {
+      const response = await client.responses.retrieve(responseId);
+      return response.status === 'completed' ? response : undefined;
+    });
+    expect(finished.output_text).toBe('one two three four five six seven eight');
+
+    const resumed = await client.responses.retrieve(responseId, { stream: true, starting_after: lastSeen });
+    const rest: Array<{ type: string; sequence_number: number }> = [];
+    for await (const event of resumed) rest.push(event);
+    expect(rest[0]?.sequence_number).toBe(lastSeen + 1);
+    expect(rest.at(-1)?.type).toBe('response.completed');
+    const deltas = rest.filter((event): event is typeof event & { delta: string } => event.type === 'response.output_text.delta');
+    expect(firstDelta + deltas.map((event) => event.delta).join('')).toBe('one two three four five six seven eight');
+    expect(deltas.length).toBeGreaterThan(0);
+    const items = await client.conversations.items.list(conversation.id);
+    expect(items.data).toHaveLength(2);
+  });
+
+  it('runs five concurrent turns of one conversation one at a time, in acceptance order, each seeing the earlier ones', async () => {
+    stack.upstream.set({ reply: (request) => `seen ${request.messages.length}`, tokenDelayMs: 2 });
+    const conversation = await client.conversations.create();
+    const responses = await Promise.all(
+      [1, 2, 3, 4, 5].map((n) => client.responses.create({ model: '', conversation: conversation.id, input: `message ${n}` })),
+    );
+    expect(responses.every((response) => response.status === 'completed')).toBe(true);
+
+    const order = await stack.db.pool.any(sql.type(z.object({ id: z.string(), conversation_seq: z.number() }))`
+      SELECT id, conversation_seq FROM runs WHERE conversation_id = ${conversation.id} ORDER BY conversation_seq`);
+    expect(order.map((row) => row.conversation_seq)).toEqual([1, 2, 3, 4, 5]);
+    // Turn k (in acceptance order) saw the 2(k-1) earlier items plus its own input.
+    const byId = new Map(responses.map((response) => [response.id, response.output_text]));
+    expect(order.map((row) => byId.get(row.id))).toEqual(['seen 1', 'seen 3', 'seen 5', 'seen 7', 'seen 9']);
+
+    const items = [];
+    for await (const item of client.conversations.items.list(conversation.id, { limit: 3 })) items.push(item);
+    expect(items.map((item) => item.id)).toEqual(order.flatMap((row) => [`${row.id}.i0`, `${row.id}.o`]));
+    expect(new Set(items.map((item) => item.id)).size).toBe(10);
+  });
+
+  it('answers conversation_locked in reject mode while a turn runs, writing nothing', async () => {
+    stack.upstream.hangNext();
+    const conversation = await client.conversations.create();
+    const running = await client.responses.create({ model: '', conversation: conversation.id, input: 'slow', background: true });
+    await stack.upstream.waitForRequests(1);
+    const rejecting = stack.client(undefined, { defaultHeaders: { 'IC-Conversation-Busy': 'reject' } });
+    const error = await rejecting.responses.create({ model: '', conversation: conversation.id, input: 'again' }).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((error as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('conversation_locked');
+    expect((error as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('conversation');
+    const runCount = await stack.db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`SELECT count(*)::int AS n FROM runs WHERE conversation_id = ${conversation.id}`);
+    expect(runCount).toBe(1);
+
+    const cancelled = await client.responses.cancel(running.id);
+    expect(cancelled.status).toBe('cancelled');
+  });
+
+  it('runs background turns, polls them, and cancels a running one without touching the transcript', async () => {
+    stack.upstream.hangNext();
+    const conversation = await client.conversations.create();
+    const started = await client.responses.create({ model: '', conversation: conversation.id, input: 'take your time', background: true });
+    expect(started.status).toBe('queued');
+    expect(started.background).toBe(true);
+    await stack.upstream.waitForRequests(1);
+    expect((await client.responses.retrieve(started.id)).status).toBe('in_progress');
+
+    const cancelled = await client.responses.cancel(started.id);
+    expect(cancelled.status).toBe('cancelled');
+    await stack.upstream.waitForAborts(1);
+    expect((await client.responses.retrieve(started.id)).status).toBe('cancelled');
+    expect((await client.conversations.items.list(conversation.id)).data).toEqual([]);
+
+    // The conversation moves on: the next turn runs and sees no trace of the cancelled one.
+    const next = await client.responses.create({ model: '', conversation: conversation.id, input: 'hello again' });
+    expect(next.status).toBe('completed');
+    expect(sentMessages(stack, 1)).toEqual([['user', 'hello again']]);
+
+    const polled = await client.responses.create({ model: '', conversation: conversation.id, input: 'background', background: true });
+    const done = await eventually(async () => {
+      const response = await client.responses.retrieve(polled.id);
+      return response.status === 'completed' ? response : undefined;
+    });
+    expect(done.output).toHaveLength(1);
+  });
+
+  it('cancels a turn still queued behind another', async () => {
+    stack.upstream.hangNext();
+    const conversation = await client.conversations.create();
+    const first = await client.responses.create({ model: '', conversation: conversation.id, input: 'first', background: true });
+    const second = await client.responses.create({ model: '', conversation: conversation.id, input: 'second', background: true });
+    await stack.upstream.waitForRequests(1);
+    expect((await client.responses.cancel(second.id)).status).toBe('cancelled');
+    expect((await client.responses.cancel(first.id)).status).toBe('cancelled');
+    expect(stack.upstream.requests).toHaveLength(1);
+  });
+
+  it('turns a retried POST with the same Idempotency-Key into the same run, and refuses the key with another body', async () => {
+    const conversation = await client.conversations.create();
+    const keyed = stack.client(undefined, { defaultHeaders: { 'Idempotency-Key': `key-${conversation.id}` } });
+    const body = { model: '', conversation: conversation.id, input: 'only once' };
+    const first = await keyed.responses.create(body);
+    const again = await keyed.responses.create(body);
+    expect(again.id).toBe(first.id);
+    expect(again.output_text).toBe(first.output_text);
+    expect(stack.upstream.requests).toHaveLength(1);
+    expect((await client.conversations.items.list(conversation.id)).data).toHaveLength(2);
+
+    const error = await keyed.responses.create({ ...body, input: 'something else' }).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('idempotency_key_reused');
+  });
+
+  it("recognises the openai client's own retry of a timed-out POST (no key) and does not run the turn twice", async () => {
+    stack.upstream.set({ reply: 'slow answer', firstTokenDelayMs: 800 });
+    const conversation = await client.conversations.create();
+    const retrying = stack.client(undefined, { maxRetries: 1, timeout: 400 });
+    const response = await retrying.responses.create({ model: '', conversation: conversation.id, input: 'are you there?' }).catch(() => null);
+    // Whatever the client saw, the server ran exactly one turn.
+    const runs = await eventually(async () => {
+      const rows = await stack.db.pool.any(sql.type(z.object({ status: z.string() }))`SELECT status FROM runs WHERE conversation_id = ${conversation.id}`);
+      return rows.length === 1 && rows[0]!.status === 'completed' ? rows : undefined;
+    });
+    expect(runs).toHaveLength(1);
+    expect(stack.upstream.requests).toHaveLength(1);
+    if (response) expect(response.output_text).toBe('slow answer');
+    expect((await client.conversations.items.list(conversation.id)).data).toHaveLength(2);
+  });
+
+  it('chains with previous_response_id, and rejects it together with conversation', async () => {
+    const first = await client.responses.create({ model: 'chain-model', input: 'remember 42' });
+    const second = await client.responses.create({ model: 'chain-model', input: 'what number?', previous_response_id: first.id });
+    expect(second.previous_response_id).toBe(first.id);
+    expect(second.conversation).toBeNull();
+    expect(sentMessages(stack, 1)).toEqual([['user', 'remember 42'], ['assistant', first.output_text], ['user', 'what number?']]);
+
+    const conversation = await client.conversations.create();
+    const error = await client.responses
+      .create({ model: '', input: 'x', conversation: conversation.id, previous_response_id: first.id })
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((error as InstanceType<typeof OpenAI.APIError>).param).toBe('previous_response_id');
+  });
+
+  it('records upstream failures on the run and adds nothing to the transcript', async () => {
+    const conversation = await client.conversations.create();
+    stack.upstream.failNext(400, 1);
+    const rejected = await client.responses.create({ model: '', conversation: conversation.id, input: 'bad' });
+    expect(rejected.status).toBe('failed');
+    expect(rejected.error).toMatchObject({ code: 'invalid_prompt' });
+    expect(stack.upstream.requests).toHaveLength(1); // a 400 is not retried
+
+    stack.upstream.failNext(503, 1);
+    const recovered = await client.responses.create({ model: '', conversation: conversation.id, input: 'good' });
+    expect(recovered.status).toBe('completed'); // a 503 is retried by the worker
+    const items = (await client.conversations.items.list(conversation.id)).data;
+    expect(items.map((item) => item.id)).toEqual([`${recovered.id}.i0`, `${recovered.id}.o`]);
+    expect(sentMessages(stack, 2)).toEqual([['user', 'good']]);
+  });
+
+  it('passes function tools to the model and stores and replays function_call / function_call_output items', async () => {
+    const conversation = await client.conversations.create();
+    const tools = [{ type: 'function' as const, name: 'get_weather', description: 'Weather', parameters: { type: 'object', properties: {} }, strict: false }];
+    stack.upstream.set({ reply: { toolCalls: [{ name: 'get_weather', arguments: '{"city":"Oslo"}', id: 'call_1' }] } });
+    const asked = await client.responses.create({ model: '', conversation: conversation.id, input: 'weather?', tools });
+    expect(stack.upstream.requests[0]?.tools?.[0]).toMatchObject({ type: 'function', function: { name: 'get_weather' } });
+    expect(asked.output[0]).toMatchObject({ id: `${asked.id}.o`, type: 'function_call', call_id: 'call_1', name: 'get_weather', arguments: '{"city":"Oslo"}' });
+
+    stack.upstream.set({ reply: 'It is sunny.' });
+    const answered = await client.responses.create({
+      model: '',
+      conversation: conversation.id,
+      input: [{ type: 'function_call_output', call_id: 'call_1', output: 'sunny' }],
+      tools,
+    });
+    expect(answered.output_text).toBe('It is sunny.');
+    const sent = stack.upstream.requests[1]!.messages;
+    expect(sent.map((message) => message.role)).toEqual(['user', 'assistant', 'tool']);
+    expect(sent[2]).toMatchObject({ role: 'tool', tool_call_id: 'call_1', content: 'sunny' });
+    const items = (await client.conversations.items.list(conversation.id)).data;
+    expect(items.map((item) => item.type)).toEqual(['message', 'function_call', 'function_call_output', 'message']);
+  });
+
+  it('lists a response input items with the client paginator', async () => {
+    const response = await client.responses.create({
+      model: '',
+      input: [
+        { role: 'user', content: 'a' },
+        { role: 'user', content: 'b' },
+        { role: 'user', content: 'c' },
+      ],
+    });
+    const ids = [];
+    for await (const item of client.responses.inputItems.list(response.id, { limit: 2 })) ids.push(item.id);
+    expect(ids).toEqual([`${response.id}.i2`, `${response.id}.i1`, `${response.id}.i0`]);
+    const ascending = [];
+    for await (const item of client.responses.inputItems.list(response.id, { limit: 2, order: 'asc' })) ascending.push(item.id);
+    expect(ascending).toEqual([`${response.id}.i0`, `${response.id}.i1`, `${response.id}.i2`]);
+  });
+
+  it('refuses unsupported and unknown parameters with a 400 naming them', async () => {
+    const truncation = await client.responses.create({ model: '', input: 'x', truncation: 'auto' }).catch((caught: unknown) => caught);
+    expect(truncation).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((truncation as InstanceType<typeof OpenAI.APIError>).param).toBe('truncation');
+    const tool = await client.responses
+      .create({ model: '', input: 'x', tools: [{ type: 'web_search' }] } as never)
+      .catch((caught: unknown) => caught);
+    expect((tool as InstanceType<typeof OpenAI.APIError>).param).toBe('tools[0].type');
+    const unknown = await client.responses.create({ model: '', input: 'x', frobnicate: true } as never).catch((caught: unknown) => caught);
+    expect((unknown as InstanceType<typeof OpenAI.APIError>).param).toBe('frobnicate');
+    const missingConversation = await client.responses.create({ model: '', input: 'x', conversation: 'cnv_doesnotexist000' }).catch((caught: unknown) => caught);
+    expect(missingConversation).toBeInstanceOf(OpenAI.NotFoundError);
+    expect(stack.upstream.requests).toHaveLength(0);
+  });
+
+  it('titles a conversation from its first user message and never overwrites a title the user chose', async () => {
+    const auto = await client.conversations.create();
+    await client.responses.create({ model: '', conversation: auto.id, input: '   What did   I spend on\ntravel in May?  ' });
+    const titled = await eventually(async () => {
+      const conversation = (await client.conversations.retrieve(auto.id)) as unknown as { title: string | null };
+      return conversation.title ?? undefined;
+    });
+    expect(titled).toBe('What did I spend on travel in May?');
+
+    const chosen = await fetch(`${stack.baseURL}/conversations`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${stack.seeded.smithToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ title: 'Mine' }),
+    }).then((response) => response.json() as Promise<{ id: string }>);
+    await client.responses.create({ model: '', conversation: chosen.id, input: 'something else entirely' });
+    // The titler runs for completed turns only while no title was chosen; wait for the queue to drain.
+    await eventually(async () => ((await stack.backend.queue.isPending('titles', `title-${chosen.id}`)) ? undefined : true));
+    expect(((await client.conversations.retrieve(chosen.id)) as unknown as { title: string }).title).toBe('Mine');
+  });
+
+  it('deletes a finished response and serves 404 afterwards; a conversation of another smith is a 404', async () => {
+    const response = await client.responses.create({ model: '', input: 'bye' });
+    await client.responses.delete(response.id);
+    await expect(client.responses.retrieve(response.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    const runs = createRunsRepo(stack.db.pool);
+    expect((await runs.find(response.id))?.status).toBe('completed'); // kept, only hidden
+  });
+});

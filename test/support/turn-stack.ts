@@ -1,0 +1,140 @@
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import OpenAI, { type ClientOptions } from 'openai';
+import { gatewayRouter } from '@ic/api-gateway';
+import { Authenticator } from '@ic/auth';
+import { createBaseApp, finishApp } from '@ic/http';
+import { createModelAdapter, type ModelAdapter } from '@ic/model';
+import { createBullmqBackend, createInProcessBackend, createRedis, type QueueBackend, type WorkerHandle } from '@ic/queue';
+import { ResponsesRuntime } from '@ic/responses';
+import { createTitleHandler, TITLE_QUEUE } from '@ic/titler';
+import { createLogger } from '@ic/telemetry';
+import { createTestDatabase, type TestDatabase } from './db';
+import { startFakeUpstream, type FakeUpstream, type FakeUpstreamOptions } from './fake-upstream';
+import { seedTenant, type SeededTenant } from './fixtures';
+
+export interface TurnStackOptions {
+  upstream?: FakeUpstreamOptions;
+  /** Run turn workers in this process (default). False: the test starts its own (e.g. as child processes). */
+  inProcessWorker?: boolean;
+  /** The embedded default's in-process queue instead of BullMQ on Redis. */
+  inProcessQueue?: boolean;
+  /** Use this model instead of the fake upstream. */
+  model?: ModelAdapter;
+  lockDurationMs?: number;
+  keepAliveMs?: number;
+  workerConcurrency?: number;
+}
+
+export interface TurnStack {
+  /** `http://127.0.0.1:PORT/v1` serving both the Responses and the Conversations API. */
+  baseURL: string;
+  db: TestDatabase;
+  seeded: SeededTenant;
+  upstream: FakeUpstream;
+  backend: QueueBackend;
+  runtime: ResponsesRuntime;
+  redisUrl: string;
+  /** BullMQ/Redis key prefix private to this stack. */
+  prefix: string;
+  client(token?: string, options?: Omit<ClientOptions, 'apiKey' | 'baseURL'>): OpenAI;
+  startWorker(): WorkerHandle;
+  close(): Promise<void>;
+}
+
+/**
+ * The turn path as deployed, in one test process: Postgres (a fresh database), BullMQ on the real
+ * Redis under a private prefix, the responses API + gateway on one port, turn and title workers, and
+ * a fake OpenAI-compatible upstream that is a real HTTP server.
+ */
+export async function startTurnStack(options: TurnStackOptions = {}): Promise<TurnStack> {
+  const logger = createLogger('test', 'silent');
+  const db = await createTestDatabase();
+  const seeded = await seedTenant(db.pool, { defaultModel: 'fake-default-model' });
+  const upstream = await startFakeUpstream(options.upstream);
+  const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const prefix = `ictest${randomBytes(4).toString('hex')}`;
+  const backend = options.inProcessQueue
+    ? createInProcessBackend(logger)
+    : await createBullmqBackend({ redisUrl, prefix, logger, lockDurationMs: options.lockDurationMs ?? 5000 });
+  const authenticator = new Authenticator(db.pool, 0);
+  const runtime = new ResponsesRuntime({
+    pool: db.pool,
+    backend,
+    authenticator,
+    logger,
+    model: options.model ?? createModelAdapter({ baseUrl: upstream.baseURL, apiKey: 'test-upstream-key', timeoutMs: 10000, devTokenDelayMs: 0 }),
+    resolveModel: (name) => name,
+    eventsTtlSeconds: 120,
+    keepAliveMs: options.keepAliveMs ?? 1000,
+    syncWaitMs: 30000,
+    retryDedupWindowMs: 60000,
+  });
+  const app = createBaseApp({ logger, corsOrigins: ['*'], bodyLimit: '1mb', authenticator, ready: async () => undefined });
+  app.use(runtime.router());
+  app.use(gatewayRouter({ pool: db.pool, authenticator, cursorSecret: 'turn-stack-cursor-secret' }));
+  finishApp(app, logger);
+  const server: Server = await new Promise((resolve) => {
+    const listening = app.listen(0, '127.0.0.1', () => resolve(listening));
+  });
+  const baseURL = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+  const workers: WorkerHandle[] = [];
+  const startWorker = () => {
+    const worker = runtime.startWorker(options.workerConcurrency ?? 4);
+    workers.push(worker);
+    return worker;
+  };
+  if (options.inProcessWorker !== false) startWorker();
+  workers.push(backend.startWorker(TITLE_QUEUE, { 'titler.generate.v1': createTitleHandler({ pool: db.pool, logger, mode: 'message' }) }, { concurrency: 2 }));
+
+  return {
+    baseURL,
+    db,
+    seeded,
+    upstream,
+    backend,
+    runtime,
+    redisUrl,
+    prefix,
+    startWorker,
+    client: (token = seeded.smithToken, clientOptions = {}) => new OpenAI({ apiKey: token, baseURL, maxRetries: 0, ...clientOptions }),
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      await Promise.all(workers.map((worker) => worker.close()));
+      runtime.scheduler.stopSweeper();
+      await backend.close();
+      if (!options.inProcessQueue) await deleteKeys(redisUrl, prefix);
+      await upstream.close();
+      await db.drop();
+    },
+  };
+}
+
+async function deleteKeys(redisUrl: string, prefix: string): Promise<void> {
+  const redis = createRedis(redisUrl, 'worker', createLogger('test', 'silent'));
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    if (keys.length > 0) await redis.del(...keys);
+    cursor = next;
+  } while (cursor !== '0');
+  await redis.quit();
+}
+
+/** Polls `probe` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs = 10000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
