@@ -1,0 +1,111 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { sql } from '@ic/db';
+import { createRedis } from '@ic/queue';
+import { createLogger } from '@ic/telemetry';
+import { z } from 'zod';
+import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
+
+const WORKER_MAIN = path.resolve(__dirname, '../../services/responses/dist/main.js');
+const LOCK_MS = 1500;
+
+/** A real responses worker process (compiled), on the stack's database, Redis prefix and upstream. */
+function spawnWorker(stack: TurnStack): ChildProcess {
+  return spawn(process.execPath, [WORKER_MAIN], {
+    env: {
+      PATH: process.env.PATH,
+      RESPONSES_ROLE: 'worker',
+      DATABASE_URL: stack.db.url,
+      REDIS_URL: stack.redisUrl,
+      REDIS_PREFIX: stack.prefix,
+      MODEL_BASE_URL: stack.upstream.baseURL,
+      MODEL_API_KEY: 'test-upstream-key',
+      WORKER_LOCK_DURATION_MS: String(LOCK_MS),
+      WORKER_CONCURRENCY: '2',
+      HEALTH_PORT: '0',
+      LOG_LEVEL: 'error',
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+}
+
+const exited = (child: ChildProcess) =>
+  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve({ code: child.exitCode, signal: child.signalCode });
+    else child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+
+describe('fault tolerance of the turn path', () => {
+  let stack: TurnStack;
+  const children: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    stack = await startTurnStack({ inProcessWorker: false, lockDurationMs: LOCK_MS, upstream: { reply: 'w1 w2 w3 w4 w5 w6 w7 w8 w9 w10', tokenDelayMs: 150 } });
+  });
+  afterAll(async () => {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await stack.close();
+  });
+
+  it('completes a turn exactly once when its worker process is killed mid-turn', async () => {
+    const client = stack.client();
+    const conversation = await client.conversations.create();
+    const first = spawnWorker(stack);
+    children.push(first);
+    const started = await client.responses.create({ model: '', conversation: conversation.id, input: 'survive this', background: true });
+
+    // Kill -9 once the model is mid-answer: deltas have been published but the turn is not stamped.
+    await eventually(async () => {
+      const events = await stack.backend.events.read(started.id, -1, 0);
+      return events.some((event) => event.type === 'response.output_text.delta') ? true : undefined;
+    }, 15000, 'the first worker to stream deltas');
+    first.kill('SIGKILL');
+    expect((await exited(first)).signal).toBe('SIGKILL');
+    expect((await client.responses.retrieve(started.id)).status).toBe('in_progress');
+
+    const second = spawnWorker(stack);
+    children.push(second);
+    const done = await eventually(async () => {
+      const response = await client.responses.retrieve(started.id);
+      return response.status === 'completed' ? response : undefined;
+    }, 30000, 'the turn to complete on the second worker');
+
+    expect(done.output_text).toBe('w1 w2 w3 w4 w5 w6 w7 w8 w9 w10');
+    expect(stack.upstream.requests).toHaveLength(2); // the model call is repeated, the transcript is not
+    const items = (await client.conversations.items.list(conversation.id)).data;
+    expect(items.map((item) => item.id)).toEqual([`${started.id}.i0`, `${started.id}.o`]);
+    const attempts = await stack.db.pool.oneFirst(sql.type(z.object({ attempt: z.number() }))`SELECT attempt FROM runs WHERE id = ${started.id}`);
+    expect(attempts).toBe(2);
+    const finalEvents = await stack.backend.events.read(started.id, -1, 0);
+    expect(finalEvents.at(-1)?.type).toBe('response.completed');
+
+    // SIGTERM drains and exits with 128 + 15.
+    second.kill('SIGTERM');
+    expect((await exited(second)).code).toBe(143);
+  });
+
+  it('re-enqueues an accepted run whose job Redis lost, so it still runs', async () => {
+    stack.upstream.set({ reply: 'recovered', tokenDelayMs: 0 });
+    const client = stack.client();
+    const conversation = await client.conversations.create();
+    const accepted = await client.responses.create({ model: '', conversation: conversation.id, input: 'lost job', background: true });
+
+    // Redis forgets the job (flush, failover without persistence…); Postgres still has the queued run.
+    const redis = createRedis(stack.redisUrl, 'worker', createLogger('test', 'silent'));
+    const jobKeys = await redis.keys(`${stack.prefix}:turns:*`);
+    expect(jobKeys.length).toBeGreaterThan(0);
+    await redis.del(...jobKeys);
+    await redis.quit();
+    expect(await stack.backend.queue.isPending('turns', accepted.id)).toBe(false);
+
+    const worker = stack.startWorker();
+    expect(await stack.runtime.scheduler.sweepOnce(0)).toBe(1);
+    const done = await eventually(async () => {
+      const response = await client.responses.retrieve(accepted.id);
+      return response.status === 'completed' ? response : undefined;
+    }, 15000, 'the swept run to complete');
+    expect(done.output_text).toBe('recovered');
+    expect(await stack.runtime.scheduler.sweepOnce(0)).toBe(0);
+    await worker.close();
+  });
+});
