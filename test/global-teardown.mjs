@@ -12,4 +12,5 @@ export default async function globalTeardown() {
   for (const { datname } of rows) await admin.query(`DROP DATABASE IF EXISTS ${datname} WITH (FORCE)`);
   await admin.end();
   await globalThis.__IC_EMBEDDED_PG__?.stop();
+  globalThis.__IC_REDIS__?.kill();
 }

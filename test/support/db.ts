@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
-import { createDbPool, type DatabasePool } from '@ic/db';
+import { createDbPool, migrate, type DatabasePool } from '@ic/db';
 
 export interface TestDatabase {
   url: string;
@@ -9,22 +9,25 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** A fresh database cloned from the migrated template built in global setup: one per test file. */
+/**
+ * A fresh database: under jest, cloned from the migrated template built in global setup (one per test
+ * file); elsewhere (benchmarks), created on TEST_DATABASE_URL's server and migrated.
+ */
 export async function createTestDatabase(): Promise<TestDatabase> {
-  const adminUrl = process.env.IC_TEST_ADMIN_URL;
+  const adminUrl = process.env.IC_TEST_ADMIN_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const template = process.env.IC_TEST_TEMPLATE_DB;
-  if (!adminUrl || !template) throw new Error('Run tests through jest (global setup prepares the template database).');
   // Named after the jest parent pid so global teardown can sweep leftovers from crashed files.
   const name = `ic_test_${process.ppid}_${randomBytes(4).toString('hex')}`;
   const admin = new Client({ connectionString: adminUrl });
   await admin.connect();
   try {
-    await admin.query(`CREATE DATABASE ${name} TEMPLATE ${template}`);
+    await admin.query(template ? `CREATE DATABASE ${name} TEMPLATE ${template}` : `CREATE DATABASE ${name}`);
   } finally {
     await admin.end();
   }
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
+  if (!template) await migrate(url.toString());
   const pool = await createDbPool(url.toString(), { maximumPoolSize: 8 });
   return {
     url: url.toString(),

@@ -44,6 +44,9 @@ export interface TurnsServiceDeps {
   eventsTtlSeconds: number;
 }
 
+/** How often a waiting request double-checks Postgres while following a run's events. */
+const POSTGRES_RECHECK_MS = 2000;
+
 const responseNotFound = (id: string) => notFound(`Response with id '${id}' not found.`, 'response_id');
 
 /** The API side of a turn: validate, write durably, enqueue; read runs back; cancel; delete. */
@@ -185,14 +188,20 @@ export class TurnsService {
     const deadline = Date.now() + timeoutMs;
     const runs = createRunsRepo(this.deps.pool);
     let after = -1;
+    let checkedAt = 0;
     while (Date.now() < deadline && !isCancelled()) {
-      const run = await runs.find(runId);
-      if (!run || TERMINAL_STATUSES.includes(run.status)) return;
+      // The event log says when the run ends; Postgres is asked only now and then, in case an event was lost.
+      if (Date.now() - checkedAt >= POSTGRES_RECHECK_MS) {
+        const run = await runs.find(runId);
+        if (!run || TERMINAL_STATUSES.includes(run.status)) return;
+        checkedAt = Date.now();
+      }
       let events: StreamEvent[] = [];
       try {
-        events = await this.deps.backend.events.read(runId, after, Math.min(5000, deadline - Date.now()));
+        events = await this.deps.backend.events.read(runId, after, Math.min(POSTGRES_RECHECK_MS, Math.max(0, deadline - Date.now())));
       } catch {
         await new Promise((resolve) => setTimeout(resolve, 500));
+        checkedAt = 0;
       }
       for (const event of events) {
         after = event.sequence_number;
