@@ -1,0 +1,50 @@
+/** The fake upstream the adapter tests rely on, checked against the official client. */
+import OpenAI from 'openai';
+import { startFakeUpstream, type FakeUpstream } from '@ic/test-support';
+
+let fake: FakeUpstream;
+let client: OpenAI;
+beforeAll(async () => {
+  fake = await startFakeUpstream({ models: ['fake-model', 'other'] });
+  client = new OpenAI({ baseURL: fake.baseURL, apiKey: 'k', maxRetries: 0 });
+});
+afterEach(() => fake.reset());
+afterAll(() => fake.close());
+
+it('lists its models', async () => {
+  const page = await client.models.list();
+  expect(page.data.map((model) => model.id)).toEqual(['fake-model', 'other']);
+});
+
+it('answers non-streaming requests with a complete chat.completion, deterministically', async () => {
+  const body = { model: 'fake-model', messages: [{ role: 'system' as const, content: 's' }, { role: 'user' as const, content: 'hi there' }] };
+  const completion = await client.chat.completions.create(body);
+  expect(completion.object).toBe('chat.completion');
+  expect(completion.choices[0]).toMatchObject({ finish_reason: 'stop', message: { role: 'assistant', content: 'Fake reply to 2 messages. Last: "hi there".' } });
+  expect(completion.usage).toMatchObject({ prompt_tokens: 3, completion_tokens: 8, total_tokens: 11 });
+  expect((await client.chat.completions.create(body)).choices[0]?.message.content).toBe(completion.choices[0]?.message.content);
+  expect(fake.requests).toEqual([body, body]);
+});
+
+it('streams chunks in the Chat Completions format, with a final usage chunk only when asked', async () => {
+  fake.set({ reply: (request) => `echo ${request.messages.length}` });
+  const chunks = [];
+  const stream = await client.chat.completions.create({ model: 'fake-model', messages: [{ role: 'user', content: 'x' }], stream: true, stream_options: { include_usage: true } });
+  for await (const chunk of stream) chunks.push(chunk);
+  expect(chunks.map((c) => c.object)).toEqual(Array(chunks.length).fill('chat.completion.chunk'));
+  expect(chunks[0]?.choices[0]?.delta).toEqual({ role: 'assistant', content: '', refusal: null });
+  expect(chunks.flatMap((c) => c.choices.map((choice) => choice.delta.content ?? '')).join('')).toBe('echo 1');
+  expect(chunks[chunks.length - 2]?.choices[0]?.finish_reason).toBe('stop');
+  expect(chunks[chunks.length - 1]).toMatchObject({ choices: [], usage: { prompt_tokens: 1, completion_tokens: 2 } });
+
+  const plain = [];
+  for await (const chunk of await client.chat.completions.create({ model: 'fake-model', messages: [{ role: 'user', content: 'x' }], stream: true })) plain.push(chunk);
+  expect(plain.every((chunk) => chunk.usage === undefined && chunk.choices.length === 1)).toBe(true);
+});
+
+it('rejects unknown models with 404 model_not_found and runs scripted failures in order', async () => {
+  await expect(client.chat.completions.create({ model: 'missing', messages: [] })).rejects.toMatchObject({ status: 404, code: 'model_not_found' });
+  fake.failNext(429, 1, { error: { message: 'slow down', type: 'requests', code: 'rate_limit_exceeded' } });
+  await expect(client.chat.completions.create({ model: 'fake-model', messages: [] })).rejects.toMatchObject({ status: 429, message: '429 slow down' });
+  await expect(client.chat.completions.create({ model: 'fake-model', messages: [] })).resolves.toMatchObject({ object: 'chat.completion' });
+});

@@ -1,0 +1,275 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { startFakeUpstream, type FakeUpstream } from '@ic/test-support';
+import { OpenAICompatibleAdapter } from './openai-compatible';
+import { assistant, baseParams, call, collect, output, rejection, request, textDeltas, user } from './test-helpers';
+import { ModelError, type ModelEvent } from './types';
+
+let fake: FakeUpstream;
+/** Generous timeout, so that a loaded machine cannot turn ordinary tests into timeouts. */
+let adapter: OpenAICompatibleAdapter;
+/** For the idle-timeout tests: short, but well above the gaps the fake leaves between chunks. */
+let idle: OpenAICompatibleAdapter;
+const IDLE_MS = 1000;
+
+beforeAll(async () => {
+  fake = await startFakeUpstream();
+  adapter = new OpenAICompatibleAdapter({ baseURL: fake.baseURL, apiKey: 'test-key', timeoutMs: 15_000 });
+  idle = new OpenAICompatibleAdapter({ baseURL: fake.baseURL, apiKey: 'test-key', timeoutMs: IDLE_MS });
+});
+afterEach(() => fake.reset());
+afterAll(() => fake.close());
+
+const done = (events: ModelEvent[]) => {
+  const last = events[events.length - 1];
+  if (last?.type !== 'done') throw new Error(`stream did not end with done: ${JSON.stringify(events)}`);
+  return last;
+};
+
+async function modelError(promise: Promise<unknown>): Promise<ModelError> {
+  const error = await rejection(promise);
+  expect(error).toBeInstanceOf(ModelError);
+  return error as ModelError;
+}
+
+describe('OpenAICompatibleAdapter streaming', () => {
+  it('streams text as several deltas in order and maps usage, including cached tokens', async () => {
+    fake.set({ reply: 'one two three four', cachedTokens: 3 });
+    const events = await collect(adapter, request({ items: [user('count to four please')] }));
+    expect(textDeltas(events)).toEqual(['one ', 'two ', 'three ', 'four']);
+    expect(events.filter((e) => e.type === 'done')).toHaveLength(1);
+    // Fake usage: prompt = words in messages (4), completion = content chunks (4).
+    expect(done(events)).toEqual({ type: 'done', finishReason: 'stop', usage: { inputTokens: 4, outputTokens: 4, cachedTokens: 3 } });
+  });
+
+  it('sends the exact history, model and parameters upstream', async () => {
+    const items = [user('Weather?'), assistant('Checking.'), call('call_1', 'get_weather', '{"city":"Oslo"}'), output('call_1', 'rain'), user('Thanks')];
+    const params = { ...baseParams, temperature: 0.3, max_output_tokens: 64, tools: [{ type: 'function', name: 'get_weather', parameters: { type: 'object' } }] };
+    const events = await collect(adapter, request({ model: 'llama3.1:8b', instructions: 'Be terse.', items, params }));
+
+    expect(fake.requests).toHaveLength(1);
+    expect(fake.requests[0]).toEqual({
+      model: 'llama3.1:8b',
+      stream: true,
+      stream_options: { include_usage: true },
+      temperature: 0.3,
+      max_completion_tokens: 64,
+      tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } }],
+      messages: [
+        { role: 'system', content: 'Be terse.' },
+        { role: 'user', content: 'Weather?' },
+        { role: 'assistant', content: 'Checking.', tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } }] },
+        { role: 'tool', tool_call_id: 'call_1', content: 'rain' },
+        { role: 'user', content: 'Thanks' },
+      ],
+    });
+    // The fake's default reply proves what it received.
+    expect(textDeltas(events).join('')).toBe('Fake reply to 5 messages. Last: "Thanks".');
+  });
+
+  it('delivers deltas as they arrive, before the upstream has finished', async () => {
+    fake.set({ reply: 'alpha beta gamma delta' });
+    fake.hangNext(3); // role chunk, "alpha ", "beta ", then silence
+    const received: string[] = [];
+    const error = await modelError(
+      (async () => {
+        for await (const event of idle.stream(request())) if (event.type === 'text_delta') received.push(event.delta);
+      })(),
+    );
+    expect(received).toEqual(['alpha ', 'beta ']);
+    expect(error.code).toBe('upstream_timeout');
+  });
+
+  it('streams tool calls with index, id, name and argument fragments', async () => {
+    fake.set({
+      reply: {
+        toolCalls: [
+          { id: 'call_w', name: 'get_weather', arguments: '{"city":"Paris","unit":"celsius"}' },
+          { id: 'call_t', name: 'get_time', arguments: '{}' },
+        ],
+      },
+    });
+    const tools = [{ type: 'function', name: 'get_weather' }, { type: 'function', name: 'get_time' }];
+    const events = await collect(adapter, request({ params: { ...baseParams, tools } }));
+    const calls = events.filter((e): e is Extract<ModelEvent, { type: 'tool_call_delta' }> => e.type === 'tool_call_delta');
+    expect(calls[0]).toEqual({ type: 'tool_call_delta', index: 0, callId: 'call_w', name: 'get_weather', argumentsDelta: '' });
+    const weatherArgs = calls.filter((c) => c.index === 0).map((c) => c.argumentsDelta);
+    expect(weatherArgs.length).toBeGreaterThan(2); // really streamed in fragments
+    expect(weatherArgs.join('')).toBe('{"city":"Paris","unit":"celsius"}');
+    expect(calls.filter((c) => c.callId !== undefined).map((c) => [c.index, c.callId, c.name])).toEqual([
+      [0, 'call_w', 'get_weather'],
+      [1, 'call_t', 'get_time'],
+    ]);
+    expect(calls.filter((c) => c.index === 1).map((c) => c.argumentsDelta).join('')).toBe('{}');
+    expect(done(events).finishReason).toBe('tool_calls');
+  });
+
+  it('estimates usage at about four characters per token when the upstream sends none', async () => {
+    fake.set({ reply: 'abcd efgh', omitUsage: true });
+    const events = await collect(adapter, request({ instructions: '12345678', items: [user('1234')] }));
+    expect(done(events).usage).toEqual({ inputTokens: 3, outputTokens: 3, cachedTokens: 0 });
+  });
+
+  it('keeps streaming past the timeout as long as chunks keep arriving (the timeout is idle, not total)', async () => {
+    fake.set({ reply: 'a b c d e f g h i j k l', tokenDelayMs: 120 });
+    const started = Date.now();
+    const events = await collect(idle, request());
+    expect(Date.now() - started).toBeGreaterThan(IDLE_MS);
+    expect(textDeltas(events)).toHaveLength(12);
+    expect(done(events).finishReason).toBe('stop');
+  });
+
+  it('does not count time the consumer spends on an event against the idle timeout', async () => {
+    fake.set({ reply: 'slow consumer here' });
+    const received: string[] = [];
+    for await (const event of idle.stream(request())) {
+      if (event.type !== 'text_delta') continue;
+      received.push(event.delta);
+      // The consumer (not the upstream) is slow here, e.g. persisting each delta.
+      if (received.length === 1) await new Promise((resolve) => setTimeout(resolve, IDLE_MS + 200));
+    }
+    expect(received.join('')).toBe('slow consumer here');
+  });
+
+  it('closes the upstream connection when the consumer stops early', async () => {
+    fake.set({ reply: 'one two three four five six', tokenDelayMs: 50 });
+    for await (const event of adapter.stream(request())) {
+      if (event.type === 'text_delta') break;
+    }
+    await fake.waitForAborts(1);
+  });
+});
+
+describe('OpenAICompatibleAdapter errors', () => {
+  it('maps an unknown model (404) to model_not_found, not retryable, with a clear message', async () => {
+    fake.set({ models: ['known-model'] });
+    const error = await modelError(collect(adapter, request({ model: 'nope' })));
+    expect(error).toMatchObject({ code: 'model_not_found', retryable: false });
+    expect(error.message).toContain(`Model upstream ${fake.baseURL} returned 404: The model \`nope\` does not exist`);
+    expect(error.message).toContain("model 'nope'");
+  });
+
+  it('maps a wrong API key (401) to upstream_auth', async () => {
+    fake.set({ apiKey: 'the-right-key' });
+    const error = await modelError(collect(adapter, request()));
+    expect(error).toMatchObject({ code: 'upstream_auth', retryable: false });
+    expect(error.message).toContain('returned 401: Incorrect API key provided.');
+  });
+
+  it.each([
+    [400, 'upstream_bad_request', false],
+    [422, 'upstream_bad_request', false],
+    [403, 'upstream_auth', false],
+    [429, 'rate_limit_exceeded', true],
+    [500, 'upstream_error', true],
+    [503, 'upstream_error', true],
+  ] as const)('maps HTTP %i to %s (retryable: %s)', async (status, code, retryable) => {
+    fake.failNext(status);
+    const error = await modelError(collect(adapter, request()));
+    expect(error).toMatchObject({ code, retryable });
+    expect(error.message).toBe(
+      `Model upstream ${fake.baseURL} returned ${status}: Fake upstream failure ${status}` + (status === 403 ? ' (check MODEL_API_KEY)' : ''),
+    );
+    expect(fake.requests).toHaveLength(1); // no hidden client retries
+  });
+
+  it('quotes a plain-text error body', async () => {
+    fake.failNext(502, 1, 'Bad gateway from the proxy');
+    const error = await modelError(collect(adapter, request()));
+    expect(error).toMatchObject({ code: 'upstream_error', retryable: true });
+    expect(error.message).toBe(`Model upstream ${fake.baseURL} returned 502: Bad gateway from the proxy`);
+  });
+
+  it('recovers once scripted failures are used up', async () => {
+    fake.failNext(503, 2);
+    await expect(collect(adapter, request())).rejects.toMatchObject({ code: 'upstream_error' });
+    await expect(collect(adapter, request())).rejects.toMatchObject({ code: 'upstream_error' });
+    const events = await collect(adapter, request());
+    expect(done(events).finishReason).toBe('stop');
+  });
+
+  it('maps connection refused on a closed port to upstream_unreachable', async () => {
+    const server = http.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const closed = new OpenAICompatibleAdapter({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'k', timeoutMs: 5000 });
+    const error = await modelError(collect(closed, request()));
+    expect(error).toMatchObject({ code: 'upstream_unreachable', retryable: true });
+    expect(error.message).toContain(`Model upstream http://127.0.0.1:${port}/v1 is unreachable`);
+    expect(error.message).toContain('ECONNREFUSED');
+  });
+
+  it('gives up with upstream_timeout when the upstream accepts and never answers', async () => {
+    fake.hangNext();
+    const started = Date.now();
+    const error = await modelError(collect(idle, request()));
+    expect(error).toMatchObject({ code: 'upstream_timeout', retryable: true });
+    expect(error.message).toBe(`Model upstream ${fake.baseURL} sent nothing for ${IDLE_MS} ms; gave up.`);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(IDLE_MS - 10);
+    await fake.waitForAborts(1); // and the upstream request was abandoned
+  });
+
+  it('maps a connection dropped before any response to a retryable upstream_error', async () => {
+    fake.dropConnectionNext();
+    const error = await modelError(collect(adapter, request()));
+    expect(error).toMatchObject({ code: 'upstream_error', retryable: true });
+    expect(error.message).toContain(`Model upstream ${fake.baseURL} connection failed: `);
+  });
+
+  it('maps a connection dropped mid-stream to a retryable upstream_error after the deltas that arrived', async () => {
+    fake.set({ reply: 'one two three' });
+    fake.dropConnectionNext(2);
+    const received: ModelEvent[] = [];
+    const error = await modelError(
+      (async () => {
+        for await (const event of adapter.stream(request())) received.push(event);
+      })(),
+    );
+    expect(textDeltas(received)).toEqual(['one ']);
+    expect(error).toMatchObject({ code: 'upstream_error', retryable: true });
+    expect(error.message).toContain('failed mid-stream');
+  });
+});
+
+describe('OpenAICompatibleAdapter cancellation', () => {
+  it('stops mid-stream with cancelled when the signal aborts, and closes the upstream connection', async () => {
+    fake.set({ reply: 'one two three four five six seven eight', tokenDelayMs: 30 });
+    const controller = new AbortController();
+    const received: string[] = [];
+    const error = await modelError(
+      (async () => {
+        for await (const event of adapter.stream(request({ signal: controller.signal }))) {
+          if (event.type === 'text_delta') {
+            received.push(event.delta);
+            controller.abort();
+          }
+        }
+      })(),
+    );
+    expect(error).toMatchObject({ code: 'cancelled', retryable: false });
+    expect(received).toEqual(['one ']);
+    await fake.waitForAborts(1);
+  });
+
+  it('cancels promptly while waiting for a hanging upstream', async () => {
+    const patient = new OpenAICompatibleAdapter({ baseURL: fake.baseURL, apiKey: 'k', timeoutMs: 60_000 });
+    fake.hangNext();
+    const controller = new AbortController();
+    const pending = modelError(collect(patient, request({ signal: controller.signal })));
+    await fake.waitForRequests(1);
+    const abortedAt = Date.now();
+    controller.abort();
+    const error = await pending;
+    expect(error).toMatchObject({ code: 'cancelled', retryable: false });
+    expect(Date.now() - abortedAt).toBeLessThan(2000);
+    await fake.waitForAborts(1);
+  });
+
+  it('does not call the upstream when the signal is already aborted', async () => {
+    const controller = new AbortController();
+    controller.abort();
+    await expect(collect(adapter, request({ signal: controller.signal }))).rejects.toMatchObject({ code: 'cancelled' });
+    expect(fake.requests).toHaveLength(0);
+  });
+});

@@ -1,0 +1,262 @@
+/**
+ * A real OpenAI-compatible Chat Completions server on 127.0.0.1, scriptable per test:
+ * `POST /v1/chat/completions` (streaming SSE in the exact chunk format, or a plain completion) and `GET /v1/models`.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParams } from 'openai/resources/chat/completions';
+
+export interface FakeToolCall {
+  name: string;
+  arguments: string;
+  /** Defaults to `call_fake_<n>`. */
+  id?: string;
+}
+/** What the fake model answers: text, or tool calls (optionally preceded by text). */
+export type FakeReply = string | { text?: string; toolCalls: FakeToolCall[] };
+
+export interface FakeUpstreamOptions {
+  /** Default: `Fake reply to N messages. Last: "<text of the last message>".` */
+  reply?: FakeReply | ((request: ChatCompletionCreateParams) => FakeReply);
+  /** Delay between streamed chunks. */
+  tokenDelayMs?: number;
+  /** Delay between the response headers and the first chunk. */
+  firstTokenDelayMs?: number;
+  /** Known model names: others get a 404 `model_not_found`. Default: every name is accepted. */
+  models?: string[];
+  /** Required bearer token: anything else gets a 401. Default: no check. */
+  apiKey?: string;
+  /** Leave usage out even when the client asks for it (like some local servers). */
+  omitUsage?: boolean;
+  /** Reported as usage.prompt_tokens_details.cached_tokens. */
+  cachedTokens?: number;
+}
+
+export interface FakeUpstream {
+  /** `http://127.0.0.1:PORT/v1` */
+  readonly baseURL: string;
+  /** Every chat completions request body, in arrival order. */
+  readonly requests: ChatCompletionCreateParams[];
+  /** How many responses the client abandoned (closed the connection) before they were finished. */
+  readonly abortedCount: number;
+  /** Changes options for the following requests. */
+  set(options: FakeUpstreamOptions): void;
+  /** The next `count` chat requests get `status` with `body` (default: an OpenAI-style error object). */
+  failNext(status: number, count?: number, body?: unknown): void;
+  /**
+   * The next chat request is accepted and then never answered until the client gives up; with `afterChunks`,
+   * a stream stalls after that many SSE chunks (the first chunk is the role chunk, then one per word).
+   */
+  hangNext(afterChunks?: number): void;
+  /** The next chat request's connection is destroyed: before any response, or after `afterChunks` SSE chunks. */
+  dropConnectionNext(afterChunks?: number): void;
+  /** Resolves once `count` chat requests have arrived. */
+  waitForRequests(count: number): Promise<void>;
+  /** Resolves once `count` responses have been abandoned by the client. */
+  waitForAborts(count: number): Promise<void>;
+  /** Forgets requests, the abort count and scripted behaviour; options go back to those given at start. */
+  reset(): void;
+  close(): Promise<void>;
+}
+
+type Script = { kind: 'fail'; status: number; body: unknown } | { kind: 'hang' | 'drop'; afterChunks: number };
+
+export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
+  let options: FakeUpstreamOptions = { ...initial };
+  let scripts: Script[] = [];
+  const requests: ChatCompletionCreateParams[] = [];
+  let abortedCount = 0;
+  let completionCount = 0;
+  const waiters = new Set<() => boolean>();
+  const notify = () => waiters.forEach((check) => check() && waiters.delete(check));
+  const waitFor = (condition: () => boolean) =>
+    new Promise<void>((resolve) => {
+      const check = () => (condition() ? (resolve(), true) : false);
+      if (!check()) waiters.add(check);
+    });
+
+  const server = http.createServer(async (req, res) => {
+    const path = new URL(req.url ?? '/', 'http://127.0.0.1').pathname;
+    const authorised = options.apiKey === undefined || req.headers.authorization === `Bearer ${options.apiKey}`;
+    const unauthorised = () => sendError(res, 401, 'Incorrect API key provided.', 'invalid_request_error', 'invalid_api_key');
+    if (req.method === 'GET' && path === '/v1/models') {
+      if (!authorised) return unauthorised();
+      const data = (options.models ?? ['fake-model']).map((id) => ({ id, object: 'model', created: 0, owned_by: 'fake' }));
+      return sendJson(res, 200, { object: 'list', data });
+    }
+    if (req.method !== 'POST' || path !== '/v1/chat/completions') {
+      return sendError(res, 404, `Unknown request URL: ${req.method} ${path}`, 'invalid_request_error', 'unknown_url');
+    }
+    let body: ChatCompletionCreateParams;
+    try {
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ChatCompletionCreateParams;
+    } catch {
+      return sendError(res, 400, 'We could not parse the JSON body of your request.', 'invalid_request_error', null);
+    }
+    requests.push(body);
+    // Count responses the client abandons, and stop working on them.
+    const gone = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) {
+        abortedCount++;
+        notify();
+      }
+      gone.abort();
+    });
+    notify();
+
+    const script = scripts.shift();
+    if (script?.kind === 'fail') {
+      if (script.body === undefined) {
+        const type = script.status >= 500 ? 'server_error' : 'invalid_request_error';
+        return sendError(res, script.status, `Fake upstream failure ${script.status}`, type, null);
+      }
+      return typeof script.body === 'string' ? sendText(res, script.status, script.body) : sendJson(res, script.status, script.body);
+    }
+    if (script?.afterChunks === 0) {
+      if (script.kind === 'drop') req.socket.destroy();
+      return; // hang: never answer; the socket closes when the client gives up
+    }
+    if (!authorised) return unauthorised();
+    if (options.models && !options.models.includes(body.model)) {
+      return sendError(res, 404, `The model \`${body.model}\` does not exist or you do not have access to it.`, 'invalid_request_error', 'model_not_found');
+    }
+
+    const reply = typeof options.reply === 'function' ? options.reply(body) : (options.reply ?? defaultReply(body));
+    const completion = build(body, reply, ++completionCount, options.cachedTokens ?? 0);
+    if (!body.stream) return sendJson(res, 200, completion.full);
+
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    res.flushHeaders();
+    const withUsage = body.stream_options?.include_usage === true;
+    const chunks = completion.chunks.map((chunk) => (withUsage ? { ...chunk, usage: null } : chunk));
+    if (withUsage && !options.omitUsage) chunks.push({ ...completion.chunks[0]!, choices: [], usage: completion.full.usage! });
+    for (const [index, chunk] of chunks.entries()) {
+      if (script && index === script.afterChunks) {
+        if (script.kind === 'drop') res.socket?.destroy();
+        return;
+      }
+      const delay = index === 0 ? options.firstTokenDelayMs : options.tokenDelayMs;
+      if (delay) await sleep(delay, gone.signal);
+      if (gone.signal.aborted) return;
+      // Wait for each chunk to be flushed, so that a scripted drop or hang happens after it was delivered.
+      await new Promise<void>((resolve) => res.write(`data: ${JSON.stringify(chunk)}\n\n`, () => resolve()));
+    }
+    res.end('data: [DONE]\n\n');
+  });
+
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    baseURL: `http://127.0.0.1:${port}/v1`,
+    requests,
+    get abortedCount() {
+      return abortedCount;
+    },
+    set(next) {
+      options = { ...options, ...next };
+    },
+    failNext(status, count = 1, body) {
+      for (let i = 0; i < count; i++) scripts.push({ kind: 'fail', status, body });
+    },
+    hangNext(afterChunks = 0) {
+      scripts.push({ kind: 'hang', afterChunks });
+    },
+    dropConnectionNext(afterChunks = 0) {
+      scripts.push({ kind: 'drop', afterChunks });
+    },
+    waitForRequests: (count) => waitFor(() => requests.length >= count),
+    waitForAborts: (count) => waitFor(() => abortedCount >= count),
+    reset() {
+      options = { ...initial };
+      scripts = [];
+      requests.length = 0;
+      abortedCount = 0;
+    },
+    close() {
+      server.closeAllConnections();
+      return new Promise((resolve, reject) => server.close((error) => (error ? reject(error) : resolve())));
+    },
+  };
+}
+
+/** Deterministic: names how many messages arrived and quotes the last one. */
+function defaultReply(body: ChatCompletionCreateParams): string {
+  const last = body.messages[body.messages.length - 1];
+  return `Fake reply to ${body.messages.length} messages. Last: "${last ? contentText(last.content) : ''}".`;
+}
+
+function contentText(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content.map((part: { text?: unknown }) => (typeof part.text === 'string' ? part.text : '')).join('\n');
+}
+
+const words = (text: string) => text.match(/\S+\s*/g) ?? [];
+
+/** The reply as a full completion and as stream chunks (role chunk, content words, tool-call fragments, finish). */
+function build(body: ChatCompletionCreateParams, reply: FakeReply, n: number, cachedTokens: number) {
+  const id = `chatcmpl-fake-${n}`;
+  const created = Math.floor(Date.now() / 1000);
+  const text = typeof reply === 'string' ? reply : (reply.text ?? '');
+  const toolCalls = typeof reply === 'string' ? [] : reply.toolCalls.map((call, i) => ({ ...call, id: call.id ?? `call_fake_${n}_${i}` }));
+  const finishReason = toolCalls.length > 0 ? 'tool_calls' : 'stop';
+
+  const chunk = (delta: ChatCompletionChunk.Choice.Delta, finish: ChatCompletionChunk.Choice['finish_reason'] = null): ChatCompletionChunk => ({
+    id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: 'fp_fake',
+    choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+  });
+  const chunks = [chunk({ role: 'assistant', content: '', refusal: null })];
+  for (const word of words(text)) chunks.push(chunk({ content: word }));
+  toolCalls.forEach((call, index) => {
+    chunks.push(chunk({ tool_calls: [{ index, id: call.id, type: 'function', function: { name: call.name, arguments: '' } }] }));
+    for (const piece of call.arguments.match(/[\s\S]{1,8}/g) ?? []) chunks.push(chunk({ tool_calls: [{ index, function: { arguments: piece } }] }));
+  });
+  chunks.push(chunk({}, finishReason));
+
+  const promptTokens = body.messages.reduce((sum, message) => sum + words(contentText(message.content)).length, 0);
+  const completionTokens = chunks.length - 2;
+  const full: ChatCompletion = {
+    id, object: 'chat.completion', created, model: body.model, system_fingerprint: 'fp_fake',
+    choices: [{
+      index: 0, logprobs: null, finish_reason: finishReason,
+      message: {
+        role: 'assistant', content: text || null, refusal: null,
+        ...(toolCalls.length > 0 ? { tool_calls: toolCalls.map((c) => ({ id: c.id, type: 'function' as const, function: { name: c.name, arguments: c.arguments } })) } : {}),
+      },
+    }],
+    usage: {
+      prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens,
+      prompt_tokens_details: { cached_tokens: cachedTokens, audio_tokens: 0 },
+      completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0, accepted_prediction_tokens: 0, rejected_prediction_tokens: 0 },
+    },
+  };
+  return { full, chunks };
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+}
+
+function sendText(res: http.ServerResponse, status: number, body: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
+}
+
+function sendError(res: http.ServerResponse, status: number, message: string, type: string, code: string | null): void {
+  sendJson(res, status, { error: { message, type, param: null, code } });
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
