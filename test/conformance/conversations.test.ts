@@ -523,6 +523,30 @@ describe('extension: metadata', () => {
   });
 });
 
+describe('extension: concurrent metadata merges', () => {
+  it('compose: parallel updates each adding a key all land', async () => {
+    const { json: created } = await call('POST', '/v1/conversations', { body: { metadata: { base: '0' } } });
+    const replies = await Promise.all(
+      Array.from({ length: 12 }, (_, k) => call('POST', `/v1/conversations/${created.id}`, { body: { metadata: { [`p${k}`]: `${k}` } } })),
+    );
+    expect(replies.map((reply) => reply.status)).toEqual(replies.map(() => 200));
+    const expected = { base: '0', ...Object.fromEntries(Array.from({ length: 12 }, (_, k) => [`p${k}`, `${k}`])) };
+    expect((await stored(created.id))!.metadata).toEqual(expected);
+  });
+
+  it('never exceed 16 pairs: of parallel additions past the limit exactly the ones that fit succeed', async () => {
+    const base = Object.fromEntries(Array.from({ length: 10 }, (_, k) => [`b${k}`, 'x']));
+    const { json: created } = await call('POST', '/v1/conversations', { body: { metadata: base } });
+    const replies = await Promise.all(
+      Array.from({ length: 10 }, (_, k) => call('POST', `/v1/conversations/${created.id}`, { body: { metadata: { [`n${k}`]: 'y' } } })),
+    );
+    const statuses = replies.map((reply) => reply.status).sort();
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 400, 400, 400, 400]);
+    for (const reply of replies.filter((r) => r.status === 400)) expectError(reply, 400, { code: 'metadata_too_large', param: 'metadata' });
+    expect(Object.keys((await stored(created.id))!.metadata)).toHaveLength(16);
+  });
+});
+
 describe('IC-Api-Version', () => {
   it('echoes a supported version, reports the current one when absent, and refuses an unknown one', async () => {
     const pinned = await call('GET', '/v1/conversations', { headers: { 'IC-Api-Version': '2026-05-01' } });

@@ -289,11 +289,10 @@ async function newTarget(owner: Owner): Promise<Target> {
 
 /** Everything a refused request must leave untouched. */
 async function snapshot(target: Target) {
-  return {
-    row: await db.pool.one(sql.unsafe`SELECT title, title_source, metadata, deleted_at, updated_at FROM conversations WHERE id = ${target.conversation.id}`),
-    conversations: await db.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM conversations`),
-    items: await db.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM items`),
-  };
+  return db.pool.one(sql.unsafe`
+    SELECT title, title_source, metadata, deleted_at, updated_at,
+           (SELECT count(*)::int FROM conversations) AS conversations, (SELECT count(*)::int FROM items) AS items
+    FROM conversations WHERE id = ${target.conversation.id}`);
 }
 
 const table = routes.flatMap((route) =>
