@@ -4,11 +4,13 @@
  * To add one: write a module exporting `run(): Promise<Record<string, unknown>>` and list it here.
  */
 import * as pagination from './pagination';
+import * as turns from './turns';
 
 type Bench = () => Promise<Record<string, unknown>>;
 
 export const BENCHES: Record<string, Bench> = {
   pagination: pagination.run,
+  turns: turns.run,
 };
 
 async function main(): Promise<void> {

@@ -148,7 +148,8 @@ export function createBaseApp(options: BaseAppOptions & { authenticator: Authent
   app.get('/readyz', (_req, res, next) => {
     options.ready().then(() => res.json({ status: 'ready' }), next);
   });
-  app.use('/v1', authenticate(options.authenticator), apiVersion(), jsonBody(options.bodyLimit));
+  // The version check comes first so even a 401 carries the IC-Api-Version header.
+  app.use('/v1', apiVersion(), authenticate(options.authenticator), jsonBody(options.bodyLimit));
   return app;
 }
 

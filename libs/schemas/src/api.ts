@@ -43,12 +43,13 @@ export const UpdateConversationBody = z
   .object({ title: Title.nullable().optional(), metadata: MetadataPatch.nullable().optional() })
   .strict();
 
-const Limit = z.coerce
-  .number({ invalid_type_error: 'limit must be an integer between 1 and 100' })
-  .int('limit must be an integer between 1 and 100')
-  .min(1, 'limit must be an integer between 1 and 100')
-  .max(100, 'limit must be an integer between 1 and 100')
-  .default(20);
+/** A decimal integer 1–100 (query strings only; `1e2` or `0x10` are refused). */
+const Limit = z
+  .string()
+  .regex(/^\d{1,3}$/, 'limit must be an integer between 1 and 100')
+  .transform(Number)
+  .pipe(z.number().min(1, 'limit must be an integer between 1 and 100').max(100, 'limit must be an integer between 1 and 100'))
+  .default('20');
 const Include = z.union([z.string(), z.array(z.string())]).optional();
 
 export const ListConversationsQuery = z
