@@ -1,57 +1,11 @@
 /** Shared by the benchmark modules: a private database, timing and a small table printer. */
-import { randomBytes } from 'node:crypto';
-import { Client } from 'pg';
-import { createDbPool, migrate, type DatabasePool } from '@ic/db';
+import { createTestDatabase, type TestDatabase } from '@ic/test-support';
 
-export interface BenchDatabase {
-  url: string;
-  pool: DatabasePool;
-  /** Closes the pool and drops the database. */
-  drop(): Promise<void>;
-}
+export type BenchDatabase = TestDatabase;
 
-/** The server the bench creates its database on: DATABASE_URL, TEST_DATABASE_URL or the local PostgreSQL. */
-export function adminUrl(): string {
-  return process.env.DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-}
-
-/** A freshly created and migrated database of its own, dropped by `drop()`. */
-export async function createBenchDatabase(label: string): Promise<BenchDatabase> {
-  const admin = adminUrl();
-  const name = `ic_bench_${label}_${process.pid}_${randomBytes(3).toString('hex')}`;
-  const client = new Client({ connectionString: admin });
-  await client.connect();
-  try {
-    await client.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await client.end();
-  }
-  const url = new URL(admin);
-  url.pathname = `/${name}`;
-  const drop = async () => {
-    const dropper = new Client({ connectionString: admin });
-    await dropper.connect();
-    try {
-      await dropper.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    } finally {
-      await dropper.end();
-    }
-  };
-  try {
-    await migrate(url.toString());
-    const pool = await createDbPool(url.toString(), { maximumPoolSize: 10 });
-    return {
-      url: url.toString(),
-      pool,
-      drop: async () => {
-        await pool.end();
-        await drop();
-      },
-    };
-  } catch (error) {
-    await drop();
-    throw error;
-  }
+/** A freshly created and migrated database of its own (on TEST_DATABASE_URL's server, else the local one), dropped by `drop()`. */
+export function createBenchDatabase(): Promise<BenchDatabase> {
+  return createTestDatabase();
 }
 
 export interface Timing {

@@ -20,7 +20,7 @@ const SAMPLES = 30;
 
 export async function run(): Promise<Record<string, unknown>> {
   const startedAt = Date.now();
-  const db = await createBenchDatabase('pagination');
+  const db = await createBenchDatabase();
   try {
     const { pool } = db;
     const seedStart = Date.now();

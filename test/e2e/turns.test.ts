@@ -30,6 +30,9 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     expect([first.status, second.status, third.status]).toEqual(['completed', 'completed', 'completed']);
     expect(first.output_text).toBe('Reply #2');
     expect(first.model).toBe('fake-default-model');
+    // Unset sampling parameters are echoed with OpenAI's defaults but not sent: the upstream keeps its own.
+    expect([first.temperature, first.top_p]).toEqual([1, 1]);
+    for (const unset of ['temperature', 'top_p', 'verbosity', 'tool_choice', 'response_format']) expect(stack.upstream.requests[0]).not.toHaveProperty(unset);
     expect(third.conversation).toEqual({ id: conversation.id });
     expect(stack.upstream.requests.map((request) => request.model)).toEqual(['fake-default-model', 'fake-default-model', 'fake-default-model']);
     expect(sentMessages(stack, 0)).toEqual([['system', 'Be brief.'], ['user', 'one']]);

@@ -1,23 +1,8 @@
 import { createItemsRepo, jsonb, sql, type DatabasePool, type NewItem } from '@ic/db';
-import { inputItemId, newId, outputItemId, type RunParams, type StoredItem } from '@ic/schemas';
+import { defaultRunParams, inputItemId, newId, outputItemId, type RunParams, type StoredItem } from '@ic/schemas';
 
 /** Run parameters as the responses service stores them for a plain turn. */
-export const SEED_RUN_PARAMS: RunParams = {
-  temperature: null,
-  top_p: null,
-  max_output_tokens: null,
-  tools: [],
-  tool_choice: 'auto',
-  parallel_tool_calls: true,
-  text: { format: { type: 'text' } },
-  reasoning: {},
-  metadata: {},
-  user: null,
-  safety_identifier: null,
-  store: true,
-  background: false,
-  truncation: 'disabled',
-};
+export const SEED_RUN_PARAMS: RunParams = defaultRunParams();
 
 export interface SeedTurn {
   input: StoredItem[];

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
 import cors from 'cors';
 import express, { type ErrorRequestHandler, type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
@@ -213,4 +214,19 @@ export function toAppError(error: unknown): AppError {
     return new AppError(status, 'invalid_request_error', (error as Error).message, null, 'invalid_request');
   }
   return new AppError(500, 'server_error', 'The server had an error while processing your request.', null, 'server_error');
+}
+
+/**
+ * /healthz (process alive) and /readyz (dependencies reachable) for processes that serve no API, such
+ * as queue workers, so Kubernetes probes treat every component alike.
+ */
+export function startHealthServer(port: number, ready: () => Promise<void>): { close(): Promise<void> } {
+  const server = createServer((req, res) => {
+    const check = req.url === '/readyz' ? ready() : Promise.resolve();
+    check.then(
+      () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}'),
+      () => res.writeHead(503, { 'content-type': 'application/json' }).end('{"status":"unavailable"}'),
+    );
+  }).listen(port);
+  return { close: () => new Promise((resolve) => server.close(() => resolve())) };
 }

@@ -157,7 +157,8 @@ export function toChatRequestOptions(params: RunParams): ChatRequestOptions {
   const responseFormat = toChatResponseFormat(params.text);
   if (responseFormat) options.response_format = responseFormat;
   const verbosity = params.text.verbosity;
-  if (verbosity === 'low' || verbosity === 'medium' || verbosity === 'high') options.verbosity = verbosity;
+  // 'medium' is the default; sending it would trip upstreams that do not know the parameter.
+  if (verbosity === 'low' || verbosity === 'high') options.verbosity = verbosity;
 
   const effort = params.reasoning.effort;
   if (effort === 'minimal' || effort === 'low' || effort === 'medium' || effort === 'high') options.reasoning_effort = effort;

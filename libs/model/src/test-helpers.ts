@@ -1,5 +1,5 @@
 /** Shared by this library's tests (excluded from the build). */
-import type { RunParams, StoredItem } from '@ic/schemas';
+import { defaultRunParams, type RunParams, type StoredItem } from '@ic/schemas';
 import type { ModelAdapter, ModelEvent, ModelRequest } from './types';
 
 export const user = (text: string): StoredItem => ({ type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_text', text }] });
@@ -26,22 +26,8 @@ export const output = (callId: string, out: string | Array<Record<string, unknow
   status: 'completed',
 });
 
-export const baseParams: RunParams = {
-  temperature: null,
-  top_p: null,
-  max_output_tokens: null,
-  tools: [],
-  tool_choice: 'auto',
-  parallel_tool_calls: true,
-  text: { format: { type: 'text' } },
-  reasoning: {},
-  metadata: {},
-  user: null,
-  safety_identifier: null,
-  store: true,
-  background: false,
-  truncation: 'disabled',
-};
+/** Sampling parameters left unset, so requests carry only what a test sets. */
+export const baseParams: RunParams = defaultRunParams();
 
 export function request(overrides: Partial<ModelRequest> = {}): ModelRequest {
   return { model: 'fake-model', instructions: null, items: [user('hello')], params: baseParams, signal: new AbortController().signal, ...overrides };

@@ -115,6 +115,30 @@ export const RunParams = z
   .strict();
 export type RunParams = z.infer<typeof RunParams>;
 
+/**
+ * The parameters of a plain turn: what an empty request means. Sampling parameters stay null unless the
+ * caller set them, so the upstream uses its own defaults (some models refuse an explicit temperature).
+ */
+export function defaultRunParams(overrides: Partial<RunParams> = {}): RunParams {
+  return {
+    temperature: null,
+    top_p: null,
+    max_output_tokens: null,
+    tools: [],
+    tool_choice: 'auto',
+    parallel_tool_calls: true,
+    text: { format: { type: 'text' }, verbosity: 'medium' },
+    reasoning: { effort: null, summary: null },
+    metadata: {},
+    user: null,
+    safety_identifier: null,
+    store: true,
+    background: false,
+    truncation: 'disabled',
+    ...overrides,
+  };
+}
+
 export const RunStatus = z.enum(['queued', 'in_progress', 'completed', 'incomplete', 'failed', 'cancelled']);
 export type RunStatus = z.infer<typeof RunStatus>;
 export const TERMINAL_STATUSES: readonly RunStatus[] = ['completed', 'incomplete', 'failed', 'cancelled'];

@@ -1,10 +1,9 @@
 import { createLogger, ShutdownRegistry, startTelemetry } from '@ic/telemetry';
 const telemetry = startTelemetry('ic-responses');
 
-import { createServer } from 'node:http';
 import { Authenticator } from '@ic/auth';
 import { createDbPool, sql } from '@ic/db';
-import { createBaseApp, finishApp } from '@ic/http';
+import { createBaseApp, finishApp, startHealthServer } from '@ic/http';
 import { createModelAdapter, resolveUpstreamModel } from '@ic/model';
 import { createQueueBackend } from '@ic/queue';
 import { loadResponsesEnv } from './env';
@@ -50,14 +49,8 @@ async function main(): Promise<void> {
     logger.info({ concurrency: env.WORKER_CONCURRENCY }, 'turn worker started');
     shutdown.register('worker', () => worker.close());
     if (env.RESPONSES_ROLE === 'worker') {
-      const health = createServer((req, res) => {
-        const check = req.url === '/readyz' ? ready() : Promise.resolve();
-        check.then(
-          () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}'),
-          () => res.writeHead(503, { 'content-type': 'application/json' }).end('{"status":"unavailable"}'),
-        );
-      }).listen(env.HEALTH_PORT);
-      shutdown.register('health', () => new Promise((resolve) => health.close(resolve)));
+      const health = startHealthServer(env.HEALTH_PORT, ready);
+      shutdown.register('health', () => health.close());
     }
   }
   shutdown.register('redis', () => backend.close());

@@ -14,6 +14,7 @@ import {
   TERMINAL_STATUSES,
   toItemList,
   UNSUPPORTED_RESPONSE_PARAMS,
+  defaultRunParams,
   presentItem,
   type CreateResponseBody,
   type RunParams,
@@ -280,20 +281,21 @@ export class TurnsService {
 }
 
 function runParams(body: CreateResponseBody): RunParams {
+  const defaults = defaultRunParams();
   return {
-    temperature: body.temperature ?? 1,
-    top_p: body.top_p ?? 1,
-    max_output_tokens: body.max_output_tokens ?? null,
-    tools: (body.tools ?? []) as Array<Record<string, unknown>>,
-    tool_choice: body.tool_choice ?? 'auto',
-    parallel_tool_calls: body.parallel_tool_calls ?? true,
-    text: { format: body.text?.format ?? { type: 'text' }, verbosity: body.text?.verbosity ?? 'medium' },
-    reasoning: { effort: body.reasoning?.effort ?? null, summary: null },
-    metadata: body.metadata ?? {},
-    user: body.user ?? null,
-    safety_identifier: body.safety_identifier ?? null,
-    store: body.store ?? true,
-    background: body.background ?? false,
-    truncation: body.truncation ?? 'disabled',
+    temperature: body.temperature ?? defaults.temperature,
+    top_p: body.top_p ?? defaults.top_p,
+    max_output_tokens: body.max_output_tokens ?? defaults.max_output_tokens,
+    tools: (body.tools as Array<Record<string, unknown>> | null | undefined) ?? defaults.tools,
+    tool_choice: body.tool_choice ?? defaults.tool_choice,
+    parallel_tool_calls: body.parallel_tool_calls ?? defaults.parallel_tool_calls,
+    text: { ...defaults.text, ...(body.text?.format ? { format: body.text.format } : {}), ...(body.text?.verbosity ? { verbosity: body.text.verbosity } : {}) },
+    reasoning: { ...defaults.reasoning, ...(body.reasoning?.effort ? { effort: body.reasoning.effort } : {}) },
+    metadata: body.metadata ?? defaults.metadata,
+    user: body.user ?? defaults.user,
+    safety_identifier: body.safety_identifier ?? defaults.safety_identifier,
+    store: body.store ?? defaults.store,
+    background: body.background ?? defaults.background,
+    truncation: body.truncation ?? defaults.truncation,
   };
 }

@@ -1,7 +1,7 @@
 import { createLogger, ShutdownRegistry, startTelemetry } from '@ic/telemetry';
 const telemetry = startTelemetry('ic-titler');
 
-import { createServer } from 'node:http';
+import { startHealthServer } from '@ic/http';
 import { createDbPool, sql } from '@ic/db';
 import { createModelAdapter, resolveUpstreamModel } from '@ic/model';
 import { createQueueBackend } from '@ic/queue';
@@ -28,15 +28,10 @@ async function main(): Promise<void> {
     titleModel: resolveUpstreamModel(env.TITLER_MODEL, env.MODEL_MAP),
   });
   const worker = backend.startWorker(TITLE_QUEUE, { 'titler.generate.v1': handler }, { concurrency: env.TITLER_CONCURRENCY });
-  const health = createServer((req, res) => {
-    (req.url === '/readyz' ? ready() : Promise.resolve()).then(
-      () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}'),
-      () => res.writeHead(503, { 'content-type': 'application/json' }).end('{"status":"unavailable"}'),
-    );
-  }).listen(env.HEALTH_PORT);
+  const health = startHealthServer(env.HEALTH_PORT, ready);
   logger.info({ mode: env.TITLER_MODE }, 'titler started');
   shutdown.register('worker', () => worker.close());
-  shutdown.register('health', () => new Promise((resolve) => health.close(resolve)));
+  shutdown.register('health', () => health.close());
   shutdown.register('redis', () => backend.close());
   shutdown.register('postgres', () => pool.end());
   shutdown.register('telemetry', () => telemetry.shutdown());

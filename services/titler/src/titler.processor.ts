@@ -1,7 +1,7 @@
 import { createConversationsRepo, createItemsRepo, type DatabasePool } from '@ic/db';
 import type { ModelAdapter } from '@ic/model';
 import type { JobPayload } from '@ic/schemas';
-import { messageText } from '@ic/schemas';
+import { defaultRunParams, messageText } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
 import { cleanModelTitle, titleFromMessage } from './title';
 
@@ -44,22 +44,7 @@ async function askModel(deps: TitlerDeps, text: string): Promise<string | null> 
       model: deps.titleModel ?? 'default',
       instructions: 'Write a short title (at most six words) for a conversation that starts with the user message below. Reply with the title only.',
       items: [{ type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_text', text: text.slice(0, 2000) }] }],
-      params: {
-        temperature: 0.2,
-        top_p: 1,
-        max_output_tokens: 32,
-        tools: [],
-        tool_choice: 'none',
-        parallel_tool_calls: false,
-        text: { format: { type: 'text' } },
-        reasoning: {},
-        metadata: {},
-        user: null,
-        safety_identifier: null,
-        store: false,
-        background: false,
-        truncation: 'disabled',
-      },
+      params: defaultRunParams({ temperature: 0.2, max_output_tokens: 32, tool_choice: 'none', parallel_tool_calls: false, store: false }),
       signal,
     })) {
       if (event.type === 'text_delta') answer += event.delta;

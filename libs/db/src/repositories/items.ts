@@ -1,5 +1,6 @@
 import { ItemRow, type StoredItem } from '@ic/schemas';
 import { z } from 'zod';
+import type { IdentifierSqlToken } from 'slonik';
 import { jsonb, sql, type CommonQueryMethods } from '../pool';
 
 const columns = sql.fragment`id, run_id, direction, ordinal, conversation_id, position, body`;
@@ -19,6 +20,14 @@ export interface ItemPageRequest {
   limit: number;
   /** Exclusive bound: the position (or run ordinal) of the `after` item. */
   afterKey?: number;
+}
+
+const direction = (page: ItemPageRequest) => (page.order === 'desc' ? sql.fragment`DESC` : sql.fragment`ASC`);
+
+/** The exclusive keyset bound for the next page in the page's order. */
+function keysetAfter(column: IdentifierSqlToken, page: ItemPageRequest) {
+  if (page.afterKey === undefined) return sql.fragment``;
+  return page.order === 'desc' ? sql.fragment`AND ${column} < ${page.afterKey}` : sql.fragment`AND ${column} > ${page.afterKey}`;
 }
 
 export function createItemsRepo(db: CommonQueryMethods) {
@@ -49,34 +58,18 @@ export function createItemsRepo(db: CommonQueryMethods) {
         WHERE run_id = ${runId} AND direction = 'input' AND conversation_id IS NULL`),
 
     /** One transcript page: an index range scan on (conversation_id, position), whatever the depth. */
-    listConversationPage: (conversationId: string, page: ItemPageRequest) => {
-      const direction = page.order === 'desc' ? sql.fragment`DESC` : sql.fragment`ASC`;
-      const after =
-        page.afterKey === undefined
-          ? sql.fragment``
-          : page.order === 'desc'
-            ? sql.fragment`AND position < ${page.afterKey}`
-            : sql.fragment`AND position > ${page.afterKey}`;
-      return db.any(sql.type(ItemRow)`
-        SELECT ${columns} FROM items WHERE conversation_id = ${conversationId} ${after}
-        ORDER BY position ${direction} LIMIT ${page.limit + 1}`);
-    },
+    listConversationPage: (conversationId: string, page: ItemPageRequest) =>
+      db.any(sql.type(ItemRow)`
+        SELECT ${columns} FROM items WHERE conversation_id = ${conversationId} ${keysetAfter(sql.identifier(['position']), page)}
+        ORDER BY position ${direction(page)} LIMIT ${page.limit + 1}`),
 
     findInConversation: (conversationId: string, itemId: string) =>
       db.maybeOne(sql.type(ItemRow)`SELECT ${columns} FROM items WHERE id = ${itemId} AND conversation_id = ${conversationId}`),
 
-    listRunPage: (runId: string, direction: 'input' | 'output', page: ItemPageRequest) => {
-      const order = page.order === 'desc' ? sql.fragment`DESC` : sql.fragment`ASC`;
-      const after =
-        page.afterKey === undefined
-          ? sql.fragment``
-          : page.order === 'desc'
-            ? sql.fragment`AND ordinal < ${page.afterKey}`
-            : sql.fragment`AND ordinal > ${page.afterKey}`;
-      return db.any(sql.type(ItemRow)`
-        SELECT ${columns} FROM items WHERE run_id = ${runId} AND direction = ${direction} ${after}
-        ORDER BY ordinal ${order} LIMIT ${page.limit + 1}`);
-    },
+    listRunPage: (runId: string, itemDirection: 'input' | 'output', page: ItemPageRequest) =>
+      db.any(sql.type(ItemRow)`
+        SELECT ${columns} FROM items WHERE run_id = ${runId} AND direction = ${itemDirection} ${keysetAfter(sql.identifier(['ordinal']), page)}
+        ORDER BY ordinal ${direction(page)} LIMIT ${page.limit + 1}`),
 
     findInRun: (runId: string, itemId: string) =>
       db.maybeOne(sql.type(ItemRow)`SELECT ${columns} FROM items WHERE id = ${itemId} AND run_id = ${runId}`),
