@@ -1,5 +1,6 @@
 import OpenAI from 'openai';
 import { createRunsRepo, sql } from '@ic/db';
+import { seedSmith, tokenFor } from '@ic/test-support';
 import { z } from 'zod';
 import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
 
@@ -323,5 +324,75 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     await expect(client.responses.retrieve(response.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
     const runs = createRunsRepo(stack.db.pool);
     expect((await runs.find(response.id))?.status).toBe('completed'); // kept, only hidden
+  });
+  it('marks a turn cut by max_output_tokens incomplete, and still adds it to the transcript', async () => {
+    stack.upstream.set({ reply: Array.from({ length: 40 }, (_, k) => `w${k}`).join(' ') });
+    const conversation = await client.conversations.create();
+    const response = await client.responses.create({ model: '', conversation: conversation.id, input: 'talk a lot', max_output_tokens: 16 });
+    expect(response.status).toBe('incomplete');
+    expect(response.incomplete_details).toEqual({ reason: 'max_output_tokens' });
+    expect(stack.upstream.requests[0]).toMatchObject({ max_completion_tokens: 16 });
+    expect(response.output_text.trim().split(' ')).toHaveLength(16);
+    const items = (await client.conversations.items.list(conversation.id)).data;
+    expect(items.map((item) => [item.id, (item as { status?: string }).status])).toEqual([
+      [`${response.id}.i0`, 'completed'],
+      [`${response.id}.o`, 'incomplete'],
+    ]);
+  });
+
+  it('sends SSE comment keep-alives while the model is silent', async () => {
+    stack.upstream.set({ reply: 'late', firstTokenDelayMs: 2500 }); // the stack relays with a 1 s keep-alive
+    const conversation = await client.conversations.create();
+    const reply = await fetch(`${stack.baseURL}/responses`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${stack.seeded.smithToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: '', conversation: conversation.id, input: 'wait for it', stream: true }),
+    });
+    expect(reply.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const body = await reply.text();
+    expect(body).toMatch(/^: keep-alive$/m);
+    expect(body.indexOf(': keep-alive')).toBeLessThan(body.indexOf('event: response.output_text.delta'));
+    expect(body.trimEnd().split('\n\n').at(-1)).toMatch(/^event: response\.completed\n/);
+  });
+
+  it('enforces responses scopes and smith boundaries, and lets a tenant-admin act for a smith', async () => {
+    const { tenant, smith } = stack.seeded;
+    const conversationsOnly = await tokenFor(stack.db.pool, tenant.id, smith.id, ['conversations:read', 'conversations:write']);
+    const denied = await stack.client(conversationsOnly).responses.create({ model: '', input: 'x' }).catch((caught: unknown) => caught);
+    expect(denied).toBeInstanceOf(OpenAI.PermissionDeniedError);
+    expect((denied as Error).message).toContain('responses:write');
+
+    const mine = await client.responses.create({ model: '', input: 'mine' });
+    const writeOnly = await tokenFor(stack.db.pool, tenant.id, smith.id, ['responses:write']);
+    await expect(stack.client(writeOnly).responses.retrieve(mine.id)).rejects.toBeInstanceOf(OpenAI.PermissionDeniedError);
+
+    const otherSmith = await seedSmith(stack.db.pool, tenant.id);
+    const otherToken = await tokenFor(stack.db.pool, tenant.id, otherSmith.id, ['conversations:read', 'conversations:write', 'responses:read', 'responses:write']);
+    const other = stack.client(otherToken);
+    await expect(other.responses.retrieve(mine.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    await expect(other.responses.cancel(mine.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    const myConversation = await client.conversations.create();
+    await expect(other.responses.create({ model: '', conversation: myConversation.id, input: 'sneak' })).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    await expect(other.responses.create({ model: '', previous_response_id: mine.id, input: 'sneak' })).rejects.toBeInstanceOf(OpenAI.BadRequestError);
+
+    const admin = stack.client(stack.seeded.adminToken, { defaultHeaders: { 'IC-Smith-Id': smith.id } });
+    const viaAdmin = await admin.responses.create({ model: '', conversation: myConversation.id, input: 'from the back office' });
+    expect(viaAdmin.status).toBe('completed');
+    const noSmith = await stack.client(stack.seeded.adminToken).responses.create({ model: '', input: 'x' }).catch((caught: unknown) => caught);
+    expect(noSmith).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((noSmith as InstanceType<typeof OpenAI.APIError>).code).toBe('missing_smith_id');
+  });
+
+  it('keeps runs readable after their conversation is deleted, and refuses new turns into it', async () => {
+    const conversation = await client.conversations.create();
+    const response = await client.responses.create({ model: '', conversation: conversation.id, input: 'before delete' });
+    await client.conversations.delete(conversation.id);
+    const kept = await client.responses.retrieve(response.id);
+    expect(kept.output_text).toBe(response.output_text);
+    expect(kept.conversation).toEqual({ id: conversation.id });
+    const inputs = await client.responses.inputItems.list(response.id);
+    expect(inputs.data.map((item) => item.id)).toEqual([`${response.id}.i0`]);
+    await expect(client.responses.create({ model: '', conversation: conversation.id, input: 'after' })).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    await expect(client.conversations.items.list(conversation.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
   });
 });

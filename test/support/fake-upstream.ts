@@ -201,9 +201,13 @@ const words = (text: string) => text.match(/\S+\s*/g) ?? [];
 function build(body: ChatCompletionCreateParams, reply: FakeReply, n: number, cachedTokens: number) {
   const id = `chatcmpl-fake-${n}`;
   const created = Math.floor(Date.now() / 1000);
-  const text = typeof reply === 'string' ? reply : (reply.text ?? '');
+  const fullText = typeof reply === 'string' ? reply : (reply.text ?? '');
   const toolCalls = typeof reply === 'string' ? [] : reply.toolCalls.map((call, i) => ({ ...call, id: call.id ?? `call_fake_${n}_${i}` }));
-  const finishReason = toolCalls.length > 0 ? 'tool_calls' : 'stop';
+  // One word is one token: a token limit cuts the text and finishes with 'length', as a real model does.
+  const limit = body.max_completion_tokens ?? body.max_tokens ?? null;
+  const cut = limit !== null && words(fullText).length > limit;
+  const text = cut ? words(fullText).slice(0, limit).join('') : fullText;
+  const finishReason = cut ? 'length' : toolCalls.length > 0 ? 'tool_calls' : 'stop';
 
   const chunk = (delta: ChatCompletionChunk.Choice.Delta, finish: ChatCompletionChunk.Choice['finish_reason'] = null): ChatCompletionChunk => ({
     id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: 'fp_fake',
