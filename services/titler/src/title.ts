@@ -10,9 +10,10 @@ export function titleFromMessage(text: string, maxChars = TITLE_MAX_CHARS): stri
   const characters = Array.from(collapsed);
   if (characters.length <= maxChars) return collapsed;
   const head = characters.slice(0, maxChars - 1).join('');
+  const endsOnWordBoundary = characters[maxChars - 1] === ' ';
   const lastSpace = head.lastIndexOf(' ');
   // Cut at a word boundary unless that would throw away most of the text (one very long word).
-  const cut = lastSpace >= Math.floor(maxChars / 2) ? head.slice(0, lastSpace) : head;
+  const cut = endsOnWordBoundary ? head : lastSpace >= Math.floor(maxChars / 2) ? head.slice(0, lastSpace) : head;
   return `${cut.replace(/[\s,.;:!?-]+$/u, '')}…`;
 }
 
