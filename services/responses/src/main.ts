@@ -40,7 +40,12 @@ async function main(): Promise<void> {
     finishApp(app, logger);
     const server = app.listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'responses api listening'));
     runtime.scheduler.startSweeper(env.SWEEP_INTERVAL_MS, env.SWEEP_MIN_AGE_MS);
-    shutdown.register('http', () => new Promise((resolve) => server.close(resolve)));
+    shutdown.register('http', async () => {
+      const closed = new Promise((resolve) => server.close(resolve));
+      runtime.closeStreams();
+      server.closeIdleConnections();
+      await closed;
+    });
     shutdown.register('sweeper', async () => runtime.scheduler.stopSweeper());
   }
   if (env.RESPONSES_ROLE === 'worker' || env.RESPONSES_ROLE === 'all') {

@@ -24,16 +24,26 @@ function busyMode(req: Request): BusyMode {
   throw badRequest(`IC-Conversation-Busy must be 'queue' (wait for the running turn) or 'reject' (answer conversation_locked).`, 'IC-Conversation-Busy', 'invalid_value');
 }
 
-/** The Responses API over the turn service: JSON, background, and SSE relayed from the run's event log. */
-export function responsesRouter(service: TurnsService, authenticator: Authenticator, options: ResponsesRouterOptions): Router {
+/**
+ * The Responses API over the turn service: JSON, background, and SSE relayed from the run's event log.
+ * `closeStreams()` ends every open relay (at shutdown); the runs go on and clients resume with starting_after.
+ */
+export function responsesRouter(service: TurnsService, authenticator: Authenticator, options: ResponsesRouterOptions): { router: Router; closeStreams(): void } {
   const router = Router();
+  const openRelays = new Set<() => void>();
 
   const relay = async (res: Response, run: RunRow, afterSequence: number) => {
     startEventStream(res);
     let open = true;
-    res.on('close', () => {
+    const stop = () => {
       open = false;
-    });
+    };
+    const endForShutdown = () => {
+      stop();
+      res.end();
+    };
+    openRelays.add(endForShutdown);
+    res.on('close', stop);
     let after = afterSequence;
     try {
       while (open) {
@@ -49,6 +59,8 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
       }
     } catch (error) {
       if (open) writeStreamError(res, error, after + 1, options.logger);
+    } finally {
+      openRelays.delete(endForShutdown);
     }
     res.end();
   };
@@ -98,5 +110,10 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
     res.json(await service.listInputItems(smith, req.params.response_id ?? '', query));
   });
 
-  return router;
+  return {
+    router,
+    closeStreams: () => {
+      for (const stop of openRelays) stop();
+    },
+  };
 }

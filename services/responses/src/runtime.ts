@@ -27,7 +27,7 @@ export interface ResponsesRuntimeDeps {
 export class ResponsesRuntime {
   readonly scheduler: TurnScheduler;
   readonly service: TurnsService;
-  private processor: TurnProcessor | null = null;
+  private readonly http: ReturnType<typeof responsesRouter>;
 
   constructor(private readonly deps: ResponsesRuntimeDeps) {
     this.scheduler = new TurnScheduler(deps.pool, deps.backend, deps.logger);
@@ -39,10 +39,16 @@ export class ResponsesRuntime {
       retryDedupWindowMs: deps.retryDedupWindowMs,
       eventsTtlSeconds: deps.eventsTtlSeconds,
     });
+    this.http = responsesRouter(this.service, deps.authenticator, { keepAliveMs: deps.keepAliveMs, syncWaitMs: deps.syncWaitMs, logger: deps.logger });
   }
 
   router(): Router {
-    return responsesRouter(this.service, this.deps.authenticator, { keepAliveMs: this.deps.keepAliveMs, syncWaitMs: this.deps.syncWaitMs, logger: this.deps.logger });
+    return this.http.router;
+  }
+
+  /** Ends open SSE relays so an HTTP server can close; the runs themselves continue. */
+  closeStreams(): void {
+    this.http.closeStreams();
   }
 
   /** Starts executing turns; `close()` on the handle stops intake and waits for running turns. */
@@ -57,7 +63,6 @@ export class ResponsesRuntime {
       logger: this.deps.logger,
       eventsTtlSeconds: this.deps.eventsTtlSeconds,
     });
-    this.processor = processor;
     const worker = this.deps.backend.startWorker(TURN_QUEUE, { 'turn.execute.v1': processor.handle }, { concurrency });
     return {
       close: async () => {

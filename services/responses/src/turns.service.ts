@@ -73,6 +73,10 @@ export class TurnsService {
     if (body.previous_response_id != null && !RunId.safeParse(body.previous_response_id).success) {
       throw badRequest(`Invalid 'previous_response_id': '${body.previous_response_id}'. Expected a response id that begins with 'run_'.`, 'previous_response_id', 'invalid_value');
     }
+    if (!this.deps.backend.isAvailable()) {
+      // Refused before anything is written, so the client's automatic retry is safe.
+      throw new AppError(503, 'service_unavailable', 'Turns cannot be queued right now; nothing was saved. Retry shortly.', null, 'queue_unavailable', { 'retry-after': '1' });
+    }
     const requestHash = createHash('sha256').update(JSON.stringify({ smith: smith.id, body })).digest('hex');
     const runs = createRunsRepo(this.deps.pool);
 
