@@ -4,6 +4,7 @@
  * To add one: write a module exporting `run(): Promise<Record<string, unknown>>` and list it here.
  */
 import * as pagination from './pagination';
+import * as load from './load';
 import * as turns from './turns';
 
 type Bench = () => Promise<Record<string, unknown>>;
@@ -11,6 +12,7 @@ type Bench = () => Promise<Record<string, unknown>>;
 export const BENCHES: Record<string, Bench> = {
   pagination: pagination.run,
   turns: turns.run,
+  load: load.run,
 };
 
 async function main(): Promise<void> {

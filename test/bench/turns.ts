@@ -20,7 +20,7 @@ const p95 = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(v
 const ms = (value: number) => Math.round(value * 100) / 100;
 
 export async function run(): Promise<Record<string, unknown>> {
-  const stack = await startTurnStack({ upstream: { reply: 'ok', tokenDelayMs: 0 } });
+  const stack = await startTurnStack({ upstream: { reply: 'ok', tokenDelayMs: 0 }, tokenCacheTtlMs: 5000 });
   try {
     const client = stack.client();
 

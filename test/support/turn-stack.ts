@@ -25,6 +25,8 @@ export interface TurnStackOptions {
   lockDurationMs?: number;
   keepAliveMs?: number;
   workerConcurrency?: number;
+  /** Token lookup cache; 0 (default) makes every request read the token row, as revocation tests need. */
+  tokenCacheTtlMs?: number;
 }
 
 export interface TurnStack {
@@ -58,7 +60,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
   const backend = options.inProcessQueue
     ? createInProcessBackend(logger)
     : await createBullmqBackend({ redisUrl, prefix, logger, lockDurationMs: options.lockDurationMs ?? 5000 });
-  const authenticator = new Authenticator(db.pool, 0);
+  const authenticator = new Authenticator(db.pool, options.tokenCacheTtlMs ?? 0);
   const runtime = new ResponsesRuntime({
     pool: db.pool,
     backend,

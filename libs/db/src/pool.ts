@@ -51,6 +51,9 @@ export async function createDbPool(url: string, options: DbPoolOptions = {}): Pr
     idleTimeout: 10000,
     connectionTimeout: 10000,
     captureStackTrace: false,
+    // slonik's default runs DISCARD ALL on every release: a third of all round trips. Nothing here
+    // sets session state (no SET, temp tables or named statements), so there is nothing to reset.
+    resetConnection: async () => undefined,
   });
 }
 

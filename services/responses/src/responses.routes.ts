@@ -82,8 +82,8 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
     res.on('close', () => {
       open = false;
     });
-    await service.waitUntilFinished(run.id, options.syncWaitMs, () => !open);
-    if (open) res.json(await service.presentById(run.id));
+    const final = await service.waitUntilFinished(run.id, options.syncWaitMs, () => !open);
+    if (open) res.json(final ?? (await service.presentById(run.id)));
   });
 
   router.get('/v1/responses/:response_id', async (req, res) => {

@@ -45,17 +45,17 @@ export class TurnProcessor {
   handle = async (payload: JobPayload<'turn.execute.v1'>, context: JobContext): Promise<void> => {
     const { runId } = payload;
     const runs = createRunsRepo(this.deps.pool);
-    const current = await runs.find(runId);
-    if (!current || TERMINAL_STATUSES.includes(current.status)) return;
-    if (current.conversation_id && (await runs.hasEarlierOpenRun(current.conversation_id, current.conversation_seq!))) {
-      throw new RetryLater(ORDER_RECHECK_MS);
-    }
     // Registered before the claim so a cancel published at any point from here on is seen.
     const controller = new AbortController();
     this.inflight.set(runId, controller);
     try {
       const run = await runs.claim(runId);
-      if (!run) return;
+      if (!run) {
+        const current = await runs.find(runId);
+        // Not finished, so an earlier turn of its conversation is still running: look again shortly.
+        if (current && !TERMINAL_STATUSES.includes(current.status)) throw new RetryLater(ORDER_RECHECK_MS);
+        return;
+      }
       await withSpan('turn.execute', { 'ic.run_id': run.id, 'ic.attempt': run.attempt }, () => this.execute(run, controller, context));
     } finally {
       this.inflight.delete(runId);
@@ -161,6 +161,7 @@ export class TurnProcessor {
     const { pool, backend, logger } = this.deps;
     const addsToTranscript = outcome.status === 'completed' || outcome.status === 'incomplete';
     let firstPosition = -1;
+    let untitled = false;
     let finished: RunRow;
     try {
       finished = await pool.transaction(async (tx) => {
@@ -169,7 +170,7 @@ export class TurnProcessor {
         if (!addsToTranscript) return owned;
         const items = createItemsRepo(tx);
         if (run.conversation_id) {
-          firstPosition = await createConversationsRepo(tx).reservePositions(run.conversation_id, run.input_count + outputs.length);
+          ({ first: firstPosition, untitled } = await createConversationsRepo(tx).reservePositions(run.conversation_id, run.input_count + outputs.length));
           await items.attachInputsToConversation(run.id, run.conversation_id, firstPosition);
         }
         await items.insertMany(
@@ -204,13 +205,12 @@ export class TurnProcessor {
 
     if (run.conversation_id) {
       await this.deps.scheduler.kickConversation(run.conversation_id);
-      if (outcome.status === 'completed') await this.requestTitle(run.conversation_id);
+      if (outcome.status === 'completed' && untitled) await this.requestTitle(run.conversation_id);
     }
   }
 
+  /** Keyed by conversation, so a burst of turns asks for one title; the titler re-checks before writing. */
   private async requestTitle(conversationId: string): Promise<void> {
-    const conversation = await createConversationsRepo(this.deps.pool).find(conversationId);
-    if (!conversation || conversation.title_source !== null) return;
     await this.deps.backend.queue.enqueue('titler.generate.v1', { conversationId }, { jobId: `title-${conversationId}` });
   }
 

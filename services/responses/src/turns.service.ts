@@ -187,9 +187,10 @@ export class TurnsService {
 
   /**
    * Waits until the run is finished (or `timeoutMs` passes) by following its event log, checking
-   * Postgres now and then so a lost event never strands the caller.
+   * Postgres now and then so a lost event never strands the caller. Returns the final response when
+   * the terminal event carried it (null otherwise: read it from Postgres).
    */
-  async waitUntilFinished(runId: string, timeoutMs: number, isCancelled: () => boolean = () => false): Promise<void> {
+  async waitUntilFinished(runId: string, timeoutMs: number, isCancelled: () => boolean = () => false): Promise<ResponseObject | null> {
     const deadline = Date.now() + timeoutMs;
     const runs = createRunsRepo(this.deps.pool);
     let after = -1;
@@ -198,7 +199,7 @@ export class TurnsService {
       // The event log says when the run ends; Postgres is asked only now and then, in case an event was lost.
       if (Date.now() - checkedAt >= POSTGRES_RECHECK_MS) {
         const run = await runs.find(runId);
-        if (!run || TERMINAL_STATUSES.includes(run.status)) return;
+        if (!run || TERMINAL_STATUSES.includes(run.status)) return null;
         checkedAt = Date.now();
       }
       let events: StreamEvent[] = [];
@@ -210,9 +211,11 @@ export class TurnsService {
       }
       for (const event of events) {
         after = event.sequence_number;
-        if (isTerminalEvent(event)) return;
+        // The terminal event carries the response as stamped, built after the commit.
+        if (isTerminalEvent(event)) return (event.response as ResponseObject | undefined) ?? null;
       }
     }
+    return null;
   }
 
   /**

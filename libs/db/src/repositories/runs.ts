@@ -68,16 +68,18 @@ export function createRunsRepo(db: CommonQueryMethods) {
         SELECT id, status FROM runs WHERE conversation_id = ${conversationId} AND ${OPEN}
         ORDER BY conversation_seq LIMIT 1`),
 
-    /** True when an earlier turn of the same conversation is still unfinished. */
-    hasEarlierOpenRun: (conversationId: string, seq: number) =>
-      db.exists(sql.unsafe`
-        SELECT 1 FROM runs WHERE conversation_id = ${conversationId} AND conversation_seq < ${seq} AND ${OPEN}`),
-
-    /** Moves a run to in_progress for a new attempt; null when it is already finished. */
+    /**
+     * Moves a run to in_progress for a new attempt, but only while no earlier turn of its conversation
+     * is unfinished (turns run in order). Null when it is finished or must wait; `find` tells which.
+     */
     claim: (id: string) =>
       db.maybeOne(sql.type(RunRow)`
         UPDATE runs SET status = 'in_progress', attempt = attempt + 1, started_at = coalesce(started_at, now())
         WHERE id = ${id} AND ${OPEN}
+          AND NOT EXISTS (
+            SELECT 1 FROM runs AS earlier
+            WHERE earlier.conversation_id = runs.conversation_id AND earlier.conversation_seq < runs.conversation_seq
+              AND earlier.status IN ('queued', 'in_progress'))
         RETURNING ${columns}`),
 
     /** Finishes the run only if `attempt` still owns it; false means another attempt already did. */
