@@ -107,14 +107,15 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
       await Promise.all(workers.map((worker) => worker.close()));
       runtime.scheduler.stopSweeper();
       await backend.close();
-      if (!options.inProcessQueue) await deleteKeys(redisUrl, prefix);
+      if (!options.inProcessQueue) await deleteRedisKeys(redisUrl, prefix);
       await upstream.close();
       await db.drop();
     },
   };
 }
 
-async function deleteKeys(redisUrl: string, prefix: string): Promise<void> {
+/** Removes every Redis key under `prefix` (a test stack's BullMQ queues and run streams). */
+export async function deleteRedisKeys(redisUrl: string, prefix: string): Promise<void> {
   const redis = createRedis(redisUrl, 'worker', createLogger('test', 'silent'));
   let cursor = '0';
   do {

@@ -22,7 +22,6 @@ export function createLogger(service: string, level: string = process.env.LOG_LE
 }
 
 export const tracer = trace.getTracer('ingram-conversations');
-export const meter = metrics.getMeter('ingram-conversations');
 
 /** Runs `work` inside a span, recording failures; the span name should be stable (no ids). */
 export async function withSpan<T>(name: string, attributes: Attributes, work: (span: Span) => Promise<T>): Promise<T> {
@@ -39,14 +38,22 @@ export async function withSpan<T>(name: string, attributes: Attributes, work: (s
   });
 }
 
-/** Metrics shared by the services; dashboards key on these names. */
-export const turnMetrics = {
-  accepted: meter.createCounter('ic_turns_accepted_total', { description: 'Turns accepted by the responses service' }),
-  finished: meter.createCounter('ic_turns_finished_total', { description: 'Turns stamped, by final status' }),
-  duration: meter.createHistogram('ic_turn_duration_seconds', { description: 'Queue pickup to stamp', unit: 's' }),
-  queueWait: meter.createHistogram('ic_turn_queue_wait_seconds', { description: 'Acceptance to worker pickup', unit: 's' }),
-  firstToken: meter.createHistogram('ic_turn_time_to_first_token_seconds', { description: 'Pickup to first model delta', unit: 's' }),
-};
+/**
+ * Metrics shared by the services; dashboards key on these names. Created on first use: a meter taken
+ * before the SDK starts is a no-op for good (the API has no proxy meter, unlike tracers).
+ */
+function createTurnMetrics() {
+  const meter = metrics.getMeter('ingram-conversations');
+  return {
+    accepted: meter.createCounter('ic_turns_accepted_total', { description: 'Turns accepted by the responses service' }),
+    finished: meter.createCounter('ic_turns_finished_total', { description: 'Turns stamped, by final status' }),
+    duration: meter.createHistogram('ic_turn_duration_seconds', { description: 'Worker pickup to stamp', unit: 's' }),
+    queueWait: meter.createHistogram('ic_turn_queue_wait_seconds', { description: 'Acceptance to worker pickup', unit: 's' }),
+    firstToken: meter.createHistogram('ic_turn_time_to_first_token_seconds', { description: 'Worker pickup to first model delta', unit: 's' }),
+  };
+}
+let turnMetricsInstance: ReturnType<typeof createTurnMetrics> | undefined;
+export const turnMetrics = (): ReturnType<typeof createTurnMetrics> => (turnMetricsInstance ??= createTurnMetrics());
 
 export interface TelemetryHandle {
   shutdown(): Promise<void>;

@@ -65,7 +65,7 @@ export class TurnProcessor {
   private async execute(run: RunRow, controller: AbortController, context: JobContext): Promise<void> {
     const { backend, logger } = this.deps;
     const pickedUpAt = Date.now();
-    if (run.attempt === 1) turnMetrics.queueWait.record((pickedUpAt - run.created_at) / 1000);
+    if (run.attempt === 1) turnMetrics().queueWait.record((pickedUpAt - run.created_at) / 1000);
     const lastSequence = await backend.events.lastSequence(run.id);
     const sequencer = new EventSequencer(lastSequence + 1);
     const snapshot = { ...presentResponse(run, []), status: 'in_progress' as const };
@@ -99,7 +99,7 @@ export class TurnProcessor {
           continue;
         }
         if (firstToken) {
-          turnMetrics.firstToken.record((Date.now() - pickedUpAt) / 1000);
+          turnMetrics().firstToken.record((Date.now() - pickedUpAt) / 1000);
           firstToken = false;
         }
         assembler.accept(event);
@@ -144,7 +144,7 @@ export class TurnProcessor {
       input,
       outputs,
     );
-    turnMetrics.duration.record((Date.now() - pickedUpAt) / 1000);
+    turnMetrics().duration.record((Date.now() - pickedUpAt) / 1000);
   }
 
   /**
@@ -193,7 +193,7 @@ export class TurnProcessor {
       }
       throw error;
     }
-    turnMetrics.finished.add(1, { status: outcome.status });
+    turnMetrics().finished.add(1, { status: outcome.status });
 
     if (run.conversation_id && addsToTranscript) {
       this.deps.history.recordStamped(run.conversation_id, firstPosition, [...input, ...outputs.map((output) => output.body)]);

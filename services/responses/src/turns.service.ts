@@ -137,7 +137,7 @@ export class TurnsService {
       }
       throw error;
     }
-    turnMetrics.accepted.add(1);
+    turnMetrics().accepted.add(1);
     await this.announce(run);
     return { run, replayed: false };
   }
