@@ -414,4 +414,15 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     const retried = await client.responses.create({ model: '', conversation: conversation.id, input: 'hello?' });
     expect(retried.status).toBe('completed');
   });
+  it('stores an empty assistant message when the model says nothing, so the transcript keeps its turns', async () => {
+    stack.upstream.set({ reply: '' });
+    const conversation = await client.conversations.create();
+    const silent = await client.responses.create({ model: '', conversation: conversation.id, input: 'say nothing' });
+    expect(silent.status).toBe('completed');
+    expect(silent.output).toEqual([
+      expect.objectContaining({ id: `${silent.id}.o`, type: 'message', role: 'assistant', content: [expect.objectContaining({ type: 'output_text', text: '' })] }),
+    ]);
+    const items = (await client.conversations.items.list(conversation.id)).data;
+    expect(items.map((item) => (item as { role?: string }).role)).toEqual(['user', 'assistant']);
+  });
 });

@@ -63,23 +63,28 @@ export class OutputAssembler {
     else if (event.type === 'tool_call_delta') this.toolCall(event);
   }
 
+  private openMessage(): OpenMessage {
+    if (this.message) return this.message;
+    const outputIndex = this.outputs.length;
+    const message: OpenMessage = { kind: 'message', outputIndex, id: outputItemId(this.runId, outputIndex), text: '' };
+    this.message = message;
+    this.outputs.push(message);
+    this.events.emit('response.output_item.added', {
+      output_index: outputIndex,
+      item: { id: message.id, type: 'message', status: 'in_progress', role: 'assistant', content: [] },
+    });
+    this.events.emit('response.content_part.added', {
+      item_id: message.id,
+      output_index: outputIndex,
+      content_index: 0,
+      part: { type: 'output_text', text: '', annotations: [], logprobs: [] },
+    });
+    return message;
+  }
+
   private text(delta: string): void {
     if (delta.length === 0) return;
-    if (!this.message) {
-      const outputIndex = this.outputs.length;
-      this.message = { kind: 'message', outputIndex, id: outputItemId(this.runId, outputIndex), text: '' };
-      this.outputs.push(this.message);
-      this.events.emit('response.output_item.added', {
-        output_index: outputIndex,
-        item: { id: this.message.id, type: 'message', status: 'in_progress', role: 'assistant', content: [] },
-      });
-      this.events.emit('response.content_part.added', {
-        item_id: this.message.id,
-        output_index: outputIndex,
-        content_index: 0,
-        part: { type: 'output_text', text: '', annotations: [], logprobs: [] },
-      });
-    }
+    this.message = this.openMessage();
     this.message.text += delta;
     this.events.emit('response.output_text.delta', {
       item_id: this.message.id,
@@ -117,8 +122,12 @@ export class OutputAssembler {
     }
   }
 
-  /** Closes every open item (emitting the …done events) and returns the items to store, in output order. */
+  /**
+   * Closes every open item (emitting the …done events) and returns the items to store, in output order.
+   * A model that said nothing still gets an (empty) assistant message, so the transcript keeps its turns.
+   */
   finish(itemStatus: 'completed' | 'incomplete'): Array<{ id: string; body: StoredItem }> {
+    if (this.outputs.length === 0) this.openMessage();
     return this.outputs.map((output) => {
       if (output.kind === 'message') {
         const part = { type: 'output_text', text: output.text, annotations: [], logprobs: [] };

@@ -22,6 +22,8 @@ export interface TurnProcessorDeps {
 /** Another attempt finished this run first; this attempt's result is discarded. */
 class StaleAttempt extends Error {}
 
+const CANCELLED: RunOutcome = { status: 'cancelled', outputCount: 0, usage: null, error: null, incompleteDetails: null };
+
 /** While an earlier turn of the same conversation is unfinished, look again this soon. */
 const ORDER_RECHECK_MS = 200;
 
@@ -75,7 +77,7 @@ export class TurnProcessor {
     await this.flush(run.id, sequencer);
 
     if (run.cancel_requested_at !== null || controller.signal.aborted) {
-      await this.stamp(run, sequencer, { status: 'cancelled', outputCount: 0, usage: null, error: null, incompleteDetails: null }, [], []);
+      await this.stamp(run, sequencer, CANCELLED, [], []);
       return;
     }
 
@@ -109,11 +111,12 @@ export class TurnProcessor {
       if (!done) throw new ModelError('The model stream ended without finishing.', 'upstream_error', true);
     } catch (error) {
       if (controller.signal.aborted) {
-        await this.stamp(run, sequencer, { status: 'cancelled', outputCount: 0, usage: null, error: null, incompleteDetails: null }, [], []);
+        await this.stamp(run, sequencer, CANCELLED, [], []);
         return;
       }
-      const modelError =
-        error instanceof ModelError ? error : new ModelError(`The turn failed: ${(error as Error).message}`, 'upstream_error', true);
+      // Our own failures (database, bugs) are logged in full but shown to the caller only in general terms.
+      if (!(error instanceof ModelError)) logger.error({ err: error, runId: run.id, attempt: run.attempt }, 'turn failed');
+      const modelError = error instanceof ModelError ? error : new ModelError('The server had an error while processing this turn.', 'upstream_error', true);
       if (modelError.retryable && !context.isFinalAttempt) {
         logger.warn({ runId: run.id, attempt: run.attempt, code: modelError.code }, 'turn attempt failed; retrying');
         throw modelError;
