@@ -120,6 +120,7 @@ async function main(): Promise<void> {
     eventsTtlSeconds: 3600,
     keepAliveMs: 15000,
     syncWaitMs: 600000,
+    contextTokens: env.MODEL_CONTEXT_TOKENS,
     retryDedupWindowMs: 660000,
   });
   const ready = async () => {

@@ -284,9 +284,9 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
   });
 
   it('refuses unsupported and unknown parameters with a 400 naming them', async () => {
-    const truncation = await client.responses.create({ model: '', input: 'x', truncation: 'auto' }).catch((caught: unknown) => caught);
-    expect(truncation).toBeInstanceOf(OpenAI.BadRequestError);
-    expect((truncation as InstanceType<typeof OpenAI.APIError>).param).toBe('truncation');
+    const logprobs = await client.responses.create({ model: '', input: 'x', top_logprobs: 5 }).catch((caught: unknown) => caught);
+    expect(logprobs).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((logprobs as InstanceType<typeof OpenAI.APIError>).param).toBe('top_logprobs');
     const tool = await client.responses
       .create({ model: '', input: 'x', tools: [{ type: 'web_search' }] } as never)
       .catch((caught: unknown) => caught);

@@ -25,6 +25,8 @@ export interface TurnStackOptions {
   lockDurationMs?: number;
   keepAliveMs?: number;
   workerConcurrency?: number;
+  /** Context budget for truncation: "auto" (estimated tokens). */
+  contextTokens?: number;
   /** Token lookup cache; 0 (default) makes every request read the token row, as revocation tests need. */
   tokenCacheTtlMs?: number;
 }
@@ -72,6 +74,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
     keepAliveMs: options.keepAliveMs ?? 1000,
     syncWaitMs: 30000,
     retryDedupWindowMs: 60000,
+    contextTokens: options.contextTokens ?? 128000,
   });
   const app = createBaseApp({ logger, corsOrigins: ['*'], bodyLimit: '1mb', authenticator, ready: async () => undefined });
   app.use(runtime.router());

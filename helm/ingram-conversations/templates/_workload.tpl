@@ -53,6 +53,7 @@ MODEL_BASE_URL: {{ . | quote }}
 MODEL_MAP: {{ toJson . | quote }}
 {{- end }}
 MODEL_TIMEOUT_MS: {{ $root.Values.model.timeoutMs | quote }}
+MODEL_CONTEXT_TOKENS: {{ $root.Values.model.contextTokens | quote }}
 {{- end }}
 {{- end -}}
 

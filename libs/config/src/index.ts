@@ -94,6 +94,8 @@ export const modelEnv = {
     }),
   /** Give up on an upstream call after this long without progress. */
   MODEL_TIMEOUT_MS: intEnv(120000, 100),
+  /** Context window (tokens, estimated) that `truncation: "auto"` keeps a turn's history within. */
+  MODEL_CONTEXT_TOKENS: intEnv(128000, 1000),
   /** Milliseconds the development model waits between streamed tokens. */
   DEV_MODEL_TOKEN_DELAY_MS: intEnv(15, 0, 5000),
 };

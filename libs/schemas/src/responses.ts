@@ -85,7 +85,6 @@ export type CreateResponseBody = z.infer<typeof CreateResponseBody>;
 
 /** Parameters OpenAI defines that this service does not implement, with the reason given to the caller. */
 export const UNSUPPORTED_RESPONSE_PARAMS: Array<{ param: keyof CreateResponseBody; when: (body: CreateResponseBody) => boolean; why: string }> = [
-  { param: 'truncation', when: (b) => b.truncation === 'auto', why: "truncation 'auto' is not supported; send 'disabled' or omit it." },
   { param: 'top_logprobs', when: (b) => (b.top_logprobs ?? 0) > 0, why: 'top_logprobs is not supported.' },
   { param: 'max_tool_calls', when: (b) => b.max_tool_calls != null, why: 'max_tool_calls applies to built-in tools, which are not supported.' },
   { param: 'prompt', when: (b) => b.prompt != null, why: 'stored prompts are not supported; send instructions and input.' },

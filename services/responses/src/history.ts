@@ -61,3 +61,28 @@ export class HistoryLoader {
     return rows.map((row) => row.body);
   }
 }
+
+/** Rough token count of an item (about four characters a token), enough to keep a request within budget. */
+export function estimateTokens(item: StoredItem): number {
+  return Math.ceil(JSON.stringify(item).length / 4);
+}
+
+/**
+ * `truncation: "auto"`: drops the oldest prior turns until the request fits `budgetTokens`. Cuts only
+ * where a user message starts, so a tool call is never separated from its output; this turn's own
+ * input is always kept. Returns how many prior items were dropped.
+ */
+export function truncateHistory(prior: readonly StoredItem[], input: readonly StoredItem[], budgetTokens: number): { kept: StoredItem[]; dropped: number } {
+  let total = [...prior, ...input].reduce((sum, item) => sum + estimateTokens(item), 0);
+  let start = 0;
+  while (total > budgetTokens && start < prior.length) {
+    // Drop one whole turn: up to (not including) the next user message.
+    let next = start + 1;
+    while (next < prior.length && !isUserMessage(prior[next]!)) next++;
+    for (let index = start; index < next; index++) total -= estimateTokens(prior[index]!);
+    start = next;
+  }
+  return { kept: prior.slice(start), dropped: start };
+}
+
+const isUserMessage = (item: StoredItem) => item.type === 'message' && item.role === 'user';

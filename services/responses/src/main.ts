@@ -27,6 +27,7 @@ async function main(): Promise<void> {
     eventsTtlSeconds: env.RUN_EVENTS_TTL_SECONDS,
     keepAliveMs: env.STREAM_KEEPALIVE_MS,
     syncWaitMs: env.SYNC_WAIT_MS,
+    contextTokens: env.MODEL_CONTEXT_TOKENS,
     retryDedupWindowMs: env.RETRY_DEDUP_WINDOW_MS,
   });
   const ready = async () => {

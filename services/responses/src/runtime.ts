@@ -21,6 +21,8 @@ export interface ResponsesRuntimeDeps {
   keepAliveMs: number;
   syncWaitMs: number;
   retryDedupWindowMs: number;
+  /** Context budget (estimated tokens) for `truncation: "auto"`. */
+  contextTokens: number;
 }
 
 /** The responses service's parts, wired once; roles pick which of them run (HTTP API, turn workers, sweeper). */
@@ -62,6 +64,7 @@ export class ResponsesRuntime {
       scheduler: this.scheduler,
       logger: this.deps.logger,
       eventsTtlSeconds: this.deps.eventsTtlSeconds,
+      contextTokens: this.deps.contextTokens,
     });
     const worker = this.deps.backend.startWorker(TURN_QUEUE, { 'turn.execute.v1': processor.handle }, { concurrency });
     return {

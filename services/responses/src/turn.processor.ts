@@ -4,7 +4,7 @@ import { RetryLater, type JobContext, type QueueBackend } from '@ic/queue';
 import { TERMINAL_STATUSES, type JobPayload, type RunRow, type StoredItem, type Usage } from '@ic/schemas';
 import { turnMetrics, withSpan, type Logger } from '@ic/telemetry';
 import { EventSequencer, OutputAssembler, terminalEventType } from './events';
-import type { HistoryLoader } from './history';
+import { truncateHistory, type HistoryLoader } from './history';
 import { outputItemWithId, presentResponse } from './presenter';
 import type { TurnScheduler } from './scheduler';
 
@@ -17,6 +17,8 @@ export interface TurnProcessorDeps {
   scheduler: TurnScheduler;
   logger: Logger;
   eventsTtlSeconds: number;
+  /** Context budget (estimated tokens) that `truncation: "auto"` trims history to. */
+  contextTokens: number;
 }
 
 /** Another attempt finished this run first; this attempt's result is discarded. */
@@ -87,7 +89,14 @@ export class TurnProcessor {
     try {
       const history = await this.deps.history.forRun(run);
       input = history.input;
-      const items = [...history.prior, ...history.input];
+      let prior = history.prior;
+      if (run.params.truncation === 'auto') {
+        const budget = this.deps.contextTokens - (run.params.max_output_tokens ?? 0);
+        const { kept, dropped } = truncateHistory(prior, input, budget);
+        if (dropped > 0) logger.debug({ runId: run.id, dropped }, 'truncated history to fit the context budget');
+        prior = kept;
+      }
+      const items = [...prior, ...input];
       let firstToken = true;
       for await (const event of this.deps.model.stream({
         model: this.deps.resolveModel(run.model),
