@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { Authenticator, mintToken, SCOPES } from '@ic/auth';
 import { boolEnv, httpEnv, intEnv, logEnv, modelEnv, parseEnv, redisEnv } from '@ic/config';
 import { createDbPool, createSmithsRepo, createTenantsRepo, migrate, sql, type DatabasePool } from '@ic/db';
-import { createBaseApp, finishApp } from '@ic/http';
+import { createBaseApp, finishApp, RateLimits } from '@ic/http';
 import { createModelAdapter, resolveUpstreamModel } from '@ic/model';
 import { createQueueBackend } from '@ic/queue';
 import { newId } from '@ic/schemas';
@@ -109,6 +109,8 @@ async function main(): Promise<void> {
 
   const backend = await createQueueBackend({ redisUrl: env.REDIS_URL, prefix: env.REDIS_PREFIX, logger });
   const authenticator = new Authenticator(pool, env.TOKEN_CACHE_TTL_MS);
+  // One process, so in-memory counters are exact here.
+  const rateLimits = new RateLimits({ requestsPerMinute: env.RATE_LIMIT_REQUESTS_PER_MINUTE, turnsPerMinute: env.RATE_LIMIT_TURNS_PER_MINUTE, keyPrefix: env.REDIS_PREFIX, logger });
   const model = createModelAdapter({ baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: env.DEV_MODEL_TOKEN_DELAY_MS });
   const runtime = new ResponsesRuntime({
     pool,
@@ -121,13 +123,14 @@ async function main(): Promise<void> {
     keepAliveMs: 15000,
     syncWaitMs: 600000,
     contextTokens: env.MODEL_CONTEXT_TOKENS,
+    rateLimits,
     retryDedupWindowMs: 660000,
   });
   const ready = async () => {
     await pool.query(sql.unsafe`SELECT 1`);
     await backend.ping();
   };
-  const app = createBaseApp({ logger, corsOrigins: env.CORS_ORIGINS, bodyLimit: env.BODY_LIMIT, authenticator, ready });
+  const app = createBaseApp({ logger, corsOrigins: env.CORS_ORIGINS, bodyLimit: env.BODY_LIMIT, authenticator, ready, rateLimits });
   app.use(runtime.router());
   app.use(gatewayRouter({ pool, authenticator, cursorSecret: env.CURSOR_SECRET }));
   finishApp(app, logger);

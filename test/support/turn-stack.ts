@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import OpenAI, { type ClientOptions } from 'openai';
 import { gatewayRouter } from '@ic/api-gateway';
 import { Authenticator } from '@ic/auth';
-import { createBaseApp, finishApp } from '@ic/http';
+import { createBaseApp, finishApp, RateLimits } from '@ic/http';
 import { createModelAdapter, type ModelAdapter } from '@ic/model';
 import { createBullmqBackend, createInProcessBackend, createRedis, type QueueBackend, type WorkerHandle } from '@ic/queue';
 import { ResponsesRuntime } from '@ic/responses';
@@ -25,6 +25,8 @@ export interface TurnStackOptions {
   lockDurationMs?: number;
   keepAliveMs?: number;
   workerConcurrency?: number;
+  /** Per-token request and per-smith turn limits (Redis-backed, under the stack's prefix); none by default. */
+  rateLimits?: { requestsPerMinute: number; turnsPerMinute: number };
   /** Context budget for truncation: "auto" (estimated tokens). */
   contextTokens?: number;
   /** Token lookup cache; 0 (default) makes every request read the token row, as revocation tests need. */
@@ -63,6 +65,8 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
     ? createInProcessBackend(logger)
     : await createBullmqBackend({ redisUrl, prefix, logger, lockDurationMs: options.lockDurationMs ?? 5000 });
   const authenticator = new Authenticator(db.pool, options.tokenCacheTtlMs ?? 0);
+  const rateLimitRedis = options.rateLimits ? createRedis(redisUrl, 'producer', logger) : undefined;
+  const rateLimits = options.rateLimits ? new RateLimits({ ...options.rateLimits, redis: rateLimitRedis, keyPrefix: prefix, logger }) : undefined;
   const runtime = new ResponsesRuntime({
     pool: db.pool,
     backend,
@@ -75,8 +79,9 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
     syncWaitMs: 30000,
     retryDedupWindowMs: 60000,
     contextTokens: options.contextTokens ?? 128000,
+    rateLimits,
   });
-  const app = createBaseApp({ logger, corsOrigins: ['*'], bodyLimit: '1mb', authenticator, ready: async () => undefined });
+  const app = createBaseApp({ logger, corsOrigins: ['*'], bodyLimit: '1mb', authenticator, ready: async () => undefined, rateLimits });
   app.use(runtime.router());
   app.use(gatewayRouter({ pool: db.pool, authenticator, cursorSecret: 'turn-stack-cursor-secret' }));
   finishApp(app, logger);
@@ -110,6 +115,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
       await Promise.all(workers.map((worker) => worker.close()));
       runtime.scheduler.stopSweeper();
       await backend.close();
+      await rateLimitRedis?.quit();
       if (!options.inProcessQueue) await deleteRedisKeys(redisUrl, prefix);
       await upstream.close();
       await db.drop();

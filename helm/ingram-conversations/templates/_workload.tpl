@@ -26,6 +26,8 @@ PORT: {{ $v.containerPorts.http | quote }}
 CORS_ORIGINS: {{ join "," $c.corsOrigins | quote }}
 BODY_LIMIT: {{ $c.bodyLimit | quote }}
 TOKEN_CACHE_TTL_MS: {{ $c.tokenCacheTtlMs | quote }}
+RATE_LIMIT_REQUESTS_PER_MINUTE: {{ $c.rateLimit.requestsPerMinute | quote }}
+RATE_LIMIT_TURNS_PER_MINUTE: {{ $c.rateLimit.turnsPerMinute | quote }}
 {{- else }}
 HEALTH_PORT: {{ $v.containerPorts.health | quote }}
 {{- end }}

@@ -72,6 +72,10 @@ export const httpEnv = {
   CURSOR_SECRET: z.string().min(16).default('ic-dev-cursor-secret-change-me'),
   /** How long a verified token stays cached; bounds how quickly a revocation takes effect. */
   TOKEN_CACHE_TTL_MS: intEnv(5000, 0, 60000),
+  /** Requests per minute one token may make (0: unlimited). Smith tokens live in browsers, so this caps a leaked one. */
+  RATE_LIMIT_REQUESTS_PER_MINUTE: intEnv(6000, 0),
+  /** Turns (POST /v1/responses) per minute one smith may start (0: unlimited). */
+  RATE_LIMIT_TURNS_PER_MINUTE: intEnv(600, 0),
 };
 
 /** Env for the model adapter (responses workers and the titler's optional model titles). */

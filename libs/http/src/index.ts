@@ -8,6 +8,9 @@ import { API_VERSIONS, AppError, badRequest, CURRENT_API_VERSION } from '@ic/sch
 import { SMITH_HEADER, type Authenticator, type Principal, type Scope, requireScope } from '@ic/auth';
 import type { SmithRow } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
+import type { RateLimits } from './rate-limit';
+
+export { RateLimits, type RateLimitOptions } from './rate-limit';
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -135,8 +138,8 @@ export function corsPolicy(origins: readonly string[]): RequestHandler {
   });
 }
 
-/** The middleware every HTTP service shares, in order: request id, CORS, health, then /v1 auth, version, body. */
-export function createBaseApp(options: BaseAppOptions & { authenticator: Authenticator; ready: () => Promise<void> }): Express {
+/** The middleware every HTTP service shares, in order: request id, CORS, health, then /v1 version, auth, rate limit, body. */
+export function createBaseApp(options: BaseAppOptions & { authenticator: Authenticator; ready: () => Promise<void>; rateLimits?: RateLimits }): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -150,7 +153,8 @@ export function createBaseApp(options: BaseAppOptions & { authenticator: Authent
     options.ready().then(() => res.json({ status: 'ready' }), next);
   });
   // The version check comes first so even a 401 carries the IC-Api-Version header.
-  app.use('/v1', apiVersion(), authenticate(options.authenticator), jsonBody(options.bodyLimit));
+  const limit: RequestHandler[] = options.rateLimits ? [options.rateLimits.perToken()] : [];
+  app.use('/v1', apiVersion(), authenticate(options.authenticator), ...limit, jsonBody(options.bodyLimit));
   return app;
 }
 

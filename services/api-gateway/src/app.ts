@@ -4,7 +4,7 @@ import { CursorCodec } from '@ic/cursors';
 import { sql, type DatabasePool } from '@ic/db';
 
 const sqlPing = sql.unsafe`SELECT 1`;
-import { createBaseApp, finishApp } from '@ic/http';
+import { createBaseApp, finishApp, type RateLimits } from '@ic/http';
 import type { Logger } from '@ic/telemetry';
 import { conversationsRouter } from './conversations.routes';
 import { ConversationsService } from './conversations.service';
@@ -16,6 +16,7 @@ export interface GatewayDeps {
   cursorSecret: string;
   corsOrigins: readonly string[];
   bodyLimit: string;
+  rateLimits?: RateLimits;
 }
 
 /** The gateway's routes, for mounting into any app that already has the base middleware. */
@@ -29,6 +30,7 @@ export function createGatewayApp(deps: GatewayDeps): Express {
     corsOrigins: deps.corsOrigins,
     bodyLimit: deps.bodyLimit,
     authenticator: deps.authenticator,
+    rateLimits: deps.rateLimits,
     ready: async () => {
       await deps.pool.query(sqlPing);
     },

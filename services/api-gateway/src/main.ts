@@ -3,6 +3,7 @@ const telemetry = startTelemetry('ic-api-gateway');
 
 import { Authenticator } from '@ic/auth';
 import { createDbPool } from '@ic/db';
+import { RateLimits } from '@ic/http';
 import { createGatewayApp } from './app';
 import { loadGatewayEnv } from './env';
 
@@ -18,6 +19,8 @@ async function main(): Promise<void> {
     cursorSecret: env.CURSOR_SECRET,
     corsOrigins: env.CORS_ORIGINS,
     bodyLimit: env.BODY_LIMIT,
+    // Counted per replica: the gateway keeps no Redis connection.
+    rateLimits: new RateLimits({ requestsPerMinute: env.RATE_LIMIT_REQUESTS_PER_MINUTE, turnsPerMinute: 0, keyPrefix: 'ic', logger }),
   });
   const server = app.listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'api-gateway listening'));
   shutdown.register('http', () => new Promise((resolve) => server.close(resolve)));

@@ -3,9 +3,9 @@ const telemetry = startTelemetry('ic-responses');
 
 import { Authenticator } from '@ic/auth';
 import { createDbPool, sql } from '@ic/db';
-import { createBaseApp, finishApp, startHealthServer } from '@ic/http';
+import { createBaseApp, finishApp, RateLimits, startHealthServer } from '@ic/http';
 import { createModelAdapter, resolveUpstreamModel } from '@ic/model';
-import { createQueueBackend } from '@ic/queue';
+import { createQueueBackend, createRedis } from '@ic/queue';
 import { loadResponsesEnv } from './env';
 import { ResponsesRuntime } from './runtime';
 
@@ -17,6 +17,14 @@ async function main(): Promise<void> {
   const pool = await createDbPool(env.DATABASE_URL, { maximumPoolSize: env.DATABASE_POOL_SIZE });
   const backend = await createQueueBackend({ redisUrl: env.REDIS_URL, prefix: env.REDIS_PREFIX, logger, lockDurationMs: env.WORKER_LOCK_DURATION_MS });
   const authenticator = new Authenticator(pool, env.TOKEN_CACHE_TTL_MS);
+  const rateLimitRedis = createRedis(env.REDIS_URL, 'producer', logger);
+  const rateLimits = new RateLimits({
+    requestsPerMinute: env.RATE_LIMIT_REQUESTS_PER_MINUTE,
+    turnsPerMinute: env.RATE_LIMIT_TURNS_PER_MINUTE,
+    redis: rateLimitRedis,
+    keyPrefix: env.REDIS_PREFIX,
+    logger,
+  });
   const runtime = new ResponsesRuntime({
     pool,
     backend,
@@ -28,6 +36,7 @@ async function main(): Promise<void> {
     keepAliveMs: env.STREAM_KEEPALIVE_MS,
     syncWaitMs: env.SYNC_WAIT_MS,
     contextTokens: env.MODEL_CONTEXT_TOKENS,
+    rateLimits,
     retryDedupWindowMs: env.RETRY_DEDUP_WINDOW_MS,
   });
   const ready = async () => {
@@ -36,7 +45,7 @@ async function main(): Promise<void> {
   };
 
   if (env.RESPONSES_ROLE === 'api' || env.RESPONSES_ROLE === 'all') {
-    const app = createBaseApp({ logger, corsOrigins: env.CORS_ORIGINS, bodyLimit: env.BODY_LIMIT, authenticator, ready });
+    const app = createBaseApp({ logger, corsOrigins: env.CORS_ORIGINS, bodyLimit: env.BODY_LIMIT, authenticator, ready, rateLimits });
     app.use(runtime.router());
     finishApp(app, logger);
     const server = app.listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'responses api listening'));
@@ -59,7 +68,10 @@ async function main(): Promise<void> {
       shutdown.register('health', () => health.close());
     }
   }
-  shutdown.register('redis', () => backend.close());
+  shutdown.register('redis', async () => {
+    await backend.close();
+    await rateLimitRedis.quit();
+  });
   shutdown.register('postgres', () => pool.end());
   shutdown.register('telemetry', () => telemetry.shutdown());
   shutdown.listen();

@@ -1,7 +1,7 @@
 import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
 import type { Authenticator } from '@ic/auth';
-import { authorize, parseOrThrow } from '@ic/http';
+import { authorize, parseOrThrow, type RateLimits } from '@ic/http';
 import { badRequest, CreateResponseBody, GetResponseQuery, ListInputItemsQuery, type RunRow } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
 import { isTerminalEvent } from './events';
@@ -15,6 +15,7 @@ export interface ResponsesRouterOptions {
   keepAliveMs: number;
   syncWaitMs: number;
   logger: Logger;
+  rateLimits?: RateLimits;
 }
 
 function busyMode(req: Request): BusyMode {
@@ -67,6 +68,7 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
 
   router.post('/v1/responses', async (req, res) => {
     const { smith } = await authorize(authenticator, req, res, 'responses:write');
+    await options.rateLimits?.consumeTurn(smith.id, res);
     const body = parseOrThrow(CreateResponseBody, req.body);
     const rawKey = req.header('idempotency-key');
     const idempotencyKey = rawKey === undefined ? null : parseOrThrow(IdempotencyKey, rawKey, 'Idempotency-Key');

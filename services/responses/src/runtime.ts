@@ -1,5 +1,6 @@
 import type { Router } from 'express';
 import type { Authenticator } from '@ic/auth';
+import type { RateLimits } from '@ic/http';
 import type { DatabasePool } from '@ic/db';
 import type { ModelAdapter } from '@ic/model';
 import type { QueueBackend, WorkerHandle } from '@ic/queue';
@@ -23,6 +24,7 @@ export interface ResponsesRuntimeDeps {
   retryDedupWindowMs: number;
   /** Context budget (estimated tokens) for `truncation: "auto"`. */
   contextTokens: number;
+  rateLimits?: RateLimits;
 }
 
 /** The responses service's parts, wired once; roles pick which of them run (HTTP API, turn workers, sweeper). */
@@ -41,7 +43,12 @@ export class ResponsesRuntime {
       retryDedupWindowMs: deps.retryDedupWindowMs,
       eventsTtlSeconds: deps.eventsTtlSeconds,
     });
-    this.http = responsesRouter(this.service, deps.authenticator, { keepAliveMs: deps.keepAliveMs, syncWaitMs: deps.syncWaitMs, logger: deps.logger });
+    this.http = responsesRouter(this.service, deps.authenticator, {
+      keepAliveMs: deps.keepAliveMs,
+      syncWaitMs: deps.syncWaitMs,
+      logger: deps.logger,
+      rateLimits: deps.rateLimits,
+    });
   }
 
   router(): Router {
