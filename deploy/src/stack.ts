@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { Authenticator, mintToken, SCOPES } from '@ic/auth';
 import { boolEnv, httpEnv, intEnv, logEnv, modelEnv, parseEnv, redisEnv } from '@ic/config';
 import { createDbPool, createSmithsRepo, createTenantsRepo, migrate, sql, type DatabasePool } from '@ic/db';
-import { createBaseApp, finishApp, RateLimits } from '@ic/http';
+import { closeHttpServer, createBaseApp, finishApp, RateLimits } from '@ic/http';
 import { createModelAdapter, resolveUpstreamModel } from '@ic/model';
 import { createQueueBackend } from '@ic/queue';
 import { newId } from '@ic/schemas';
@@ -157,12 +157,7 @@ async function main(): Promise<void> {
     lines.push(`  (tokens are kept in ${path.join(env.STACK_DATA_DIR, 'dev-stack.json')})`, '');
     process.stdout.write(`${lines.join('\n')}\n`);
   });
-  shutdown.register('http', async () => {
-      const closed = new Promise((resolve) => server.close(resolve));
-      runtime.closeStreams();
-      server.closeIdleConnections();
-      await closed;
-    });
+  shutdown.register('http', () => closeHttpServer(server, () => runtime.closeStreams()));
   shutdown.register('sweeper', async () => runtime.scheduler.stopSweeper());
   shutdown.register('turn-worker', () => turnWorker.close());
   shutdown.register('title-worker', () => titleWorker.close());

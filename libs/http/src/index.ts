@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import cors from 'cors';
 import express, { type ErrorRequestHandler, type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
@@ -233,4 +233,15 @@ export function startHealthServer(port: number, ready: () => Promise<void>): { c
     );
   }).listen(port);
   return { close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+/**
+ * Stops accepting connections and resolves once the open ones are done. `endLongRequests` runs right
+ * after, so long-lived replies (SSE relays) can end instead of holding the shutdown until its deadline.
+ */
+export function closeHttpServer(server: Server, endLongRequests: () => void = () => undefined): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  endLongRequests();
+  server.closeIdleConnections();
+  return closed;
 }

@@ -3,7 +3,7 @@ const telemetry = startTelemetry('ic-api-gateway');
 
 import { Authenticator } from '@ic/auth';
 import { createDbPool } from '@ic/db';
-import { RateLimits } from '@ic/http';
+import { closeHttpServer, RateLimits } from '@ic/http';
 import { createGatewayApp } from './app';
 import { loadGatewayEnv } from './env';
 
@@ -23,7 +23,7 @@ async function main(): Promise<void> {
     rateLimits: new RateLimits({ requestsPerMinute: env.RATE_LIMIT_REQUESTS_PER_MINUTE, turnsPerMinute: 0, keyPrefix: 'ic', logger }),
   });
   const server = app.listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'api-gateway listening'));
-  shutdown.register('http', () => new Promise((resolve) => server.close(resolve)));
+  shutdown.register('http', () => closeHttpServer(server));
   shutdown.register('postgres', () => pool.end());
   shutdown.register('telemetry', () => telemetry.shutdown());
   shutdown.listen();

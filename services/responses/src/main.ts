@@ -3,7 +3,7 @@ const telemetry = startTelemetry('ic-responses');
 
 import { Authenticator } from '@ic/auth';
 import { createDbPool, sql } from '@ic/db';
-import { createBaseApp, finishApp, RateLimits, startHealthServer } from '@ic/http';
+import { closeHttpServer, createBaseApp, finishApp, RateLimits, startHealthServer } from '@ic/http';
 import { createModelAdapter, resolveUpstreamModel } from '@ic/model';
 import { createQueueBackend, createRedis } from '@ic/queue';
 import { loadResponsesEnv } from './env';
@@ -50,12 +50,7 @@ async function main(): Promise<void> {
     finishApp(app, logger);
     const server = app.listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'responses api listening'));
     runtime.scheduler.startSweeper(env.SWEEP_INTERVAL_MS, env.SWEEP_MIN_AGE_MS);
-    shutdown.register('http', async () => {
-      const closed = new Promise((resolve) => server.close(resolve));
-      runtime.closeStreams();
-      server.closeIdleConnections();
-      await closed;
-    });
+    shutdown.register('http', () => closeHttpServer(server, () => runtime.closeStreams()));
     shutdown.register('sweeper', async () => runtime.scheduler.stopSweeper());
   }
   if (env.RESPONSES_ROLE === 'worker' || env.RESPONSES_ROLE === 'all') {
