@@ -54,6 +54,8 @@ const Include = z.union([z.string(), z.array(z.string())]).optional();
 
 export const ListConversationsQuery = z
   .object({
+    /** Filled from `metadata[key]=value` query parameters: conversations whose metadata holds every pair. */
+    metadata: Metadata.optional(),
     limit: Limit,
     cursor: z.string().max(1024).optional(),
     order: z.enum(['asc', 'desc']).default('desc'),

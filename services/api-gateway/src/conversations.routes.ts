@@ -13,6 +13,18 @@ import {
 } from '@ic/schemas';
 import type { ConversationsService } from './conversations.service';
 
+/** `metadata[topic]=demo&metadata[team]=x` → `{ metadata: { topic: 'demo', team: 'x' } }` (the query parser keeps brackets literal). */
+function withMetadataFilter(query: Record<string, unknown>): Record<string, unknown> {
+  const rest: Record<string, unknown> = {};
+  const metadata: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(query)) {
+    const match = /^metadata\[(.*)\]$/.exec(key);
+    if (match) metadata[match[1]!] = value;
+    else rest[key] = value;
+  }
+  return Object.keys(metadata).length > 0 ? { ...rest, metadata } : rest;
+}
+
 const conversationIdParam = (value: string | undefined) => parseOrThrow(ConversationId, value, 'conversation_id');
 
 /** The Conversations API: route contracts (zod) in, service calls out. */
@@ -27,7 +39,7 @@ export function conversationsRouter(service: ConversationsService, authenticator
 
   router.get('/v1/conversations', async (req, res) => {
     const { smith } = await authorize(authenticator, req, res, 'conversations:read');
-    const query = parseOrThrow(ListConversationsQuery, req.query);
+    const query = parseOrThrow(ListConversationsQuery, withMetadataFilter(req.query as Record<string, unknown>));
     res.json(await service.list(smith, query));
   });
 

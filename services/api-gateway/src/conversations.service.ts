@@ -20,7 +20,17 @@ import {
   type UpdateConversationBody,
 } from '@ic/schemas';
 
-const ConversationCursor = z.object({ at: z.number(), id: ConversationId, sort: z.enum(['created_at', 'updated_at']), order: z.enum(['asc', 'desc']) });
+const ConversationCursor = z.object({
+  at: z.number(),
+  id: ConversationId,
+  sort: z.enum(['created_at', 'updated_at']),
+  order: z.enum(['asc', 'desc']),
+  /** The metadata filter the listing used, so a cursor cannot be replayed against another filter. */
+  filter: z.string(),
+});
+
+const filterKey = (metadata: Record<string, string> | undefined) =>
+  JSON.stringify(Object.entries(metadata ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 
 type Item = ReturnType<typeof presentItem>;
 
@@ -44,8 +54,9 @@ export class ConversationsService {
 
   async list(smith: SmithRow, query: z.infer<typeof ListConversationsQuery>): Promise<CursorList<ConversationObject>> {
     const after = query.cursor ? this.cursors.decode('conversations', query.cursor, ConversationCursor) : undefined;
-    if (after && (after.sort !== query.sort_by || after.order !== query.order)) {
-      throw badRequest('This cursor belongs to a listing with a different sort_by or order; repeat the original query.', 'cursor', 'invalid_cursor');
+    const filter = filterKey(query.metadata);
+    if (after && (after.sort !== query.sort_by || after.order !== query.order || after.filter !== filter)) {
+      throw badRequest('This cursor belongs to a listing with a different sort_by, order or metadata filter; repeat the original query.', 'cursor', 'invalid_cursor');
     }
     const rows = await createConversationsRepo(this.pool).listPage({
       smithId: smith.id,
@@ -53,6 +64,7 @@ export class ConversationsService {
       order: query.order,
       limit: query.limit,
       after: after ? { at: after.at, id: after.id } : undefined,
+      metadata: query.metadata,
     });
     const hasMore = rows.length > query.limit;
     const page = rows.slice(0, query.limit);
@@ -62,7 +74,7 @@ export class ConversationsService {
       data: page.map(presentConversation),
       next_cursor:
         hasMore && last
-          ? this.cursors.encode('conversations', { at: last[query.sort_by], id: last.id, sort: query.sort_by, order: query.order })
+          ? this.cursors.encode('conversations', { at: last[query.sort_by], id: last.id, sort: query.sort_by, order: query.order, filter })
           : null,
       has_more: hasMore,
     };

@@ -12,6 +12,8 @@ export interface ConversationPageRequest {
   limit: number;
   /** The sort key (epoch ms) and id of the last row of the previous page. */
   after?: { at: number; id: string };
+  /** Only conversations whose metadata holds every one of these pairs. */
+  metadata?: Record<string, string>;
 }
 
 export function createConversationsRepo(db: CommonQueryMethods) {
@@ -41,9 +43,10 @@ export function createConversationsRepo(db: CommonQueryMethods) {
           ? sql.fragment`AND (${sortColumn}, id) < (to_timestamp(${page.after.at} / 1000.0), ${page.after.id})`
           : sql.fragment`AND (${sortColumn}, id) > (to_timestamp(${page.after.at} / 1000.0), ${page.after.id})`
         : sql.fragment``;
+      const metadata = page.metadata && Object.keys(page.metadata).length > 0 ? sql.fragment`AND metadata @> ${jsonb(page.metadata)}` : sql.fragment``;
       return db.any(sql.type(ConversationRow)`
         SELECT ${columns} FROM conversations
-        WHERE smith_id = ${page.smithId} AND deleted_at IS NULL ${after}
+        WHERE smith_id = ${page.smithId} AND deleted_at IS NULL ${after} ${metadata}
         ORDER BY ${sortColumn} ${direction}, id ${direction}
         LIMIT ${page.limit + 1}`);
     },
