@@ -15,6 +15,8 @@ export const ResponsesEnv = z.object({
   HEALTH_PORT: intEnv(8081, 0, 65535),
   /** How long a worker's lock on a turn lasts; a crashed worker's turn is picked up again after about this long. */
   WORKER_LOCK_DURATION_MS: intEnv(30000, 1000),
+  /** Transcript items each worker keeps in memory (across conversations) to replay history without re-reading it. */
+  HISTORY_CACHE_ITEMS: intEnv(100000, 0),
   /** How often unfinished runs are checked for a lost job, and how old they must be. */
   SWEEP_INTERVAL_MS: intEnv(5000, 100),
   SWEEP_MIN_AGE_MS: intEnv(10000, 0),

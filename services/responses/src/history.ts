@@ -9,14 +9,16 @@ interface CachedTranscript {
 /**
  * Loads what a turn replays: the conversation's transcript (or the previous_response_id chain) plus
  * the turn's own input. Transcripts are append-only, so each worker caches them per conversation and
- * reads only the items stamped since; a warm turn costs one indexed read of the new items.
+ * reads only the items stamped since; a warm turn costs one indexed read of the new items. The cache
+ * is least-recently-used and bounded by the number of items it holds across conversations.
  */
 export class HistoryLoader {
   private readonly cache = new Map<string, CachedTranscript>();
+  private cachedItems = 0;
 
   constructor(
     private readonly pool: DatabasePool,
-    private readonly maxConversations = 256,
+    private readonly maxCachedItems = 100000,
   ) {}
 
   async forRun(run: RunRow): Promise<{ prior: StoredItem[]; input: StoredItem[] }> {
@@ -38,10 +40,27 @@ export class HistoryLoader {
     if (!cached) return;
     if (cached.lastPosition !== firstPosition - 1) {
       this.cache.delete(conversationId);
+      this.cachedItems -= cached.items.length;
       return;
     }
     cached.items.push(...stamped);
     cached.lastPosition = firstPosition + stamped.length - 1;
+    this.cachedItems += stamped.length;
+    this.evict();
+  }
+
+  /** Drops least recently used transcripts until the cache is within its item budget. */
+  private evict(): void {
+    for (const [conversationId, transcript] of this.cache) {
+      if (this.cachedItems <= this.maxCachedItems) break;
+      this.cache.delete(conversationId);
+      this.cachedItems -= transcript.items.length;
+    }
+  }
+
+  /** Items currently cached, across conversations. */
+  get size(): number {
+    return this.cachedItems;
   }
 
   private async transcript(conversationId: string): Promise<StoredItem[]> {
@@ -49,10 +68,13 @@ export class HistoryLoader {
     const fresh = await createItemsRepo(this.pool).listConversationAfter(conversationId, cached.lastPosition);
     for (const row of fresh) cached.items.push(row.body);
     if (fresh.length > 0) cached.lastPosition = fresh[fresh.length - 1]!.position;
-    this.cache.delete(conversationId);
+    // Re-inserted last: Map order is the recency order eviction walks.
+    if (this.cache.delete(conversationId)) this.cachedItems -= cached.items.length - fresh.length;
     this.cache.set(conversationId, cached);
-    if (this.cache.size > this.maxConversations) this.cache.delete(this.cache.keys().next().value!);
-    return cached.items.slice();
+    this.cachedItems += cached.items.length;
+    const items = cached.items.slice();
+    this.evict();
+    return items;
   }
 
   private async chain(lastRunId: string): Promise<StoredItem[]> {

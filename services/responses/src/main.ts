@@ -37,6 +37,7 @@ async function main(): Promise<void> {
     syncWaitMs: env.SYNC_WAIT_MS,
     contextTokens: env.MODEL_CONTEXT_TOKENS,
     rateLimits,
+    historyCacheItems: env.HISTORY_CACHE_ITEMS,
     retryDedupWindowMs: env.RETRY_DEDUP_WINDOW_MS,
   });
   const ready = async () => {

@@ -25,6 +25,8 @@ export interface ResponsesRuntimeDeps {
   /** Context budget (estimated tokens) for `truncation: "auto"`. */
   contextTokens: number;
   rateLimits?: RateLimits;
+  /** Item budget of each worker's history cache. */
+  historyCacheItems?: number;
 }
 
 /** The responses service's parts, wired once; roles pick which of them run (HTTP API, turn workers, sweeper). */
@@ -67,7 +69,7 @@ export class ResponsesRuntime {
       backend: this.deps.backend,
       model: this.deps.model,
       resolveModel: this.deps.resolveModel,
-      history: new HistoryLoader(this.deps.pool),
+      history: new HistoryLoader(this.deps.pool, this.deps.historyCacheItems),
       scheduler: this.scheduler,
       logger: this.deps.logger,
       eventsTtlSeconds: this.deps.eventsTtlSeconds,
