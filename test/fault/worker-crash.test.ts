@@ -84,6 +84,32 @@ describe('fault tolerance of the turn path', () => {
     expect((await exited(second)).code).toBe(143);
   });
 
+  it('gives a client that keeps streaming through the crash the right final response', async () => {
+    stack.upstream.set({ reply: 'w1 w2 w3 w4 w5 w6 w7 w8 w9 w10', tokenDelayMs: 150 });
+    const client = stack.client();
+    const conversation = await client.conversations.create();
+    const first = spawnWorker(stack);
+    children.push(first);
+    const stream = client.responses.stream({ model: '', conversation: conversation.id, input: 'keep watching' });
+    let killed = false;
+    stream.on('response.output_text.delta', () => {
+      if (!killed) {
+        killed = true;
+        first.kill('SIGKILL');
+        children.push(spawnWorker(stack));
+      }
+    });
+    const final = await stream.finalResponse();
+    expect(killed).toBe(true);
+    expect(final.status).toBe('completed');
+    expect(final.output_text).toBe('w1 w2 w3 w4 w5 w6 w7 w8 w9 w10');
+    expect(final.output).toHaveLength(1);
+    const items = (await client.conversations.items.list(conversation.id)).data;
+    expect(items.map((item) => item.id)).toEqual([`${final.id}.i0`, `${final.id}.o`]);
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await Promise.all(children.map(exited));
+  });
+
   it('re-enqueues an accepted run whose job Redis lost, so it still runs', async () => {
     stack.upstream.set({ reply: 'recovered', tokenDelayMs: 0 });
     const client = stack.client();
