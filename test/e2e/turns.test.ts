@@ -1,5 +1,7 @@
 import OpenAI from 'openai';
 import { createRunsRepo, sql } from '@ic/db';
+import { createRedis } from '@ic/queue';
+import { createLogger } from '@ic/telemetry';
 import { seedSmith, tokenFor } from '@ic/test-support';
 import { z } from 'zod';
 import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
@@ -424,5 +426,28 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     ]);
     const items = (await client.conversations.items.list(conversation.id)).data;
     expect(items.map((item) => (item as { role?: string }).role)).toEqual(['user', 'assistant']);
+  });
+  it('puts a turn that reaches a worker before an earlier one finished back on the queue, then runs it in order', async () => {
+    stack.upstream.hangNext();
+    const conversation = await client.conversations.create();
+    const first = await client.responses.create({ model: '', conversation: conversation.id, input: 'first', background: true });
+    const second = await client.responses.create({ model: '', conversation: conversation.id, input: 'second', background: true });
+    await stack.upstream.waitForRequests(1);
+    // As if the sweeper (or a duplicate delivery) handed the second turn to a worker too early.
+    await stack.runtime.scheduler.enqueueRun(second.id);
+    // The worker took it, found the first turn unfinished and parked it in BullMQ's delayed set.
+    const redis = createRedis(stack.redisUrl, 'worker', createLogger('test', 'silent'));
+    await eventually(async () => ((await redis.zscore(`${stack.prefix}:turns:delayed`, second.id)) !== null ? true : undefined));
+    await redis.quit();
+    expect((await client.responses.retrieve(second.id)).status).toBe('queued');
+    expect(stack.upstream.requests).toHaveLength(1);
+
+    await client.responses.cancel(first.id);
+    const done = await eventually(async () => {
+      const response = await client.responses.retrieve(second.id);
+      return response.status === 'completed' ? response : undefined;
+    });
+    expect(done.output).toHaveLength(1);
+    expect(sentMessages(stack, 1)).toEqual([['user', 'second']]);
   });
 });
