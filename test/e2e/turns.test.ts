@@ -1,8 +1,9 @@
+import { createServer } from 'node:net';
 import OpenAI from 'openai';
 import { createRunsRepo, sql } from '@ic/db';
 import { createRedis } from '@ic/queue';
 import { createLogger } from '@ic/telemetry';
-import { seedSmith, tokenFor } from '@ic/test-support';
+import { seedSmith, startTurnStack as startAnotherStack, tokenFor } from '@ic/test-support';
 import { z } from 'zod';
 import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
 
@@ -450,4 +451,47 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     expect(done.output).toHaveLength(1);
     expect(sentMessages(stack, 1)).toEqual([['user', 'second']]);
   });
+  it('ends a stream whose relay fails with an error event in the nested shape every client version throws on', async () => {
+    stack.upstream.set({ reply: 'one two three', tokenDelayMs: 50 });
+    const events = stack.backend.events as { read: (...args: never[]) => Promise<unknown> };
+    const original = events.read;
+    let calls = 0;
+    events.read = function (this: unknown, ...args: never[]) {
+      calls += 1;
+      if (calls > 1) return Promise.reject(new Error('redis went away'));
+      return original.apply(this, args);
+    };
+    try {
+      const stream = await client.responses.create({ model: '', input: 'hello', stream: true });
+      const seen: string[] = [];
+      const failure = await (async () => {
+        for await (const event of stream) seen.push(event.type);
+      })().catch((caught: unknown) => caught);
+      expect(seen[0]).toBe('response.created');
+      expect(failure).toBeInstanceOf(OpenAI.APIError);
+      expect((failure as InstanceType<typeof OpenAI.APIError>).code).toBe('server_error');
+    } finally {
+      events.read = original;
+    }
+  });
+
+  it('fails a turn clearly when the model upstream is unreachable', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as { port: number };
+        probe.close(() => resolve(free)); // nothing listens there any more
+      });
+    });
+    const unreachable = await startAnotherStack({ modelBaseUrl: `http://127.0.0.1:${port}/v1` });
+    try {
+      const response = await unreachable.client().responses.create({ model: '', input: 'anyone there?' });
+      expect(response.status).toBe('failed');
+      expect(response.error?.code).toBe('server_error');
+      expect(response.error?.message).toContain(`Model upstream http://127.0.0.1:${port}/v1 is unreachable`);
+      expect(response.error?.message).toContain('ECONNREFUSED');
+      expect(response.output).toEqual([]);
+    } finally {
+      await unreachable.close();
+    }
+  }, 20000);
 });

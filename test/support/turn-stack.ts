@@ -22,6 +22,8 @@ export interface TurnStackOptions {
   inProcessQueue?: boolean;
   /** Use this model instead of the fake upstream. */
   model?: ModelAdapter;
+  /** Point the OpenAI-compatible adapter somewhere other than the fake upstream (e.g. a closed port). */
+  modelBaseUrl?: string;
   lockDurationMs?: number;
   keepAliveMs?: number;
   workerConcurrency?: number;
@@ -72,7 +74,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
     backend,
     authenticator,
     logger,
-    model: options.model ?? createModelAdapter({ baseUrl: upstream.baseURL, apiKey: 'test-upstream-key', timeoutMs: 10000, devTokenDelayMs: 0 }),
+    model: options.model ?? createModelAdapter({ baseUrl: options.modelBaseUrl ?? upstream.baseURL, apiKey: 'test-upstream-key', timeoutMs: 10000, devTokenDelayMs: 0 }),
     resolveModel: (name) => name,
     eventsTtlSeconds: 120,
     keepAliveMs: options.keepAliveMs ?? 1000,
