@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { BullMQOtel } from 'bullmq-otel';
-import { jobCatalog, type JobName, type JobPayload } from '@ic/schemas';
+import { jobCatalog, RunId, type JobName, type JobPayload } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
 import { createRedis, waitUntilReady, type Redis } from './redis';
 import {
@@ -13,7 +13,7 @@ import {
   type QueueBackend,
   type RunEventLog,
   type RunSignals,
-  type StreamEvent,
+  StreamEvent,
   type WorkerHandle,
 } from './types';
 
@@ -203,7 +203,8 @@ class RedisEventLog implements RunEventLog {
 
   private async range(runId: string, afterSequence: number): Promise<StreamEvent[]> {
     const entries = await this.redis.xrange(this.key(runId), `(0-${afterSequence + 1}`, '+', 'COUNT', 1000);
-    return entries.map(([, fields]) => JSON.parse(fields[1]!) as StreamEvent);
+    // Validated on the way out of Redis like every other payload we stored there.
+    return entries.map(([, fields]) => StreamEvent.parse(JSON.parse(fields[1]!)));
   }
 
   private async retain(runId: string) {
@@ -253,7 +254,7 @@ class RedisSignals implements RunSignals {
   }
 
   dispatch(runId: string): void {
-    this.emitter.emit('cancel', runId);
+    if (RunId.safeParse(runId).success) this.emitter.emit('cancel', runId);
   }
 
   async publishCancel(runId: string): Promise<void> {

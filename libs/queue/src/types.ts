@@ -1,7 +1,9 @@
+import { z } from 'zod';
 import type { JobName, JobPayload } from '@ic/schemas';
 
 /** One Responses streaming event as stored and relayed; `sequence_number` counts from 0 per run. */
-export type StreamEvent = { type: string; sequence_number: number } & Record<string, unknown>;
+export const StreamEvent = z.object({ type: z.string().min(1), sequence_number: z.number().int().min(0) }).passthrough();
+export type StreamEvent = z.infer<typeof StreamEvent>;
 
 export interface EnqueueOptions {
   /** Deterministic id: enqueueing the same id while that job exists is a no-op. */
