@@ -3,7 +3,7 @@
  * embedded PostgreSQL (unless DATABASE_URL), the in-process queue (unless REDIS_URL), and the
  * built-in development model (unless MODEL_BASE_URL). Same routers and processors as the services.
  */
-import { startTelemetry, createLogger, ShutdownRegistry } from '@ic/telemetry';
+import { ShutdownRegistry, createLogger, runMain, startTelemetry } from '@ic/telemetry';
 const telemetry = startTelemetry('ic-stack');
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -168,7 +168,4 @@ async function main(): Promise<void> {
   shutdown.listen();
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+runMain(main);

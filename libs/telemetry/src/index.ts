@@ -136,3 +136,11 @@ export class ShutdownRegistry {
     return this.stopping;
   }
 }
+
+/** Runs a service's async entry point; a failure to start is printed and exits non-zero. */
+export function runMain(main: () => Promise<void>): void {
+  main().catch((error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  });
+}

@@ -1,4 +1,4 @@
-import { startTelemetry, createLogger, ShutdownRegistry } from '@ic/telemetry';
+import { ShutdownRegistry, createLogger, runMain, startTelemetry } from '@ic/telemetry';
 const telemetry = startTelemetry('ic-api-gateway');
 
 import { Authenticator } from '@ic/auth';
@@ -29,7 +29,4 @@ async function main(): Promise<void> {
   shutdown.listen();
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+runMain(main);

@@ -1,4 +1,4 @@
-import { createLogger, ShutdownRegistry, startTelemetry } from '@ic/telemetry';
+import { ShutdownRegistry, createLogger, runMain, startTelemetry } from '@ic/telemetry';
 const telemetry = startTelemetry('ic-titler');
 
 import { startHealthServer } from '@ic/http';
@@ -38,7 +38,4 @@ async function main(): Promise<void> {
   shutdown.listen();
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+runMain(main);
