@@ -119,7 +119,7 @@ async function main(): Promise<void> {
     logger,
     model,
     resolveModel: (name) => resolveUpstreamModel(name, env.MODEL_MAP),
-    eventsTtlSeconds: 3600,
+    eventsTtlSeconds: 600,
     keepAliveMs: 15000,
     syncWaitMs: 600000,
     contextTokens: env.MODEL_CONTEXT_TOKENS,

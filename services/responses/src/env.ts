@@ -20,8 +20,11 @@ export const ResponsesEnv = z.object({
   /** How often unfinished runs are checked for a lost job, and how old they must be. */
   SWEEP_INTERVAL_MS: intEnv(5000, 100),
   SWEEP_MIN_AGE_MS: intEnv(10000, 0),
-  /** How long a finished run's event stream stays replayable from Redis (afterwards it is rebuilt from Postgres). */
-  RUN_EVENTS_TTL_SECONDS: intEnv(3600, 1),
+  /**
+   * How long a finished run's live event stream stays in Redis for exact resumes; afterwards a replay is
+   * rebuilt from Postgres. Redis memory grows with turns/s × this × ~50 KB, so keep it short.
+   */
+  RUN_EVENTS_TTL_SECONDS: intEnv(600, 1),
   /** SSE comment keep-alive interval while a stream is quiet. */
   STREAM_KEEPALIVE_MS: intEnv(15000, 100),
   /** Longest a non-streaming request waits for its turn before answering with the run as it stands. */
