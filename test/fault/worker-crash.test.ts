@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { sql } from '@ic/db';
 import { createRedis } from '@ic/queue';
+import { MAX_RUN_ATTEMPTS } from '@ic/responses';
 import { createLogger } from '@ic/telemetry';
 import { z } from 'zod';
 import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
@@ -132,6 +133,24 @@ describe('fault tolerance of the turn path', () => {
     }, 15000, 'the swept run to complete');
     expect(done.output_text).toBe('recovered');
     expect(await stack.runtime.scheduler.sweepOnce(0)).toBe(0);
+    await worker.close();
+  });
+  it('fails a turn that keeps killing its workers instead of retrying it forever', async () => {
+    const client = stack.client();
+    const conversation = await client.conversations.create();
+    const accepted = await client.responses.create({ model: '', conversation: conversation.id, input: 'poison', background: true });
+    // As if MAX_RUN_ATTEMPTS workers had died on it already.
+    await stack.db.pool.query(sql.unsafe`UPDATE runs SET status = 'in_progress', attempt = ${MAX_RUN_ATTEMPTS} WHERE id = ${accepted.id}`);
+    const worker = stack.startWorker();
+    const failed = await eventually(async () => {
+      const response = await client.responses.retrieve(accepted.id);
+      return response.status === 'failed' ? response : undefined;
+    }, 15000, 'the run to fail');
+    expect(failed.error).toEqual({ code: 'server_error', message: `The turn could not be completed after ${MAX_RUN_ATTEMPTS} attempts.` });
+    expect((await client.conversations.items.list(conversation.id)).data).toEqual([]);
+    // The conversation is not stuck behind it.
+    stack.upstream.set({ reply: 'next one', tokenDelayMs: 0 });
+    expect((await client.responses.create({ model: '', conversation: conversation.id, input: 'next' })).output_text).toBe('next one');
     await worker.close();
   });
 });

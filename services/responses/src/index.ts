@@ -4,3 +4,4 @@ export * from './turns.service';
 export * from './scheduler';
 export * from './presenter';
 export * from './events';
+export { MAX_RUN_ATTEMPTS } from './turn.processor';

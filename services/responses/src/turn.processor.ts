@@ -26,6 +26,12 @@ class StaleAttempt extends Error {}
 
 const CANCELLED: RunOutcome = { status: 'cancelled', outputCount: 0, usage: null, error: null, incompleteDetails: null };
 
+/**
+ * Attempts (across job retries, stalled re-deliveries and sweeps) after which a run is failed instead
+ * of tried again: a turn that keeps killing its workers must not do so forever.
+ */
+export const MAX_RUN_ATTEMPTS = 8;
+
 /** While an earlier turn of the same conversation is unfinished, look again this soon. */
 const ORDER_RECHECK_MS = 200;
 
@@ -80,6 +86,12 @@ export class TurnProcessor {
 
     if (run.cancel_requested_at !== null || controller.signal.aborted) {
       await this.stamp(run, sequencer, CANCELLED, [], []);
+      return;
+    }
+    if (run.attempt > MAX_RUN_ATTEMPTS) {
+      logger.error({ runId: run.id, attempts: run.attempt - 1 }, 'giving up on a turn that keeps failing');
+      const message = `The turn could not be completed after ${MAX_RUN_ATTEMPTS} attempts.`;
+      await this.stamp(run, sequencer, { status: 'failed', outputCount: 0, usage: null, error: { code: 'server_error', message }, incompleteDetails: null }, [], []);
       return;
     }
 
