@@ -121,7 +121,7 @@ async function main(): Promise<void> {
     resolveModel: (name) => resolveUpstreamModel(name, env.MODEL_MAP),
     eventsTtlSeconds: 600,
     keepAliveMs: 15000,
-    syncWaitMs: 600000,
+    syncWaitMs: 570000,
     contextTokens: env.MODEL_CONTEXT_TOKENS,
     rateLimits,
     retryDedupWindowMs: 660000,

@@ -27,8 +27,12 @@ export const ResponsesEnv = z.object({
   RUN_EVENTS_TTL_SECONDS: intEnv(600, 1),
   /** SSE comment keep-alive interval while a stream is quiet. */
   STREAM_KEEPALIVE_MS: intEnv(15000, 100),
-  /** Longest a non-streaming request waits for its turn before answering with the run as it stands. */
-  SYNC_WAIT_MS: intEnv(600000, 1000),
+  /**
+   * Longest a non-streaming request waits for its turn before answering with the run as it stands
+   * (status in_progress; poll or stream it). Under the openai client's 10-minute timeout, so the client
+   * gets an answer rather than timing out and retrying.
+   */
+  SYNC_WAIT_MS: intEnv(570000, 1000),
   /** A retried POST (X-Stainless-Retry-Count ≥ 1) with the same body within this window returns the original run. */
   RETRY_DEDUP_WINDOW_MS: intEnv(660000, 0),
 });
