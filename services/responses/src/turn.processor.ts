@@ -76,6 +76,9 @@ export class TurnProcessor {
     const { backend, logger } = this.deps;
     const pickedUpAt = Date.now();
     if (run.attempt === 1) turnMetrics().queueWait.record((pickedUpAt - run.created_at) / 1000);
+    // The history read overlaps the event bookkeeping below: it sits on the path to the first token.
+    const historyLoad = this.deps.history.forRun(run);
+    historyLoad.catch(() => undefined); // awaited (and its failure handled) below unless the turn ends first
     const lastSequence = await backend.events.lastSequence(run.id);
     const sequencer = new EventSequencer(lastSequence + 1);
     const snapshot = { ...presentResponse(run, []), status: 'in_progress' as const };
@@ -99,7 +102,7 @@ export class TurnProcessor {
     let done: Extract<ModelEvent, { type: 'done' }> | undefined;
     let input: StoredItem[] = [];
     try {
-      const history = await this.deps.history.forRun(run);
+      const history = await historyLoad;
       input = history.input;
       let prior = history.prior;
       if (run.params.truncation === 'auto') {
