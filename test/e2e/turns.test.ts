@@ -321,7 +321,7 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     expect(((await client.conversations.retrieve(chosen.id)) as unknown as { title: string }).title).toBe('Mine');
   });
 
-  it('deletes a finished response and serves 404 afterwards; a conversation of another smith is a 404', async () => {
+  it('deletes a finished response: 404 to clients afterwards, the run itself kept', async () => {
     const response = await client.responses.create({ model: '', input: 'bye' });
     await client.responses.delete(response.id);
     await expect(client.responses.retrieve(response.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
