@@ -1,18 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import path from 'node:path';
-import { createTestDatabase, deleteRedisKeys, eventually, seedTenant, type SeededTenant, type TestDatabase } from '@ic/test-support';
+import { createTestDatabase, deleteRedisKeys, eventually, freePort, seedTenant, type SeededTenant, type TestDatabase } from '@ic/test-support';
 
 const RESPONSES_MAIN = path.resolve(__dirname, '../../services/responses/dist/main.js');
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 describe('telemetry of a deployed process (OTEL_PROMETHEUS_PORT)', () => {
   let db: TestDatabase;
@@ -62,7 +52,8 @@ describe('telemetry of a deployed process (OTEL_PROMETHEUS_PORT)', () => {
     expect(((await reply.json()) as { status: string }).status).toBe('completed');
     const text = await eventually(async () => {
       const body = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-      return body.includes('ic_turns_finished_total') ? body : undefined;
+      // BullMQ counts the job once the handler returns, a moment after the reply went out: wait for both.
+      return body.includes('ic_turns_finished_total') && body.includes('bullmq_jobs_completed_total') ? body : undefined;
     }, 10000, 'turn metrics');
     expect(text).toMatch(/^ic_turns_accepted_total\{[^}]*\} 1$/m);
     expect(text).toMatch(/^ic_turns_finished_total\{status="completed"[^}]*\} 1$/m);

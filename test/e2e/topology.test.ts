@@ -4,20 +4,11 @@
  * the responses API by path, as the Ingress routes them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { createTestDatabase, deleteRedisKeys, eventually, seedTenant, startFakeUpstream, type FakeUpstream, type SeededTenant, type TestDatabase } from '@ic/test-support';
+import { createTestDatabase, deleteRedisKeys, eventually, freePort, seedTenant, startFakeUpstream, type FakeUpstream, type SeededTenant, type TestDatabase } from '@ic/test-support';
 
 const ROOT = path.resolve(__dirname, '../..');
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 
 describe('services as separate processes', () => {
   let db: TestDatabase;

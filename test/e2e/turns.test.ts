@@ -1,9 +1,8 @@
-import { createServer } from 'node:net';
 import OpenAI from 'openai';
 import { createRunsRepo, sql } from '@ic/db';
 import { createRedis } from '@ic/queue';
 import { createLogger } from '@ic/telemetry';
-import { seedSmith, startTurnStack as startAnotherStack, tokenFor } from '@ic/test-support';
+import { freePort, seedSmith, startTurnStack as startAnotherStack, tokenFor } from '@ic/test-support';
 import { z } from 'zod';
 import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
 
@@ -476,12 +475,7 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
   });
 
   it('fails a turn clearly when the model upstream is unreachable', async () => {
-    const port = await new Promise<number>((resolve) => {
-      const probe = createServer().listen(0, '127.0.0.1', () => {
-        const { port: free } = probe.address() as { port: number };
-        probe.close(() => resolve(free)); // nothing listens there any more
-      });
-    });
+    const port = await freePort(); // nothing listens there
     const unreachable = await startAnotherStack({ modelBaseUrl: `http://127.0.0.1:${port}/v1` });
     try {
       const response = await unreachable.client().responses.create({ model: '', input: 'anyone there?' });

@@ -5,3 +5,4 @@ export * from './http';
 export * from './transcript';
 export * from './fake-upstream';
 export * from './turn-stack';
+export * from './ports';

@@ -2,14 +2,9 @@
 import { defaultRunParams, type RunParams, type StoredItem } from '@ic/schemas';
 import type { ModelAdapter, ModelEvent, ModelRequest } from './types';
 
-export const user = (text: string): StoredItem => ({ type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_text', text }] });
+import { assistantMessage as assistant, userMessage as user } from '@ic/test-support';
 
-export const assistant = (text: string): StoredItem => ({
-  type: 'message',
-  role: 'assistant',
-  status: 'completed',
-  content: [{ type: 'output_text', text, annotations: [] }],
-});
+export { assistant, user };
 
 export const call = (callId: string, name: string, args: string): StoredItem => ({
   type: 'function_call',

@@ -1,8 +1,7 @@
 import type { StoredItem } from '@ic/schemas';
+import { assistantMessage as assistant, userMessage as user } from '@ic/test-support';
 import { estimateTokens, truncateHistory } from './history';
 
-const user = (text: string): StoredItem => ({ type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_text', text }] });
-const assistant = (text: string): StoredItem => ({ type: 'message', role: 'assistant', status: 'completed', content: [{ type: 'output_text', text, annotations: [] }] });
 const call = (id: string): StoredItem => ({ type: 'function_call', call_id: id, name: 'lookup', arguments: '{}', status: 'completed' });
 const output = (id: string): StoredItem => ({ type: 'function_call_output', call_id: id, output: 'x'.repeat(200), status: 'completed' });
 
