@@ -89,17 +89,18 @@ export class RunLifecycle {
     }
     onClaimed?.(run);
     const fence = await this.deps.backend.events.beginAttempt(run.id, run.attempt, this.ttl);
-    if (!fence.ok) {
-      // Postgres gave us the attempt, so only a newer claim can have fenced the log: this one is stale.
-      turnMetrics().staleAttempts.add(1);
-      this.deps.logger.info({ runId, attempt: run.attempt, reason: fence.reason }, 'event log refused a new attempt; dropping it');
-      return { kind: 'nothing' };
-    }
     const sequencer = new EventSequencer(fence.lastSequence + 1);
+    const log = new AttemptLog(run, sequencer, this.deps.backend, this.deps.logger, this.ttl);
+    if (!fence.ok) {
+      // Postgres gave this attempt the run, and Postgres is the truth: run it without live events
+      // (the log disagrees — it was closed or fenced by a state Postgres does not have); the stamp
+      // completes the log from Postgres where it can.
+      this.deps.logger.warn({ runId, attempt: run.attempt, reason: fence.reason }, 'event log refused a new attempt; running it without live events');
+      log.detach();
+    }
     const snapshot = inProgressSnapshot(presentResponse(run, []));
     if (fence.lastSequence < 0) sequencer.emit('response.created', { response: { ...snapshot, status: 'queued' } });
-    if (fence.lastType !== 'response.in_progress') sequencer.emit('response.in_progress', { response: snapshot });
-    const log = new AttemptLog(run, sequencer, this.deps.backend, this.deps.logger, this.ttl);
+    if (fence.ok && fence.lastType !== 'response.in_progress') sequencer.emit('response.in_progress', { response: snapshot });
     await log.flush();
     return { kind: 'started', run, log };
   }
@@ -334,7 +335,8 @@ export class AttemptLog {
       const result = await this.backend.events.append(this.run.id, batch, { authority: { attempt: this.run.attempt }, closes: false, ttlSeconds: this.ttlSeconds });
       this.failing = false;
       if (result.ok) return;
-      if (result.reason === 'stale') {
+      if (result.reason === 'stale' || result.reason === 'closed') {
+        // A newer attempt owns the run, or the run already ended: this attempt's work is moot.
         this.state = 'stale';
         this.logger.info({ runId: this.run.id, attempt: this.run.attempt }, 'a newer attempt owns the event log; stopping this one');
         for (const listener of this.staleListeners) listener();
