@@ -265,16 +265,15 @@ export class TurnsService {
 
   /**
    * The events to relay after `afterSequence`, waiting up to `blockMs`. When the log is quiet and
-   * Postgres says the run is finished, the rest comes from RunLifecycle.finishLog: the log as it is if
-   * it has its ending, completed from Postgres if not, rebuilt from Postgres if it expired.
+   * Postgres says the run is finished, the rest comes from RunLifecycle.eventsToEnd: the log as it is
+   * if it has its ending, completed from Postgres if not, rebuilt from Postgres if it expired.
    */
   async eventsAfter(run: RunRow, afterSequence: number, blockMs: number): Promise<{ events: StreamEvent[]; finished: boolean }> {
     const events = await this.deps.backend.events.read(run.id, afterSequence, blockMs);
     if (events.length > 0) return { events, finished: events.some(isTerminalEvent) };
     const latest = await createRunsRepo(this.deps.pool).find(run.id);
     if (!latest || !TERMINAL_STATUSES.includes(latest.status)) return { events: [], finished: false };
-    const complete = await this.deps.lifecycle.finishLog(latest);
-    return { events: complete.filter((event) => event.sequence_number > afterSequence), finished: true };
+    return { events: await this.deps.lifecycle.eventsToEnd(latest, afterSequence), finished: true };
   }
 
   /** Cancels a queued or running turn. Any turn may be cancelled here, not only background ones. */
