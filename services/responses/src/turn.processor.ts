@@ -142,9 +142,11 @@ export class TurnProcessor {
       if (!(error instanceof ModelError)) logger.error({ err: error, runId: run.id, attempt: run.attempt }, 'turn failed');
       const modelError = error instanceof ModelError ? error : new ModelError('The server had an error while processing this turn.', 'upstream_error', true);
       if (modelError.retryable && !context.isFinalAttempt) {
-        logger.warn({ runId: run.id, attempt: run.attempt, code: modelError.code }, 'turn attempt failed; retrying');
+        logger.warn({ runId: run.id, attempt: run.attempt, code: modelError.code, detail: modelError.detail }, 'turn attempt failed; retrying');
         throw modelError;
       }
+      // The run shows callers the public message only; operators get the upstream's address and causes here.
+      logger.warn({ runId: run.id, attempt: run.attempt, code: modelError.code, detail: modelError.detail }, 'turn failed');
       await this.stamp(run, sequencer, { status: 'failed', outputCount: 0, usage: null, error: { code: publicErrorCode(modelError), message: modelError.message }, incompleteDetails: null }, [], []);
       return;
     }
