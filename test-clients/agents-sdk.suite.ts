@@ -100,7 +100,12 @@ export function agentsSdkSuite([mode, options]: (typeof QUEUE_MODES)[number]): v
       expect(text).toBe('It says: Sunny in Rome.');
       expect(result.finalOutput).toBe('It says: Sunny in Rome.');
       expect(sentToModel(stack, 1).slice(1)).toEqual(['user: Weather in Rome?', 'assistant: → weather({"city":"Rome"}) call_agents_rome', 'tool call_agents_rome: Sunny in Rome']);
-      expect(await transcript(stack, conversationId)).toHaveLength(4);
+      expect(await transcript(stack, conversationId)).toEqual([
+        'user: Weather in Rome?',
+        'function_call weather({"city":"Rome"}) call_agents_rome',
+        'function_call_output call_agents_rome: Sunny in Rome',
+        'assistant: It says: Sunny in Rome.',
+      ]);
     });
 
     it('chains runs with previousResponseId', async () => {

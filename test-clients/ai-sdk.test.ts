@@ -119,6 +119,11 @@ describe.each(QUEUE_MODES)('the AI SDK over %s', (_mode, options) => {
     expect(result.text).toBe('The tool says: Sunny in Oslo.');
     expect(result.steps).toHaveLength(2);
     expect(sentToModel(stack, 1)).toEqual(['user: Weather in Oslo?', 'assistant: → weather({"city":"Oslo"}) call_oslo', 'tool call_oslo: Sunny in Oslo']);
+    expect(await runInput(stack, result.providerMetadata?.openai?.responseId as string)).toEqual([
+      'user: Weather in Oslo?',
+      'function_call weather({"city":"Oslo"}) call_oslo',
+      'function_call_output call_oslo: Sunny in Oslo',
+    ]);
     expect(stack.upstream.requests[0]?.tools?.[0]).toMatchObject({ type: 'function', function: { name: 'weather' } });
   });
 

@@ -2,12 +2,12 @@
  * LangChain (`@langchain/openai` ChatOpenAI with `useResponsesApi: true`) against the running system,
  * configured as its docs show for an OpenAI-compatible endpoint (`configuration.baseURL`).
  */
-import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
+import { AIMessage, HumanMessage, ToolMessage, type AIMessageChunk, type BaseMessage } from '@langchain/core/messages';
 import { tool } from '@langchain/core/tools';
 import { ChatOpenAI } from '@langchain/openai';
 import { z } from 'zod';
 import type { TurnStack } from '@ic/test-support';
-import { callToolThenAnswer, MODEL, newConversation, QUEUE_MODES, runInput, sentToModel, startStack, transcript } from './support';
+import { callToolThenAnswer, MODEL, newConversation, QUEUE_MODES, runInput, sentToModel, startStack, storedRun, transcript } from './support';
 
 describe.each(QUEUE_MODES)('LangChain over %s', (_mode, options) => {
   let stack: TurnStack;
@@ -35,11 +35,16 @@ describe.each(QUEUE_MODES)('LangChain over %s', (_mode, options) => {
   it('stream yields the answer in chunks', async () => {
     stack.upstream.set({ reply: 'one two three four', tokenDelayMs: 2 });
     const chunks: string[] = [];
-    for await (const chunk of await chat().stream('Count.')) chunks.push(chunk.text);
+    let whole: AIMessageChunk | undefined;
+    for await (const chunk of await chat().stream('Count.')) {
+      chunks.push(chunk.text);
+      whole = whole ? whole.concat(chunk) : chunk;
+    }
 
     expect(chunks.filter((text) => text !== '').length).toBeGreaterThan(1);
     expect(chunks.join('')).toBe('one two three four');
     expect(sentToModel(stack, 0)).toEqual(['user: Count.']);
+    expect(await storedRun(stack, responseId(whole!))).toMatchObject({ status: 'completed', output_text: 'one two three four' });
   });
 
   it('runs bindTools + ToolMessage round trips, resending the whole history', async () => {
@@ -73,6 +78,8 @@ describe.each(QUEUE_MODES)('LangChain over %s', (_mode, options) => {
 
     expect(second.text).toBe('Answer 3');
     expect(sentToModel(stack, 1)).toEqual(['user: Remember 42.', 'assistant: Answer 1', 'user: Which number?']);
+    expect(await storedRun(stack, responseId(second))).toMatchObject({ previous_response_id: responseId(first), output_text: 'Answer 3' });
+    expect(await runInput(stack, responseId(second))).toEqual(['user: Which number?']);
   });
 
   it('runs turns in a conversation given through modelKwargs', async () => {
