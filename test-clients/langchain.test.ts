@@ -32,6 +32,18 @@ describe.each(QUEUE_MODES)('LangChain over %s', (_mode, options) => {
     expect(await runInput(stack, responseId(reply))).toEqual(['user: Hello?']);
   });
 
+  it('keeps a multi-turn chat by resending the messages', async () => {
+    stack.upstream.set({ reply: (request) => `Answer ${request.messages.length}` });
+    const model = chat();
+    const history: BaseMessage[] = [new HumanMessage('My name is Ada.')];
+    history.push(await model.invoke(history), new HumanMessage('What is my name?'));
+    const second = await model.invoke(history);
+
+    expect(second.text).toBe('Answer 3');
+    expect(sentToModel(stack, 1)).toEqual(['user: My name is Ada.', 'assistant: Answer 1', 'user: What is my name?']);
+    expect(await runInput(stack, responseId(second))).toEqual(['user: My name is Ada.', 'assistant: Answer 1', 'user: What is my name?']);
+  });
+
   it('stream yields the answer in chunks', async () => {
     stack.upstream.set({ reply: 'one two three four', tokenDelayMs: 2 });
     const chunks: string[] = [];
