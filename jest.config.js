@@ -1,10 +1,12 @@
 /** One jest run for the whole monorepo: TS via swc, workspace imports mapped to their sources. */
-const esmOnly = ['p-limit', 'yocto-queue'];
+// ESM-only packages that jest must compile to CommonJS: p-limit for the queue; the AI SDK (`ai`, `@ai-sdk/*`)
+// and what it imports, for test-clients.
+const esmOnly = ['p-limit', 'yocto-queue', 'ai', '@ai-sdk', 'eventsource-parser', '@workflow', '@vercel/oidc'];
 
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: 'node',
-  roots: ['<rootDir>/libs', '<rootDir>/services', '<rootDir>/test'],
+  roots: ['<rootDir>/libs', '<rootDir>/services', '<rootDir>/test', '<rootDir>/test-clients'],
   testMatch: ['**/*.test.ts'],
   testPathIgnorePatterns: ['/node_modules/', '/dist/'],
   transform: {
@@ -12,6 +14,8 @@ module.exports = {
   },
   transformIgnorePatterns: [`^(?!.*/node_modules/(${esmOnly.join('|')})/).*/node_modules/`],
   moduleNameMapper: {
+    // The AI SDK imports zod's locale by its ESM file name; zod ships the same module as .cjs.
+    '^zod/v4/locales/en\\.js$': 'zod/v4/locales/en.cjs',
     '^@ic/(api-gateway|responses|titler)$': '<rootDir>/services/$1/src',
     '^@ic/(stack)$': '<rootDir>/deploy/src',
     '^@ic/test-support$': '<rootDir>/test/support',

@@ -232,9 +232,12 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
   it('records upstream failures on the run and adds nothing to the transcript', async () => {
     const conversation = await client.conversations.create();
     stack.upstream.failNext(400, 1);
-    const rejected = await client.responses.create({ model: '', conversation: conversation.id, input: 'bad' });
-    expect(rejected.status).toBe('failed');
-    expect(rejected.error).toMatchObject({ code: 'invalid_prompt' });
+    // A synchronous turn that failed is answered as an error carrying the run's error; the run stays readable.
+    const rejected = await client.responses.create({ model: '', conversation: conversation.id, input: 'bad' }).catch((caught: unknown) => caught);
+    expect(rejected).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(rejected).toMatchObject({ status: 400, code: 'invalid_prompt', type: 'invalid_request_error', message: '400 The model upstream returned 400: Fake upstream failure 400' });
+    const failedId = (rejected as InstanceType<typeof OpenAI.APIError>).headers?.get('ic-response-id');
+    expect(await client.responses.retrieve(failedId!)).toMatchObject({ status: 'failed', error: { code: 'invalid_prompt', message: 'The model upstream returned 400: Fake upstream failure 400' } });
     expect(stack.upstream.requests).toHaveLength(1); // a 400 is not retried
 
     stack.upstream.failNext(503, 1);
@@ -478,11 +481,14 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     const port = await freePort(); // nothing listens there
     const unreachable = await startAnotherStack({ modelBaseUrl: `http://127.0.0.1:${port}/v1` });
     try {
-      const response = await unreachable.client().responses.create({ model: '', input: 'anyone there?' });
+      const failure = await unreachable.client().responses.create({ model: '', input: 'anyone there?' }).catch((caught: unknown) => caught);
+      // Clear, but without our upstream's address: that goes to the logs only.
+      expect(failure).toBeInstanceOf(OpenAI.BadRequestError);
+      expect(failure).toMatchObject({ code: 'server_error', type: 'server_error', message: '400 The model upstream is unreachable.' });
+      const response = await unreachable.client().responses.retrieve((failure as InstanceType<typeof OpenAI.APIError>).headers!.get('ic-response-id')!);
       expect(response.status).toBe('failed');
-      expect(response.error?.code).toBe('server_error');
-      expect(response.error?.message).toContain(`Model upstream http://127.0.0.1:${port}/v1 is unreachable`);
-      expect(response.error?.message).toContain('ECONNREFUSED');
+      expect(response.error).toEqual({ code: 'server_error', message: 'The model upstream is unreachable.' });
+      expect(JSON.stringify(response)).not.toContain(String(port));
       expect(response.output).toEqual([]);
     } finally {
       await unreachable.close();

@@ -4,7 +4,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParams } from 'openai/resources/chat/completions';
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParams, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 
 export interface FakeToolCall {
   name: string;
@@ -96,6 +96,8 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
       return sendError(res, 400, 'We could not parse the JSON body of your request.', 'invalid_request_error', null);
     }
     requests.push(body);
+    const invalidOrder = toolMessageOrderError(body.messages ?? []);
+    if (invalidOrder) return sendJson(res, 400, { error: { ...invalidOrder, type: 'invalid_request_error', code: null } });
     // Count responses the client abandons, and stop working on them.
     const gone = new AbortController();
     res.on('close', () => {
@@ -181,6 +183,40 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
       return new Promise((resolve, reject) => server.close((error) => (error ? reject(error) : resolve())));
     },
   };
+}
+
+/**
+ * OpenAI's rule for tool messages, with its 400s: an assistant message with `tool_calls` must be
+ * followed directly by one `tool` message per call, and a `tool` message must answer such a call.
+ * Enforced so that no test passes only because this fake is more lenient than a real upstream.
+ */
+export function toolMessageOrderError(messages: readonly ChatCompletionMessageParam[]): { message: string; param: string } | null {
+  let index = 0;
+  while (index < messages.length) {
+    const message = messages[index]!;
+    if (message.role === 'tool') {
+      return { message: "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.", param: `messages.[${index}].role` };
+    }
+    const calls = message.role === 'assistant' ? (message.tool_calls ?? []) : [];
+    const callsAt = index;
+    index++;
+    if (calls.length === 0) continue;
+    const unanswered = new Set(calls.map((call) => call.id));
+    while (index < messages.length && messages[index]!.role === 'tool') {
+      const answer = messages[index] as Extract<ChatCompletionMessageParam, { role: 'tool' }>;
+      if (!unanswered.delete(answer.tool_call_id)) {
+        return { message: "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.", param: `messages.[${index}].role` };
+      }
+      index++;
+    }
+    if (unanswered.size > 0) {
+      return {
+        message: `An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. The following tool_call_ids did not have response messages: ${[...unanswered].join(', ')}`,
+        param: `messages.[${callsAt}].role`,
+      };
+    }
+  }
+  return null;
 }
 
 /** Deterministic: names how many messages arrived and quotes the last one. */

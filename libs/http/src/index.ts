@@ -133,7 +133,7 @@ export function corsPolicy(origins: readonly string[]): RequestHandler {
     origin: origins.includes('*') ? true : [...origins],
     methods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
     allowedHeaders: ['Authorization', 'Content-Type', 'IC-Api-Version', 'IC-Smith-Id', 'Idempotency-Key', 'IC-Conversation-Busy', 'X-Request-Id', 'X-Stainless-Retry-Count', 'OpenAI-Organization', 'OpenAI-Project', 'User-Agent', 'X-Stainless-Lang', 'X-Stainless-Package-Version', 'X-Stainless-OS', 'X-Stainless-Arch', 'X-Stainless-Runtime', 'X-Stainless-Runtime-Version', 'X-Stainless-Timeout', 'X-Stainless-Helper-Method'],
-    exposedHeaders: ['x-request-id', 'IC-Api-Version', 'Retry-After', 'x-ratelimit-limit-requests', 'x-ratelimit-remaining-requests', 'x-ratelimit-reset-requests', 'x-ratelimit-limit-turns', 'x-ratelimit-remaining-turns', 'x-ratelimit-reset-turns'],
+    exposedHeaders: ['x-request-id', 'IC-Api-Version', 'IC-Response-Id', 'Retry-After', 'x-ratelimit-limit-requests', 'x-ratelimit-remaining-requests', 'x-ratelimit-reset-requests', 'x-ratelimit-limit-turns', 'x-ratelimit-remaining-turns', 'x-ratelimit-reset-turns'],
     maxAge: 600,
   });
 }

@@ -108,9 +108,60 @@ describe('toChatMessages', () => {
   });
 
   it('does not merge calls into an assistant message that a user message separates from them', () => {
-    const messages = toChatMessages(null, [assistant('earlier'), user('now'), call('c1', 'f', '{}')]);
+    const messages = toChatMessages(null, [assistant('earlier'), user('now'), call('c1', 'f', '{}'), output('c1', 'done')]);
     expect(messages[0]).toEqual({ role: 'assistant', content: 'earlier' });
     expect(messages[2]).toEqual({ role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] });
+  });
+});
+
+describe('toChatMessages: the order Chat Completions requires', () => {
+  const fn = (id: string) => ({ id, type: 'function', function: { name: 'f', arguments: '{}' } });
+
+  it('moves an output that arrives after a repeated user message directly behind its call (the AI SDK in a conversation)', () => {
+    const items = [user('weather?'), call('c1', 'f', '{}'), user('weather?'), output('c1', 'sunny')];
+    expect(toChatMessages(null, items)).toEqual([
+      { role: 'user', content: 'weather?' },
+      { role: 'assistant', content: null, tool_calls: [fn('c1')] },
+      { role: 'tool', tool_call_id: 'c1', content: 'sunny' },
+      { role: 'user', content: 'weather?' },
+    ]);
+  });
+
+  it('places outputs sent before their calls, and outputs in another order than the calls, after the calls in call order', () => {
+    const items = [user('go'), output('c2', 'two'), call('c1', 'f', '{}'), call('c2', 'f', '{}'), user('and?'), output('c1', 'one')];
+    expect(toChatMessages(null, items)).toEqual([
+      { role: 'user', content: 'go' },
+      { role: 'assistant', content: null, tool_calls: [fn('c1'), fn('c2')] },
+      { role: 'tool', tool_call_id: 'c1', content: 'one' },
+      { role: 'tool', tool_call_id: 'c2', content: 'two' },
+      { role: 'user', content: 'and?' },
+    ]);
+  });
+
+  it('leaves out calls nobody answered, keeping the assistant text they came with', () => {
+    const items = [user('go'), assistant('Checking.'), call('c1', 'f', '{}'), call('c2', 'f', '{}'), output('c2', 'two'), user('never mind'), call('c3', 'f', '{}'), user('hello?')];
+    expect(toChatMessages(null, items)).toEqual([
+      { role: 'user', content: 'go' },
+      { role: 'assistant', content: 'Checking.', tool_calls: [fn('c2')] },
+      { role: 'tool', tool_call_id: 'c2', content: 'two' },
+      { role: 'user', content: 'never mind' },
+      { role: 'user', content: 'hello?' },
+    ]);
+    expect(toChatMessages(null, [user('go'), assistant('Checking.'), call('c1', 'f', '{}'), user('stop')])).toEqual([
+      { role: 'user', content: 'go' },
+      { role: 'assistant', content: 'Checking.' },
+      { role: 'user', content: 'stop' },
+    ]);
+  });
+
+  it('leaves out outputs without a call, and a call or output repeated for a call_id already sent', () => {
+    const items = [user('go'), output('gone', 'cut by truncation'), call('c1', 'f', '{}'), output('c1', 'first'), user('again'), call('c1', 'f', '{}'), output('c1', 'second')];
+    expect(toChatMessages(null, items)).toEqual([
+      { role: 'user', content: 'go' },
+      { role: 'assistant', content: null, tool_calls: [fn('c1')] },
+      { role: 'tool', tool_call_id: 'c1', content: 'first' },
+      { role: 'user', content: 'again' },
+    ]);
   });
 });
 

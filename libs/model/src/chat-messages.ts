@@ -20,10 +20,63 @@ import type { RunParams, StoredItem, StoredMessage } from '@ic/schemas';
  * - consecutive function_call items become ONE assistant message with `tool_calls`, merged into the
  *   assistant text message directly before them when there is one.
  * - function_call_output becomes a `tool` message; array outputs are sent as their text parts joined.
+ * - the result is then put in the order Chat Completions requires (see `orderToolMessages`).
  */
 export function toChatMessages(instructions: string | null, items: readonly StoredItem[]): ChatCompletionMessageParam[] {
   const messages: ChatCompletionMessageParam[] = [];
   if (instructions) messages.push({ role: 'system', content: instructions });
+  messages.push(...orderToolMessages(itemMessages(items)));
+  return messages;
+}
+
+/**
+ * Responses items only have to match by `call_id`, in any order (the AI SDK's second step in a
+ * conversation sends the user message again before the `function_call_output`; a client may send an
+ * output before the call it answers). Chat Completions requires every assistant message with
+ * `tool_calls` to be followed directly by one `tool` message per call, and every `tool` message to
+ * answer such a call; OpenAI answers anything else with a 400. So:
+ * - each call's output (wherever it is) is moved directly after the assistant message holding the
+ *   call; messages that stood in between come after the tool messages;
+ * - a call with no output anywhere is left out of its assistant message (the message itself is kept
+ *   if it has text, dropped otherwise). OpenAI's Responses API refuses such input ("No tool output
+ *   found for function call …"); a stored transcript can still hold one (the user moved on without
+ *   answering a tool call, or truncation cut the output off), and the model is better served by not
+ *   seeing an unanswered call than by a tool result we invented;
+ * - an output whose call is absent (cut by truncation, or never made), and a repeated call or output
+ *   for a call_id already sent, are left out.
+ */
+export function orderToolMessages(messages: readonly ChatCompletionMessageParam[]): ChatCompletionMessageParam[] {
+  const outputs = new Map<string, ChatCompletionMessageParam>();
+  for (const message of messages) {
+    if (message.role === 'tool' && !outputs.has(message.tool_call_id)) outputs.set(message.tool_call_id, message);
+  }
+  const sentCalls = new Set<string>();
+  const ordered: ChatCompletionMessageParam[] = [];
+  for (const message of messages) {
+    if (message.role === 'tool') continue; // placed after its call, or left out
+    if (message.role !== 'assistant' || !message.tool_calls?.length) {
+      ordered.push(message);
+      continue;
+    }
+    const answered = message.tool_calls.filter((call) => !sentCalls.has(call.id) && outputs.has(call.id));
+    for (const call of message.tool_calls) sentCalls.add(call.id);
+    const { tool_calls: _calls, ...rest } = message;
+    if (answered.length === 0) {
+      if (typeof rest.content === 'string' || (Array.isArray(rest.content) && rest.content.length > 0)) ordered.push(rest);
+      continue;
+    }
+    ordered.push({ ...rest, tool_calls: answered });
+    for (const call of answered) {
+      ordered.push(outputs.get(call.id)!);
+      outputs.delete(call.id);
+    }
+  }
+  return ordered;
+}
+
+/** One message per item, in item order; consecutive function calls share one assistant message. */
+function itemMessages(items: readonly StoredItem[]): ChatCompletionMessageParam[] {
+  const messages: ChatCompletionMessageParam[] = [];
 
   for (const item of items) {
     switch (item.type) {

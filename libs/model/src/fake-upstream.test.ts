@@ -48,3 +48,21 @@ it('rejects unknown models with 404 model_not_found and runs scripted failures i
   await expect(client.chat.completions.create({ model: 'fake-model', messages: [] })).rejects.toMatchObject({ status: 429, message: '429 slow down' });
   await expect(client.chat.completions.create({ model: 'fake-model', messages: [] })).resolves.toMatchObject({ object: 'chat.completion' });
 });
+
+it("answers tool messages out of OpenAI's order with OpenAI's 400s", async () => {
+  const call = { id: 'call_1', type: 'function' as const, function: { name: 'f', arguments: '{}' } };
+  const user = { role: 'user' as const, content: 'q' };
+  const assistant = { role: 'assistant' as const, content: null, tool_calls: [call] };
+  const tool = { role: 'tool' as const, tool_call_id: 'call_1', content: 'r' };
+  await expect(client.chat.completions.create({ model: 'fake-model', messages: [user, assistant, user, tool] })).rejects.toMatchObject({
+    status: 400,
+    param: 'messages.[1].role',
+    message: expect.stringContaining("An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. The following tool_call_ids did not have response messages: call_1"),
+  });
+  await expect(client.chat.completions.create({ model: 'fake-model', messages: [user, tool] })).rejects.toMatchObject({
+    status: 400,
+    param: 'messages.[1].role',
+    message: expect.stringContaining("messages with role 'tool' must be a response to a preceeding message with 'tool_calls'"),
+  });
+  await expect(client.chat.completions.create({ model: 'fake-model', messages: [user, assistant, tool, user] })).resolves.toMatchObject({ object: 'chat.completion' });
+});

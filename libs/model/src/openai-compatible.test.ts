@@ -145,15 +145,18 @@ describe('OpenAICompatibleAdapter errors', () => {
     fake.set({ models: ['known-model'] });
     const error = await modelError(collect(adapter, request({ model: 'nope' })));
     expect(error).toMatchObject({ code: 'model_not_found', retryable: false });
-    expect(error.message).toContain(`Model upstream ${fake.baseURL} returned 404: The model \`nope\` does not exist`);
-    expect(error.message).toContain("model 'nope'");
+    expect(error.message).toContain('The model upstream returned 404: The model `nope` does not exist');
+    expect(error.detail).toContain(`Model upstream ${fake.baseURL} returned 404: The model \`nope\` does not exist`);
+    expect(error.detail).toContain("model 'nope'");
   });
 
   it('maps a wrong API key (401) to upstream_auth', async () => {
     fake.set({ apiKey: 'the-right-key' });
     const error = await modelError(collect(adapter, request()));
     expect(error).toMatchObject({ code: 'upstream_auth', retryable: false });
-    expect(error.message).toContain('returned 401: Incorrect API key provided.');
+    // An auth failure's message may quote part of the key: callers get the status only, operators the rest.
+    expect(error.message).toBe('The model upstream refused our credentials (401).');
+    expect(error.detail).toContain('returned 401: Incorrect API key provided.');
   });
 
   it.each([
@@ -167,9 +170,8 @@ describe('OpenAICompatibleAdapter errors', () => {
     fake.failNext(status);
     const error = await modelError(collect(adapter, request()));
     expect(error).toMatchObject({ code, retryable });
-    expect(error.message).toBe(
-      `Model upstream ${fake.baseURL} returned ${status}: Fake upstream failure ${status}` + (status === 403 ? ' (check MODEL_API_KEY)' : ''),
-    );
+    expect(error.message).toBe(status === 403 ? 'The model upstream refused our credentials (403).' : `The model upstream returned ${status}: Fake upstream failure ${status}`);
+    expect(error.detail).toBe(`Model upstream ${fake.baseURL} returned ${status}: Fake upstream failure ${status}` + (status === 403 ? ' (check MODEL_API_KEY)' : ''));
     expect(fake.requests).toHaveLength(1); // no hidden client retries
   });
 
@@ -177,7 +179,16 @@ describe('OpenAICompatibleAdapter errors', () => {
     fake.failNext(502, 1, 'Bad gateway from the proxy');
     const error = await modelError(collect(adapter, request()));
     expect(error).toMatchObject({ code: 'upstream_error', retryable: true });
-    expect(error.message).toBe(`Model upstream ${fake.baseURL} returned 502: Bad gateway from the proxy`);
+    expect(error.message).toBe('The model upstream returned 502: Bad gateway from the proxy');
+  });
+
+  it("never lets the upstream's address or key into the public message, even when the upstream quotes them", async () => {
+    const { host } = new URL(fake.baseURL);
+    const keyed = new OpenAICompatibleAdapter({ baseURL: fake.baseURL, apiKey: 'sk-secret-upstream-key', timeoutMs: 5000 });
+    fake.failNext(500, 1, { error: { message: `proxy ${fake.baseURL}/chat/completions (${host}) failed with key sk-secret-upstream-key`, type: 'server_error' } });
+    const error = await modelError(collect(keyed, request()));
+    expect(error.message).toBe('The model upstream returned 500: proxy [upstream]/chat/completions ([upstream]) failed with key [upstream]');
+    expect(error.detail).toContain(fake.baseURL);
   });
 
   it('recovers once scripted failures are used up', async () => {
@@ -196,8 +207,9 @@ describe('OpenAICompatibleAdapter errors', () => {
     const closed = new OpenAICompatibleAdapter({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'k', timeoutMs: 5000 });
     const error = await modelError(collect(closed, request()));
     expect(error).toMatchObject({ code: 'upstream_unreachable', retryable: true });
-    expect(error.message).toContain(`Model upstream http://127.0.0.1:${port}/v1 is unreachable`);
-    expect(error.message).toContain('ECONNREFUSED');
+    expect(error.message).toBe('The model upstream is unreachable.');
+    expect(error.detail).toContain(`Model upstream http://127.0.0.1:${port}/v1 is unreachable`);
+    expect(error.detail).toContain('ECONNREFUSED');
   });
 
   it('gives up with upstream_timeout when the upstream accepts and never answers', async () => {
@@ -205,7 +217,8 @@ describe('OpenAICompatibleAdapter errors', () => {
     const started = Date.now();
     const error = await modelError(collect(idle, request()));
     expect(error).toMatchObject({ code: 'upstream_timeout', retryable: true });
-    expect(error.message).toBe(`Model upstream ${fake.baseURL} sent nothing for ${IDLE_MS} ms; gave up.`);
+    expect(error.message).toBe(`The model upstream sent nothing for ${IDLE_MS} ms; gave up.`);
+    expect(error.detail).toBe(`Model upstream ${fake.baseURL} sent nothing for ${IDLE_MS} ms; gave up.`);
     expect(Date.now() - started).toBeGreaterThanOrEqual(IDLE_MS - 10);
     await fake.waitForAborts(1); // and the upstream request was abandoned
   });
@@ -214,7 +227,8 @@ describe('OpenAICompatibleAdapter errors', () => {
     fake.dropConnectionNext();
     const error = await modelError(collect(adapter, request()));
     expect(error).toMatchObject({ code: 'upstream_error', retryable: true });
-    expect(error.message).toContain(`Model upstream ${fake.baseURL} connection failed: `);
+    expect(error.message).toBe('The connection to the model upstream failed.');
+    expect(error.detail).toContain(`Model upstream ${fake.baseURL} connection failed: `);
   });
 
   it('maps a connection dropped mid-stream to a retryable upstream_error after the deltas that arrived', async () => {
@@ -228,7 +242,8 @@ describe('OpenAICompatibleAdapter errors', () => {
     );
     expect(textDeltas(received)).toEqual(['one ']);
     expect(error).toMatchObject({ code: 'upstream_error', retryable: true });
-    expect(error.message).toContain('failed mid-stream');
+    expect(error.message).toBe('The model upstream connection failed mid-stream.');
+    expect(error.detail).toContain(`Model upstream ${fake.baseURL} failed mid-stream`);
   });
 });
 

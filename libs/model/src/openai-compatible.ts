@@ -1,7 +1,8 @@
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
 import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import { toChatMessages, toChatRequestOptions } from './chat-messages';
-import { ModelError, type FinishReason, type ModelAdapter, type ModelEvent, type ModelRequest } from './types';
+import { trace } from '@opentelemetry/api';
+import { ModelError, type FinishReason, type ModelAdapter, type ModelErrorCode, type ModelEvent, type ModelRequest } from './types';
 
 export interface OpenAICompatibleConfig {
   /** Base URL including the version prefix, e.g. `http://127.0.0.1:11434/v1`. */
@@ -22,10 +23,12 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   readonly name = 'openai-compatible';
   private readonly client: OpenAI;
   private readonly baseURL: string;
+  private readonly apiKey: string;
   private readonly timeoutMs: number;
 
   constructor(config: OpenAICompatibleConfig) {
     this.baseURL = config.baseURL.replace(/\/+$/, '');
+    this.apiKey = config.apiKey;
     this.timeoutMs = config.timeoutMs;
     this.client = new OpenAI({ baseURL: this.baseURL, apiKey: config.apiKey, maxRetries: 0, timeout: config.timeoutMs });
   }
@@ -102,10 +105,13 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
       if (request.signal.aborted) throw cancelled();
       if (timedOut) throw this.timeoutError();
       if (!finishReason) {
-        throw new ModelError(`Model upstream ${this.baseURL} ended the stream without a finish_reason.`, 'upstream_error', true);
+        throw this.failure('upstream_error', true, 'The model upstream ended the stream without a finish_reason.', `${this.upstream} ended the stream without a finish_reason.`);
       }
     } catch (error) {
-      throw this.toModelError(error, request, timedOut);
+      const failure = this.toModelError(error, request, timedOut);
+      // Operators see the whole story on the turn's span; callers only see `message`.
+      if (failure.code !== 'cancelled') trace.getActiveSpan()?.recordException({ name: 'ModelError', message: failure.detail });
+      throw failure;
     } finally {
       stopIdleTimer();
       request.signal.removeEventListener('abort', onAbort);
@@ -125,43 +131,71 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     };
   }
 
+  private get upstream(): string {
+    return `Model upstream ${this.baseURL}`;
+  }
+
+  /** A ModelError whose public message cannot carry our upstream's address or key, whatever the upstream said. */
+  private failure(code: ModelErrorCode, retryable: boolean, message: string, detail: string): ModelError {
+    return new ModelError(this.redact(message), code, retryable, detail);
+  }
+
+  private redact(text: string): string {
+    const url = new URL(this.baseURL);
+    const secrets = [this.baseURL, url.origin, url.host, url.hostname, this.apiKey].filter((secret) => secret.length >= 4);
+    // Longest first, so the URL goes before the host it contains.
+    return secrets.sort((a, b) => b.length - a.length).reduce((out, secret) => out.split(secret).join('[upstream]'), text);
+  }
+
   private timeoutError(): ModelError {
-    return new ModelError(`Model upstream ${this.baseURL} sent nothing for ${this.timeoutMs} ms; gave up.`, 'upstream_timeout', true);
+    return this.failure(
+      'upstream_timeout',
+      true,
+      `The model upstream sent nothing for ${this.timeoutMs} ms; gave up.`,
+      `${this.upstream} sent nothing for ${this.timeoutMs} ms; gave up.`,
+    );
   }
 
   private toModelError(error: unknown, request: ModelRequest, timedOut: boolean): ModelError {
     if (error instanceof ModelError) return error;
     if (request.signal.aborted) return cancelled();
     if (timedOut || error instanceof APIConnectionTimeoutError) return this.timeoutError();
-    const upstream = `Model upstream ${this.baseURL}`;
+    const upstream = this.upstream;
     if (error instanceof APIUserAbortError) return cancelled(); // not reached: our signals are checked first
     if (error instanceof APIConnectionError) {
       const cause = describeCause(error);
       if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL/.test(cause)) {
-        return new ModelError(`${upstream} is unreachable: ${cause}`, 'upstream_unreachable', true);
+        return this.failure('upstream_unreachable', true, 'The model upstream is unreachable.', `${upstream} is unreachable: ${cause}`);
       }
-      return new ModelError(`${upstream} connection failed: ${cause}`, 'upstream_error', true);
+      return this.failure('upstream_error', true, 'The connection to the model upstream failed.', `${upstream} connection failed: ${cause}`);
     }
     if (error instanceof APIError) {
       const status = error.status;
       const detail = error.message.replace(/^\d{3}\s+/, '');
-      if (status === undefined) return new ModelError(`${upstream} reported an error mid-stream: ${detail}`, 'upstream_error', true);
-      const says = `${upstream} returned ${status}: ${detail}`;
+      if (status === undefined) {
+        return this.failure('upstream_error', true, `The model upstream reported an error mid-stream: ${detail}`, `${upstream} reported an error mid-stream: ${detail}`);
+      }
+      const says = `The model upstream returned ${status}: ${detail}`;
+      const internally = `${upstream} returned ${status}: ${detail}`;
       if (status === 404 || error.code === 'model_not_found' || (status === 400 && /model\b.*\b(not found|does not exist)/i.test(detail))) {
-        return new ModelError(
-          `${says} (model '${request.model}'; check the model name and that MODEL_BASE_URL includes the /v1 prefix)`,
+        return this.failure(
           'model_not_found',
           false,
+          says,
+          `${internally} (model '${request.model}'; check the model name and that MODEL_BASE_URL includes the /v1 prefix)`,
         );
       }
-      if (status === 401 || status === 403) return new ModelError(`${says} (check MODEL_API_KEY)`, 'upstream_auth', false);
-      if (status === 429) return new ModelError(says, 'rate_limit_exceeded', true);
-      if (status === 408) return new ModelError(says, 'upstream_timeout', true);
-      if (status === 409 || status >= 500) return new ModelError(says, 'upstream_error', true);
-      return new ModelError(says, 'upstream_bad_request', false);
+      // An auth failure's message can quote part of our key (OpenAI's does): only the status goes out.
+      if (status === 401 || status === 403) {
+        return this.failure('upstream_auth', false, `The model upstream refused our credentials (${status}).`, `${internally} (check MODEL_API_KEY)`);
+      }
+      if (status === 429) return this.failure('rate_limit_exceeded', true, says, internally);
+      if (status === 408) return this.failure('upstream_timeout', true, says, internally);
+      if (status === 409 || status >= 500) return this.failure('upstream_error', true, says, internally);
+      return this.failure('upstream_bad_request', false, says, internally);
     }
     // Body read failures mid-stream (socket reset: undici's "terminated") and anything unexpected.
-    return new ModelError(`${upstream} failed mid-stream: ${describeCause(error)}`, 'upstream_error', true);
+    return this.failure('upstream_error', true, 'The model upstream connection failed mid-stream.', `${upstream} failed mid-stream: ${describeCause(error)}`);
   }
 }
 

@@ -36,14 +36,22 @@ export type ModelErrorCode =
   | 'upstream_timeout'
   | 'cancelled';
 
-/** A failed model call. `retryable` tells the worker whether another attempt could succeed. */
+/**
+ * A failed model call. `retryable` tells the worker whether another attempt could succeed.
+ * `message` is shown to callers (on the failed run): the upstream's status and its error message,
+ * never our upstream's address or key. `detail` is for operators (logs, traces): the full story,
+ * including the upstream URL and the network causes.
+ */
 export class ModelError extends Error {
   override name = 'ModelError';
+  readonly detail: string;
   constructor(
     message: string,
     readonly code: ModelErrorCode,
     readonly retryable: boolean,
+    detail?: string,
   ) {
     super(message);
+    this.detail = detail ?? message;
   }
 }

@@ -69,16 +69,38 @@ export const FunctionCallOutputItem = z
   })
   .strict();
 
-export const SUPPORTED_INPUT_ITEM_TYPES = ['message', 'function_call', 'function_call_output'] as const;
+/**
+ * A reference to an item that already exists (OpenAI's `ItemReferenceParam`): `type` may be left out or
+ * null. The AI SDK sends earlier assistant turns this way when `store` is on (its default).
+ */
+export const ItemReferenceItem = z
+  .object({ type: z.literal('item_reference').nullish(), id: z.string().min(1) })
+  .strict();
+
+export const SUPPORTED_INPUT_ITEM_TYPES = ['message', 'function_call', 'function_call_output', 'item_reference'] as const;
+
+/** An item's type: `message` when absent, except that an object with an `id` and no `role` is an item reference. */
+function inputItemType(item: Record<string, unknown>): string {
+  if (item.type === undefined || item.type === null) return !('role' in item) && 'id' in item ? 'item_reference' : 'message';
+  return String(item.type);
+}
 
 export const InputItem = z.unknown().superRefine((value, ctx) => {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'each input item must be an object' });
     return;
   }
-  const type = (value as { type?: unknown }).type ?? 'message';
+  const type = inputItemType(value as Record<string, unknown>);
   const schema =
-    type === 'message' ? InputMessage : type === 'function_call' ? FunctionCallItem : type === 'function_call_output' ? FunctionCallOutputItem : null;
+    type === 'message'
+      ? InputMessage
+      : type === 'function_call'
+        ? FunctionCallItem
+        : type === 'function_call_output'
+          ? FunctionCallOutputItem
+          : type === 'item_reference'
+            ? ItemReferenceItem
+            : null;
   if (!schema) {
     ctx.addIssue({
       code: z.ZodIssueCode.custom,
@@ -117,17 +139,22 @@ export const StoredItemBody = z.custom<StoredItem>(
   'stored item body must be an object with a type',
 );
 
+/** An input item that names an existing item; resolved to that item's body before anything is stored. */
+export type ItemReference = { type: 'item_reference'; id: string };
+
 /**
  * Normalises validated input into the stored form: string content becomes a single text part
  * (`input_text`, or `output_text` for assistant turns), client-sent ids are dropped (ours are derived).
+ * Item references are kept as references: resolving them needs the database (TurnsService does it).
  */
-export function normaliseInput(input: string | unknown[]): StoredItem[] {
+export function normaliseInput(input: string | unknown[]): Array<StoredItem | ItemReference> {
   if (typeof input === 'string') {
     return [{ type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_text', text: input }] }];
   }
-  return input.map((raw) => {
+  return input.map((raw): StoredItem | ItemReference => {
     const item = raw as Record<string, unknown>;
-    const type = (item.type as string | undefined) ?? 'message';
+    const type = inputItemType(item);
+    if (type === 'item_reference') return { type, id: ItemReferenceItem.parse(item).id };
     if (type === 'function_call') {
       const call = FunctionCallItem.parse(item);
       return { type, call_id: call.call_id, name: call.name, arguments: call.arguments, status: 'completed' };

@@ -146,17 +146,19 @@ export class TurnProcessor {
         const delay = retryDelays[retry];
         if (modelError.retryable && !assembler.producedAnything && delay !== undefined) {
           // Nothing was shown to the client yet: retry within this attempt, silently.
-          logger.warn({ runId: run.id, attempt: run.attempt, retry: retry + 1, code: modelError.code }, 'model call failed before any output; retrying');
+          logger.warn({ runId: run.id, attempt: run.attempt, retry: retry + 1, code: modelError.code, detail: modelError.detail }, 'model call failed before any output; retrying');
           if (await sleepUnlessAborted(delay, controller.signal)) continue;
           await lifecycle.finish(log, CANCELLED, []);
           return;
         }
         if (modelError.retryable && assembler.producedAnything && !context.isFinalAttempt) {
           // Output was streamed: a new attempt (which resets the client's snapshot) starts over.
-          logger.warn({ runId: run.id, attempt: run.attempt, code: modelError.code }, 'turn attempt failed mid-stream; retrying as a new attempt');
+          logger.warn({ runId: run.id, attempt: run.attempt, code: modelError.code, detail: modelError.detail }, 'turn attempt failed mid-stream; retrying as a new attempt');
           log.detach();
           throw modelError;
         }
+        // The run shows callers the public message only; operators get the upstream's address and causes here.
+        logger.warn({ runId: run.id, attempt: run.attempt, code: modelError.code, detail: modelError.detail }, 'turn failed');
         await lifecycle.finish(log, { status: 'failed', outputCount: 0, usage: null, error: { code: publicErrorCode(modelError), message: modelError.message }, incompleteDetails: null }, []);
         return;
       }

@@ -7,6 +7,7 @@ import {
   badRequest,
   ConversationId,
   inputItemId,
+  ItemId,
   newId,
   normaliseInput,
   notFound,
@@ -17,9 +18,11 @@ import {
   defaultRunParams,
   presentItem,
   type CreateResponseBody,
+  type ItemReference,
   type RunParams,
   type RunRow,
   type SmithRow,
+  type StoredItem,
 } from '@ic/schemas';
 import { turnMetrics, type Logger } from '@ic/telemetry';
 import { isTerminalEvent } from './events';
@@ -96,7 +99,7 @@ export class TurnsService {
       if (original) return { run: original, replayed: true };
     }
 
-    const input = normaliseInput(body.input);
+    const input = await this.resolveItemReferences(smith, normaliseInput(body.input));
     const runId = newId('run');
     let run: RunRow;
     try {
@@ -148,6 +151,25 @@ export class TurnsService {
     turnMetrics().accepted.add(1);
     await this.announce(run);
     return { run, replayed: false };
+  }
+
+  /**
+   * Replaces each `item_reference` with a copy of the item it names, so the run's input is stored (and
+   * later replayed) as ordinary items and the worker never sees a reference. Only items this smith can
+   * read resolve; an unknown id and another smith's id get the same 400, so nothing leaks.
+   */
+  private async resolveItemReferences(smith: SmithRow, input: Array<StoredItem | ItemReference>): Promise<StoredItem[]> {
+    const ids = input.flatMap((item) => (item.type === 'item_reference' && ItemId.safeParse(item.id).success ? [item.id] : []));
+    const found = new Map<string, StoredItem>();
+    if (ids.length > 0) {
+      for (const row of await createItemsRepo(this.deps.pool).findReadableBodies(smith.id, ids)) found.set(row.id, row.body);
+    }
+    return input.map((item, index) => {
+      if (item.type !== 'item_reference') return item;
+      const body = found.get(item.id);
+      if (!body) throw badRequest(`Item with id '${item.id}' not found.`, `input[${index}].id`, 'item_not_found');
+      return body;
+    });
   }
 
   private sameRequestOrConflict(existing: RunRow, requestHash: string): RunRow {

@@ -88,6 +88,17 @@ export function createItemsRepo(db: CommonQueryMethods) {
         SELECT ${columns} FROM items JOIN unnest(${sql.array(runIds, 'text')}) WITH ORDINALITY AS chain(run_id, n) USING (run_id)
         ORDER BY chain.n, ordinal`),
 
+    /**
+     * The bodies of the given items that this smith can read: items of its runs that are not hidden
+     * (DELETE, or an answered `store: false` run), or that sit in one of its live conversations.
+     */
+    findReadableBodies: (smithId: string, itemIds: readonly string[]) =>
+      db.any(sql.type(z.object({ id: z.string(), body: ItemRow.shape.body }))`
+        SELECT items.id, items.body FROM items JOIN runs ON runs.id = items.run_id
+        WHERE items.id = ANY(${sql.array(itemIds, 'text')}) AND runs.smith_id = ${smithId}
+          AND (runs.deleted_at IS NULL
+            OR EXISTS (SELECT 1 FROM conversations WHERE conversations.id = items.conversation_id AND conversations.deleted_at IS NULL))`),
+
     firstUserMessage: (conversationId: string) =>
       db.maybeOne(sql.type(ItemRow)`
         SELECT ${columns} FROM items

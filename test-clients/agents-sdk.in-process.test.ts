@@ -1,0 +1,4 @@
+import { agentsSdkSuite } from './agents-sdk.suite';
+import { QUEUE_MODES } from './support';
+
+agentsSdkSuite(QUEUE_MODES[1]!);
