@@ -53,11 +53,15 @@ async function main() {
   }
 
   const Redis = require('ioredis');
-  const redis = new Redis(env('REDIS_URL'), { lazyConnect: true, maxRetriesPerRequest: 2, connectTimeout: 10000 });
+  const redis = new Redis(env('REDIS_URL'), { lazyConnect: true, maxRetriesPerRequest: 2, connectTimeout: 10000, retryStrategy: () => null });
+  let redisError;
+  redis.on('error', (error) => (redisError = error));
   try {
     await redis.connect();
     const pong = await redis.ping();
-    if (pong !== 'PONG') throw new Error(`Redis answered ${pong} to PING`);
+    if (pong !== 'PONG') throw new Error(`answered ${pong} to PING`);
+  } catch (error) {
+    throw new Error(`Redis (REDIS_URL) is not reachable: ${(redisError ?? error).message}`);
   } finally {
     redis.disconnect();
   }
@@ -84,9 +88,10 @@ async function main() {
     expect(`GET /v1/conversations/${conversationId}`, read.status === 200 && read.json?.id === conversationId && read.json?.metadata?.created_by === 'helm-test', read);
     step('api-gateway read it back');
 
-    // The token is accepted (not 401) and the lookup reaches the database: an unknown response is a 404.
+    // The responses API accepts the token (not 401) and looks the response up in the database: a 404
+    // naming response_id (a Service pointing at the api-gateway would answer 404 unknown_route).
     const missing = await call(responses, 'GET', '/v1/responses/resp_helmtest0000000000000000', minted.token);
-    expect('GET /v1/responses/<unknown> should be a 404 in the OpenAI error envelope', missing.status === 404 && typeof missing.json?.error?.message === 'string', missing);
+    expect('GET /v1/responses/<unknown> should be the responses API\'s 404 for response_id', missing.status === 404 && missing.json?.error?.param === 'response_id', missing);
     step('responses API authenticated the token and answered 404 for an unknown response');
   } finally {
     if (conversationId) {
