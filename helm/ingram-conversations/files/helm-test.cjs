@@ -53,7 +53,18 @@ async function main() {
   }
 
   const Redis = require('ioredis');
-  const redis = new Redis(env('REDIS_URL'), { lazyConnect: true, maxRetriesPerRequest: 2, connectTimeout: 10000, retryStrategy: () => null });
+  const redisUrl = env('REDIS_URL');
+  const clusterNodes = (process.env.REDIS_CLUSTER_NODES ?? '').split(',').filter(Boolean);
+  let redis;
+  if (clusterNodes.length > 0) {
+    // REDIS_URL then only carries credentials and TLS, as in the services.
+    const url = new URL(redisUrl);
+    const redisOptions = { connectTimeout: 10000, username: decodeURIComponent(url.username) || undefined, password: decodeURIComponent(url.password) || undefined, tls: url.protocol === 'rediss:' ? {} : undefined };
+    const nodes = clusterNodes.map((node) => ({ host: node.slice(0, node.lastIndexOf(':')), port: Number(node.slice(node.lastIndexOf(':') + 1)) }));
+    redis = new Redis.Cluster(nodes, { lazyConnect: true, redisOptions, clusterRetryStrategy: () => null });
+  } else {
+    redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2, connectTimeout: 10000, retryStrategy: () => null });
+  }
   let redisError;
   redis.on('error', (error) => (redisError = error));
   try {
@@ -61,11 +72,11 @@ async function main() {
     const pong = await redis.ping();
     if (pong !== 'PONG') throw new Error(`answered ${pong} to PING`);
   } catch (error) {
-    throw new Error(`Redis (REDIS_URL) is not reachable: ${(redisError ?? error).message}`);
+    throw new Error(`Redis (${clusterNodes.length > 0 ? `cluster ${clusterNodes.join(',')}` : 'REDIS_URL'}) is not reachable: ${(redisError ?? error).message}`);
   } finally {
     redis.disconnect();
   }
-  step('Redis answers PING');
+  step(`Redis${clusterNodes.length > 0 ? ' Cluster' : ''} answers PING`);
 
   let tenantId = process.env.TEST_TENANT_ID;
   let smithId = process.env.TEST_SMITH_ID;

@@ -43,6 +43,11 @@ anything the chart cannot see (the content of an existingSecret) is still caught
 {{- if not (regexMatch "^[A-Za-z0-9_-]+$" (toString .Values.config.redisPrefix)) -}}
   {{- $errors = append $errors "config.redisPrefix may only contain letters, digits, _ and -" -}}
 {{- end -}}
+{{- range .Values.config.redisClusterNodes -}}
+  {{- if not (regexMatch "^[^\\s:]+:[0-9]{1,5}$" (toString .)) -}}
+    {{- $errors = append $errors (printf "config.redisClusterNodes: %v must be host:port" .) -}}
+  {{- end -}}
+{{- end -}}
 {{- if not .Values.config.corsOrigins -}}
   {{- $errors = append $errors "config.corsOrigins must list at least one origin (\"*\" allows any)" -}}
 {{- end -}}

@@ -11,6 +11,9 @@ Per-component resources. Every template here takes (dict "root" $ "key" "<values
 LOG_LEVEL: {{ $c.logLevel | quote }}
 {{- if ne .key "gateway" }}
 REDIS_PREFIX: {{ $c.redisPrefix | quote }}
+{{- with $c.redisClusterNodes }}
+REDIS_CLUSTER_NODES: {{ join "," . | quote }}
+{{- end }}
 {{- end }}
 SERVICE_VERSION: {{ default (include "ic.imageTag" $root) $c.serviceVersion | quote }}
 DATABASE_POOL_SIZE: {{ $v.databasePoolSize | quote }}
