@@ -5,8 +5,9 @@
  *   node helm/validate-manifests.cjs <tools-node_modules-dir> <rendered.yaml>...
  *
  * For every YAML document it checks, in order:
- *  1. Schema: the kubernetes-models class for its apiVersion/kind (ServiceMonitor through
- *     @kubernetes-models/prometheus-operator) must accept it. A kind with no model is an error, so a
+ *  1. Schema: the kubernetes-models class for its apiVersion/kind (ServiceMonitor and PrometheusRule
+ *     through @kubernetes-models/prometheus-operator, ScaledObject through @kubernetes-models/keda)
+ *     must accept it. A kind with no model is an error, so a
  *     new kind in the chart has to be wired in here rather than slipping through unchecked.
  *  2. Unknown fields: kubernetes-models' JSON schemas allow any extra property, so a misindented or
  *     misspelt field (`imagee:`, a probe field one level too deep) would pass step 1 and be silently
@@ -36,6 +37,7 @@ const ts = need('typescript');
 function modelModule(apiVersion, kind) {
   const [group, version] = apiVersion.includes('/') ? apiVersion.split('/') : ['', apiVersion];
   if (group === 'monitoring.coreos.com') return `@kubernetes-models/prometheus-operator/${group}/${version}/${kind}`;
+  if (group === 'keda.sh') return `@kubernetes-models/keda/${group}/${version}/${kind}`;
   return `kubernetes-models/${group ? `${group}/` : ''}${version}/${kind}`;
 }
 
@@ -177,6 +179,8 @@ if (typed.length > 0) {
 function checkWiring(docs) {
   const byKind = (kind) => docs.filter((entry) => entry.doc.kind === kind);
   const isHook = (doc) => Boolean(doc.metadata?.annotations?.['helm.sh/hook']);
+  // A `helm test` hook runs after the release is installed, so it may read the release's own objects.
+  const runsBeforeRelease = (doc) => isHook(doc) && doc.metadata.annotations['helm.sh/hook'] !== 'test';
   const matches = (selector, labels) => Object.entries(selector ?? {}).every(([k, v]) => labels?.[k] === v);
   const dns1123 = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
@@ -201,7 +205,9 @@ function checkWiring(docs) {
   const services = byKind('Service');
   const workloads = [...byKind('Deployment'), ...byKind('Job').map((e) => ({ ...e, job: true })), ...byKind('Pod').map((e) => ({ ...e, pod: true }))];
   const podTemplate = (entry) => (entry.pod ? entry.doc : entry.doc.spec?.template);
-  const hpaTargets = new Set(byKind('HorizontalPodAutoscaler').map(({ doc }) => `${doc.spec.scaleTargetRef.kind}/${doc.spec.scaleTargetRef.name}`));
+  const scalers = [...byKind('HorizontalPodAutoscaler'), ...byKind('ScaledObject')];
+  const hpaTargets = new Set(scalers.map(({ doc }) => `${doc.spec.scaleTargetRef.kind ?? 'Deployment'}/${doc.spec.scaleTargetRef.name}`));
+  if (hpaTargets.size < scalers.length) problems.push(`more than one HPA or ScaledObject scales the same workload: ${scalers.map((s) => s.label).join(', ')}`);
 
   for (const entry of workloads) {
     const { doc, label } = entry;
@@ -256,8 +262,8 @@ function checkWiring(docs) {
         if (target && !ref.optional && !(ref.key in (target.data ?? {})) && !(ref.key in (target.stringData ?? {}))) {
           problems.push(`${where}: env ${env.name} reads key ${ref.key}, which ${ref.name} does not have`);
         }
-        if (target && env.valueFrom.secretKeyRef && isHook(secrets.get(ref.name)) !== isHook(doc)) {
-          problems.push(`${where}: env ${env.name} reads ${ref.name}, which ${isHook(doc) ? 'does not exist yet when this hook runs' : 'is a hook resource'}`);
+        if (target && env.valueFrom.secretKeyRef && isHook(secrets.get(ref.name)) !== runsBeforeRelease(doc)) {
+          problems.push(`${where}: env ${env.name} reads ${ref.name}, which ${runsBeforeRelease(doc) ? 'does not exist yet when this hook runs' : 'is a hook resource'}`);
         }
       }
       for (const from of container.envFrom ?? []) {
@@ -312,6 +318,38 @@ function checkWiring(docs) {
     if (!workloads.some((entry) => entry.doc.kind === ref.kind && entry.doc.metadata.name === ref.name)) problems.push(`${label}: scaleTargetRef ${ref.kind}/${ref.name} is not rendered`);
     if ((doc.spec.metrics ?? []).length === 0) problems.push(`${label}: no metrics`);
     if (doc.spec.minReplicas > doc.spec.maxReplicas) problems.push(`${label}: minReplicas > maxReplicas`);
+  }
+
+  for (const { doc, label } of byKind('ScaledObject')) {
+    const ref = doc.spec.scaleTargetRef;
+    if (!workloads.some((entry) => entry.doc.kind === (ref.kind ?? 'Deployment') && entry.doc.metadata.name === ref.name)) problems.push(`${label}: scaleTargetRef ${ref.kind}/${ref.name} is not rendered`);
+    if ((doc.spec.triggers ?? []).length === 0) problems.push(`${label}: no triggers`);
+    if (doc.spec.minReplicaCount > doc.spec.maxReplicaCount) problems.push(`${label}: minReplicaCount > maxReplicaCount`);
+    for (const trigger of doc.spec.triggers ?? []) {
+      for (const [k, v] of Object.entries(trigger.metadata ?? {})) if (typeof v !== 'string') problems.push(`${label}: trigger ${trigger.name}: metadata.${k} must be a string`);
+      if (trigger.type === 'prometheus' && !(trigger.metadata?.serverAddress && trigger.metadata?.query && trigger.metadata?.threshold)) problems.push(`${label}: trigger ${trigger.name}: prometheus needs serverAddress, query and threshold`);
+    }
+  }
+
+  for (const { doc, label } of byKind('NetworkPolicy')) {
+    const selected = workloads.filter((entry) => matches(doc.spec.podSelector?.matchLabels, podTemplate(entry)?.metadata?.labels));
+    if (selected.length === 0) problems.push(`${label}: podSelector matches no pods of the release`);
+    const rules = [...(doc.spec.ingress ?? []).map((r) => ({ r, own: true })), ...(doc.spec.egress ?? []).map((r) => ({ r, own: false }))];
+    for (const { r, own } of rules) {
+      for (const port of r.ports ?? []) {
+        if (typeof port.port !== 'string') continue;
+        // A named ingress port is the selected pods' own; a named egress port belongs to the peers.
+        const owners = own ? selected : workloads.filter((entry) => (r.to ?? []).some((peer) => peer.podSelector && !peer.namespaceSelector && matches(peer.podSelector.matchLabels, podTemplate(entry)?.metadata?.labels)));
+        const declared = owners.length > 0 && owners.every((entry) => (podTemplate(entry).spec.containers ?? []).some((c) => (c.ports ?? []).some((p) => p.name === port.port)));
+        if (!declared) problems.push(`${label}: ${own ? 'ingress' : 'egress'} port ${port.port} is not a named port of ${own ? 'the selected' : 'the peer'} pods`);
+      }
+    }
+  }
+  const policed = byKind('NetworkPolicy');
+  if (policed.length > 0) {
+    for (const entry of workloads) {
+      if (!policed.some(({ doc }) => matches(doc.spec.podSelector?.matchLabels, podTemplate(entry)?.metadata?.labels))) problems.push(`${entry.label}: NetworkPolicies are on, but none selects these pods`);
+    }
   }
 
   for (const { doc, label } of byKind('PodDisruptionBudget')) {

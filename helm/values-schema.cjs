@@ -32,7 +32,7 @@ const values = YAML.parse(valuesText);
 const schemaFile = path.join(chart, 'values.schema.json');
 
 /** Maps whose keys are the user's (their defaults may be non-empty). Matched on the last path segment. */
-const FREE_FORM = new Set(['resources', 'updateStrategy', 'podSecurityContext', 'containerSecurityContext', 'annotations', 'behavior']);
+const FREE_FORM = new Set(['resources', 'updateStrategy', 'podSecurityContext', 'containerSecurityContext', 'annotations', 'labels', 'behavior']);
 /** Values that take more than their default's type. `*` matches one segment. */
 const OVERRIDES = {
   '*.pdb.minAvailable': { type: ['integer', 'string'] },
@@ -42,7 +42,9 @@ const OVERRIDES = {
   '*.image.tag': { type: ['string', 'number'] },
   'image.tag': { type: ['string', 'number'] },
   'image.pullPolicy': { type: 'string', enum: ['Always', 'IfNotPresent', 'Never'] },
-  'tests.image.pullPolicy': { type: 'string', enum: ['Always', 'IfNotPresent', 'Never'] },
+  'model.adapter': { type: 'string', enum: ['openai-compatible', 'development'] },
+  'networkPolicy.egress.*.ports': { type: 'array', items: { type: 'integer', minimum: 1, maximum: 65535 } },
+  'metrics.prometheusRule.disabledAlerts': { type: 'array', items: { type: 'string' } },
   '*.service.type': { type: 'string', enum: ['ClusterIP', 'NodePort', 'LoadBalancer'] },
   'global.imagePullSecrets': { type: 'array' },
   'image.pullSecrets': { type: 'array' },

@@ -215,3 +215,16 @@ podAntiAffinity:
         {{- toYaml $term | nindent 8 }}
 {{- end }}
 {{- end -}}
+
+{{/* The TCP port of an http(s) URL: its explicit port, else 443 for https and 80 for http. */}}
+{{- define "ic.urlPort" -}}
+{{- $u := urlParse . -}}
+{{- $host := $u.host -}}
+{{- if and (regexMatch ":[0-9]+$" $host) (not (hasSuffix "]" $host)) -}}
+{{- regexFind "[0-9]+$" $host -}}
+{{- else if eq $u.scheme "https" -}}
+443
+{{- else -}}
+80
+{{- end -}}
+{{- end -}}

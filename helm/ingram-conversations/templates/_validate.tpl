@@ -43,12 +43,25 @@ anything the chart cannot see (the content of an existingSecret) is still caught
 {{- if not (regexMatch "^[A-Za-z0-9_-]+$" (toString .Values.config.redisPrefix)) -}}
   {{- $errors = append $errors "config.redisPrefix may only contain letters, digits, _ and -" -}}
 {{- end -}}
+{{- range .Values.config.redisClusterNodes -}}
+  {{- if not (regexMatch "^[^\\s:]+:[0-9]{1,5}$" (toString .)) -}}
+    {{- $errors = append $errors (printf "config.redisClusterNodes: %v must be host:port" .) -}}
+  {{- end -}}
+{{- end -}}
 {{- if not .Values.config.corsOrigins -}}
   {{- $errors = append $errors "config.corsOrigins must list at least one origin (\"*\" allows any)" -}}
 {{- end -}}
+{{- $adapter := toString .Values.model.adapter -}}
+{{- if not (has $adapter (list "openai-compatible" "development")) -}}
+  {{- $errors = append $errors "model.adapter must be openai-compatible or development" -}}
+{{- else if and (eq $adapter "openai-compatible") (not .Values.model.baseUrl) -}}
+  {{- $errors = append $errors "model.baseUrl is required: set it to an OpenAI-compatible upstream, e.g. https://llm-gateway.internal/v1 (or set model.adapter=development for the built-in development model, which answers with canned text)" -}}
+{{- else if and (eq $adapter "development") .Values.model.baseUrl -}}
+  {{- $errors = append $errors "model.adapter is development, which ignores model.baseUrl: empty model.baseUrl or set model.adapter=openai-compatible" -}}
+{{- end -}}
 {{- with .Values.model.baseUrl -}}
   {{- if not (regexMatch "^https?://" .) -}}
-    {{- $errors = append $errors "model.baseUrl must be an http:// or https:// URL (or empty for the built-in development model)" -}}
+    {{- $errors = append $errors "model.baseUrl must be an http:// or https:// URL" -}}
   {{- end -}}
 {{- end -}}
 {{- if not (kindIs "map" .Values.model.map) -}}
@@ -65,8 +78,21 @@ anything the chart cannot see (the content of an existingSecret) is still caught
     {{- $errors = append $errors "telemetry.otlpEndpoint must be an http(s):// OTLP/HTTP base URL, e.g. http://otel-collector:4318" -}}
   {{- end -}}
 {{- end -}}
-{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) -}}
-  {{- $errors = append $errors "metrics.serviceMonitor.enabled needs metrics.enabled (nothing serves /metrics otherwise)" -}}
+{{- range $feature := list "serviceMonitor" "prometheusRule" "grafanaDashboard" -}}
+  {{- if and (index $.Values.metrics $feature).enabled (not $.Values.metrics.enabled) -}}
+    {{- $errors = append $errors (printf "metrics.%s.enabled needs metrics.enabled (nothing serves /metrics otherwise)" $feature) -}}
+  {{- end -}}
+{{- end -}}
+{{- $alerts := list -}}
+{{- range $group := (.Files.Get "files/alerts.yaml" | fromYaml).groups -}}
+  {{- range $rule := $group.rules -}}
+    {{- $alerts = append $alerts $rule.alert -}}
+  {{- end -}}
+{{- end -}}
+{{- range $name := .Values.metrics.prometheusRule.disabledAlerts -}}
+  {{- if not (has $name $alerts) -}}
+    {{- $errors = append $errors (printf "metrics.prometheusRule.disabledAlerts: %s is not an alert of files/alerts.yaml (%s)" $name (join ", " $alerts)) -}}
+  {{- end -}}
 {{- end -}}
 {{- if not (or .Values.image.repository .Values.image.digest) -}}
   {{- $errors = append $errors "image.repository is required" -}}
@@ -103,12 +129,57 @@ anything the chart cannot see (the content of an existingSecret) is still caught
       {{- $errors = append $errors (printf "%s.%s.successThreshold must be 1" $key $probe) -}}
     {{- end -}}
   {{- end -}}
+  {{- $graceMs := int (include "ic.shutdownGracePeriodMs" (dict "root" $ "key" $key)) -}}
+  {{- if or (lt $graceMs 5000) (gt $graceMs 3600000) -}}
+    {{- $errors = append $errors (printf "%s.terminationGracePeriodSeconds must leave 5 to 3600 s after the preStop sleep for the process to shut down (SHUTDOWN_GRACE_PERIOD_MS would be %d)" $key $graceMs) -}}
+  {{- end -}}
 {{- end -}}
-{{- if le (int .Values.responsesWorker.terminationGracePeriodSeconds) 60 -}}
-  {{- $errors = append $errors "responsesWorker.terminationGracePeriodSeconds must exceed 60: on SIGTERM a worker drains in-flight turns for up to 60 s" -}}
+{{- $keda := .Values.responsesWorker.keda -}}
+{{- if $keda.enabled -}}
+  {{- if .Values.responsesWorker.autoscaling.enabled -}}
+    {{- $errors = append $errors "responsesWorker.keda.enabled and responsesWorker.autoscaling.enabled both scale the workers: turn the CPU HPA (autoscaling.enabled) off" -}}
+  {{- end -}}
+  {{- if not (regexMatch "^https?://" (toString $keda.serverAddress)) -}}
+    {{- $errors = append $errors "responsesWorker.keda.serverAddress must be the http(s):// URL of the Prometheus KEDA queries, e.g. http://prometheus-operated.monitoring:9090" -}}
+  {{- end -}}
+  {{- if not .Values.metrics.enabled -}}
+    {{- $errors = append $errors "responsesWorker.keda.enabled needs metrics.enabled (KEDA scales on the queue metrics the services export)" -}}
+  {{- end -}}
+  {{- if gt (int $keda.minReplicas) (int $keda.maxReplicas) -}}
+    {{- $errors = append $errors "responsesWorker.keda.minReplicas must not exceed maxReplicas" -}}
+  {{- end -}}
+  {{- if lt (int $keda.maxReplicas) 1 -}}
+    {{- $errors = append $errors "responsesWorker.keda.maxReplicas must be at least 1" -}}
+  {{- end -}}
+  {{- if or (lt (int $keda.turnsPerReplica) 0) (lt (int $keda.oldestWaitingSeconds) 0) -}}
+    {{- $errors = append $errors "responsesWorker.keda.turnsPerReplica and oldestWaitingSeconds must not be negative" -}}
+  {{- end -}}
 {{- end -}}
 {{- if lt (int .Values.titler.concurrency) 1 -}}
   {{- $errors = append $errors "titler.concurrency must be at least 1" -}}
+{{- end -}}
+
+{{- /* helm test. */ -}}
+{{- with .Values.tests -}}
+  {{- if and .tenantId (not (regexMatch "^ten_[0-9A-Za-z]{8,64}$" (toString .tenantId))) -}}
+    {{- $errors = append $errors "tests.tenantId must be a ten_… id (or empty to create one)" -}}
+  {{- end -}}
+  {{- if ne (empty .tenantId) (empty .smithId) -}}
+    {{- $errors = append $errors "tests.tenantId and tests.smithId go together: set both (a smith of that tenant) or neither" -}}
+  {{- else if and .smithId (not (regexMatch "^smt_[0-9A-Za-z]{8,64}$" (toString .smithId))) -}}
+    {{- $errors = append $errors "tests.smithId must be a smt_… id" -}}
+  {{- end -}}
+{{- end -}}
+
+{{- /* NetworkPolicy. */ -}}
+{{- if .Values.networkPolicy.enabled -}}
+  {{- range $name, $rule := .Values.networkPolicy.egress -}}
+    {{- range $rule.ports -}}
+      {{- if or (not (regexMatch "^[0-9]+$" (toString .))) (lt (int .) 1) (gt (int .) 65535) -}}
+        {{- $errors = append $errors (printf "networkPolicy.egress.%s.ports must be port numbers (1-65535), not %v" $name .) -}}
+      {{- end -}}
+    {{- end -}}
+  {{- end -}}
 {{- end -}}
 
 {{- /* Ingress. */ -}}

@@ -11,9 +11,13 @@ Per-component resources. Every template here takes (dict "root" $ "key" "<values
 LOG_LEVEL: {{ $c.logLevel | quote }}
 {{- if ne .key "gateway" }}
 REDIS_PREFIX: {{ $c.redisPrefix | quote }}
+{{- with $c.redisClusterNodes }}
+REDIS_CLUSTER_NODES: {{ join "," . | quote }}
+{{- end }}
 {{- end }}
 SERVICE_VERSION: {{ default (include "ic.imageTag" $root) $c.serviceVersion | quote }}
 DATABASE_POOL_SIZE: {{ $v.databasePoolSize | quote }}
+SHUTDOWN_GRACE_PERIOD_MS: {{ include "ic.shutdownGracePeriodMs" . | quote }}
 {{- with $root.Values.telemetry.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
@@ -48,6 +52,7 @@ TITLER_MODEL: {{ $v.model | quote }}
 TITLER_CONCURRENCY: {{ $v.concurrency | quote }}
 {{- end }}
 {{- if has .key (list "responsesApi" "responsesWorker" "titler") }}
+MODEL_ADAPTER: {{ $root.Values.model.adapter | quote }}
 {{- with $root.Values.model.baseUrl }}
 MODEL_BASE_URL: {{ . | quote }}
 {{- end }}
@@ -57,6 +62,18 @@ MODEL_MAP: {{ toJson . | quote }}
 MODEL_TIMEOUT_MS: {{ $root.Values.model.timeoutMs | quote }}
 MODEL_CONTEXT_TOKENS: {{ $root.Values.model.contextTokens | quote }}
 {{- end }}
+{{- end -}}
+
+{{/*
+SHUTDOWN_GRACE_PERIOD_MS: the time between SIGTERM and the kubelet's SIGKILL. The grace period starts
+with the preStop hook, so an HTTP component's preStop sleep comes off it; the service keeps its own
+reserve for exiting within what is left.
+*/}}
+{{- define "ic.shutdownGracePeriodMs" -}}
+{{- $v := index .root.Values .key -}}
+{{- $meta := include "ic.meta" . | fromYaml -}}
+{{- $preStop := ternary (int $v.preStopSleepSeconds) 0 (eq (toString $meta.http) "true") -}}
+{{- mul (sub (int $v.terminationGracePeriodSeconds) $preStop) 1000 -}}
 {{- end -}}
 
 {{- define "ic.configmap" -}}
@@ -141,7 +158,7 @@ metadata:
     {{- include "ic.componentLabels" (dict "root" $root "suffix" $meta.suffix) | nindent 4 }}
   {{- include "ic.annotations" (dict "root" $root) }}
 spec:
-  {{- if not $v.autoscaling.enabled }}
+  {{- if not (or $v.autoscaling.enabled (include "ic.kedaEnabled" $v)) }}
   replicas: {{ $v.replicaCount }}
   {{- end }}
   revisionHistoryLimit: 5
@@ -368,6 +385,75 @@ spec:
   {{- end }}
 {{- end -}}
 
+{{/* "true" when a component's values turn on KEDA (only responsesWorker has a keda block), else "". */}}
+{{- define "ic.kedaEnabled" -}}
+{{- if dig "keda" "enabled" false . }}true{{ end -}}
+{{- end -}}
+
+{{/*
+KEDA ScaledObject: scales the workers on demand for turn slots (turns waiting plus turns running)
+rather than CPU, which stays low while turns wait on the model. KEDA creates and owns the HPA.
+*/}}
+{{- define "ic.scaledObject" -}}
+{{- $root := .root -}}
+{{- $v := index $root.Values .key -}}
+{{- $k := $v.keda -}}
+{{- $meta := include "ic.meta" . | fromYaml -}}
+{{- $selector := default (printf "namespace=%q, service=~%q" $root.Release.Namespace (printf "%s-.*" (include "ic.fullname" $root))) $k.seriesSelector -}}
+{{- $perReplica := default $v.concurrency (int $k.turnsPerReplica) -}}
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: {{ $meta.name }}
+  namespace: {{ $root.Release.Namespace | quote }}
+  labels:
+    {{- include "ic.componentLabels" (dict "root" $root "suffix" $meta.suffix) | nindent 4 }}
+  {{- include "ic.annotations" (dict "root" $root) }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ $meta.name }}
+  minReplicaCount: {{ $k.minReplicas }}
+  maxReplicaCount: {{ $k.maxReplicas }}
+  pollingInterval: {{ $k.pollingInterval }}
+  cooldownPeriod: {{ $k.cooldownPeriod }}
+  {{- with $k.behavior }}
+  advanced:
+    horizontalPodAutoscalerConfig:
+      behavior:
+        {{- toYaml . | nindent 8 }}
+  {{- end }}
+  triggers:
+    # Demand: desired pods = (waiting + running turns) / turnsPerReplica.
+    - type: prometheus
+      name: turn-demand
+      metricType: AverageValue
+      metadata:
+        serverAddress: {{ $k.serverAddress | quote }}
+        query: {{ printf "(max(ic_turns_waiting{%s}) or vector(0)) + (sum(ic_worker_turns_in_flight{%s}) or vector(0))" $selector $selector | quote }}
+        threshold: {{ $perReplica | quote }}
+        activationThreshold: "0"
+      {{- with $k.authenticationRef }}
+      authenticationRef:
+        name: {{ . }}
+      {{- end }}
+    {{- if gt (int $k.oldestWaitingSeconds) 0 }}
+    # Backstop: while the oldest waiting turn is older than the target, scale out in proportion.
+    - type: prometheus
+      name: oldest-waiting-turn
+      metricType: Value
+      metadata:
+        serverAddress: {{ $k.serverAddress | quote }}
+        query: {{ printf "max(ic_turn_oldest_waiting_age_seconds{%s}) or vector(0)" $selector | quote }}
+        threshold: {{ $k.oldestWaitingSeconds | quote }}
+      {{- with $k.authenticationRef }}
+      authenticationRef:
+        name: {{ . }}
+      {{- end }}
+    {{- end }}
+{{- end -}}
+
 {{- define "ic.pdb" -}}
 {{- $root := .root -}}
 {{- $v := index $root.Values .key -}}
@@ -409,6 +495,10 @@ spec:
 {{- if $v.autoscaling.enabled }}
 ---
 {{ include "ic.hpa" . }}
+{{- end }}
+{{- if include "ic.kedaEnabled" $v }}
+---
+{{ include "ic.scaledObject" . }}
 {{- end }}
 {{- if $v.pdb.create }}
 ---
