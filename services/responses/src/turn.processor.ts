@@ -1,7 +1,7 @@
-import { createConversationsRepo, createItemsRepo, createRunsRepo, type DatabasePool, type RunOutcome } from '@ic/db';
+import { createRunsRepo, type DatabasePool, type RunOutcome } from '@ic/db';
 import { ModelError, type ModelAdapter, type ModelEvent } from '@ic/model';
 import { RetryLater, type JobContext, type QueueBackend } from '@ic/queue';
-import { TERMINAL_STATUSES, type JobPayload, type RunRow, type StoredItem, type Usage } from '@ic/schemas';
+import { type JobPayload, type RunRow, type StoredItem, type Usage } from '@ic/schemas';
 import { turnMetrics, withSpan, type Logger } from '@ic/telemetry';
 import { EventSequencer, OutputAssembler, terminalEventType } from './events';
 import { truncateHistory, type HistoryLoader } from './history';
@@ -20,9 +20,6 @@ export interface TurnProcessorDeps {
   /** Context budget (estimated tokens) that `truncation: "auto"` trims history to. */
   contextTokens: number;
 }
-
-/** Another attempt finished this run first; this attempt's result is discarded. */
-class StaleAttempt extends Error {}
 
 const CANCELLED: RunOutcome = { status: 'cancelled', outputCount: 0, usage: null, error: null, incompleteDetails: null };
 
@@ -54,31 +51,28 @@ export class TurnProcessor {
 
   handle = async (payload: JobPayload<'turn.execute.v1'>, context: JobContext): Promise<void> => {
     const { runId } = payload;
-    const runs = createRunsRepo(this.deps.pool);
     // Registered before the claim so a cancel published at any point from here on is seen.
     const controller = new AbortController();
     this.inflight.set(runId, controller);
     try {
-      const run = await runs.claim(runId);
-      if (!run) {
-        const current = await runs.find(runId);
+      // One statement: the claim, and the history the turn replays.
+      const claim = await this.deps.history.claim(runId, payload.conversationId ?? null);
+      if (claim.outcome !== 'claimed') {
         // Not finished, so an earlier turn of its conversation is still running: look again shortly.
-        if (current && !TERMINAL_STATUSES.includes(current.status)) throw new RetryLater(ORDER_RECHECK_MS);
+        if (claim.outcome === 'waiting') throw new RetryLater(ORDER_RECHECK_MS);
         return;
       }
-      await withSpan('turn.execute', { 'ic.run_id': run.id, 'ic.attempt': run.attempt }, () => this.execute(run, controller, context));
+      const { run, prior, input } = claim;
+      await withSpan('turn.execute', { 'ic.run_id': run.id, 'ic.attempt': run.attempt }, () => this.execute(run, { prior, input }, controller, context));
     } finally {
       this.inflight.delete(runId);
     }
   };
 
-  private async execute(run: RunRow, controller: AbortController, context: JobContext): Promise<void> {
+  private async execute(run: RunRow, history: { prior: StoredItem[]; input: StoredItem[] }, controller: AbortController, context: JobContext): Promise<void> {
     const { backend, logger } = this.deps;
     const pickedUpAt = Date.now();
     if (run.attempt === 1) turnMetrics().queueWait.record((pickedUpAt - run.created_at) / 1000);
-    // The history read overlaps the event bookkeeping below: it sits on the path to the first token.
-    const historyLoad = this.deps.history.forRun(run);
-    historyLoad.catch(() => undefined); // awaited (and its failure handled) below unless the turn ends first
     const lastSequence = await backend.events.lastSequence(run.id);
     const sequencer = new EventSequencer(lastSequence + 1);
     const snapshot = { ...presentResponse(run, []), status: 'in_progress' as const };
@@ -100,11 +94,9 @@ export class TurnProcessor {
 
     const assembler = new OutputAssembler(run.id, sequencer);
     let done: Extract<ModelEvent, { type: 'done' }> | undefined;
-    let input: StoredItem[] = [];
+    const { input } = history;
     try {
-      const history = await historyLoad;
-      input = history.input;
-      let prior = history.prior;
+      let { prior } = history;
       if (run.params.truncation === 'auto') {
         const budget = this.deps.contextTokens - (run.params.max_output_tokens ?? 0);
         const { kept, dropped } = truncateHistory(prior, input, budget);
@@ -175,8 +167,8 @@ export class TurnProcessor {
   }
 
   /**
-   * One transaction: finish the run (only if this attempt still owns it), then — for completed and
-   * incomplete runs — put its input and output items into the transcript and bump updated_at.
+   * Finishes the run (only if this attempt still owns it) and — for completed and incomplete runs —
+   * puts its input and output items into the transcript and bumps updated_at, in one statement.
    */
   private async stamp(
     run: RunRow,
@@ -185,44 +177,17 @@ export class TurnProcessor {
     input: readonly StoredItem[],
     outputs: Array<{ id: string; body: StoredItem }>,
   ): Promise<void> {
-    const { pool, backend, logger } = this.deps;
-    const addsToTranscript = outcome.status === 'completed' || outcome.status === 'incomplete';
-    let firstPosition = -1;
-    let untitled = false;
-    let finished: RunRow;
-    try {
-      finished = await pool.transaction(async (tx) => {
-        const owned = await createRunsRepo(tx).finish(run.id, run.attempt, outcome);
-        if (!owned) throw new StaleAttempt();
-        if (!addsToTranscript) return owned;
-        const items = createItemsRepo(tx);
-        if (run.conversation_id) {
-          ({ first: firstPosition, untitled } = await createConversationsRepo(tx).reservePositions(run.conversation_id, run.input_count + outputs.length));
-          await items.attachInputsToConversation(run.id, run.conversation_id, firstPosition);
-        }
-        await items.insertMany(
-          outputs.map((output, index) => ({
-            id: output.id,
-            runId: run.id,
-            direction: 'output' as const,
-            ordinal: run.input_count + index,
-            conversationId: run.conversation_id,
-            position: run.conversation_id ? firstPosition + run.input_count + index : null,
-            body: output.body,
-          })),
-        );
-        return owned;
-      });
-    } catch (error) {
-      if (error instanceof StaleAttempt) {
-        logger.info({ runId: run.id, attempt: run.attempt }, 'another attempt already stamped this run; discarding');
-        return;
-      }
-      throw error;
+    const { backend, logger } = this.deps;
+    // One statement: finish the run if this attempt still owns it, fill in the transcript, and name the next run.
+    const stamped = await createRunsRepo(this.deps.pool).stamp({ run, outcome, outputs });
+    if (!stamped) {
+      logger.info({ runId: run.id, attempt: run.attempt }, 'another attempt already stamped this run; discarding');
+      return;
     }
+    const { run: finished, firstPosition } = stamped;
     turnMetrics().finished.add(1, { status: outcome.status });
 
-    if (run.conversation_id && addsToTranscript) {
+    if (run.conversation_id && firstPosition !== null) {
       this.deps.history.recordStamped(run.conversation_id, firstPosition, [...input, ...outputs.map((output) => output.body)]);
     }
     const response = presentResponse(finished, outputs.map((output) => outputItemWithId(output.id, output.body)));
@@ -231,8 +196,10 @@ export class TurnProcessor {
     await backend.events.expire(run.id, this.deps.eventsTtlSeconds).catch(() => undefined);
 
     if (run.conversation_id) {
-      await this.deps.scheduler.kickConversation(run.conversation_id);
-      if (outcome.status === 'completed' && untitled) await this.requestTitle(run.conversation_id);
+      // The stamp named the next run; only a turn accepted while it ran needs asking for again.
+      if (stamped.nextRunUnknown) await this.deps.scheduler.kickConversation(run.conversation_id);
+      else if (stamped.nextRunId) await this.deps.scheduler.enqueueRun({ id: stamped.nextRunId, conversation_id: run.conversation_id });
+      if (outcome.status === 'completed' && stamped.untitled) await this.requestTitle(run.conversation_id);
     }
   }
 

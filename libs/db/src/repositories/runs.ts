@@ -365,17 +365,19 @@ export function createRunsRepo(db: CommonQueryMethods) {
 
     /**
      * Runs that should be executing but may have lost their job (Redis flushed, enqueue failed after
-     * commit): per conversation only the head, plus standalone runs, older than `olderThanMs`.
+     * commit): per conversation only the head, plus standalone runs, older than `olderThanMs`, oldest
+     * first, after the `after` keyset bound (so a sweep can page through any number of open runs).
      */
-    listRunnableOlderThan: (olderThanMs: number, limit: number) =>
-      db.anyFirst(sql.type(z.object({ id: z.string() }))`
-        SELECT id FROM (
-          SELECT DISTINCT ON (coalesce(conversation_id, id)) id, created_at
+    listRunnableOlderThan: (olderThanMs: number, limit: number, after: { createdAt: number; id: string } | null = null) =>
+      db.any(sql.type(z.object({ id: z.string(), conversation_id: z.string().nullable(), created_at: z.number() }))`
+        SELECT id, conversation_id, created_at FROM (
+          SELECT DISTINCT ON (coalesce(conversation_id, id)) id, conversation_id, created_at
           FROM runs
           WHERE ${OPEN} AND created_at < now() - make_interval(secs => ${olderThanMs} / 1000.0)
           ORDER BY coalesce(conversation_id, id), conversation_seq NULLS FIRST
         ) AS heads
-        ORDER BY created_at
+        ${after ? sql.fragment`WHERE (created_at, id) > (to_timestamp(${after.createdAt} / 1000.0), ${after.id})` : sql.fragment``}
+        ORDER BY created_at, id
         LIMIT ${limit}`),
 
     /** The ids of a previous_response_id chain ending at `lastId`, oldest first. */
