@@ -10,7 +10,7 @@ export const ResponsesEnv = z.object({
   /** `api` serves /v1/responses, `worker` executes turns, `all` does both in one process. */
   RESPONSES_ROLE: z.enum(['api', 'worker', 'all']).default('all'),
   /** Turns one worker process executes at once. */
-  WORKER_CONCURRENCY: intEnv(8, 1, 512),
+  WORKER_CONCURRENCY: intEnv(8, 1, 10000),
   /** Port for /healthz and /readyz when the process runs only the worker role. */
   HEALTH_PORT: intEnv(8081, 0, 65535),
   /** How long a worker's lock on a turn lasts; a crashed worker's turn is picked up again after about this long. */
