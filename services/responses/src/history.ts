@@ -9,7 +9,8 @@ interface CachedTranscript {
 /** A claimed turn with what it replays, or why it cannot run now. */
 export type ClaimedTurn =
   | { outcome: 'claimed'; run: RunRow; prior: StoredItem[]; input: StoredItem[] }
-  | { outcome: 'waiting' | 'finished' };
+  | { outcome: 'waiting' | 'finished'; run: RunRow }
+  | { outcome: 'missing' };
 
 /**
  * Claims a turn and loads what it replays in the same statement: the conversation's transcript (or

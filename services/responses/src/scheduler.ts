@@ -1,6 +1,6 @@
 import { createRunsRepo, type DatabasePool } from '@ic/db';
 import type { QueueBackend } from '@ic/queue';
-import type { Logger } from '@ic/telemetry';
+import { turnMetrics, type Logger } from '@ic/telemetry';
 
 export const TURN_QUEUE = 'turns';
 
@@ -24,7 +24,9 @@ export class TurnScheduler {
     private readonly logger: Logger,
   ) {}
 
-  async enqueueRun(run: { id: string; conversation_id: string | null }): Promise<void> {
+  /** Naming the run's conversation lets the worker's claim read only the transcript items its cache lacks. */
+  async enqueueRun(runOrId: string | { id: string; conversation_id: string | null }): Promise<void> {
+    const run = typeof runOrId === 'string' ? { id: runOrId, conversation_id: null } : runOrId;
     const payload = run.conversation_id ? { runId: run.id, conversationId: run.conversation_id } : { runId: run.id };
     await this.backend.queue.enqueue('turn.execute.v1', payload, { jobId: run.id });
   }
@@ -70,6 +72,7 @@ export class TurnScheduler {
         await this.enqueueRun(run);
         requeued += 1;
       }
+      if (requeued > 0) turnMetrics().sweeperRequeued.add(requeued);
       if (requeued > 0) this.logger.warn({ requeued }, 'sweeper re-enqueued runs that had no live job');
     } catch (error) {
       this.logger.warn({ err: error }, 'sweep failed');

@@ -1,24 +1,23 @@
-import { createRunsRepo, type DatabasePool, type RunOutcome } from '@ic/db';
+import type { RunOutcome } from '@ic/db';
 import { ModelError, type ModelAdapter, type ModelEvent } from '@ic/model';
 import { RetryLater, type JobContext, type QueueBackend } from '@ic/queue';
-import { type JobPayload, type RunRow, type StoredItem, type Usage } from '@ic/schemas';
+import type { JobPayload, RunRow, StoredItem, Usage } from '@ic/schemas';
 import { turnMetrics, withSpan, type Logger } from '@ic/telemetry';
-import { EventSequencer, OutputAssembler, terminalEventType } from './events';
+import { OutputAssembler } from './events';
 import { truncateHistory, type HistoryLoader } from './history';
-import { outputItemWithId, presentResponse } from './presenter';
-import type { TurnScheduler } from './scheduler';
+import type { AttemptLog, RunLifecycle } from './run-lifecycle';
 
 export interface TurnProcessorDeps {
-  pool: DatabasePool;
   backend: QueueBackend;
+  lifecycle: RunLifecycle;
   model: ModelAdapter;
   resolveModel: (publicName: string) => string;
   history: HistoryLoader;
-  scheduler: TurnScheduler;
   logger: Logger;
-  eventsTtlSeconds: number;
   /** Context budget (estimated tokens) that `truncation: "auto"` trims history to. */
   contextTokens: number;
+  /** Waits before each silent retry of a model call that failed before it produced anything (default 0.5 s, 1 s, 2 s). */
+  modelRetryDelaysMs?: readonly number[];
 }
 
 const CANCELLED: RunOutcome = { status: 'cancelled', outputCount: 0, usage: null, error: null, incompleteDetails: null };
@@ -32,10 +31,12 @@ export const MAX_RUN_ATTEMPTS = 8;
 /** While an earlier turn of the same conversation is unfinished, look again this soon. */
 const ORDER_RECHECK_MS = 200;
 
+const DEFAULT_MODEL_RETRY_DELAYS_MS = [500, 1000, 2000];
+
 /**
- * Executes one turn: claim the run, replay history to the model, relay its events, and stamp the
- * result in one transaction. Idempotent: a retried or duplicated job never adds items twice, because
- * the stamp only lands for the attempt that owns the run.
+ * Executes one turn: begin an attempt (RunLifecycle), replay history to the model, turn its output
+ * into events, and finish the run. Idempotent: a retried or duplicated job never adds items twice,
+ * because only the attempt that owns the run can stamp it or write its events.
  */
 export class TurnProcessor {
   private readonly inflight = new Map<string, AbortController>();
@@ -55,90 +56,105 @@ export class TurnProcessor {
     const controller = new AbortController();
     this.inflight.set(runId, controller);
     try {
-      // One statement: the claim, and the history the turn replays.
-      const claim = await this.deps.history.claim(runId, payload.conversationId ?? null);
-      if (claim.outcome !== 'claimed') {
-        // Not finished, so an earlier turn of its conversation is still running: look again shortly.
-        if (claim.outcome === 'waiting') throw new RetryLater(ORDER_RECHECK_MS);
-        return;
-      }
-      const { run, prior, input } = claim;
-      await withSpan('turn.execute', { 'ic.run_id': run.id, 'ic.attempt': run.attempt }, () => this.execute(run, { prior, input }, controller, context));
+      // The claim carries the history (only what this worker's cache lacks): one statement.
+      const begun = await this.deps.lifecycle.begin(runId, (id) => this.deps.history.claim(id, payload.conversationId ?? null));
+      if (begun.kind === 'wait') throw new RetryLater(ORDER_RECHECK_MS);
+      if (begun.kind === 'nothing') return;
+      // A newer attempt took the run over (this one lost its lock): stop the model call.
+      begun.log.onStale(() => controller.abort());
+      await withSpan('turn.execute', { 'ic.run_id': begun.run.id, 'ic.attempt': begun.run.attempt }, () => this.execute(begun.run, begun.log, begun.history, controller, context));
     } finally {
       this.inflight.delete(runId);
     }
   };
 
-  private async execute(run: RunRow, history: { prior: StoredItem[]; input: StoredItem[] }, controller: AbortController, context: JobContext): Promise<void> {
-    const { backend, logger } = this.deps;
+  private async execute(
+    run: RunRow,
+    log: AttemptLog,
+    history: { prior: StoredItem[]; input: StoredItem[] },
+    controller: AbortController,
+    context: JobContext,
+  ): Promise<void> {
+    const { lifecycle, logger } = this.deps;
     const pickedUpAt = Date.now();
     if (run.attempt === 1) turnMetrics().queueWait.record((pickedUpAt - run.created_at) / 1000);
-    const lastSequence = await backend.events.lastSequence(run.id);
-    const sequencer = new EventSequencer(lastSequence + 1);
-    const snapshot = { ...presentResponse(run, []), status: 'in_progress' as const };
-    if (lastSequence < 0) sequencer.emit('response.created', { response: { ...snapshot, status: 'queued' } });
-    // Also sent again on a retried attempt: it resets a client's snapshot, so the new attempt's items line up.
-    sequencer.emit('response.in_progress', { response: snapshot });
-    await this.flush(run.id, sequencer);
 
     if (run.cancel_requested_at !== null || controller.signal.aborted) {
-      await this.stamp(run, sequencer, CANCELLED, [], []);
+      await lifecycle.finish(log, CANCELLED, []);
       return;
     }
     if (run.attempt > MAX_RUN_ATTEMPTS) {
+      turnMetrics().attemptsExhausted.add(1);
       logger.error({ runId: run.id, attempts: run.attempt - 1 }, 'giving up on a turn that keeps failing');
       const message = `The turn could not be completed after ${MAX_RUN_ATTEMPTS} attempts.`;
-      await this.stamp(run, sequencer, { status: 'failed', outputCount: 0, usage: null, error: { code: 'server_error', message }, incompleteDetails: null }, [], []);
+      await lifecycle.finish(log, { status: 'failed', outputCount: 0, usage: null, error: { code: 'server_error', message }, incompleteDetails: null }, []);
       return;
     }
 
-    const assembler = new OutputAssembler(run.id, sequencer);
+    const assembler = new OutputAssembler(run.id, log.events);
+    const retryDelays = this.deps.modelRetryDelaysMs ?? DEFAULT_MODEL_RETRY_DELAYS_MS;
     let done: Extract<ModelEvent, { type: 'done' }> | undefined;
-    const { input } = history;
-    try {
-      let { prior } = history;
-      if (run.params.truncation === 'auto') {
-        const budget = this.deps.contextTokens - (run.params.max_output_tokens ?? 0);
-        const { kept, dropped } = truncateHistory(prior, input, budget);
-        if (dropped > 0) logger.debug({ runId: run.id, dropped }, 'truncated history to fit the context budget');
-        prior = kept;
-      }
-      const items = [...prior, ...input];
-      let firstToken = true;
-      for await (const event of this.deps.model.stream({
-        model: this.deps.resolveModel(run.model),
-        instructions: run.instructions,
-        items,
-        params: run.params,
-        signal: controller.signal,
-      })) {
-        if (event.type === 'done') {
-          done = event;
-          continue;
+    let input: StoredItem[] = [];
+    let firstToken = true;
+    for (let retry = 0; ; retry++) {
+      try {
+        // A silent retry replays the same history: nothing can be stamped before this turn.
+        input = history.input;
+        let prior = history.prior;
+        if (run.params.truncation === 'auto') {
+          const budget = this.deps.contextTokens - (run.params.max_output_tokens ?? 0);
+          const { kept, dropped } = truncateHistory(prior, input, budget);
+          if (dropped > 0) logger.debug({ runId: run.id, dropped }, 'truncated history to fit the context budget');
+          prior = kept;
         }
-        if (firstToken) {
-          turnMetrics().firstToken.record((Date.now() - pickedUpAt) / 1000);
-          firstToken = false;
+        for await (const event of this.deps.model.stream({
+          model: this.deps.resolveModel(run.model),
+          instructions: run.instructions,
+          items: [...prior, ...input],
+          params: run.params,
+          signal: controller.signal,
+        })) {
+          if (event.type === 'done') {
+            done = event;
+            continue;
+          }
+          if (firstToken) {
+            turnMetrics().firstToken.record((Date.now() - pickedUpAt) / 1000);
+            firstToken = false;
+          }
+          assembler.accept(event);
+          const writing = log.nudge();
+          if (writing) await writing;
         }
-        assembler.accept(event);
-        await this.flush(run.id, sequencer);
-      }
-      if (controller.signal.aborted) throw new ModelError('The response was cancelled.', 'cancelled', false);
-      if (!done) throw new ModelError('The model stream ended without finishing.', 'upstream_error', true);
-    } catch (error) {
-      if (controller.signal.aborted) {
-        await this.stamp(run, sequencer, CANCELLED, [], []);
+        if (controller.signal.aborted) throw new ModelError('The response was cancelled.', 'cancelled', false);
+        if (!done) throw new ModelError('The model stream ended without finishing.', 'upstream_error', true);
+        break;
+      } catch (error) {
+        if (controller.signal.aborted) {
+          // Cancelled, or a newer attempt owns the run (then finish discards this one).
+          await lifecycle.finish(log, CANCELLED, []);
+          return;
+        }
+        // Our own failures (database, bugs) are logged in full but shown to the caller only in general terms.
+        if (!(error instanceof ModelError)) logger.error({ err: error, runId: run.id, attempt: run.attempt }, 'turn failed');
+        const modelError = error instanceof ModelError ? error : new ModelError('The server had an error while processing this turn.', 'upstream_error', true);
+        const delay = retryDelays[retry];
+        if (modelError.retryable && !assembler.producedAnything && delay !== undefined) {
+          // Nothing was shown to the client yet: retry within this attempt, silently.
+          logger.warn({ runId: run.id, attempt: run.attempt, retry: retry + 1, code: modelError.code }, 'model call failed before any output; retrying');
+          if (await sleepUnlessAborted(delay, controller.signal)) continue;
+          await lifecycle.finish(log, CANCELLED, []);
+          return;
+        }
+        if (modelError.retryable && assembler.producedAnything && !context.isFinalAttempt) {
+          // Output was streamed: a new attempt (which resets the client's snapshot) starts over.
+          logger.warn({ runId: run.id, attempt: run.attempt, code: modelError.code }, 'turn attempt failed mid-stream; retrying as a new attempt');
+          log.detach();
+          throw modelError;
+        }
+        await lifecycle.finish(log, { status: 'failed', outputCount: 0, usage: null, error: { code: publicErrorCode(modelError), message: modelError.message }, incompleteDetails: null }, []);
         return;
       }
-      // Our own failures (database, bugs) are logged in full but shown to the caller only in general terms.
-      if (!(error instanceof ModelError)) logger.error({ err: error, runId: run.id, attempt: run.attempt }, 'turn failed');
-      const modelError = error instanceof ModelError ? error : new ModelError('The server had an error while processing this turn.', 'upstream_error', true);
-      if (modelError.retryable && !context.isFinalAttempt) {
-        logger.warn({ runId: run.id, attempt: run.attempt, code: modelError.code }, 'turn attempt failed; retrying');
-        throw modelError;
-      }
-      await this.stamp(run, sequencer, { status: 'failed', outputCount: 0, usage: null, error: { code: publicErrorCode(modelError), message: modelError.message }, incompleteDetails: null }, [], []);
-      return;
     }
 
     const incompleteReason = done.finishReason === 'length' ? 'max_output_tokens' : done.finishReason === 'content_filter' ? 'content_filter' : null;
@@ -150,9 +166,8 @@ export class TurnProcessor {
       output_tokens_details: { reasoning_tokens: 0 },
       total_tokens: done.usage.inputTokens + done.usage.outputTokens,
     };
-    await this.stamp(
-      run,
-      sequencer,
+    const stamped = await lifecycle.finish(
+      log,
       {
         status: incompleteReason ? 'incomplete' : 'completed',
         outputCount: outputs.length,
@@ -160,64 +175,29 @@ export class TurnProcessor {
         error: null,
         incompleteDetails: incompleteReason ? { reason: incompleteReason } : null,
       },
-      input,
       outputs,
     );
+    if (stamped && run.conversation_id) {
+      this.deps.history.recordStamped(run.conversation_id, stamped.firstPosition, [...input, ...outputs.map((output) => output.body)]);
+    }
     turnMetrics().duration.record((Date.now() - pickedUpAt) / 1000);
   }
+}
 
-  /**
-   * Finishes the run (only if this attempt still owns it) and — for completed and incomplete runs —
-   * puts its input and output items into the transcript and bumps updated_at, in one statement.
-   */
-  private async stamp(
-    run: RunRow,
-    sequencer: EventSequencer,
-    outcome: RunOutcome,
-    input: readonly StoredItem[],
-    outputs: Array<{ id: string; body: StoredItem }>,
-  ): Promise<void> {
-    const { backend, logger } = this.deps;
-    // One statement: finish the run if this attempt still owns it, fill in the transcript, and name the next run.
-    const stamped = await createRunsRepo(this.deps.pool).stamp({ run, outcome, outputs });
-    if (!stamped) {
-      logger.info({ runId: run.id, attempt: run.attempt }, 'another attempt already stamped this run; discarding');
-      return;
-    }
-    const { run: finished, firstPosition } = stamped;
-    turnMetrics().finished.add(1, { status: outcome.status });
-
-    if (run.conversation_id && firstPosition !== null) {
-      this.deps.history.recordStamped(run.conversation_id, firstPosition, [...input, ...outputs.map((output) => output.body)]);
-    }
-    const response = presentResponse(finished, outputs.map((output) => outputItemWithId(output.id, output.body)));
-    sequencer.emit(terminalEventType(finished.status), { response });
-    await this.flush(run.id, sequencer);
-    await backend.events.expire(run.id, this.deps.eventsTtlSeconds).catch(() => undefined);
-
-    if (run.conversation_id) {
-      // The stamp named the next run; only a turn accepted while it ran needs asking for again.
-      if (stamped.nextRunUnknown) await this.deps.scheduler.kickConversation(run.conversation_id);
-      else if (stamped.nextRunId) await this.deps.scheduler.enqueueRun({ id: stamped.nextRunId, conversation_id: run.conversation_id });
-      if (outcome.status === 'completed' && stamped.untitled) await this.requestTitle(run.conversation_id);
-    }
-  }
-
-  /** Keyed by conversation, so a burst of turns asks for one title; the titler re-checks before writing. */
-  private async requestTitle(conversationId: string): Promise<void> {
-    await this.deps.backend.queue.enqueue('titler.generate.v1', { conversationId }, { jobId: `title-${conversationId}` });
-  }
-
-  private async flush(runId: string, sequencer: EventSequencer): Promise<void> {
-    const events = sequencer.take();
-    if (events.length === 0) return;
-    try {
-      await this.deps.backend.events.append(runId, events);
-    } catch (error) {
-      // Live streaming is best effort; the stamped run in Postgres is the truth and replay rebuilds from it.
-      this.deps.logger.warn({ err: error, runId }, 'could not publish run events');
-    }
-  }
+/** Resolves true after `ms`, or false at once when the signal aborts. */
+function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(true);
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /** Error codes on a failed Response, from OpenAI's ResponseErrorCode where one fits. */

@@ -151,7 +151,7 @@ describe('runs repository: claimWithHistory', () => {
     const head = await acceptRun(turn(conversation.id, 'now'));
     const later = await acceptRun(turn(conversation.id, 'later'));
 
-    expect(await createRunsRepo(pool).claimWithHistory(later.run.id, null)).toEqual({ outcome: 'waiting' });
+    expect(await createRunsRepo(pool).claimWithHistory(later.run.id, null)).toMatchObject({ outcome: 'waiting', run: { id: later.run.id, status: 'queued', attempt: 0 } });
     const claim = await createRunsRepo(pool).claimWithHistory(head.run.id, { conversationId: conversation.id, afterPosition: 3 });
     if (claim.outcome !== 'claimed') throw new Error(claim.outcome);
     expect([claim.run.status, claim.run.attempt]).toEqual(['in_progress', 1]);
@@ -166,12 +166,12 @@ describe('runs repository: claimWithHistory', () => {
     expect(reclaim.transcriptAfter).toHaveLength(seeded.length);
   });
 
-  it('reports a finished or missing run as finished', async () => {
-    expect(await createRunsRepo(pool).claimWithHistory(newId('run'), null)).toEqual({ outcome: 'finished' });
+  it('reports a finished run (with its row) or a missing one', async () => {
+    expect(await createRunsRepo(pool).claimWithHistory(newId('run'), null)).toEqual({ outcome: 'missing' });
     const conversation = await newConversation();
     const { run } = await claimed((await acceptRun(turn(conversation.id, 'x'))).run.id);
     await createRunsRepo(pool).stamp({ run, outcome: COMPLETED, outputs: answer(run.id, 'y') });
-    expect(await createRunsRepo(pool).claimWithHistory(run.id, null)).toEqual({ outcome: 'finished' });
+    expect(await createRunsRepo(pool).claimWithHistory(run.id, null)).toMatchObject({ outcome: 'finished', run: { id: run.id, status: 'completed', attempt: 1 } });
   });
 
   it('returns a previous_response_id chain oldest run first', async () => {

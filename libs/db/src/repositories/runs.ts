@@ -59,7 +59,8 @@ const ClaimRow = z.discriminatedUnion('outcome', [
     transcript_after: z.array(z.object({ position: z.number(), body: StoredItemBody })).nullable(),
     chain: z.array(StoredItemBody).nullable(),
   }),
-  z.object({ outcome: z.enum(['waiting', 'finished']) }),
+  RunRow.extend({ outcome: z.enum(['waiting', 'finished']), own_input: z.null(), transcript_after: z.null(), chain: z.null() }),
+  z.object({ outcome: z.literal('missing') }),
 ]);
 export type ClaimResult =
   | {
@@ -72,10 +73,11 @@ export type ClaimResult =
       /** previous_response_id runs: every item of the chain, oldest run first. */
       chain: StoredItem[] | null;
     }
-  /** An earlier turn of the conversation is unfinished: look again shortly. */
-  | { outcome: 'waiting' }
-  /** Missing, or already finished: nothing to do. */
-  | { outcome: 'finished' };
+  /** An earlier turn of the conversation is unfinished: look again shortly. `run` as the statement saw it. */
+  | { outcome: 'waiting'; run: RunRow }
+  /** Already finished: nothing to run. `run` as the statement saw it. */
+  | { outcome: 'finished'; run: RunRow }
+  | { outcome: 'missing' };
 
 export interface StampRequest {
   run: Pick<RunRow, 'id' | 'attempt' | 'conversation_id' | 'input_count'>;
@@ -276,11 +278,15 @@ export function createRunsRepo(db: CommonQueryMethods) {
           ) END AS chain
         FROM claimed
         UNION ALL
-        SELECT CASE WHEN runs.status IN ('queued', 'in_progress') THEN 'waiting' ELSE 'finished' END,
-               ${sql.join(RUN_COLUMN_NAMES.map(() => sql.fragment`NULL`), sql.fragment`, `)}, NULL, NULL, NULL
-        FROM (SELECT 1) AS one LEFT JOIN runs ON runs.id = ${id}
+        SELECT CASE WHEN current.id IS NULL THEN 'missing' WHEN current.status IN ('queued', 'in_progress') THEN 'waiting' ELSE 'finished' END,
+               ${sql.join(RUN_COLUMN_NAMES.map((name) => sql.identifier(['current', name])), sql.fragment`, `)}, NULL, NULL, NULL
+        FROM (SELECT 1) AS one LEFT JOIN runs AS current ON current.id = ${id}
         WHERE NOT EXISTS (SELECT 1 FROM claimed)`);
-      if (row.outcome !== 'claimed') return { outcome: row.outcome };
+      if (row.outcome === 'missing') return { outcome: 'missing' };
+      if (row.outcome !== 'claimed') {
+        const { outcome, own_input: _input, transcript_after: _after, chain: _chain, ...run } = row;
+        return { outcome, run };
+      }
       const { outcome, own_input: input, transcript_after: transcriptAfter, chain, ...run } = row;
       return { outcome, run, input, transcriptAfter, chain };
     },
