@@ -106,15 +106,6 @@ export interface StampResult {
 
 export function createRunsRepo(db: CommonQueryMethods) {
   return {
-    insert: (run: NewRun) =>
-      db.one(sql.type(RunRow)`
-        INSERT INTO runs (id, tenant_id, smith_id, conversation_id, conversation_seq, previous_response_id, status, model,
-                          instructions, params, input_count, idempotency_key, request_hash)
-        VALUES (${run.id}, ${run.tenantId}, ${run.smithId}, ${run.conversationId}, ${run.conversationSeq}, ${run.previousResponseId},
-                'queued', ${run.model}, ${run.instructions}, ${jsonb(run.params)}, ${run.inputCount}, ${run.idempotencyKey},
-                ${run.requestHash})
-        RETURNING ${columns}`),
-
     find: (id: string) => db.maybeOne(sql.type(RunRow)`SELECT ${columns} FROM runs WHERE id = ${id}`),
 
     findForSmith: (smithId: string, id: string) =>
@@ -131,41 +122,11 @@ export function createRunsRepo(db: CommonQueryMethods) {
           AND idempotency_key IS NULL AND deleted_at IS NULL
         ORDER BY created_at DESC LIMIT 1`),
 
-    hasOpenRun: (conversationId: string) =>
-      db.exists(sql.unsafe`SELECT 1 FROM runs WHERE conversation_id = ${conversationId} AND ${OPEN}`),
-
     /** The conversation's oldest unfinished run: the only one allowed to execute. */
     headOfConversation: (conversationId: string) =>
       db.maybeOne(sql.type(z.object({ id: z.string(), status: z.string() }))`
         SELECT id, status FROM runs WHERE conversation_id = ${conversationId} AND ${OPEN}
         ORDER BY conversation_seq LIMIT 1`),
-
-    /**
-     * Moves a run to in_progress for a new attempt, but only while no earlier turn of its conversation
-     * is unfinished (turns run in order). Null when it is finished or must wait; `find` tells which.
-     */
-    claim: (id: string) =>
-      db.maybeOne(sql.type(RunRow)`
-        UPDATE runs SET status = 'in_progress', attempt = attempt + 1, started_at = coalesce(started_at, now())
-        WHERE id = ${id} AND ${OPEN}
-          AND NOT EXISTS (
-            SELECT 1 FROM runs AS earlier
-            WHERE earlier.conversation_id = runs.conversation_id AND earlier.conversation_seq < runs.conversation_seq
-              AND earlier.status IN ('queued', 'in_progress'))
-        RETURNING ${columns}`),
-
-    /** Finishes the run only if `attempt` still owns it; false means another attempt already did. */
-    finish: (id: string, attempt: number, outcome: RunOutcome) =>
-      db.maybeOne(sql.type(RunRow)`
-        UPDATE runs SET status = ${outcome.status}, output_count = ${outcome.outputCount},
-          usage = ${outcome.usage ? jsonb(outcome.usage) : null},
-          error = ${outcome.error ? jsonb(outcome.error) : null},
-          incomplete_details = ${outcome.incompleteDetails ? jsonb(outcome.incompleteDetails) : null},
-          completed_at = now(),
-          -- store: false keeps a standalone run only as long as it takes to answer it
-          deleted_at = CASE WHEN (params->>'store')::boolean OR conversation_id IS NOT NULL THEN NULL ELSE now() END
-        WHERE id = ${id} AND status = 'in_progress' AND attempt = ${attempt}
-        RETURNING ${columns}`),
 
     /**
      * Accepts a turn in one statement (atomic on its own): takes the conversation's row lock and next
@@ -386,14 +347,5 @@ export function createRunsRepo(db: CommonQueryMethods) {
         ORDER BY created_at, id
         LIMIT ${limit}`),
 
-    /** The ids of a previous_response_id chain ending at `lastId`, oldest first. */
-    chainEndingAt: (lastId: string) =>
-      db.anyFirst(sql.type(z.object({ id: z.string() }))`
-        WITH RECURSIVE chain (id, previous_response_id, depth) AS (
-          SELECT id, previous_response_id, 0 FROM runs WHERE id = ${lastId}
-          UNION ALL
-          SELECT r.id, r.previous_response_id, c.depth + 1 FROM runs r JOIN chain c ON r.id = c.previous_response_id
-        )
-        SELECT id FROM chain ORDER BY depth DESC`),
   };
 }
