@@ -11,6 +11,8 @@ export interface MemoryReading {
   external_mb: number;
   /** Peak resident set since the process started (null where /proc is unavailable). */
   rss_peak_mb: number | null;
+  /** CPU time (user + system) since the process started. */
+  cpu_ms: number;
 }
 
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10;
@@ -30,7 +32,7 @@ if (process.send) {
     const collect = (globalThis as { gc?: () => void }).gc;
     if (message.gc && collect) collect();
     const usage = process.memoryUsage();
-    const reading: MemoryReading = { rss_mb: mb(usage.rss), heap_used_mb: mb(usage.heapUsed), external_mb: mb(usage.external), rss_peak_mb: peakRssMb() };
+    const reading: MemoryReading = { rss_mb: mb(usage.rss), heap_used_mb: mb(usage.heapUsed), external_mb: mb(usage.external), rss_peak_mb: peakRssMb(), cpu_ms: Math.round((process.cpuUsage().user + process.cpuUsage().system) / 1000) };
     process.send?.({ memory: reading });
   });
   // The IPC channel must not keep the process alive once the service has shut down.

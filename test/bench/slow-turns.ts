@@ -59,6 +59,11 @@ async function inBatches<T, R>(items: readonly T[], limit: number, task: (item: 
   return results;
 }
 
+function claimSpread(spans: ReadonlyArray<{ started_at: number | null }>): number {
+  const starts = spans.map((span) => span.started_at).filter((at): at is number => at !== null);
+  return starts.length === 0 ? 0 : Math.max(...starts) - Math.min(...starts);
+}
+
 /** The most intervals open at one instant. */
 function maxOverlap(spans: ReadonlyArray<{ started_at: number | null; completed_at: number | null }>): number {
   const edges = spans
@@ -136,6 +141,7 @@ export async function run(options: SlowTurnsOptions = {}): Promise<Record<string
           heap_used_mb: Math.max(peak.heap_used_mb, reading.heap_used_mb),
           external_mb: Math.max(peak.external_mb, reading.external_mb),
           rss_peak_mb: reading.rss_peak_mb,
+          cpu_ms: reading.cpu_ms,
         };
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
@@ -213,6 +219,9 @@ export async function run(options: SlowTurnsOptions = {}): Promise<Record<string
       last_first_delta_ms: Math.round(firstDeltaAt.at(-1) ?? Number.NaN),
       // From the runs table: the most turns running (claimed, not yet stamped) at the same moment.
       max_concurrent_turns: maxOverlap(spans),
+      // How long the worker took to claim every released turn.
+      claim_spread_ms: claimSpread(spans),
+      worker_cpu_ms_per_turn: Math.round(((after.cpu_ms - before.cpu_ms) / turns) * 100) / 100,
       worker_memory_mb: { before, peak, after },
       worker_rss_per_inflight_turn_kb: Math.round((inflightPeakMb * 1024) / turns),
       worker_heap_per_inflight_turn_kb: Math.round(((peak.heap_used_mb - before.heap_used_mb) * 1024) / turns),
