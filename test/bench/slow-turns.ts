@@ -8,7 +8,8 @@
  * Prints: turns, completed, duration, how long it took until every turn was streaming, and the worker's
  * memory (RSS, heap) before, at peak and after (after a full GC), plus the memory per in-flight turn
  * (peak minus before, over the turns). Checks every transcript (input + answer, once each).
- *   BENCH_SLOW_TURNS, BENCH_SLOW_ANSWER_MS, BENCH_SLOW_WORKER_CONCURRENCY override the defaults.
+ *   BENCH_SLOW_TURNS, BENCH_SLOW_ANSWER_MS, BENCH_SLOW_WORKER_CONCURRENCY override the defaults;
+ *   BENCH_SLOW_WORKER_PROFILE_DIR writes the worker's CPU profile there.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
@@ -121,7 +122,8 @@ export async function run(options: SlowTurnsOptions = {}): Promise<Record<string
     LOG_LEVEL: 'warn',
     ...(process.env.BENCH_SLOW_WORKER_CONCURRENCY ? { WORKER_CONCURRENCY: process.env.BENCH_SLOW_WORKER_CONCURRENCY } : {}),
   };
-  const worker = fork(WORKER_MAIN, [], { execArgv: ['--expose-gc', '-r', MEMORY_PROBE], env: workerEnv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const profile = process.env.BENCH_SLOW_WORKER_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_SLOW_WORKER_PROFILE_DIR}`] : [];
+  const worker = fork(WORKER_MAIN, [], { execArgv: ['--expose-gc', '-r', MEMORY_PROBE, ...profile], env: workerEnv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const exited = new Promise<number | null>((resolve) => worker.once('exit', (code) => resolve(code)));
   try {
     const client = stack.client(undefined, { timeout: answerMs * 20 + 60000 });
