@@ -22,6 +22,8 @@ export class TurnScheduler {
     private readonly pool: DatabasePool,
     private readonly backend: QueueBackend,
     private readonly logger: Logger,
+    /** Open head runs one sweep checks. */
+    private readonly sweepPage = SWEEP_PAGE,
   ) {}
 
   /** Naming the run's conversation lets the worker's claim read only the transcript items its cache lacks. */
@@ -63,9 +65,9 @@ export class TurnScheduler {
     this.sweeping = true;
     let requeued = 0;
     try {
-      const heads = await createRunsRepo(this.pool).listRunnableOlderThan(minAgeMs, SWEEP_PAGE, this.sweepCursor);
+      const heads = await createRunsRepo(this.pool).listRunnableOlderThan(minAgeMs, this.sweepPage, this.sweepCursor);
       const last = heads.at(-1);
-      this.sweepCursor = heads.length === SWEEP_PAGE && last ? { createdAt: last.created_at, id: last.id } : null;
+      this.sweepCursor = heads.length === this.sweepPage && last ? { createdAt: last.created_at, id: last.id } : null;
       const pending = await Promise.all(heads.map((run) => this.backend.queue.isPending(TURN_QUEUE, run.id)));
       for (const [index, run] of heads.entries()) {
         if (pending[index]) continue;
