@@ -6,6 +6,7 @@
 import * as pagination from './pagination';
 import * as load from './load';
 import * as turns from './turns';
+import * as slowTurns from './slow-turns';
 
 type Bench = () => Promise<Record<string, unknown>>;
 
@@ -13,6 +14,7 @@ export const BENCHES: Record<string, Bench> = {
   pagination: pagination.run,
   turns: turns.run,
   load: load.run,
+  'slow-turns': () => slowTurns.run(),
 };
 
 async function main(): Promise<void> {

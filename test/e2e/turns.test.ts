@@ -437,7 +437,7 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     const second = await client.responses.create({ model: '', conversation: conversation.id, input: 'second', background: true });
     await stack.upstream.waitForRequests(1);
     // As if the sweeper (or a duplicate delivery) handed the second turn to a worker too early.
-    await stack.runtime.scheduler.enqueueRun(second.id);
+    await stack.runtime.scheduler.enqueueRun({ id: second.id, conversation_id: conversation.id });
     // The worker took it, found the first turn unfinished and parked it in BullMQ's delayed set.
     const redis = createRedis(stack.redisUrl, 'worker', createLogger('test', 'silent'));
     await eventually(async () => ((await redis.zscore(`${stack.prefix}:turns:delayed`, second.id)) !== null ? true : undefined));

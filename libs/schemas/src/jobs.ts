@@ -9,7 +9,8 @@ import { ConversationId, RunId } from './ids';
 export const jobCatalog = {
   'turn.execute.v1': {
     queue: 'turns',
-    schema: z.object({ runId: RunId }).strict(),
+    // conversationId lets the worker ask for only the transcript items its cache lacks, in the claim itself.
+    schema: z.object({ runId: RunId, conversationId: ConversationId.optional() }).strict(),
     options: { attempts: 4, backoff: { type: 'exponential' as const, delay: 500 } },
   },
   'titler.generate.v1': {

@@ -9,8 +9,15 @@ export const ResponsesEnv = z.object({
   ...modelEnv,
   /** `api` serves /v1/responses, `worker` executes turns, `all` does both in one process. */
   RESPONSES_ROLE: z.enum(['api', 'worker', 'all']).default('all'),
-  /** Turns one worker process executes at once. */
-  WORKER_CONCURRENCY: intEnv(8, 1, 512),
+  /**
+   * Turns one worker process executes at once. A turn mostly waits on the model (seconds to minutes)
+   * and holds no Postgres connection meanwhile (each of its three statements borrows one briefly), so
+   * this is bounded by memory, not CPU: about 0.2 MB per in-flight streaming turn (measured with
+   * `npm run bench -- slow-turns`: 1,000 ten-second turns at once in one process, RSS ≈ +180–210 MB,
+   * heap ≈ +150–180 MB). Lock renewal is one Redis call for all of a worker's jobs (BullMQ's lock
+   * manager), so it does not grow with this. Lower it for CPU-bound local models.
+   */
+  WORKER_CONCURRENCY: intEnv(1000, 1, 10000),
   /** Port for /healthz and /readyz when the process runs only the worker role. */
   HEALTH_PORT: intEnv(8081, 0, 65535),
   /** How long a worker's lock on a turn lasts; a crashed worker's turn is picked up again after about this long. */

@@ -1,6 +1,6 @@
-import { createConversationsRepo } from '@ic/db';
-import { newId, type ConversationRow, type RunRow } from '@ic/schemas';
-import { createTestDatabase, plainTurns, seedTenant, seedTranscript, userMessage, type TestDatabase } from '@ic/test-support';
+import { createConversationsRepo, createRunsRepo } from '@ic/db';
+import { inputItemId, newId, type ConversationRow } from '@ic/schemas';
+import { createTestDatabase, plainTurns, seedTenant, seedTranscript, SEED_RUN_PARAMS, userMessage, type TestDatabase } from '@ic/test-support';
 import { HistoryLoader } from './history';
 
 let db: TestDatabase;
@@ -13,26 +13,51 @@ afterAll(() => db.drop());
 
 const newConversation = (): Promise<ConversationRow> =>
   createConversationsRepo(db.pool).insert({ id: newId('conversation'), tenantId: smith.tenant_id, smithId: smith.id, title: null, metadata: {} });
-/** A run of the conversation that has no input items of its own: forRun then returns just the history. */
-const turnIn = (conversation: ConversationRow) => ({ id: newId('run'), conversation_id: conversation.id, previous_response_id: null }) as RunRow;
 const texts = (items: Array<{ type: string; content?: Array<{ text?: string }> }>) => items.map((item) => item.content?.[0]?.text);
 
+/** Accepts a turn in the conversation, claims it through the loader, and cancels it again (so the transcript stays as it is). */
+async function claimTurn(loader: HistoryLoader, conversation: ConversationRow, hint: string | null = conversation.id) {
+  const runs = createRunsRepo(db.pool);
+  const id = newId('run');
+  const accepted = await runs.accept({
+    id,
+    tenantId: smith.tenant_id,
+    smithId: smith.id,
+    conversationId: conversation.id,
+    previousResponseId: null,
+    model: 'dev-echo',
+    instructions: null,
+    params: SEED_RUN_PARAMS,
+    inputCount: 1,
+    idempotencyKey: null,
+    requestHash: id,
+    busyMode: 'queue',
+    input: [{ id: inputItemId(id, 0), body: userMessage('this turn') }],
+  });
+  if (accepted.outcome !== 'accepted') throw new Error(accepted.outcome);
+  const claim = await loader.claim(id, hint);
+  if (claim.outcome !== 'claimed') throw new Error(claim.outcome);
+  await runs.stamp({ run: claim.run, outcome: { status: 'cancelled', outputCount: 0, usage: null, error: null, incompleteDetails: null }, outputs: [] });
+  expect(texts(claim.input as never)).toEqual(['this turn']);
+  return claim.prior;
+}
+
 describe('HistoryLoader', () => {
-  it('reads transcripts in order, picks up items stamped elsewhere, and stays within its item budget', async () => {
+  it('reads transcripts in order within the claim, picks up items stamped elsewhere, and stays within its item budget', async () => {
     const a = await newConversation();
     const b = await newConversation();
     await seedTranscript(db.pool, a, plainTurns(3, 'a'));
     await seedTranscript(db.pool, b, plainTurns(2, 'b'));
     const loader = new HistoryLoader(db.pool, 8);
 
-    expect(texts((await loader.forRun(turnIn(a))).prior as never)).toEqual(['a 0 question', 'a 0 answer', 'a 1 question', 'a 1 answer', 'a 2 question', 'a 2 answer']);
+    expect(texts((await claimTurn(loader, a)) as never)).toEqual(['a 0 question', 'a 0 answer', 'a 1 question', 'a 1 answer', 'a 2 question', 'a 2 answer']);
     expect(loader.size).toBe(6);
-    expect((await loader.forRun(turnIn(b))).prior).toHaveLength(4);
+    expect(await claimTurn(loader, b)).toHaveLength(4);
     expect(loader.size).toBe(4); // a (least recently used) made room for b
 
-    // Another worker stamps a turn of b: the next read appends just that.
+    // Another worker stamps a turn of b: the next claim carries just that.
     await seedTranscript(db.pool, b, [{ input: [userMessage('b 2 question')], output: [] }]);
-    expect(texts((await loader.forRun(turnIn(b))).prior as never).at(-1)).toBe('b 2 question');
+    expect(texts((await claimTurn(loader, b)) as never).at(-1)).toBe('b 2 question');
     expect(loader.size).toBe(5);
 
     // This worker's own stamp extends the cache without a read; a gap in positions drops the entry instead.
@@ -40,6 +65,10 @@ describe('HistoryLoader', () => {
     expect(loader.size).toBe(6);
     loader.recordStamped(b.id, 99, [userMessage('out of order')]);
     expect(loader.size).toBe(0);
-    expect((await loader.forRun(turnIn(b))).prior).toHaveLength(5); // the database, not the dropped cache entry
+    expect(await claimTurn(loader, b)).toHaveLength(5); // the database, not the dropped cache entry
+
+    // A job that does not name its conversation gets the whole transcript, and the cache starts over.
+    expect(texts((await claimTurn(loader, b, null)) as never)).toEqual(['b 0 question', 'b 0 answer', 'b 1 question', 'b 1 answer', 'b 2 question']);
+    expect(loader.size).toBe(5);
   });
 });

@@ -6,11 +6,18 @@ interface CachedTranscript {
   items: StoredItem[];
 }
 
+/** A claimed turn with what it replays, or why it cannot run now. */
+export type ClaimedTurn =
+  | { outcome: 'claimed'; run: RunRow; prior: StoredItem[]; input: StoredItem[] }
+  | { outcome: 'waiting' | 'finished'; run: RunRow }
+  | { outcome: 'missing' };
+
 /**
- * Loads what a turn replays: the conversation's transcript (or the previous_response_id chain) plus
- * the turn's own input. Transcripts are append-only, so each worker caches them per conversation and
- * reads only the items stamped since; a warm turn costs one indexed read of the new items. The cache
- * is least-recently-used and bounded by the number of items it holds across conversations.
+ * Claims a turn and loads what it replays in the same statement: the conversation's transcript (or
+ * the previous_response_id chain) plus the turn's own input. Transcripts are append-only, so each
+ * worker caches them per conversation and asks only for the items stamped since; a warm turn's claim
+ * carries just those. The cache is least-recently-used and bounded by the number of items it holds
+ * across conversations.
  */
 export class HistoryLoader {
   private readonly cache = new Map<string, CachedTranscript>();
@@ -21,17 +28,19 @@ export class HistoryLoader {
     private readonly maxCachedItems = 100000,
   ) {}
 
-  async forRun(run: RunRow): Promise<{ prior: StoredItem[]; input: StoredItem[] }> {
-    const items = createItemsRepo(this.pool);
-    const [prior, own] = await Promise.all([
-      run.conversation_id
-        ? this.transcript(run.conversation_id)
-        : run.previous_response_id
-          ? this.chain(run.previous_response_id)
-          : Promise.resolve([] as StoredItem[]),
-      items.listRunPage(run.id, 'input', { order: 'asc', limit: 100000 }),
-    ]);
-    return { prior, input: own.map((row) => row.body) };
+  /** `conversationId`: the run's conversation if the caller knows it (the job says), so the claim reads only what the cache lacks. */
+  async claim(runId: string, conversationId: string | null): Promise<ClaimedTurn> {
+    const cached = conversationId ? this.cache.get(conversationId) : undefined;
+    const afterPosition = cached ? cached.lastPosition : -1;
+    const result = await createRunsRepo(this.pool).claimWithHistory(runId, conversationId && cached ? { conversationId, afterPosition } : null);
+    if (result.outcome !== 'claimed') return result;
+    const { run } = result;
+    let prior: StoredItem[] = result.chain ?? [];
+    if (run.conversation_id) {
+      const readAfter = run.conversation_id === conversationId ? afterPosition : -1;
+      prior = await this.extend(run.conversation_id, readAfter, result.transcriptAfter ?? []);
+    }
+    return { outcome: 'claimed', run, prior, input: result.input };
   }
 
   /** Called after a stamp commits, so the next turn needs no read at all when nothing else wrote. */
@@ -63,24 +72,29 @@ export class HistoryLoader {
     return this.cachedItems;
   }
 
-  private async transcript(conversationId: string): Promise<StoredItem[]> {
-    const cached = this.cache.get(conversationId) ?? { lastPosition: -1, items: [] };
-    const fresh = await createItemsRepo(this.pool).listConversationAfter(conversationId, cached.lastPosition);
-    for (const row of fresh) cached.items.push(row.body);
-    if (fresh.length > 0) cached.lastPosition = fresh[fresh.length - 1]!.position;
+  /** Adds the items read after `readAfter` to the cached transcript and returns all of it. */
+  private async extend(conversationId: string, readAfter: number, fresh: ReadonlyArray<{ position: number; body: StoredItem }>): Promise<StoredItem[]> {
+    let cached = this.cache.get(conversationId);
+    if (cached && cached.lastPosition !== readAfter) {
+      // The cache moved while the claim was in flight (or was not used): start it afresh.
+      this.cache.delete(conversationId);
+      this.cachedItems -= cached.items.length;
+      cached = undefined;
+    }
+    if (!cached && readAfter >= 0) {
+      // The claim read only a tail this worker no longer holds: read the whole transcript (rare).
+      return this.extend(conversationId, -1, await createItemsRepo(this.pool).listConversationAfter(conversationId, -1));
+    }
+    const entry = cached ?? { lastPosition: -1, items: [] };
+    for (const row of fresh) entry.items.push(row.body);
+    if (fresh.length > 0) entry.lastPosition = fresh[fresh.length - 1]!.position;
     // Re-inserted last: Map order is the recency order eviction walks.
-    if (this.cache.delete(conversationId)) this.cachedItems -= cached.items.length - fresh.length;
-    this.cache.set(conversationId, cached);
-    this.cachedItems += cached.items.length;
-    const items = cached.items.slice();
+    this.cache.delete(conversationId);
+    this.cache.set(conversationId, entry);
+    this.cachedItems += fresh.length;
+    const items = entry.items.slice();
     this.evict();
     return items;
-  }
-
-  private async chain(lastRunId: string): Promise<StoredItem[]> {
-    const runIds = await createRunsRepo(this.pool).chainEndingAt(lastRunId);
-    const rows = await createItemsRepo(this.pool).listForRuns(runIds);
-    return rows.map((row) => row.body);
   }
 }
 

@@ -1,8 +1,9 @@
-import { createConversationsRepo, createItemsRepo, createRunsRepo, type DatabasePool, type RunOutcome } from '@ic/db';
+import { createItemsRepo, createRunsRepo, type DatabasePool, type RunOutcome } from '@ic/db';
 import type { QueueBackend, StreamEvent } from '@ic/queue';
 import { TERMINAL_STATUSES, type RunRow, type StoredItem } from '@ic/schemas';
 import { turnMetrics, type Logger } from '@ic/telemetry';
 import { completeLog, EventSequencer, inProgressSnapshot, isTerminalEvent, rebuildEvents, terminalEventType } from './events';
+import { HistoryLoader, type ClaimedTurn } from './history';
 import { outputItemWithId, presentOutputItems, presentResponse, type ResponseObject } from './presenter';
 import type { TurnScheduler } from './scheduler';
 
@@ -33,10 +34,14 @@ export interface StampedRun {
   firstPosition: number;
   /** The conversation has no title yet. */
   untitled: boolean;
+  /** The conversation's next unfinished run as the stamp saw it… */
+  nextRunId: string | null;
+  /** …unless a turn was accepted while the stamp ran: then ask again after the commit. */
+  nextRunUnknown: boolean;
 }
 
 export type BeginResult =
-  | { kind: 'started'; run: RunRow; log: AttemptLog }
+  | { kind: 'started'; run: RunRow; log: AttemptLog; history: { prior: StoredItem[]; input: StoredItem[] } }
   /** An earlier turn of the conversation is unfinished: try again shortly. */
   | { kind: 'wait' }
   /** Nothing to run: finished (its event log was completed if it needed it), gone, or a later attempt owns it. */
@@ -76,18 +81,19 @@ export class RunLifecycle {
    * `response.created` if the log is empty, `response.in_progress` unless the log already ends with
    * one (an attempt that showed nothing is retried silently).
    */
-  async begin(runId: string, onClaimed?: (run: RunRow) => void): Promise<BeginResult> {
-    const runs = createRunsRepo(this.deps.pool);
-    const run = await runs.claim(runId);
-    if (!run) {
-      const current = await runs.find(runId);
-      if (current && !TERMINAL_STATUSES.includes(current.status)) return { kind: 'wait' };
+  async begin(runId: string, claim: (runId: string) => Promise<ClaimedTurn> = (id) => new HistoryLoader(this.deps.pool, 0).claim(id, null)): Promise<BeginResult> {
+    // One statement: the claim, and the history the turn replays.
+    const claimed = await claim(runId);
+    if (claimed.outcome === 'waiting') return { kind: 'wait' };
+    if (claimed.outcome !== 'claimed') {
       // A redelivered job of a finished run: its log may have lost its ending (the worker died or
       // Redis failed between the stamp and the terminal event), so complete it now.
-      if (current) await this.finishLog(current).catch((error: unknown) => this.deps.logger.warn({ err: error, runId }, 'could not complete the event log of a finished run'));
+      if (claimed.outcome === 'finished') {
+        await this.finishLog(claimed.run).catch((error: unknown) => this.deps.logger.warn({ err: error, runId }, 'could not complete the event log of a finished run'));
+      }
       return { kind: 'nothing' };
     }
-    onClaimed?.(run);
+    const { run, prior, input } = claimed;
     const fence = await this.deps.backend.events.beginAttempt(run.id, run.attempt, this.ttl);
     const sequencer = new EventSequencer(fence.lastSequence + 1);
     const log = new AttemptLog(run, sequencer, this.deps.backend, this.deps.logger, this.ttl);
@@ -102,7 +108,7 @@ export class RunLifecycle {
     if (fence.lastSequence < 0) sequencer.emit('response.created', { response: { ...snapshot, status: 'queued' } });
     if (fence.ok && fence.lastType !== 'response.in_progress') sequencer.emit('response.in_progress', { response: snapshot });
     await log.flush();
-    return { kind: 'started', run, log };
+    return { kind: 'started', run, log, history: { prior, input } };
   }
 
   /**
@@ -130,7 +136,9 @@ export class RunLifecycle {
     );
     await attempt.close(response, () => this.finishLog(stamped.run, response));
     if (run.conversation_id) {
-      await this.deps.scheduler.kickConversation(run.conversation_id);
+      // The stamp named the next run; only a turn accepted while it ran needs asking for again.
+      if (stamped.nextRunUnknown) await this.deps.scheduler.kickConversation(run.conversation_id);
+      else if (stamped.nextRunId) await this.deps.scheduler.enqueueRun({ id: stamped.nextRunId, conversation_id: run.conversation_id });
       if (stamped.run.status === 'completed' && stamped.untitled) await this.requestTitle(run.conversation_id);
     }
     return stamped;
@@ -156,36 +164,15 @@ export class RunLifecycle {
   }
 
   /**
-   * The stamp, in one transaction: finish the run only while `run.attempt` owns it, then — for
+   * The stamp, in one statement: finish the run only while `run.attempt` owns it, then — for
    * completed and incomplete runs — give its input and output items their transcript positions and
-   * bump the conversation's updated_at. Null when another attempt owns the run.
+   * bump the conversation's updated_at; it also names the conversation's next run. Null when another
+   * attempt owns the run.
    */
   private async stamp(run: RunRow, outcome: RunOutcome, outputs: ReadonlyArray<{ id: string; body: StoredItem }>): Promise<StampedRun | null> {
-    const addsToTranscript = outcome.status === 'completed' || outcome.status === 'incomplete';
-    return this.deps.pool.transaction(async (tx) => {
-      const owned = await createRunsRepo(tx).finish(run.id, run.attempt, outcome);
-      if (!owned) return null;
-      if (!addsToTranscript) return { run: owned, firstPosition: -1, untitled: false };
-      const items = createItemsRepo(tx);
-      let firstPosition = -1;
-      let untitled = false;
-      if (run.conversation_id) {
-        ({ first: firstPosition, untitled } = await createConversationsRepo(tx).reservePositions(run.conversation_id, run.input_count + outputs.length));
-        await items.attachInputsToConversation(run.id, run.conversation_id, firstPosition);
-      }
-      await items.insertMany(
-        outputs.map((output, index) => ({
-          id: output.id,
-          runId: run.id,
-          direction: 'output' as const,
-          ordinal: run.input_count + index,
-          conversationId: run.conversation_id,
-          position: run.conversation_id ? firstPosition + run.input_count + index : null,
-          body: output.body,
-        })),
-      );
-      return { run: owned, firstPosition, untitled };
-    });
+    const stamped = await createRunsRepo(this.deps.pool).stamp({ run, outcome, outputs });
+    if (!stamped) return null;
+    return { ...stamped, firstPosition: stamped.firstPosition ?? -1 };
   }
 
   /** The response of a finished run as Postgres has it (row + stored output items). */

@@ -4,6 +4,9 @@ import { turnMetrics, type Logger } from '@ic/telemetry';
 
 export const TURN_QUEUE = 'turns';
 
+/** Open head runs one sweep checks. */
+const SWEEP_PAGE = 200;
+
 /**
  * Decides which run may execute next. Only the oldest unfinished run of a conversation is ever
  * enqueued, and stamping a run enqueues the next one, so turns run strictly in acceptance order
@@ -12,26 +15,34 @@ export const TURN_QUEUE = 'turns';
 export class TurnScheduler {
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweeping = false;
+  /** Where the next sweep continues (null: from the oldest). */
+  private sweepCursor: { createdAt: number; id: string } | null = null;
 
   constructor(
     private readonly pool: DatabasePool,
     private readonly backend: QueueBackend,
     private readonly logger: Logger,
+    /** Open head runs one sweep checks. */
+    private readonly sweepPage = SWEEP_PAGE,
   ) {}
 
-  async enqueueRun(runId: string): Promise<void> {
-    await this.backend.queue.enqueue('turn.execute.v1', { runId }, { jobId: runId });
+  /** Naming the run's conversation lets the worker's claim read only the transcript items its cache lacks. */
+  async enqueueRun(runOrId: string | { id: string; conversation_id: string | null }): Promise<void> {
+    const run = typeof runOrId === 'string' ? { id: runOrId, conversation_id: null } : runOrId;
+    const payload = run.conversation_id ? { runId: run.id, conversationId: run.conversation_id } : { runId: run.id };
+    await this.backend.queue.enqueue('turn.execute.v1', payload, { jobId: run.id });
   }
 
   /** Enqueues the conversation's head run, if any. */
   async kickConversation(conversationId: string): Promise<void> {
     const head = await createRunsRepo(this.pool).headOfConversation(conversationId);
-    if (head) await this.enqueueRun(head.id);
+    if (head) await this.enqueueRun({ id: head.id, conversation_id: conversationId });
   }
 
+  /** Enqueues a run that may be behind an unfinished turn of its conversation: only if it is the head by now. */
   async schedule(run: { id: string; conversation_id: string | null }): Promise<void> {
     if (run.conversation_id) await this.kickConversation(run.conversation_id);
-    else await this.enqueueRun(run.id);
+    else await this.enqueueRun(run);
   }
 
   /**
@@ -43,15 +54,24 @@ export class TurnScheduler {
     this.sweepTimer.unref();
   }
 
+  /**
+   * Checks one page of open head runs (oldest first) and re-enqueues those without a live job. Each
+   * sweep continues after the previous page and starts over at the end, so however many turns are
+   * running (long model calls keep their runs open), every one is checked within a few sweeps, and
+   * one sweep costs one Postgres query.
+   */
   async sweepOnce(minAgeMs: number): Promise<number> {
     if (this.sweeping) return 0;
     this.sweeping = true;
     let requeued = 0;
     try {
-      const runIds = await createRunsRepo(this.pool).listRunnableOlderThan(minAgeMs, 200);
-      for (const runId of runIds) {
-        if (await this.backend.queue.isPending(TURN_QUEUE, runId)) continue;
-        await this.enqueueRun(runId);
+      const heads = await createRunsRepo(this.pool).listRunnableOlderThan(minAgeMs, this.sweepPage, this.sweepCursor);
+      const last = heads.at(-1);
+      this.sweepCursor = heads.length === this.sweepPage && last ? { createdAt: last.created_at, id: last.id } : null;
+      const pending = await Promise.all(heads.map((run) => this.backend.queue.isPending(TURN_QUEUE, run.id)));
+      for (const [index, run] of heads.entries()) {
+        if (pending[index]) continue;
+        await this.enqueueRun(run);
         requeued += 1;
       }
       if (requeued > 0) turnMetrics().sweeperRequeued.add(requeued);

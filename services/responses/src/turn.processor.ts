@@ -56,18 +56,13 @@ export class TurnProcessor {
     const controller = new AbortController();
     this.inflight.set(runId, controller);
     try {
-      let historyLoad: Promise<{ prior: StoredItem[]; input: StoredItem[] }> | null = null;
-      // The history read overlaps the event bookkeeping: it sits on the path to the first token.
-      const begun = await this.deps.lifecycle.begin(runId, (run) => {
-        historyLoad = this.deps.history.forRun(run);
-        historyLoad.catch(() => undefined); // awaited (and its failure handled) below unless the turn ends first
-      });
+      // The claim carries the history (only what this worker's cache lacks): one statement.
+      const begun = await this.deps.lifecycle.begin(runId, (id) => this.deps.history.claim(id, payload.conversationId ?? null));
       if (begun.kind === 'wait') throw new RetryLater(ORDER_RECHECK_MS);
       if (begun.kind === 'nothing') return;
       // A newer attempt took the run over (this one lost its lock): stop the model call.
       begun.log.onStale(() => controller.abort());
-      const load = historyLoad ?? this.deps.history.forRun(begun.run);
-      await withSpan('turn.execute', { 'ic.run_id': begun.run.id, 'ic.attempt': begun.run.attempt }, () => this.execute(begun.run, begun.log, load, controller, context));
+      await withSpan('turn.execute', { 'ic.run_id': begun.run.id, 'ic.attempt': begun.run.attempt }, () => this.execute(begun.run, begun.log, begun.history, controller, context));
     } finally {
       this.inflight.delete(runId);
     }
@@ -76,7 +71,7 @@ export class TurnProcessor {
   private async execute(
     run: RunRow,
     log: AttemptLog,
-    historyLoad: Promise<{ prior: StoredItem[]; input: StoredItem[] }>,
+    history: { prior: StoredItem[]; input: StoredItem[] },
     controller: AbortController,
     context: JobContext,
   ): Promise<void> {
@@ -103,7 +98,7 @@ export class TurnProcessor {
     let firstToken = true;
     for (let retry = 0; ; retry++) {
       try {
-        const history = retry === 0 ? await historyLoad : await this.deps.history.forRun(run);
+        // A silent retry replays the same history: nothing can be stamped before this turn.
         input = history.input;
         let prior = history.prior;
         if (run.params.truncation === 'auto') {

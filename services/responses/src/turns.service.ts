@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { UniqueIntegrityConstraintViolationError } from 'slonik';
-import { createConversationsRepo, createItemsRepo, createRunsRepo, type DatabasePool } from '@ic/db';
+import { createItemsRepo, createRunsRepo, type AcceptResult, type DatabasePool } from '@ic/db';
 import type { QueueBackend, StreamEvent } from '@ic/queue';
 import {
   AppError,
@@ -55,8 +55,12 @@ export interface TurnsServiceDeps {
   waitOutageGraceMs?: number;
 }
 
-/** How often a waiting request double-checks Postgres while following a run's events. */
-const POSTGRES_RECHECK_MS = 2000;
+/**
+ * How often a waiting request double-checks Postgres while following a run's events (a safety net
+ * for a lost event; the log itself says when the run ends). Not at the start: the caller has just
+ * written or read the run.
+ */
+const POSTGRES_RECHECK_MS = 5000;
 const DEFAULT_WAIT_OUTAGE_GRACE_MS = 30000;
 
 const responseNotFound = (id: string) => notFound(`Response with id '${id}' not found.`, 'response_id');
@@ -91,55 +95,31 @@ export class TurnsService {
     const requestHash = createHash('sha256').update(JSON.stringify({ smith: smith.id, body })).digest('hex');
     const runs = createRunsRepo(this.deps.pool);
 
-    if (options.idempotencyKey) {
-      const existing = await runs.findByIdempotencyKey(smith.id, options.idempotencyKey);
-      if (existing) return { run: this.sameRequestOrConflict(existing, requestHash), replayed: true };
-    } else if (options.clientRetryCount > 0 && this.deps.retryDedupWindowMs > 0) {
+    // A reused Idempotency-Key is recognised by the accept statement itself.
+    if (!options.idempotencyKey && options.clientRetryCount > 0 && this.deps.retryDedupWindowMs > 0) {
       const original = await runs.findRecentByRequestHash(smith.id, requestHash, Date.now() - this.deps.retryDedupWindowMs);
       if (original) return { run: original, replayed: true };
     }
 
     const input = await this.resolveItemReferences(smith, normaliseInput(body.input));
     const runId = newId('run');
-    let run: RunRow;
+    let accepted: AcceptResult;
     try {
-      run = await this.deps.pool.transaction(async (tx) => {
-        const txRuns = createRunsRepo(tx);
-        let conversationSeq: number | null = null;
-        if (conversationId !== null) {
-          conversationSeq = await createConversationsRepo(tx).takeNextRunSeq(smith.id, conversationId);
-          if (conversationSeq === null) throw notFound(`Conversation with id '${conversationId}' not found.`, 'conversation');
-          if (options.busyMode === 'reject' && (await txRuns.hasOpenRun(conversationId))) {
-            throw new AppError(400, 'invalid_request_error', 'Another process is currently operating on this conversation. Please retry in a few seconds.', 'conversation', 'conversation_locked');
-          }
-        }
-        if (body.previous_response_id != null) {
-          const previous = await txRuns.findForSmith(smith.id, body.previous_response_id);
-          if (!previous || previous.status === 'failed' || previous.status === 'cancelled') {
-            throw badRequest(`Previous response with id '${body.previous_response_id}' not found.`, 'previous_response_id', 'previous_response_not_found');
-          }
-          if (!TERMINAL_STATUSES.includes(previous.status)) {
-            throw badRequest(`Previous response '${previous.id}' is still ${previous.status}; wait for it to finish.`, 'previous_response_id', 'previous_response_in_progress');
-          }
-        }
-        const inserted = await txRuns.insert({
-          id: runId,
-          tenantId: smith.tenant_id,
-          smithId: smith.id,
-          conversationId,
-          conversationSeq,
-          previousResponseId: body.previous_response_id ?? null,
-          model: body.model || smith.default_model,
-          instructions: body.instructions ?? null,
-          params: runParams(body),
-          inputCount: input.length,
-          idempotencyKey: options.idempotencyKey,
-          requestHash,
-        });
-        await createItemsRepo(tx).insertMany(
-          input.map((item, index) => ({ id: inputItemId(runId, index), runId, direction: 'input' as const, ordinal: index, conversationId: null, position: null, body: item })),
-        );
-        return inserted;
+      // One statement, atomic on its own: turn number, busy check, run and input items.
+      accepted = await runs.accept({
+        id: runId,
+        tenantId: smith.tenant_id,
+        smithId: smith.id,
+        conversationId,
+        previousResponseId: body.previous_response_id ?? null,
+        model: body.model || smith.default_model,
+        instructions: body.instructions ?? null,
+        params: runParams(body),
+        inputCount: input.length,
+        idempotencyKey: options.idempotencyKey,
+        requestHash,
+        busyMode: options.busyMode,
+        input: input.map((item, index) => ({ id: inputItemId(runId, index), body: item })),
       });
     } catch (error) {
       if (error instanceof UniqueIntegrityConstraintViolationError && options.idempotencyKey) {
@@ -148,9 +128,21 @@ export class TurnsService {
       }
       throw error;
     }
+    switch (accepted.outcome) {
+      case 'replayed':
+        return { run: this.sameRequestOrConflict(accepted.run, requestHash), replayed: true };
+      case 'conversation_not_found':
+        throw notFound(`Conversation with id '${conversationId}' not found.`, 'conversation');
+      case 'conversation_locked':
+        throw new AppError(400, 'invalid_request_error', 'Another process is currently operating on this conversation. Please retry in a few seconds.', 'conversation', 'conversation_locked');
+      case 'previous_response_not_found':
+        throw badRequest(`Previous response with id '${body.previous_response_id}' not found.`, 'previous_response_id', 'previous_response_not_found');
+      case 'previous_response_in_progress':
+        throw badRequest(`Previous response '${body.previous_response_id}' is still ${accepted.previousStatus}; wait for it to finish.`, 'previous_response_id', 'previous_response_in_progress');
+    }
     turnMetrics().accepted.add(1);
-    await this.announce(run);
-    return { run, replayed: false };
+    await this.announce(accepted.run, accepted.isHead);
+    return { run: accepted.run, replayed: false };
   }
 
   /**
@@ -180,10 +172,12 @@ export class TurnsService {
   }
 
   /** Starts the run's event log with response.created and enqueues it; failures are left to the sweeper. */
-  private async announce(run: RunRow): Promise<void> {
+  private async announce(run: RunRow, isHead: boolean): Promise<void> {
     try {
       await this.deps.lifecycle.announceQueued(run);
-      await this.deps.scheduler.schedule(run);
+      // A run behind an unfinished turn is enqueued by that turn's stamp; the scheduler re-checks the head then.
+      if (isHead) await this.deps.scheduler.enqueueRun(run);
+      else await this.deps.scheduler.schedule(run);
     } catch (error) {
       this.deps.logger.warn({ err: error, runId: run.id }, 'run committed but not enqueued; the sweeper will pick it up');
     }
@@ -248,7 +242,7 @@ export class TurnsService {
     const deadline = Date.now() + timeoutMs;
     const runs = createRunsRepo(this.deps.pool);
     let after = -1;
-    let checkedAt = 0;
+    let checkedAt = Date.now();
     let failingSince: number | null = null;
     const failed = async (error: unknown) => {
       failingSince ??= Date.now();

@@ -78,13 +78,6 @@ export function createConversationsRepo(db: CommonQueryMethods) {
         WHERE id = ${id} AND smith_id = ${smithId} AND deleted_at IS NULL
         RETURNING last_run_seq`),
 
-    /** Reserves `count` transcript positions and marks activity; returns the first position and whether a title is still wanted. */
-    reservePositions: (id: string, count: number) =>
-      db.one(sql.type(z.object({ first: z.number(), untitled: z.boolean() }))`
-        UPDATE conversations SET item_count = item_count + ${count}, updated_at = now()
-        WHERE id = ${id}
-        RETURNING item_count - ${count} AS first, title_source IS NULL AS untitled`),
-
     /** Sets a generated title only while no title was ever chosen by the user or generated before. */
     setAutoTitle: (id: string, title: string) =>
       db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`

@@ -82,12 +82,6 @@ export function createItemsRepo(db: CommonQueryMethods) {
         SELECT position, body FROM items WHERE conversation_id = ${conversationId} AND position > ${afterPosition}
         ORDER BY position`),
 
-    /** Items of several runs, runs in the given order and each run's items in order (previous_response_id chains). */
-    listForRuns: (runIds: readonly string[]) =>
-      db.any(sql.type(ItemRow)`
-        SELECT ${columns} FROM items JOIN unnest(${sql.array(runIds, 'text')}) WITH ORDINALITY AS chain(run_id, n) USING (run_id)
-        ORDER BY chain.n, ordinal`),
-
     /**
      * The bodies of the given items that this smith can read: items of its runs that are not hidden
      * (DELETE, or an answered `store: false` run), or that sit in one of its live conversations.

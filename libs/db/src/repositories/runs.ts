@@ -1,4 +1,4 @@
-import { RunRow, type RunError, type RunParams, type RunStatus, type Usage } from '@ic/schemas';
+import { RunRow, RunStatus, StoredItemBody, type RunError, type RunParams, type StoredItem, type Usage } from '@ic/schemas';
 import { z } from 'zod';
 import { jsonb, sql, type CommonQueryMethods } from '../pool';
 
@@ -8,6 +8,9 @@ const columns = sql.fragment`
   created_at, started_at, completed_at, cancel_requested_at`;
 
 const OPEN = sql.fragment`status IN ('queued', 'in_progress')`;
+
+/** The columns of `RunRow`, for the NULL placeholders of rows that carry no run. */
+const RUN_COLUMN_NAMES = Object.keys(RunRow.shape);
 
 export interface NewRun {
   id: string;
@@ -32,17 +35,77 @@ export interface RunOutcome {
   incompleteDetails: { reason: string } | null;
 }
 
+export interface TurnToAccept extends Omit<NewRun, 'conversationSeq'> {
+  /** `reject`: refuse while the conversation has an unfinished run (OpenAI's conversation_locked). */
+  busyMode: 'queue' | 'reject';
+  /** The normalised input items with their ids, in order. */
+  input: ReadonlyArray<{ id: string; body: StoredItem }>;
+}
+
+const ACCEPT_REFUSALS = ['conversation_not_found', 'conversation_locked', 'previous_response_not_found', 'previous_response_in_progress'] as const;
+const AcceptRow = z.discriminatedUnion('outcome', [
+  // `replayed`: a run with this Idempotency-Key already exists and nothing was written.
+  RunRow.extend({ outcome: z.enum(['accepted', 'replayed']), is_head: z.boolean(), previous_status: z.null() }),
+  z.object({ outcome: z.enum(ACCEPT_REFUSALS), is_head: z.null(), previous_status: RunStatus.nullable() }),
+]);
+export type AcceptResult =
+  | { outcome: 'accepted' | 'replayed'; run: RunRow; isHead: boolean }
+  | { outcome: (typeof ACCEPT_REFUSALS)[number]; previousStatus: RunStatus | null };
+
+const ClaimRow = z.discriminatedUnion('outcome', [
+  RunRow.extend({
+    outcome: z.literal('claimed'),
+    own_input: z.array(StoredItemBody),
+    transcript_after: z.array(z.object({ position: z.number(), body: StoredItemBody })).nullable(),
+    chain: z.array(StoredItemBody).nullable(),
+  }),
+  RunRow.extend({ outcome: z.enum(['waiting', 'finished']), own_input: z.null(), transcript_after: z.null(), chain: z.null() }),
+  z.object({ outcome: z.literal('missing') }),
+]);
+export type ClaimResult =
+  | {
+      outcome: 'claimed';
+      run: RunRow;
+      /** The run's own input items, in order. */
+      input: StoredItem[];
+      /** Conversation runs: the transcript items after the `afterPosition` asked for, in order. */
+      transcriptAfter: Array<{ position: number; body: StoredItem }> | null;
+      /** previous_response_id runs: every item of the chain, oldest run first. */
+      chain: StoredItem[] | null;
+    }
+  /** An earlier turn of the conversation is unfinished: look again shortly. `run` as the statement saw it. */
+  | { outcome: 'waiting'; run: RunRow }
+  /** Already finished: nothing to run. `run` as the statement saw it. */
+  | { outcome: 'finished'; run: RunRow }
+  | { outcome: 'missing' };
+
+export interface StampRequest {
+  run: Pick<RunRow, 'id' | 'attempt' | 'conversation_id' | 'input_count'>;
+  outcome: RunOutcome;
+  /** Output items in order; written only for completed and incomplete runs. */
+  outputs: ReadonlyArray<{ id: string; body: StoredItem }>;
+}
+
+const StampRow = RunRow.extend({
+  first_position: z.number().nullable(),
+  untitled: z.boolean().nullable(),
+  next_run_id: z.string().nullable(),
+  next_run_unknown: z.boolean(),
+});
+export interface StampResult {
+  run: RunRow;
+  /** Transcript position of the run's first input item (conversation runs that add to the transcript). */
+  firstPosition: number | null;
+  /** The conversation still wants a generated title. */
+  untitled: boolean;
+  /** The conversation's next unfinished run as this statement saw it. */
+  nextRunId: string | null;
+  /** A turn was accepted while this statement ran, so `nextRunId` may miss it: ask again after the commit. */
+  nextRunUnknown: boolean;
+}
+
 export function createRunsRepo(db: CommonQueryMethods) {
   return {
-    insert: (run: NewRun) =>
-      db.one(sql.type(RunRow)`
-        INSERT INTO runs (id, tenant_id, smith_id, conversation_id, conversation_seq, previous_response_id, status, model,
-                          instructions, params, input_count, idempotency_key, request_hash)
-        VALUES (${run.id}, ${run.tenantId}, ${run.smithId}, ${run.conversationId}, ${run.conversationSeq}, ${run.previousResponseId},
-                'queued', ${run.model}, ${run.instructions}, ${jsonb(run.params)}, ${run.inputCount}, ${run.idempotencyKey},
-                ${run.requestHash})
-        RETURNING ${columns}`),
-
     find: (id: string) => db.maybeOne(sql.type(RunRow)`SELECT ${columns} FROM runs WHERE id = ${id}`),
 
     findForSmith: (smithId: string, id: string) =>
@@ -59,9 +122,6 @@ export function createRunsRepo(db: CommonQueryMethods) {
           AND idempotency_key IS NULL AND deleted_at IS NULL
         ORDER BY created_at DESC LIMIT 1`),
 
-    hasOpenRun: (conversationId: string) =>
-      db.exists(sql.unsafe`SELECT 1 FROM runs WHERE conversation_id = ${conversationId} AND ${OPEN}`),
-
     /** The conversation's oldest unfinished run: the only one allowed to execute. */
     headOfConversation: (conversationId: string) =>
       db.maybeOne(sql.type(z.object({ id: z.string(), status: z.string() }))`
@@ -69,31 +129,189 @@ export function createRunsRepo(db: CommonQueryMethods) {
         ORDER BY conversation_seq LIMIT 1`),
 
     /**
-     * Moves a run to in_progress for a new attempt, but only while no earlier turn of its conversation
-     * is unfinished (turns run in order). Null when it is finished or must wait; `find` tells which.
+     * Accepts a turn in one statement (atomic on its own): takes the conversation's row lock and next
+     * turn number, refuses in `reject` mode while a run is open, checks previous_response_id, inserts the
+     * run (queued) and its input items. An existing run with the same Idempotency-Key is returned
+     * instead, with nothing written; a concurrent duplicate key fails on the unique index.
+     *
+     * `isHead`: no earlier unfinished run existed, so the run may be enqueued at once. False when one
+     * did, or when another turn of the conversation committed while this statement waited for the row
+     * lock (its snapshot cannot see that run): then ask `headOfConversation` after the commit.
      */
-    claim: (id: string) =>
-      db.maybeOne(sql.type(RunRow)`
-        UPDATE runs SET status = 'in_progress', attempt = attempt + 1, started_at = coalesce(started_at, now())
-        WHERE id = ${id} AND ${OPEN}
-          AND NOT EXISTS (
-            SELECT 1 FROM runs AS earlier
-            WHERE earlier.conversation_id = runs.conversation_id AND earlier.conversation_seq < runs.conversation_seq
-              AND earlier.status IN ('queued', 'in_progress'))
-        RETURNING ${columns}`),
+    accept: async (turn: TurnToAccept): Promise<AcceptResult> => {
+      const conversationId = turn.conversationId;
+      const input = turn.input.map((item, ordinal) => ({ id: item.id, ordinal, body: item.body }));
+      const row = await db.one(sql.type(AcceptRow)`
+        WITH existing AS (
+          SELECT ${columns} FROM runs
+          WHERE ${turn.idempotencyKey}::text IS NOT NULL AND smith_id = ${turn.smithId} AND idempotency_key = ${turn.idempotencyKey}
+        ),
+        seen AS (
+          -- the conversation as this statement's snapshot has it
+          SELECT last_run_seq,
+                 EXISTS (SELECT 1 FROM runs WHERE conversation_id = ${conversationId} AND ${OPEN}) AS has_open_run
+          FROM conversations
+          WHERE id = ${conversationId} AND smith_id = ${turn.smithId} AND deleted_at IS NULL
+        ),
+        previous AS (
+          SELECT status FROM runs WHERE id = ${turn.previousResponseId} AND smith_id = ${turn.smithId} AND deleted_at IS NULL
+        ),
+        conversation AS (
+          UPDATE conversations SET last_run_seq = conversations.last_run_seq + 1
+          FROM seen
+          WHERE conversations.id = ${conversationId} AND conversations.smith_id = ${turn.smithId} AND conversations.deleted_at IS NULL
+            AND NOT EXISTS (SELECT 1 FROM existing)
+            -- re-evaluated on the newest row version after waiting for the lock: a turn committed since
+            -- the snapshot shows as a changed last_run_seq
+            AND NOT (${turn.busyMode === 'reject'} AND (seen.has_open_run OR conversations.last_run_seq <> seen.last_run_seq))
+          RETURNING conversations.last_run_seq, seen.last_run_seq + 1 = conversations.last_run_seq AND NOT seen.has_open_run AS is_head
+        ),
+        inserted AS (
+          INSERT INTO runs (id, tenant_id, smith_id, conversation_id, conversation_seq, previous_response_id, status, model,
+                            instructions, params, input_count, idempotency_key, request_hash)
+          SELECT ${turn.id}, ${turn.tenantId}, ${turn.smithId}, ${conversationId}, conversation.last_run_seq, ${turn.previousResponseId},
+                 'queued', ${turn.model}, ${turn.instructions}, ${jsonb(turn.params)}, ${turn.inputCount}, ${turn.idempotencyKey},
+                 ${turn.requestHash}
+          FROM (SELECT 1) AS one LEFT JOIN conversation ON true
+          WHERE NOT EXISTS (SELECT 1 FROM existing)
+            AND (${conversationId}::text IS NULL OR conversation.last_run_seq IS NOT NULL)
+            AND (${turn.previousResponseId}::text IS NULL OR EXISTS (SELECT 1 FROM previous WHERE status IN ('completed', 'incomplete')))
+          RETURNING ${columns}
+        ),
+        input AS (
+          INSERT INTO items (id, run_id, direction, ordinal, body)
+          SELECT t.id, inserted.id, 'input', t.ordinal, t.body
+          FROM inserted, jsonb_to_recordset(${jsonb(input)}) AS t(id text, ordinal integer, body jsonb)
+        )
+        SELECT 'accepted' AS outcome, coalesce((SELECT is_head FROM conversation), true) AS is_head, NULL AS previous_status, inserted.*
+        FROM inserted
+        UNION ALL
+        SELECT 'replayed', false, NULL, existing.* FROM existing
+        UNION ALL
+        SELECT CASE
+                 WHEN ${conversationId}::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM seen) THEN 'conversation_not_found'
+                 WHEN ${conversationId}::text IS NOT NULL AND ${turn.busyMode === 'reject'} THEN 'conversation_locked'
+                 WHEN ${conversationId}::text IS NOT NULL THEN 'conversation_not_found'
+                 WHEN (SELECT status FROM previous) IN ('queued', 'in_progress') THEN 'previous_response_in_progress'
+                 ELSE 'previous_response_not_found'
+               END,
+               NULL, (SELECT status FROM previous),
+               ${sql.join(RUN_COLUMN_NAMES.map(() => sql.fragment`NULL`), sql.fragment`, `)}
+        WHERE NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM existing)`);
+      if (row.outcome === 'accepted' || row.outcome === 'replayed') {
+        const { outcome, is_head: isHead, previous_status: _previous, ...run } = row;
+        return { outcome, run, isHead };
+      }
+      return { outcome: row.outcome, previousStatus: row.previous_status };
+    },
 
-    /** Finishes the run only if `attempt` still owns it; false means another attempt already did. */
-    finish: (id: string, attempt: number, outcome: RunOutcome) =>
-      db.maybeOne(sql.type(RunRow)`
-        UPDATE runs SET status = ${outcome.status}, output_count = ${outcome.outputCount},
-          usage = ${outcome.usage ? jsonb(outcome.usage) : null},
-          error = ${outcome.error ? jsonb(outcome.error) : null},
-          incomplete_details = ${outcome.incompleteDetails ? jsonb(outcome.incompleteDetails) : null},
-          completed_at = now(),
-          -- store: false keeps a standalone run only as long as it takes to answer it
-          deleted_at = CASE WHEN (params->>'store')::boolean OR conversation_id IS NOT NULL THEN NULL ELSE now() END
-        WHERE id = ${id} AND status = 'in_progress' AND attempt = ${attempt}
-        RETURNING ${columns}`),
+    /**
+     * Claims the run for a new attempt (as `claim`) and, in the same statement, reads what the turn
+     * replays: its own input, and either the conversation's transcript after `afterPosition` (the
+     * caller's cache holds the rest; pass -1 for all of it) or the previous_response_id chain's items.
+     * The statement's snapshot sees every earlier turn stamped, since none of them may be unfinished.
+     */
+    claimWithHistory: async (id: string, transcriptCache: { conversationId: string; afterPosition: number } | null): Promise<ClaimResult> => {
+      const afterPosition = sql.fragment`CASE WHEN claimed.conversation_id = ${transcriptCache?.conversationId ?? null} THEN ${transcriptCache?.afterPosition ?? -1} ELSE -1 END`;
+      const row = await db.one(sql.type(ClaimRow)`
+        WITH claimed AS (
+          UPDATE runs SET status = 'in_progress', attempt = attempt + 1, started_at = coalesce(started_at, now())
+          WHERE id = ${id} AND ${OPEN}
+            AND NOT EXISTS (
+              SELECT 1 FROM runs AS earlier
+              WHERE earlier.conversation_id = runs.conversation_id AND earlier.conversation_seq < runs.conversation_seq
+                AND earlier.status IN ('queued', 'in_progress'))
+          RETURNING ${columns}
+        )
+        SELECT 'claimed' AS outcome, claimed.*,
+          (SELECT coalesce(jsonb_agg(body ORDER BY ordinal), '[]') FROM items WHERE run_id = claimed.id AND direction = 'input') AS own_input,
+          CASE WHEN claimed.conversation_id IS NOT NULL THEN (
+            SELECT coalesce(jsonb_agg(jsonb_build_object('position', position, 'body', body) ORDER BY position), '[]')
+            FROM items WHERE conversation_id = claimed.conversation_id AND position > ${afterPosition}
+          ) END AS transcript_after,
+          CASE WHEN claimed.previous_response_id IS NOT NULL THEN (
+            WITH RECURSIVE chain (id, previous_response_id, depth) AS (
+              SELECT r.id, r.previous_response_id, 0 FROM runs r WHERE r.id = claimed.previous_response_id
+              UNION ALL
+              SELECT r.id, r.previous_response_id, c.depth + 1 FROM runs r JOIN chain c ON r.id = c.previous_response_id
+            )
+            SELECT coalesce(jsonb_agg(i.body ORDER BY c.depth DESC, i.ordinal), '[]') FROM chain c JOIN items i ON i.run_id = c.id
+          ) END AS chain
+        FROM claimed
+        UNION ALL
+        SELECT CASE WHEN current.id IS NULL THEN 'missing' WHEN current.status IN ('queued', 'in_progress') THEN 'waiting' ELSE 'finished' END,
+               ${sql.join(RUN_COLUMN_NAMES.map((name) => sql.identifier(['current', name])), sql.fragment`, `)}, NULL, NULL, NULL
+        FROM (SELECT 1) AS one LEFT JOIN runs AS current ON current.id = ${id}
+        WHERE NOT EXISTS (SELECT 1 FROM claimed)`);
+      if (row.outcome === 'missing') return { outcome: 'missing' };
+      if (row.outcome !== 'claimed') {
+        const { outcome, own_input: _input, transcript_after: _after, chain: _chain, ...run } = row;
+        return { outcome, run };
+      }
+      const { outcome, own_input: input, transcript_after: transcriptAfter, chain, ...run } = row;
+      return { outcome, run, input, transcriptAfter, chain };
+    },
+
+    /**
+     * Stamps a run in one statement, only if \`attempt\` still owns it (null otherwise, and nothing is
+     * written): sets the outcome, and for completed and incomplete conversation runs reserves the
+     * transcript positions (bumping updated_at), attaches the input items and inserts the outputs.
+     * Every conversation run takes the conversation's row lock, so a turn accepted concurrently
+     * shows up either in \`nextRunId\` or as \`nextRunUnknown\`.
+     */
+    stamp: async ({ run, outcome, outputs }: StampRequest): Promise<StampResult | null> => {
+      const addsToTranscript = outcome.status === 'completed' || outcome.status === 'incomplete';
+      const reserved = addsToTranscript ? run.input_count + outputs.length : 0;
+      // Outputs follow the inputs: ordinal input_count + k, transcript position first_position + ordinal.
+      const written = addsToTranscript ? outputs.map((output, index) => ({ id: output.id, ordinal: run.input_count + index, body: output.body })) : [];
+      const row = await db.maybeOne(sql.type(StampRow)`
+        WITH finished AS (
+          UPDATE runs SET status = ${outcome.status}, output_count = ${outcome.outputCount},
+            usage = ${outcome.usage ? jsonb(outcome.usage) : null},
+            error = ${outcome.error ? jsonb(outcome.error) : null},
+            incomplete_details = ${outcome.incompleteDetails ? jsonb(outcome.incompleteDetails) : null},
+            completed_at = now(),
+            -- store: false keeps a standalone run only as long as it takes to answer it
+            deleted_at = CASE WHEN (params->>'store')::boolean OR conversation_id IS NOT NULL THEN NULL ELSE now() END
+          WHERE id = ${run.id} AND status = 'in_progress' AND attempt = ${run.attempt}
+          RETURNING ${columns}
+        ),
+        seen AS (SELECT last_run_seq FROM conversations WHERE id = ${run.conversation_id}),
+        conversation AS (
+          UPDATE conversations
+          SET item_count = item_count + ${reserved}, updated_at = CASE WHEN ${addsToTranscript} THEN now() ELSE updated_at END
+          WHERE id = (SELECT conversation_id FROM finished)
+          RETURNING item_count - ${reserved} AS first_position, title_source IS NULL AS untitled, last_run_seq
+        ),
+        attached AS (
+          UPDATE items SET conversation_id = ${run.conversation_id}, position = conversation.first_position + items.ordinal
+          FROM conversation
+          WHERE ${addsToTranscript} AND items.run_id = ${run.id} AND items.direction = 'input' AND items.conversation_id IS NULL
+        ),
+        outputs AS (
+          INSERT INTO items (id, run_id, direction, ordinal, conversation_id, position, body)
+          SELECT t.id, finished.id, 'output', t.ordinal, finished.conversation_id, conversation.first_position + t.ordinal, t.body
+          FROM finished LEFT JOIN conversation ON true, jsonb_to_recordset(${jsonb(written)}) AS t(id text, ordinal integer, body jsonb)
+        ),
+        next_run AS (
+          SELECT id FROM runs
+          WHERE conversation_id = (SELECT conversation_id FROM finished) AND ${OPEN} AND id <> ${run.id}
+          ORDER BY conversation_seq LIMIT 1
+        )
+        SELECT finished.*, conversation.first_position, conversation.untitled,
+               (SELECT id FROM next_run) AS next_run_id,
+               coalesce(conversation.last_run_seq <> (SELECT last_run_seq FROM seen), false) AS next_run_unknown
+        FROM finished LEFT JOIN conversation ON true`);
+      if (!row) return null;
+      const { first_position: firstPosition, untitled, next_run_id: nextRunId, next_run_unknown: nextRunUnknown, ...finished } = row;
+      return {
+        run: finished,
+        firstPosition: addsToTranscript ? firstPosition : null,
+        untitled: untitled ?? false,
+        nextRunId,
+        nextRunUnknown,
+      };
+    },
 
     /** Cancels a run no worker has picked up yet. */
     cancelIfQueued: (id: string) =>
@@ -114,27 +332,20 @@ export function createRunsRepo(db: CommonQueryMethods) {
 
     /**
      * Runs that should be executing but may have lost their job (Redis flushed, enqueue failed after
-     * commit): per conversation only the head, plus standalone runs, older than `olderThanMs`.
+     * commit): per conversation only the head, plus standalone runs, older than `olderThanMs`, oldest
+     * first, after the `after` keyset bound (so a sweep can page through any number of open runs).
      */
-    listRunnableOlderThan: (olderThanMs: number, limit: number) =>
-      db.anyFirst(sql.type(z.object({ id: z.string() }))`
-        SELECT id FROM (
-          SELECT DISTINCT ON (coalesce(conversation_id, id)) id, created_at
+    listRunnableOlderThan: (olderThanMs: number, limit: number, after: { createdAt: number; id: string } | null = null) =>
+      db.any(sql.type(z.object({ id: z.string(), conversation_id: z.string().nullable(), created_at: z.number() }))`
+        SELECT id, conversation_id, created_at FROM (
+          SELECT DISTINCT ON (coalesce(conversation_id, id)) id, conversation_id, created_at
           FROM runs
           WHERE ${OPEN} AND created_at < now() - make_interval(secs => ${olderThanMs} / 1000.0)
           ORDER BY coalesce(conversation_id, id), conversation_seq NULLS FIRST
         ) AS heads
-        ORDER BY created_at
+        ${after ? sql.fragment`WHERE (created_at, id) > (to_timestamp(${after.createdAt} / 1000.0), ${after.id})` : sql.fragment``}
+        ORDER BY created_at, id
         LIMIT ${limit}`),
 
-    /** The ids of a previous_response_id chain ending at `lastId`, oldest first. */
-    chainEndingAt: (lastId: string) =>
-      db.anyFirst(sql.type(z.object({ id: z.string() }))`
-        WITH RECURSIVE chain (id, previous_response_id, depth) AS (
-          SELECT id, previous_response_id, 0 FROM runs WHERE id = ${lastId}
-          UNION ALL
-          SELECT r.id, r.previous_response_id, c.depth + 1 FROM runs r JOIN chain c ON r.id = c.previous_response_id
-        )
-        SELECT id FROM chain ORDER BY depth DESC`),
   };
 }
