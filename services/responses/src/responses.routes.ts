@@ -2,7 +2,7 @@ import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
 import type { Authenticator } from '@ic/auth';
 import { authorize, parseOrThrow, type RateLimits } from '@ic/http';
-import { badRequest, CreateResponseBody, GetResponseQuery, ListInputItemsQuery, type RunRow } from '@ic/schemas';
+import { apiError, CreateResponseBody, GetResponseQuery, ListInputItemsQuery, type RunRow } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
 import { isTerminalEvent } from './events';
 import { startEventStream, writeEvent, writeKeepAlive, writeStreamError } from './sse';
@@ -22,7 +22,7 @@ function busyMode(req: Request): BusyMode {
   const value = req.header(BUSY_HEADER)?.trim().toLowerCase();
   if (value === undefined || value === '' || value === 'queue') return 'queue';
   if (value === 'reject') return 'reject';
-  throw badRequest(`IC-Conversation-Busy must be 'queue' (wait for the running turn) or 'reject' (answer conversation_locked).`, 'IC-Conversation-Busy', 'invalid_value');
+  throw apiError('invalid_value', { param: 'IC-Conversation-Busy', reason: `must be 'queue' (wait for the running turn) or 'reject' (answer conversation_locked)` });
 }
 
 /**

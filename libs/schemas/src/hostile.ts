@@ -1,0 +1,43 @@
+/**
+ * Checks on client JSON that no zod schema expresses generically: PostgreSQL cannot store U+0000 in
+ * text or jsonb, and deeply nested values overflow the stack of recursive code further on
+ * (JSON.stringify, validators, the jsonb encoder). Both are the client's mistake, so both are a 400
+ * naming the place, found by one walk over the parsed value before any schema sees it.
+ */
+
+/** Deeper than any body the API accepts legitimately (tool parameter schemas included). */
+export const MAX_JSON_DEPTH = 64;
+
+export type JsonPath = Array<string | number>;
+export type HostileValue = { problem: 'nul_character' | 'too_deep'; path: JsonPath };
+
+/** The first string (value or key) holding U+0000, or the first value nested deeper than `maxDepth`; null when clean. */
+export function findHostileValue(value: unknown, maxDepth = MAX_JSON_DEPTH): HostileValue | null {
+  // Iterative on purpose: a recursive walk would itself overflow on the inputs it guards against.
+  const stack: Array<{ value: unknown; path: JsonPath }> = [{ value, path: [] }];
+  while (stack.length > 0) {
+    const { value: current, path } = stack.pop()!;
+    const key = path[path.length - 1];
+    if (typeof key === 'string' && key.includes('\u0000')) return { problem: 'nul_character', path };
+    if (typeof current === 'string') {
+      if (current.includes('\u0000')) return { problem: 'nul_character', path };
+      continue;
+    }
+    if (current === null || typeof current !== 'object') continue;
+    if (path.length >= maxDepth) return { problem: 'too_deep', path };
+    const entries: Array<[string | number, unknown]> = Array.isArray(current) ? current.map((item, index) => [index, item]) : Object.entries(current);
+    // Pushed in reverse so the first offending field in document order is the one reported.
+    for (let index = entries.length - 1; index >= 0; index--) {
+      const [childKey, child] = entries[index]!;
+      stack.push({ value: child, path: [...path, childKey] });
+    }
+  }
+  return null;
+}
+
+/** `input[0].content[1].text`, with control characters escaped so the param itself is printable. */
+export function formatJsonPath(path: Readonly<JsonPath>): string {
+  const formatted = path.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : out ? `${out}.${part}` : part), '');
+  // eslint-disable-next-line no-control-regex
+  return formatted.replace(/[\u0000-\u001f]/g, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
