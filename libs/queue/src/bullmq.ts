@@ -8,7 +8,6 @@ import {
   PermanentFailure,
   RetryLater,
   type EnqueueOptions,
-  type JobHandlers,
   type JobQueue,
   type QueueBackend,
   type RunEventLog,
