@@ -85,7 +85,7 @@ export function parseOrThrow<S extends z.ZodTypeAny>(schema: S, value: unknown, 
 /** The 400 for a NUL character or an over-deep value at `hostile.path`. */
 function hostileValueError(hostile: HostileValue, prefix: Array<string | number> = []): AppError {
   const param = formatJsonPath([...prefix, ...hostile.path]) || null;
-  return hostile.problem === 'nul_character'
+  return hostile.problem === 'unstorable_text'
     ? apiError('invalid_characters', { param: param ?? 'body' }, { param })
     : apiError('nesting_too_deep', { param: param ?? 'body', maxDepth: MAX_JSON_DEPTH }, { param });
 }
@@ -262,11 +262,12 @@ export function isDependencyUnavailable(error: unknown): boolean {
   const sqlState = sqlStateOf(error);
   if (sqlState && (sqlState.startsWith('08') || sqlState === '53300' || /^57P0[123]$/.test(sqlState))) return true;
   let current: unknown = error;
-  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
-    const errno = (current as NodeJS.ErrnoException).code;
-    if (errno && UNREACHABLE_ERRNO.has(errno)) return true;
-    if (UNREACHABLE_MESSAGE.test(current.message)) return true;
-    current = current.cause;
+  // Duck-typed: errors from Node's own sockets need not share this realm's Error (jest, vm).
+  for (let depth = 0; depth < 5 && current && typeof current === 'object'; depth++) {
+    const { code, message, cause } = current as { code?: unknown; message?: unknown; cause?: unknown };
+    if (typeof code === 'string' && UNREACHABLE_ERRNO.has(code)) return true;
+    if (typeof message === 'string' && UNREACHABLE_MESSAGE.test(message)) return true;
+    current = cause;
   }
   return false;
 }

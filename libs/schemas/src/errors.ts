@@ -61,7 +61,7 @@ export const ERROR_CATALOG = {
   unknown_parameter: entry<{ param: string }>(400, 'invalid_request_error', (a) => `Unknown parameter: '${a.param}'.`, { param: (a) => a.param }),
   missing_required_parameter: entry<{ param: string }>(400, 'invalid_request_error', (a) => `Missing required parameter: '${a.param}'.`, { param: (a) => a.param }),
   unsupported_parameter: entry<{ param: string; why: string }>(400, 'invalid_request_error', (a) => a.why, { param: (a) => a.param }),
-  invalid_characters: entry<{ param: string }>(400, 'invalid_request_error', (a) => `Invalid '${a.param}': text must not contain NUL characters (U+0000).`, { param: (a) => a.param }),
+  invalid_characters: entry<{ param: string }>(400, 'invalid_request_error', (a) => `Invalid '${a.param}': text must not contain NUL characters (U+0000) or unpaired UTF-16 surrogates.`, { param: (a) => a.param }),
   nesting_too_deep: entry<{ param: string; maxDepth: number }>(400, 'invalid_request_error', (a) => `Invalid '${a.param}': values may nest at most ${a.maxDepth} levels deep.`, { param: (a) => a.param }),
   invalid_json: entry(400, 'invalid_request_error', () => 'We could not parse the JSON body of your request. Check that it is valid JSON.'),
   request_too_large: entry(413, 'invalid_request_error', () => 'The request body is too large.'),

@@ -1,6 +1,6 @@
 /**
  * Checks on client JSON that no zod schema expresses generically: PostgreSQL cannot store U+0000 in
- * text or jsonb, and deeply nested values overflow the stack of recursive code further on
+ * text or jsonb (nor a lone UTF-16 surrogate in jsonb), and deeply nested values overflow the stack of recursive code further on
  * (JSON.stringify, validators, the jsonb encoder). Both are the client's mistake, so both are a 400
  * naming the place, found by one walk over the parsed value before any schema sees it.
  */
@@ -9,18 +9,21 @@
 export const MAX_JSON_DEPTH = 64;
 
 export type JsonPath = Array<string | number>;
-export type HostileValue = { problem: 'nul_character' | 'too_deep'; path: JsonPath };
+export type HostileValue = { problem: 'unstorable_text' | 'too_deep'; path: JsonPath };
 
-/** The first string (value or key) holding U+0000, or the first value nested deeper than `maxDepth`; null when clean. */
+/** U+0000, or half of a surrogate pair without its other half (not text in any encoding PostgreSQL stores). */
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** The first string (value or key) holding U+0000 or a lone surrogate, or the first value nested deeper than `maxDepth`; null when clean. */
 export function findHostileValue(value: unknown, maxDepth = MAX_JSON_DEPTH): HostileValue | null {
   // Iterative on purpose: a recursive walk would itself overflow on the inputs it guards against.
   const stack: Array<{ value: unknown; path: JsonPath }> = [{ value, path: [] }];
   while (stack.length > 0) {
     const { value: current, path } = stack.pop()!;
     const key = path[path.length - 1];
-    if (typeof key === 'string' && key.includes('\u0000')) return { problem: 'nul_character', path };
+    if (typeof key === 'string' && UNSTORABLE.test(key)) return { problem: 'unstorable_text', path };
     if (typeof current === 'string') {
-      if (current.includes('\u0000')) return { problem: 'nul_character', path };
+      if (UNSTORABLE.test(current)) return { problem: 'unstorable_text', path };
       continue;
     }
     if (current === null || typeof current !== 'object') continue;
@@ -39,5 +42,5 @@ export function findHostileValue(value: unknown, maxDepth = MAX_JSON_DEPTH): Hos
 export function formatJsonPath(path: Readonly<JsonPath>): string {
   const formatted = path.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : out ? `${out}.${part}` : part), '');
   // eslint-disable-next-line no-control-regex
-  return formatted.replace(/[\u0000-\u001f]/g, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return formatted.replace(/[\u0000-\u001f\ud800-\udfff]/g, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
