@@ -12,6 +12,7 @@ export type JsonPath = Array<string | number>;
 export type HostileValue = { problem: 'unstorable_text' | 'too_deep'; path: JsonPath };
 
 /** U+0000, or half of a surrogate pair without its other half (not text in any encoding PostgreSQL stores). */
+// eslint-disable-next-line no-control-regex -- U+0000 is exactly what this looks for
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 /** The first string (value or key) holding U+0000 or a lone surrogate, or the first value nested deeper than `maxDepth`; null when clean. */
