@@ -43,7 +43,7 @@ export default tseslint.config(
       ],
       'no-restricted-imports': [
         'error',
-        { paths: [{ name: '@ic/schemas', importNames: ['badRequest', 'notFound'], message: "Use apiError('code', args): every error code lives in ERROR_CATALOG." }] },
+        { paths: [{ name: '@ic/schemas', importNames: ['badRequest', 'notFound', 'unauthorized', 'forbidden', 'unavailable'], message: "Use apiError('code', args): every error code lives in ERROR_CATALOG." }] },
       ],
     },
   },
@@ -62,7 +62,7 @@ export default tseslint.config(
         {
           paths: [
             ...SERVICE_PACKAGES.map((name) => ({ name, message: 'Libraries (libs/*) must not import services, deploy or test code.' })),
-            { name: '@ic/schemas', importNames: ['badRequest', 'notFound'], message: "Use apiError('code', args): every error code lives in ERROR_CATALOG." },
+            { name: '@ic/schemas', importNames: ['badRequest', 'notFound', 'unauthorized', 'forbidden', 'unavailable'], message: "Use apiError('code', args): every error code lives in ERROR_CATALOG." },
           ],
           patterns: [{ group: ['**/services/**', '**/deploy/**', '**/test/**'], message: 'Libraries (libs/*) must not import services, deploy or test code.' }],
         },

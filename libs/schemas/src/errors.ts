@@ -166,3 +166,9 @@ export const badRequest = (message: string, param: string | null = null, code: s
   new AppError(400, 'invalid_request_error', message, param, code);
 /** @deprecated Use `apiError('not_found', …)`. */
 export const notFound = (message: string, param: string | null = null) => new AppError(404, 'not_found_error', message, param, 'not_found');
+/** @deprecated Use `apiError('invalid_api_key' | 'missing_api_key' | 'token_revoked' | 'token_expired', …)`. */
+export const unauthorized = (message: string, code = 'invalid_api_key') => new AppError(401, 'authentication_error', message, null, code);
+/** @deprecated Use `apiError('insufficient_scope' | 'smith_mismatch', …)`. */
+export const forbidden = (message: string, code = 'insufficient_scope') => new AppError(403, 'permission_error', message, null, code);
+/** @deprecated Use `apiError('service_unavailable' | 'queue_unavailable')`. */
+export const unavailable = (message: string) => new AppError(503, 'service_unavailable', message, null, 'service_unavailable');
