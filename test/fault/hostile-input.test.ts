@@ -84,6 +84,8 @@ const NAMED_STRINGS = [
   '0x10',
   '99999999999999999999',
   '-99999999999999999999',
+  '999999999',
+  '2147483648',
   '1.5',
   'NaN',
   'run_AAAAAAAAAAAAAAAAAAAAAAAA',
@@ -315,6 +317,10 @@ describe('hostile input on every route', () => {
   });
 
   it('refuses cursors and numbers that are out of range or not integers', async () => {
+    // The largest accepted position replays nothing and ends with the run's terminal event, not a server_error.
+    const farAhead = await send(stack, { method: 'GET', path: `/v1/responses/${ids.run}`, query: [['stream', 'true'], ['starting_after', '999999999']], headers: smith() });
+    expect(farAhead.status).toBe(200);
+    expect(farAhead.text).not.toMatch(/server_error/);
     for (const startingAfter of ['99999999999999999999', '-2', '1.5', '1e3', 'abc', '']) {
       const reply = await send(stack, { method: 'GET', path: `/v1/responses/${ids.run}`, query: [['stream', 'true'], ['starting_after', startingAfter]], headers: smith() });
       expectError(reply, 400, { param: 'starting_after' });
