@@ -15,25 +15,44 @@ export type HostileValue = { problem: 'unstorable_text' | 'too_deep'; path: Json
 // eslint-disable-next-line no-control-regex -- U+0000 is exactly what this looks for
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
+interface Visit {
+  value: unknown;
+  key: string | number | undefined;
+  parent: Visit | null;
+  depth: number;
+}
+
+const pathOf = (visit: Visit): JsonPath => {
+  const path: JsonPath = [];
+  for (let at: Visit | null = visit; at && at.key !== undefined; at = at.parent) path.unshift(at.key);
+  return path;
+};
+
 /** The first string (value or key) holding U+0000 or a lone surrogate, or the first value nested deeper than `maxDepth`; null when clean. */
 export function findHostileValue(value: unknown, maxDepth = MAX_JSON_DEPTH): HostileValue | null {
-  // Iterative on purpose: a recursive walk would itself overflow on the inputs it guards against.
-  const stack: Array<{ value: unknown; path: JsonPath }> = [{ value, path: [] }];
+  // Iterative on purpose: a recursive walk would itself overflow on the inputs it guards against. Paths
+  // are rebuilt from parent links only for the value reported, so a clean megabyte body costs little.
+  const stack: Visit[] = [{ value, key: undefined, parent: null, depth: 0 }];
   while (stack.length > 0) {
-    const { value: current, path } = stack.pop()!;
-    const key = path[path.length - 1];
-    if (typeof key === 'string' && UNSTORABLE.test(key)) return { problem: 'unstorable_text', path };
+    const visit = stack.pop()!;
+    const { value: current, key } = visit;
+    if (typeof key === 'string' && UNSTORABLE.test(key)) return { problem: 'unstorable_text', path: pathOf(visit) };
     if (typeof current === 'string') {
-      if (UNSTORABLE.test(current)) return { problem: 'unstorable_text', path };
+      if (UNSTORABLE.test(current)) return { problem: 'unstorable_text', path: pathOf(visit) };
       continue;
     }
     if (current === null || typeof current !== 'object') continue;
-    if (path.length >= maxDepth) return { problem: 'too_deep', path };
-    const entries: Array<[string | number, unknown]> = Array.isArray(current) ? current.map((item, index) => [index, item]) : Object.entries(current);
+    if (visit.depth >= maxDepth) return { problem: 'too_deep', path: pathOf(visit) };
+    const depth = visit.depth + 1;
     // Pushed in reverse so the first offending field in document order is the one reported.
-    for (let index = entries.length - 1; index >= 0; index--) {
-      const [childKey, child] = entries[index]!;
-      stack.push({ value: child, path: [...path, childKey] });
+    if (Array.isArray(current)) {
+      for (let index = current.length - 1; index >= 0; index--) stack.push({ value: current[index], key: index, parent: visit, depth });
+    } else {
+      const keys = Object.keys(current);
+      for (let index = keys.length - 1; index >= 0; index--) {
+        const childKey = keys[index]!;
+        stack.push({ value: (current as Record<string, unknown>)[childKey], key: childKey, parent: visit, depth });
+      }
     }
   }
   return null;
