@@ -10,9 +10,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { Authenticator, mintToken, SCOPES } from '@ic/auth';
-import { boolEnv, httpEnv, intEnv, logEnv, modelEnv, parseEnv, redisEnv } from '@ic/config';
+import { boolEnv, httpEnv, httpTimeouts, intEnv, logEnv, modelEnv, parseEnv, redisEnv } from '@ic/config';
 import { createDbPool, createSmithsRepo, createTenantsRepo, migrate, sql, type DatabasePool } from '@ic/db';
-import { closeHttpServer, createBaseApp, finishApp, RateLimits } from '@ic/http';
+import { closeHttpServer, createBaseApp, createHttpServer, finishApp, RateLimits } from '@ic/http';
 import { createModelAdapter, resolveUpstreamModel } from '@ic/model';
 import { createQueueBackend } from '@ic/queue';
 import { newId } from '@ic/schemas';
@@ -141,7 +141,7 @@ async function main(): Promise<void> {
   // Runs left unfinished by a previous stop are picked up at once rather than after the sweep delay.
   await runtime.scheduler.sweepOnce(0);
 
-  const server = app.listen(env.PORT, env.HOST, () => {
+  const server = createHttpServer(app, httpTimeouts(env)).listen(env.PORT, env.HOST, () => {
     const base = `http://${env.HOST}:${(server.address() as { port: number }).port}`;
     const lines = [
       '',

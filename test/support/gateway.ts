@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import OpenAI, { type ClientOptions } from 'openai';
 import { createGatewayApp } from '@ic/api-gateway';
 import { Authenticator } from '@ic/auth';
+import { createHttpServer } from '@ic/http';
 import type { DatabasePool } from '@ic/db';
 import { createLogger, type Logger } from '@ic/telemetry';
 
@@ -44,7 +45,7 @@ export async function startGateway(pool: DatabasePool, options: GatewayOptions =
     bodyLimit: options.bodyLimit ?? '1mb',
   });
   const server = await new Promise<Server>((resolve, reject) => {
-    const listening = app.listen(0, '127.0.0.1', () => resolve(listening));
+    const listening = createHttpServer(app).listen(0, '127.0.0.1', () => resolve(listening));
     listening.once('error', reject);
   });
   const { port } = server.address() as AddressInfo;

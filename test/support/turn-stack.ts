@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import OpenAI, { type ClientOptions } from 'openai';
 import { gatewayRouter } from '@ic/api-gateway';
 import { Authenticator } from '@ic/auth';
-import { createBaseApp, finishApp, RateLimits } from '@ic/http';
+import { createBaseApp, createHttpServer, finishApp, RateLimits } from '@ic/http';
 import { createModelAdapter, type ModelAdapter } from '@ic/model';
 import { createBullmqBackend, createInProcessBackend, createRedis, type QueueBackend, type WorkerHandle } from '@ic/queue';
 import { ResponsesRuntime } from '@ic/responses';
@@ -88,7 +88,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
   app.use(gatewayRouter({ pool: db.pool, authenticator, cursorSecret: 'turn-stack-cursor-secret' }));
   finishApp(app, logger);
   const server: Server = await new Promise((resolve) => {
-    const listening = app.listen(0, '127.0.0.1', () => resolve(listening));
+    const listening = createHttpServer(app).listen(0, '127.0.0.1', () => resolve(listening));
   });
   const baseURL = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
   const workers: WorkerHandle[] = [];

@@ -32,6 +32,9 @@ BODY_LIMIT: {{ $c.bodyLimit | quote }}
 TOKEN_CACHE_TTL_MS: {{ $c.tokenCacheTtlMs | quote }}
 RATE_LIMIT_REQUESTS_PER_MINUTE: {{ $c.rateLimit.requestsPerMinute | quote }}
 RATE_LIMIT_TURNS_PER_MINUTE: {{ $c.rateLimit.turnsPerMinute | quote }}
+HTTP_KEEP_ALIVE_TIMEOUT_MS: {{ $c.http.keepAliveTimeoutMs | quote }}
+HTTP_HEADERS_TIMEOUT_MS: {{ $c.http.headersTimeoutMs | quote }}
+HTTP_REQUEST_TIMEOUT_MS: {{ $c.http.requestTimeoutMs | quote }}
 {{- else }}
 HEALTH_PORT: {{ $v.containerPorts.health | quote }}
 {{- end }}

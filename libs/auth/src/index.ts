@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { badRequest, forbidden, newId, notFound, randomBase62, SmithId, unauthorized, type ApiTokenRow, type SmithRow, type TokenKind } from '@ic/schemas';
+import { apiError, newId, randomBase62, SmithId, type ApiTokenRow, type SmithRow, type TokenKind } from '@ic/schemas';
 import { createSmithsRepo, createTokensRepo, type CommonQueryMethods, type DatabasePool } from '@ic/db';
 
 export const SCOPES = ['conversations:read', 'conversations:write', 'responses:read', 'responses:write'] as const;
@@ -40,11 +40,11 @@ export interface MintTokenInput {
 
 /** Creates a token and returns its plaintext once; only the hash is stored. */
 export async function mintToken(db: CommonQueryMethods, input: MintTokenInput): Promise<{ token: string; row: ApiTokenRow }> {
-  if (input.kind === 'smith' && !input.smithId) throw badRequest('A smith token needs a smith.', 'smith_id');
-  if (input.kind === 'tenant_admin' && input.smithId) throw badRequest('A tenant-admin token is not bound to one smith.', 'smith_id');
+  if (input.kind === 'smith' && !input.smithId) throw apiError('invalid_request', { message: 'A smith token needs a smith.' }, { param: 'smith_id' });
+  if (input.kind === 'tenant_admin' && input.smithId) throw apiError('invalid_request', { message: 'A tenant-admin token is not bound to one smith.' }, { param: 'smith_id' });
   if (input.smithId) {
     const smith = await createSmithsRepo(db).findInTenant(input.tenantId, input.smithId);
-    if (!smith) throw notFound(`Smith '${input.smithId}' not found in tenant '${input.tenantId}'.`, 'smith_id');
+    if (!smith) throw apiError('not_found', { resource: 'Smith', id: input.smithId, within: `tenant '${input.tenantId}'` }, { param: 'smith_id' });
   }
   const token = `${TOKEN_PREFIX[input.kind]}${randomBase62(TOKEN_SECRET_LENGTH)}`;
   const row = await createTokensRepo(db).insert({
@@ -100,11 +100,11 @@ export class Authenticator {
   }
 
   async verify(authorization: string | undefined): Promise<Principal> {
-    if (!authorization) throw unauthorized('Missing bearer token: send it as "Authorization: Bearer <token>".', 'missing_api_key');
+    if (!authorization) throw apiError('missing_api_key');
     const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    if (!match) throw unauthorized('Malformed Authorization header: expected "Bearer <token>".');
+    if (!match) throw apiError('invalid_api_key', { malformed: true });
     const token = match[1]!;
-    if (!TOKEN_SHAPE.test(token)) throw unauthorized('Invalid token.');
+    if (!TOKEN_SHAPE.test(token)) throw apiError('invalid_api_key', {});
     const cacheKey = hashToken(token);
     const cacheKeyText = cacheKey.toString('base64');
     let entry = this.tokens.get(cacheKeyText);
@@ -113,10 +113,10 @@ export class Authenticator {
       entry = row ? { row } : null;
       this.tokens.set(cacheKeyText, entry);
     }
-    if (!entry) throw unauthorized('Invalid token.');
+    if (!entry) throw apiError('invalid_api_key', {});
     const { row } = entry;
-    if (row.revoked_at !== null) throw unauthorized('This token has been revoked.', 'token_revoked');
-    if (row.expires_at !== null && row.expires_at <= Date.now()) throw unauthorized('This token has expired.', 'token_expired');
+    if (row.revoked_at !== null) throw apiError('token_revoked');
+    if (row.expires_at !== null && row.expires_at <= Date.now()) throw apiError('token_expired');
     return { tokenId: row.id, tenantId: row.tenant_id, kind: row.kind, smithId: row.smith_id, scopes: new Set(row.scopes) };
   }
 
@@ -128,14 +128,14 @@ export class Authenticator {
     const requested = smithHeader?.trim() || undefined;
     if (principal.kind === 'smith') {
       if (requested !== undefined && requested !== principal.smithId) {
-        throw forbidden('A smith token acts only on its own smith; drop the IC-Smith-Id header or send its own id.', 'smith_mismatch');
+        throw apiError('smith_mismatch');
       }
       return this.loadSmith(principal.tenantId, principal.smithId!);
     }
     if (requested === undefined) {
-      throw badRequest('A tenant-admin token must name the smith it acts for in the IC-Smith-Id header.', 'IC-Smith-Id', 'missing_smith_id');
+      throw apiError('missing_smith_id');
     }
-    if (!SmithId.safeParse(requested).success) throw badRequest(`IC-Smith-Id '${requested}' is not a smith id (smt_…).`, 'IC-Smith-Id', 'invalid_smith_id');
+    if (!SmithId.safeParse(requested).success) throw apiError('invalid_smith_id', { requested });
     return this.loadSmith(principal.tenantId, requested);
   }
 
@@ -146,13 +146,13 @@ export class Authenticator {
       smith = await createSmithsRepo(this.pool).findInTenant(tenantId, smithId);
       this.smiths.set(key, smith);
     }
-    if (!smith) throw notFound(`Smith '${smithId}' not found.`, 'IC-Smith-Id');
+    if (!smith) throw apiError('not_found', { resource: 'Smith', id: smithId }, { param: 'IC-Smith-Id' });
     return smith;
   }
 }
 
 export function requireScope(principal: Principal, scope: Scope): void {
   if (!principal.scopes.has(scope)) {
-    throw forbidden(`This token lacks the '${scope}' scope required for this request.`, 'insufficient_scope');
+    throw apiError('insufficient_scope', { scope });
   }
 }

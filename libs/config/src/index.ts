@@ -76,7 +76,20 @@ export const httpEnv = {
   RATE_LIMIT_REQUESTS_PER_MINUTE: intEnv(6000, 0),
   /** Turns (POST /v1/responses) per minute one smith may start (0: unlimited). */
   RATE_LIMIT_TURNS_PER_MINUTE: intEnv(600, 0),
+  /** Idle keep-alive connections stay open this long: above the idle timeout of the proxy in front (ALB, nginx: 60 s), so it never reuses a connection we are closing. */
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: intEnv(65000, 1000, 3600000),
+  /** Time to receive a request's headers; raised to at least HTTP_KEEP_ALIVE_TIMEOUT_MS + 1 s. */
+  HTTP_HEADERS_TIMEOUT_MS: intEnv(66000, 1000, 3600000),
+  /** Time to receive a whole request body (0: none); it ends when the request is read, so SSE replies are never cut. */
+  HTTP_REQUEST_TIMEOUT_MS: intEnv(300000, 0, 3600000),
 };
+
+/** The HTTP server timeouts from a service's parsed env. */
+export const httpTimeouts = (env: { HTTP_KEEP_ALIVE_TIMEOUT_MS: number; HTTP_HEADERS_TIMEOUT_MS: number; HTTP_REQUEST_TIMEOUT_MS: number }) => ({
+  keepAliveTimeoutMs: env.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+  headersTimeoutMs: env.HTTP_HEADERS_TIMEOUT_MS,
+  requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,
+});
 
 /** Env for the model adapter (responses workers and the titler's optional model titles). */
 export const modelEnv = {

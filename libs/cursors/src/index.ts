@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import { badRequest } from '@ic/schemas';
+import { apiError } from '@ic/schemas';
 
 const CURSOR_VERSION = 1;
 
@@ -18,7 +18,7 @@ export class CursorCodec {
   }
 
   decode<S extends z.ZodTypeAny>(kind: string, cursor: string, schema: S, param = 'cursor'): z.infer<S> {
-    const invalid = () => badRequest('The cursor is invalid or has expired; start again without it.', param, 'invalid_cursor');
+    const invalid = () => apiError('invalid_cursor', {}, { param });
     const [body, signature, extra] = cursor.split('.');
     if (!body || !signature || extra !== undefined) throw invalid();
     const expected = Buffer.from(this.sign(body));

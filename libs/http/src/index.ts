@@ -3,25 +3,17 @@ import { createServer, type Server } from 'node:http';
 import cors from 'cors';
 import express, { type ErrorRequestHandler, type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
-import { ConnectionError, SchemaValidationError } from 'slonik';
-import { API_VERSIONS, AppError, badRequest, CURRENT_API_VERSION } from '@ic/schemas';
+import { BackendTerminatedError, BackendTerminatedUnexpectedlyError, ConnectionError, SchemaValidationError, StatementTimeoutError } from 'slonik';
+import { API_VERSIONS, apiError, AppError, CURRENT_API_VERSION, findHostileValue, formatJsonPath, MAX_JSON_DEPTH, type HostileValue } from '@ic/schemas';
 import { SMITH_HEADER, type Authenticator, type Principal, type Scope, requireScope } from '@ic/auth';
 import type { SmithRow } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
+import { principalOf } from './principal';
 import type { RateLimits } from './rate-limit';
 
 export { RateLimits, type RateLimitOptions } from './rate-limit';
-
-declare global {
-  // eslint-disable-next-line @typescript-eslint/no-namespace
-  namespace Express {
-    interface Locals {
-      requestId: string;
-      principal?: Principal;
-      apiVersion: string;
-    }
-  }
-}
+export { principalOf } from './principal';
+export { createHttpServer, DEFAULT_HTTP_TIMEOUTS, type HttpServerTimeouts } from './server';
 
 export const API_VERSION_HEADER = 'ic-api-version';
 const REQUEST_ID_SHAPE = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -42,7 +34,7 @@ export function apiVersion(): RequestHandler {
   return (req, res, next) => {
     const requested = req.header(API_VERSION_HEADER)?.trim();
     if (requested && !(API_VERSIONS as readonly string[]).includes(requested)) {
-      next(badRequest(`Unknown IC-Api-Version '${requested}'. Supported: ${API_VERSIONS.join(', ')}.`, 'IC-Api-Version', 'unsupported_api_version'));
+      next(apiError('unsupported_api_version', { requested, supported: API_VERSIONS }));
       return;
     }
     res.locals.apiVersion = requested || CURRENT_API_VERSION;
@@ -63,13 +55,6 @@ export function authenticate(authenticator: Authenticator): RequestHandler {
   };
 }
 
-/** The verified caller; routes behind `authenticate` always have one. */
-export function principalOf(res: Response): Principal {
-  const principal = res.locals.principal;
-  if (!principal) throw new Error('principalOf called on an unauthenticated route');
-  return principal;
-}
-
 /** Scope check, then the smith this request acts for. */
 export async function authorize(authenticator: Authenticator, req: Request, res: Response, scope: Scope): Promise<{ principal: Principal; smith: SmithRow }> {
   const principal = principalOf(res);
@@ -80,22 +65,44 @@ export async function authorize(authenticator: Authenticator, req: Request, res:
 
 /** Turns a zod failure into the 400 the caller can act on: the offending parameter and why. */
 export function parseOrThrow<S extends z.ZodTypeAny>(schema: S, value: unknown, paramPrefix?: string): z.infer<S> {
+  const prefix = paramPrefix ? [paramPrefix] : [];
+  const hostile = findHostileValue(value);
+  if (hostile) throw hostileValueError(hostile, prefix);
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
   if (issue.code === z.ZodIssueCode.unrecognized_keys) {
     const key = issue.keys[0]!;
     const param = [paramPrefix, ...issue.path, key].filter((part) => part !== undefined && part !== '').join('.');
-    throw badRequest(`Unknown parameter: '${param}'.`, param, 'unknown_parameter');
+    throw apiError('unknown_parameter', { param });
   }
-  const param = formatParam([...(paramPrefix ? [paramPrefix] : []), ...issue.path]);
+  const param = formatJsonPath([...prefix, ...issue.path]);
+  if (issue.code === z.ZodIssueCode.invalid_type && issue.received === 'undefined') throw apiError('missing_required_parameter', { param });
   const expected = issue.code === z.ZodIssueCode.invalid_type ? ` (expected ${issue.expected}, got ${issue.received})` : '';
-  const message = issue.code === z.ZodIssueCode.invalid_type && issue.received === 'undefined' ? `Missing required parameter: '${param}'.` : `Invalid '${param || 'body'}': ${issue.message}${expected}.`;
-  throw badRequest(message.replace(/\.\.$/, '.'), param || null, issue.code === z.ZodIssueCode.invalid_type && issue.received === 'undefined' ? 'missing_required_parameter' : 'invalid_value');
+  throw apiError('invalid_value', { param: param || 'body', reason: `${issue.message}${expected}` }, { param: param || null });
 }
 
-function formatParam(path: ReadonlyArray<string | number>): string {
-  return path.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : out ? `${out}.${part}` : part), '');
+/** The 400 for a NUL character or an over-deep value at `hostile.path`. */
+function hostileValueError(hostile: HostileValue, prefix: Array<string | number> = []): AppError {
+  const param = formatJsonPath([...prefix, ...hostile.path]) || null;
+  return hostile.problem === 'unstorable_text'
+    ? apiError('invalid_characters', { param: param ?? 'body' }, { param })
+    : apiError('nesting_too_deep', { param: param ?? 'body', maxDepth: MAX_JSON_DEPTH }, { param });
+}
+
+/**
+ * Refuses NUL characters and over-deep JSON anywhere in the path, query or body before any route
+ * runs, so no handler (or database) ever sees them, whatever its schema.
+ */
+export function refuseHostileInput(): RequestHandler {
+  return (req, _res, next) => {
+    if (/%00/.test(req.path)) return next(apiError('invalid_characters', { param: 'path' }, { param: null }));
+    const inQuery = findHostileValue(req.query);
+    if (inQuery) return next(hostileValueError(inQuery));
+    const inBody = findHostileValue(req.body);
+    if (inBody) return next(hostileValueError(inBody));
+    next();
+  };
 }
 
 /**
@@ -110,9 +117,7 @@ export function jsonBody(limit: string): RequestHandler {
       if (req.body === undefined) {
         const hasContent = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
         if (hasContent) {
-          return next(
-            new AppError(415, 'invalid_request_error', 'Send the request body as JSON with Content-Type: application/json.', null, 'unsupported_media_type'),
-          );
+          return next(apiError('unsupported_media_type'));
         }
         req.body = {};
       }
@@ -154,13 +159,13 @@ export function createBaseApp(options: BaseAppOptions & { authenticator: Authent
   });
   // The version check comes first so even a 401 carries the IC-Api-Version header.
   const limit: RequestHandler[] = options.rateLimits ? [options.rateLimits.perToken()] : [];
-  app.use('/v1', apiVersion(), authenticate(options.authenticator), ...limit, jsonBody(options.bodyLimit));
+  app.use('/v1', apiVersion(), authenticate(options.authenticator), ...limit, jsonBody(options.bodyLimit), refuseHostileInput());
   return app;
 }
 
 /** Unknown routes and the single error-to-HTTP mapping; mount after every router. */
 export function finishApp(app: Express, logger: Logger): void {
-  app.use((req, _res, next) => next(new AppError(404, 'not_found_error', `Unknown route: ${req.method} ${req.path}`, null, 'unknown_route')));
+  app.use((req, _res, next) => next(apiError('unknown_route', { method: req.method, path: req.path })));
   app.use(errorHandler(logger));
 }
 
@@ -175,7 +180,10 @@ interface HttpError {
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (error: unknown, req: Request, res: Response, _next: NextFunction) => {
     const appError = toAppError(error);
-    if (appError.status >= 500) {
+    if (appError.status === 503) {
+      // Expected during an outage, once per request: one line each, not a stack.
+      logger.warn({ err: { message: (error as Error)?.message, code: sqlStateOf(error) }, requestId: res.locals.requestId, method: req.method, path: req.path }, 'request refused: dependency unavailable');
+    } else if (appError.status >= 500) {
       logger.error({ err: error, requestId: res.locals.requestId, method: req.method, path: req.path }, 'request failed');
     }
     if (res.headersSent) {
@@ -192,32 +200,76 @@ export function toAppError(error: unknown): AppError {
   const httpError = error as HttpError;
   switch (httpError?.type) {
     case 'entity.parse.failed':
-      return badRequest('We could not parse the JSON body of your request. Check that it is valid JSON.', null, 'invalid_json');
+      return apiError('invalid_json');
     case 'entity.too.large':
-      return new AppError(413, 'invalid_request_error', 'The request body is too large.', null, 'request_too_large');
+      return apiError('request_too_large');
     case 'encoding.unsupported':
     case 'charset.unsupported':
-      return new AppError(415, 'invalid_request_error', 'Unsupported body encoding; send UTF-8 JSON.', null, 'unsupported_encoding');
+      return apiError('unsupported_encoding');
     case 'request.aborted':
-      return badRequest('The request was aborted by the client.', null, 'request_aborted');
+      return apiError('request_aborted');
     default:
       break;
   }
-  if (error instanceof ConnectionError) {
-    return new AppError(503, 'service_unavailable', 'The database is unavailable; try again shortly.', null, 'service_unavailable', { 'retry-after': '1' });
-  }
-  if (error instanceof SchemaValidationError) {
-    return new AppError(500, 'server_error', 'The server failed to read stored data.', null, 'server_error');
-  }
+  if (isDependencyUnavailable(error)) return apiError('service_unavailable');
+  const sqlState = sqlStateOf(error);
+  // Text PostgreSQL cannot store (U+0000, invalid UTF-8) that got past the input checks is still the client's.
+  if (sqlState === '22P05' || sqlState === '22021') return apiError('invalid_characters', { param: 'body' }, { param: null });
+  if (error instanceof SchemaValidationError) return apiError('server_error', { storedData: true });
   const status = httpError?.status ?? httpError?.statusCode;
   // The router throws a URIError (status 400, but no `expose`) for a path parameter that is not valid percent-encoding.
-  if (error instanceof URIError && status === 400) {
-    return badRequest('The request path is not valid percent-encoding.', null, 'invalid_path');
-  }
+  if (error instanceof URIError && status === 400) return apiError('invalid_path');
   if (typeof status === 'number' && status >= 400 && status < 500 && httpError.expose) {
-    return new AppError(status, 'invalid_request_error', (error as Error).message, null, 'invalid_request');
+    // express's own client errors (body-parser's, with `expose`) in our envelope.
+    if (status === 413) return apiError('request_too_large');
+    if (status === 415) return apiError('unsupported_media_type');
+    return apiError('invalid_request', { message: (error as Error).message });
   }
-  return new AppError(500, 'server_error', 'The server had an error while processing your request.', null, 'server_error');
+  return apiError('server_error', {});
+}
+
+/** The SQLSTATE of a PostgreSQL error, also when slonik wraps it (`cause`). */
+export function sqlStateOf(error: unknown): string | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && current && typeof current === 'object'; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/** Socket-level failures reaching PostgreSQL or Redis. */
+const UNREACHABLE_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+/** pg-pool and ioredis say so only in their messages. */
+const UNREACHABLE_MESSAGE = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection is closed\.|Reached the max retries per request limit)/;
+
+/**
+ * Whether the error means a dependency is out of reach rather than that the request is wrong: a 503
+ * the client may retry. PostgreSQL classes: 08 (connection exception), 53300 (too many connections),
+ * 57P01–57P03 (admin/crash shutdown, cannot connect now); slonik's connection and timeout errors;
+ * refused or reset sockets.
+ */
+export function isDependencyUnavailable(error: unknown): boolean {
+  if (
+    error instanceof ConnectionError ||
+    error instanceof BackendTerminatedError ||
+    error instanceof BackendTerminatedUnexpectedlyError ||
+    error instanceof StatementTimeoutError
+  ) {
+    return true;
+  }
+  const sqlState = sqlStateOf(error);
+  if (sqlState && (sqlState.startsWith('08') || sqlState === '53300' || /^57P0[123]$/.test(sqlState))) return true;
+  let current: unknown = error;
+  // Duck-typed: errors from Node's own sockets need not share this realm's Error (jest, vm).
+  for (let depth = 0; depth < 5 && current && typeof current === 'object'; depth++) {
+    const { code, message, cause } = current as { code?: unknown; message?: unknown; cause?: unknown };
+    if (typeof code === 'string' && UNREACHABLE_ERRNO.has(code)) return true;
+    if (typeof message === 'string' && UNREACHABLE_MESSAGE.test(message)) return true;
+    current = cause;
+  }
+  return false;
 }
 
 /**

@@ -1,9 +1,9 @@
 import type { RequestHandler } from 'express';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type IORedis from 'ioredis';
-import { AppError } from '@ic/schemas';
+import { apiError } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
-import { principalOf } from './index';
+import { principalOf } from './principal';
 
 export interface RateLimitOptions {
   /** Requests per minute per token (0: no limit). */
@@ -63,19 +63,16 @@ export class RateLimits {
         return;
       }
       const retryAfterSeconds = Math.max(1, Math.ceil(rejection.msBeforeNext / 1000));
-      throw new AppError(
-        429,
-        'rate_limit_error',
-        kind === 'turns'
-          ? `Rate limit reached: at most ${limit} turns per minute for this smith. Try again in ${retryAfterSeconds} s.`
-          : `Rate limit reached: at most ${limit} requests per minute for this token. Try again in ${retryAfterSeconds} s.`,
-        null,
+      throw apiError(
         'rate_limit_exceeded',
+        { limit, retryAfterSeconds, per: kind === 'turns' ? 'turns per minute for this smith' : 'requests per minute for this token' },
         {
-          'retry-after': String(retryAfterSeconds),
-          [`x-ratelimit-limit-${kind}`]: String(limit),
-          [`x-ratelimit-remaining-${kind}`]: '0',
-          [`x-ratelimit-reset-${kind}`]: `${retryAfterSeconds}s`,
+          headers: {
+            'retry-after': String(retryAfterSeconds),
+            [`x-ratelimit-limit-${kind}`]: String(limit),
+            [`x-ratelimit-remaining-${kind}`]: '0',
+            [`x-ratelimit-reset-${kind}`]: `${retryAfterSeconds}s`,
+          },
         },
       );
     }

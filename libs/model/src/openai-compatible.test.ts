@@ -42,6 +42,12 @@ describe('OpenAICompatibleAdapter streaming', () => {
     expect(done(events)).toEqual({ type: 'done', finishReason: 'stop', usage: { inputTokens: 4, outputTokens: 4, cachedTokens: 3 } });
   });
 
+  it('replaces U+0000 in what the model sends, which PostgreSQL could not store', async () => {
+    fake.set({ reply: 'bad \u0000 output' });
+    const events = await collect(adapter, request({ items: [user('hi')] }));
+    expect(textDeltas(events).join('')).toBe('bad \uFFFD output');
+  });
+
   it('sends the exact history, model and parameters upstream', async () => {
     const items = [user('Weather?'), assistant('Checking.'), call('call_1', 'get_weather', '{"city":"Oslo"}'), output('call_1', 'rain'), user('Thanks')];
     const params = { ...baseParams, temperature: 0.3, max_output_tokens: 64, tools: [{ type: 'function', name: 'get_weather', parameters: { type: 'object' } }] };

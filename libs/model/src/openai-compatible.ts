@@ -84,7 +84,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
         for (const text of [delta.content, delta.refusal]) {
           if (text) {
             outputChars += text.length;
-            yield { type: 'text_delta', delta: text };
+            yield { type: 'text_delta', delta: storable(text) };
           }
         }
         for (const call of delta.tool_calls ?? []) {
@@ -92,10 +92,10 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
           const event: Extract<ModelEvent, { type: 'tool_call_delta' }> = {
             type: 'tool_call_delta',
             index: call.index,
-            argumentsDelta: call.function?.arguments ?? '',
+            argumentsDelta: storable(call.function?.arguments ?? ''),
           };
-          if (call.id) event.callId = call.id;
-          if (call.function?.name) event.name = call.function.name;
+          if (call.id) event.callId = storable(call.id);
+          if (call.function?.name) event.name = storable(call.function.name);
           outputChars += (event.name?.length ?? 0) + event.argumentsDelta.length;
           yield event;
         }
@@ -242,4 +242,12 @@ function estimateUsage(messages: ChatCompletionMessageParam[], outputChars: numb
     }
   }
   return { inputTokens: Math.ceil(inputChars / 4), outputTokens: Math.ceil(outputChars / 4), cachedTokens: 0 };
+}
+
+/**
+ * PostgreSQL cannot store U+0000, so a model that emits one would leave its turn unstampable (retried
+ * until it fails). It becomes U+FFFD, the replacement character, as undecodable input does elsewhere.
+ */
+function storable(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
 }

@@ -12,7 +12,6 @@ import {
   type AppendResult,
   type BeginAttemptResult,
   type EnqueueOptions,
-  type JobHandlers,
   type JobQueue,
   type QueueBackend,
   type RunEventLog,

@@ -6,3 +6,4 @@ export * from './responses';
 export * from './rows';
 export * from './jobs';
 export * from './present';
+export * from './hostile';

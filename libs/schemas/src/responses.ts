@@ -157,7 +157,12 @@ export type RunError = z.infer<typeof RunError>;
 export const GetResponseQuery = z
   .object({
     stream: z.enum(['true', 'false']).optional(),
-    starting_after: z.coerce.number().int().min(-1).optional(),
+    /** An event sequence number (query strings only: `1e3`, `0x10` or 20 digits are refused, not coerced). */
+    starting_after: z
+      .string()
+      .regex(/^(-1|\d{1,9})$/, 'starting_after must be an event sequence number: an integer from -1 to 999999999')
+      .transform(Number)
+      .optional(),
     include: z.union([z.string(), z.array(z.string())]).optional(),
     'include[]': z.union([z.string(), z.array(z.string())]).optional(),
     include_obfuscation: z.enum(['true', 'false']).optional(),

@@ -2,7 +2,7 @@ import { Router } from 'express';
 import type { Authenticator } from '@ic/auth';
 import { authorize, parseOrThrow } from '@ic/http';
 import {
-  AppError,
+  apiError,
   ConversationId,
   CreateConversationBody,
   ItemId,
@@ -76,14 +76,7 @@ export function conversationsRouter(service: ConversationsService, authenticator
   });
 
   const readOnly = () => {
-    throw new AppError(
-      405,
-      'invalid_request_error',
-      'Conversation items are read-only: they accrue from the runs you drive with POST /v1/responses and the conversation parameter.',
-      null,
-      'items_read_only',
-      { allow: 'GET' },
-    );
+    throw apiError('items_read_only');
   };
   router.post('/v1/conversations/:conversation_id/items', readOnly);
   router.delete('/v1/conversations/:conversation_id/items/:item_id', readOnly);

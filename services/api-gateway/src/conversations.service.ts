@@ -2,11 +2,10 @@ import { z } from 'zod';
 import type { CursorCodec } from '@ic/cursors';
 import { createConversationsRepo, createItemsRepo, type DatabasePool } from '@ic/db';
 import {
-  badRequest,
+  apiError,
   ConversationId,
   METADATA_MAX_PAIRS,
   newId,
-  notFound,
   presentConversation,
   presentItem,
   toItemList,
@@ -56,7 +55,7 @@ export class ConversationsService {
     const after = query.cursor ? this.cursors.decode('conversations', query.cursor, ConversationCursor) : undefined;
     const filter = filterKey(query.metadata);
     if (after && (after.sort !== query.sort_by || after.order !== query.order || after.filter !== filter)) {
-      throw badRequest('This cursor belongs to a listing with a different sort_by, order or metadata filter; repeat the original query.', 'cursor', 'invalid_cursor');
+      throw apiError('invalid_cursor', { otherListing: true });
     }
     const rows = await createConversationsRepo(this.pool).listPage({
       smithId: smith.id,
@@ -99,7 +98,7 @@ export class ConversationsService {
           else metadata[key] = value;
         }
         if (Object.keys(metadata).length > METADATA_MAX_PAIRS) {
-          throw badRequest(`metadata may hold at most ${METADATA_MAX_PAIRS} pairs; this update would leave ${Object.keys(metadata).length}.`, 'metadata', 'metadata_too_large');
+          throw apiError('metadata_too_large', { max: METADATA_MAX_PAIRS, count: Object.keys(metadata).length });
         }
       }
       return conversations.update(id, { title: body.title, metadata });
@@ -119,7 +118,7 @@ export class ConversationsService {
     let afterKey: number | undefined;
     if (query.after) {
       const anchor = await items.findInConversation(conversationId, query.after);
-      if (!anchor) throw badRequest(`No item '${query.after}' in conversation '${conversationId}'.`, 'after', 'invalid_after');
+      if (!anchor) throw apiError('invalid_after', { kind: 'item', after: query.after, within: `conversation '${conversationId}'` });
       afterKey = anchor.position!;
     }
     const rows = await items.listConversationPage(conversationId, { order: query.order, limit: query.limit, afterKey });
@@ -129,7 +128,7 @@ export class ConversationsService {
   async getItem(smith: SmithRow, conversationId: string, itemId: string): Promise<Item> {
     await this.requireConversation(smith, conversationId);
     const row = await createItemsRepo(this.pool).findInConversation(conversationId, itemId);
-    if (!row) throw notFound(`Item with id '${itemId}' not found in conversation '${conversationId}'.`, 'item_id');
+    if (!row) throw apiError('not_found', { resource: 'Item', id: itemId, within: `conversation '${conversationId}'` }, { param: 'item_id' });
     return presentItem(row);
   }
 
@@ -140,4 +139,4 @@ export class ConversationsService {
   }
 }
 
-export const conversationNotFound = (id: string) => notFound(`Conversation with id '${id}' not found.`, 'conversation_id');
+export const conversationNotFound = (id: string) => apiError('not_found', { resource: 'Conversation', id }, { param: 'conversation_id' });

@@ -3,7 +3,8 @@ const telemetry = startTelemetry('ic-api-gateway');
 
 import { Authenticator } from '@ic/auth';
 import { createDbPool } from '@ic/db';
-import { closeHttpServer, RateLimits } from '@ic/http';
+import { httpTimeouts } from '@ic/config';
+import { closeHttpServer, createHttpServer, RateLimits } from '@ic/http';
 import { createGatewayApp } from './app';
 import { loadGatewayEnv } from './env';
 
@@ -22,7 +23,7 @@ async function main(): Promise<void> {
     // Counted per replica: the gateway keeps no Redis connection.
     rateLimits: new RateLimits({ requestsPerMinute: env.RATE_LIMIT_REQUESTS_PER_MINUTE, turnsPerMinute: 0, keyPrefix: 'ic', logger }),
   });
-  const server = app.listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'api-gateway listening'));
+  const server = createHttpServer(app, httpTimeouts(env)).listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'api-gateway listening'));
   shutdown.register('http', () => closeHttpServer(server));
   shutdown.register('postgres', () => pool.end());
   shutdown.register('telemetry', () => telemetry.shutdown());

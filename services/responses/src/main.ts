@@ -3,7 +3,8 @@ const telemetry = startTelemetry('ic-responses');
 
 import { Authenticator } from '@ic/auth';
 import { createDbPool, sql } from '@ic/db';
-import { closeHttpServer, createBaseApp, finishApp, RateLimits, startHealthServer } from '@ic/http';
+import { httpTimeouts } from '@ic/config';
+import { closeHttpServer, createBaseApp, createHttpServer, finishApp, RateLimits, startHealthServer } from '@ic/http';
 import { createModelAdapter, resolveUpstreamModel } from '@ic/model';
 import { createQueueBackend, createRedis } from '@ic/queue';
 import { loadResponsesEnv } from './env';
@@ -49,7 +50,7 @@ async function main(): Promise<void> {
     const app = createBaseApp({ logger, corsOrigins: env.CORS_ORIGINS, bodyLimit: env.BODY_LIMIT, authenticator, ready, rateLimits });
     app.use(runtime.router());
     finishApp(app, logger);
-    const server = app.listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'responses api listening'));
+    const server = createHttpServer(app, httpTimeouts(env)).listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'responses api listening'));
     runtime.scheduler.startSweeper(env.SWEEP_INTERVAL_MS, env.SWEEP_MIN_AGE_MS);
     shutdown.register('http', () => closeHttpServer(server, () => runtime.closeStreams()));
     shutdown.register('sweeper', async () => runtime.scheduler.stopSweeper());

@@ -2,10 +2,9 @@ import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
 import type { Authenticator } from '@ic/auth';
 import { authorize, parseOrThrow, type RateLimits } from '@ic/http';
-import { AppError, badRequest, CreateResponseBody, GetResponseQuery, ListInputItemsQuery, TERMINAL_STATUSES, type RunRow } from '@ic/schemas';
+import { apiError, CreateResponseBody, failedTurnError, GetResponseQuery, ListInputItemsQuery, TERMINAL_STATUSES, type RunRow } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
 import { isTerminalEvent } from './events';
-import type { ResponseObject } from './presenter';
 import { drained, formatEvent, startEventStream, writeKeepAlive, writeStreamError } from './sse';
 import type { BusyMode, TurnsService } from './turns.service';
 
@@ -25,21 +24,7 @@ function busyMode(req: Request): BusyMode {
   const value = req.header(BUSY_HEADER)?.trim().toLowerCase();
   if (value === undefined || value === '' || value === 'queue') return 'queue';
   if (value === 'reject') return 'reject';
-  throw badRequest(`IC-Conversation-Busy must be 'queue' (wait for the running turn) or 'reject' (answer conversation_locked).`, 'IC-Conversation-Busy', 'invalid_value');
-}
-
-/**
- * A synchronous turn that failed is answered in OpenAI's error envelope with the run's error, so every
- * client surfaces the message (the AI SDK cannot parse a failed Response body; the Agents SDK reports
- * a failed Response without its message). 400, because it is the one status that neither the `openai`
- * client (5xx, 408, 409, 429), the AI SDK (the same) nor LangChain (anything but 400–407, 409, 413)
- * retries by itself: a retry would run the turn again. The run itself stays readable by its id
- * (`IC-Response-Id`), and an openai-client retry or idempotent replay gets this same answer.
- */
-function failedTurnError(response: ResponseObject): AppError {
-  const error = response.error ?? { code: 'server_error', message: 'The turn failed.' };
-  const type = error.code === 'invalid_prompt' || error.code === 'model_not_found' ? 'invalid_request_error' : 'server_error';
-  return new AppError(400, type, error.message, null, error.code, { 'ic-response-id': response.id });
+  throw apiError('invalid_value', { param: 'IC-Conversation-Busy', reason: `must be 'queue' (wait for the running turn) or 'reject' (answer conversation_locked)` });
 }
 
 /**
@@ -122,7 +107,7 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
     // Committed: whatever happens while waiting, the answer is the run (never a retryable status).
     const answer = await service.answerCommitted(run, options.syncWaitMs, () => !open);
     if (!open) return;
-    if (answer.status === 'failed') throw failedTurnError(answer);
+    if (answer.status === 'failed') throw failedTurnError(answer.id, answer.error);
     res.json(answer);
   });
 

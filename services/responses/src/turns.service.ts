@@ -3,14 +3,12 @@ import { UniqueIntegrityConstraintViolationError } from 'slonik';
 import { createItemsRepo, createRunsRepo, type AcceptResult, type DatabasePool } from '@ic/db';
 import type { QueueBackend, StreamEvent } from '@ic/queue';
 import {
-  AppError,
-  badRequest,
+  apiError,
   ConversationId,
   inputItemId,
   ItemId,
   newId,
   normaliseInput,
-  notFound,
   RunId,
   TERMINAL_STATUSES,
   toItemList,
@@ -63,7 +61,7 @@ export interface TurnsServiceDeps {
 const POSTGRES_RECHECK_MS = 5000;
 const DEFAULT_WAIT_OUTAGE_GRACE_MS = 30000;
 
-const responseNotFound = (id: string) => notFound(`Response with id '${id}' not found.`, 'response_id');
+const responseNotFound = (id: string) => apiError('not_found', { resource: 'Response', id }, { param: 'response_id' });
 
 /** The API side of a turn: validate, write durably, enqueue; read runs back; cancel; delete. */
 export class TurnsService {
@@ -76,21 +74,21 @@ export class TurnsService {
    */
   async accept(smith: SmithRow, body: CreateResponseBody, options: AcceptOptions): Promise<{ run: RunRow; replayed: boolean }> {
     for (const rule of UNSUPPORTED_RESPONSE_PARAMS) {
-      if (rule.when(body)) throw badRequest(rule.why, rule.param, 'unsupported_parameter');
+      if (rule.when(body)) throw apiError('unsupported_parameter', { param: rule.param, why: rule.why });
     }
     if (body.conversation != null && body.previous_response_id != null) {
-      throw badRequest('previous_response_id cannot be used together with conversation; the conversation already carries the history.', 'previous_response_id', 'invalid_request');
+      throw apiError('invalid_request', { message: 'previous_response_id cannot be used together with conversation; the conversation already carries the history.' }, { param: 'previous_response_id' });
     }
     const conversationId = body.conversation == null ? null : typeof body.conversation === 'string' ? body.conversation : body.conversation.id;
     if (conversationId !== null && !ConversationId.safeParse(conversationId).success) {
-      throw badRequest(`Invalid 'conversation': '${conversationId}'. Expected a conversation id that begins with 'cnv_'.`, 'conversation', 'invalid_value');
+      throw apiError('invalid_value', { param: 'conversation', reason: `'${conversationId}'. Expected a conversation id that begins with 'cnv_'` });
     }
     if (body.previous_response_id != null && !RunId.safeParse(body.previous_response_id).success) {
-      throw badRequest(`Invalid 'previous_response_id': '${body.previous_response_id}'. Expected a response id that begins with 'run_'.`, 'previous_response_id', 'invalid_value');
+      throw apiError('invalid_value', { param: 'previous_response_id', reason: `'${body.previous_response_id}'. Expected a response id that begins with 'run_'` });
     }
     if (!this.deps.backend.isAvailable()) {
       // Refused before anything is written, so the client's automatic retry is safe.
-      throw new AppError(503, 'service_unavailable', 'Turns cannot be queued right now; nothing was saved. Retry shortly.', null, 'queue_unavailable', { 'retry-after': '1' });
+      throw apiError('queue_unavailable');
     }
     const requestHash = createHash('sha256').update(JSON.stringify({ smith: smith.id, body })).digest('hex');
     const runs = createRunsRepo(this.deps.pool);
@@ -132,13 +130,13 @@ export class TurnsService {
       case 'replayed':
         return { run: this.sameRequestOrConflict(accepted.run, requestHash), replayed: true };
       case 'conversation_not_found':
-        throw notFound(`Conversation with id '${conversationId}' not found.`, 'conversation');
+        throw apiError('not_found', { resource: 'Conversation', id: conversationId ?? '' }, { param: 'conversation' });
       case 'conversation_locked':
-        throw new AppError(400, 'invalid_request_error', 'Another process is currently operating on this conversation. Please retry in a few seconds.', 'conversation', 'conversation_locked');
+        throw apiError('conversation_locked');
       case 'previous_response_not_found':
-        throw badRequest(`Previous response with id '${body.previous_response_id}' not found.`, 'previous_response_id', 'previous_response_not_found');
+        throw apiError('previous_response_not_found', { id: body.previous_response_id ?? '' });
       case 'previous_response_in_progress':
-        throw badRequest(`Previous response '${body.previous_response_id}' is still ${accepted.previousStatus}; wait for it to finish.`, 'previous_response_id', 'previous_response_in_progress');
+        throw apiError('previous_response_in_progress', { id: body.previous_response_id ?? '', status: accepted.previousStatus ?? 'open' });
     }
     turnMetrics().accepted.add(1);
     await this.announce(accepted.run, accepted.isHead);
@@ -159,14 +157,14 @@ export class TurnsService {
     return input.map((item, index) => {
       if (item.type !== 'item_reference') return item;
       const body = found.get(item.id);
-      if (!body) throw badRequest(`Item with id '${item.id}' not found.`, `input[${index}].id`, 'item_not_found');
+      if (!body) throw apiError('item_not_found', { id: item.id }, { param: `input[${index}].id` });
       return body;
     });
   }
 
   private sameRequestOrConflict(existing: RunRow, requestHash: string): RunRow {
     if (existing.request_hash !== requestHash) {
-      throw new AppError(422, 'invalid_request_error', 'This Idempotency-Key was already used with a different request body. Use a new key for a new request.', 'Idempotency-Key', 'idempotency_key_reused');
+      throw apiError('idempotency_key_reused');
     }
     return existing;
   }
@@ -299,7 +297,7 @@ export class TurnsService {
     const run = await this.requireRun(smith, id);
     if (run.status === 'cancelled') return this.present(run);
     if (TERMINAL_STATUSES.includes(run.status)) {
-      throw badRequest(`Cannot cancel a response that is already ${run.status}.`, 'response_id', 'response_not_cancellable');
+      throw apiError('response_not_cancellable', { status: run.status });
     }
     const runs = createRunsRepo(this.deps.pool);
     const cancelledWhileQueued = await this.deps.lifecycle.cancelQueued(run.id);
@@ -313,7 +311,7 @@ export class TurnsService {
   async delete(smith: SmithRow, id: string): Promise<{ id: string; object: 'response'; deleted: true }> {
     const run = await this.requireRun(smith, id);
     if (!TERMINAL_STATUSES.includes(run.status)) {
-      throw badRequest(`Response '${id}' is still ${run.status}; cancel it before deleting it.`, 'response_id', 'response_in_progress');
+      throw apiError('response_in_progress', { id, status: run.status });
     }
     await createRunsRepo(this.deps.pool).softDelete(smith.id, id);
     return { id, object: 'response', deleted: true };
@@ -325,7 +323,7 @@ export class TurnsService {
     let afterKey: number | undefined;
     if (query.after) {
       const anchor = await items.findInRun(run.id, query.after);
-      if (!anchor || anchor.direction !== 'input') throw badRequest(`No input item '${query.after}' in response '${id}'.`, 'after', 'invalid_after');
+      if (!anchor || anchor.direction !== 'input') throw apiError('invalid_after', { kind: 'input item', after: query.after, within: `response '${id}'` });
       afterKey = anchor.ordinal;
     }
     const rows = await items.listRunPage(run.id, 'input', { order: query.order, limit: query.limit, afterKey });

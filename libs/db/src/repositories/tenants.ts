@@ -1,5 +1,5 @@
 import { ApiTokenRow, SmithRow, TenantRow, type TokenKind } from '@ic/schemas';
-import { jsonb, sql, type CommonQueryMethods } from '../pool';
+import { sql, type CommonQueryMethods } from '../pool';
 
 export function createTenantsRepo(db: CommonQueryMethods) {
   return {
