@@ -1,0 +1,134 @@
+/**
+ * Conversation CRUD through the api-gateway (services/api-gateway/dist/main.js, configured as deployed)
+ * vs a bare Express + pg server running the same SQL on the same database (servers/baseline.ts), at 64
+ * connections. Both servers are child processes; autocannon runs here, in the load-generator process,
+ * and is the only thing this process does while a round runs. Rounds alternate gateway and baseline
+ * (which goes first alternates too) per operation; figures are medians over rounds.
+ */
+import autocannon from 'autocannon';
+import { seedTenant, createTestDatabase } from '@ic/test-support';
+import { createConversationsRepo } from '@ic/db';
+import { newId } from '@ic/schemas';
+import { median, ratio, round2, verdict, type BenchOptions } from './harness';
+import { startBaseline, startBenchGateway, type BenchServer } from './services';
+
+const FULL = { connections: 64, seconds: 3, rounds: 3, warmupSeconds: 2 };
+const QUICK = { connections: 4, seconds: 0.3, rounds: 1, warmupSeconds: 0.2 };
+const TARGETS = { throughputRatio: 0.7, p99Ratio: 1.5 };
+
+export type CrudOp = 'get' | 'list' | 'create';
+export const CRUD_OPS: CrudOp[] = ['get', 'list', 'create'];
+
+export interface CrudFixture {
+  token: string;
+  conversationId: string;
+}
+
+export interface LoadFigures {
+  requests_per_second: number;
+  latency_p50_ms: number;
+  latency_p99_ms: number;
+  non_2xx: number;
+  errors: number;
+  cpu_us_per_request: number;
+  pg_round_trips_per_request: number;
+}
+
+/** autocannon against one server for `seconds`; the server's probe window spans the run. */
+export async function crudLoad(server: BenchServer, fixture: CrudFixture, op: CrudOp, seconds: number, connections: number): Promise<LoadFigures> {
+  const headers = { authorization: `Bearer ${fixture.token}`, 'content-type': 'application/json' };
+  const request =
+    op === 'get'
+      ? { url: `${server.origin}/v1/conversations/${fixture.conversationId}`, method: 'GET' as const }
+      : op === 'list'
+        ? { url: `${server.origin}/v1/conversations?limit=20`, method: 'GET' as const }
+        : { url: `${server.origin}/v1/conversations`, method: 'POST' as const, body: '{"title":"bench","metadata":{"source":"bench"}}' };
+  await server.child.reset();
+  const result = await autocannon({ ...request, headers, connections, duration: seconds });
+  const reading = await server.child.read();
+  const ok = result['2xx'];
+  return {
+    requests_per_second: round2(ok / result.duration),
+    latency_p50_ms: result.latency.p50,
+    latency_p99_ms: result.latency.p99,
+    non_2xx: result.non2xx,
+    errors: result.errors,
+    cpu_us_per_request: Math.round((reading.cpu_ms * 1000) / Math.max(1, ok)),
+    pg_round_trips_per_request: round2(reading.pg_queries / Math.max(1, ok)),
+  };
+}
+
+/** A tenant, a smith with 50 conversations (so list(20) pages are full), and its token. */
+export async function seedCrudFixture(pool: Parameters<typeof seedTenant>[0]): Promise<CrudFixture> {
+  const seeded = await seedTenant(pool);
+  const conversations = createConversationsRepo(pool);
+  let conversationId = '';
+  for (let k = 0; k < 50; k++) {
+    const row = await conversations.insert({ id: newId('conversation'), tenantId: seeded.tenant.id, smithId: seeded.smith.id, title: `Conversation ${k}`, metadata: { k: String(k) } });
+    conversationId = row.id;
+  }
+  return { token: seeded.smithToken, conversationId };
+}
+
+export function medianLoad(rounds: LoadFigures[]): LoadFigures {
+  const keys = Object.keys(rounds[0]!) as Array<keyof LoadFigures>;
+  return Object.fromEntries(keys.map((key) => [key, round2(median(rounds.map((round) => round[key])))])) as unknown as LoadFigures;
+}
+
+export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
+  const sizes = options.quick ? QUICK : FULL;
+  const db = await createTestDatabase();
+  const servers: BenchServer[] = [];
+  try {
+    const fixture = await seedCrudFixture(db.pool);
+    const gateway = await startBenchGateway({ name: 'gateway', databaseUrl: db.url, profileDir: options.profileDir });
+    servers.push(gateway);
+    const baseline = await startBaseline({ name: 'baseline', databaseUrl: db.url, profileDir: options.profileDir });
+    servers.push(baseline);
+    const result: Record<string, unknown> = {
+      method:
+        `autocannon in the load-generator process, ${sizes.connections} connections, ${sizes.seconds} s per round, gateway and baseline in alternating rounds ` +
+        '(each a child process); requests/s counts 2xx answers; medians over rounds; cpu and Postgres round trips are the server process\'s own (probe.ts)',
+      connections: sizes.connections,
+      seconds_per_round: sizes.seconds,
+      rounds: sizes.rounds,
+      targets: { throughput_ratio_min: TARGETS.throughputRatio, p99_ratio_max: TARGETS.p99Ratio },
+    };
+    for (const op of CRUD_OPS) {
+      for (const server of [gateway, baseline]) await crudLoad(server, fixture, op, sizes.warmupSeconds, sizes.connections);
+      const rounds: Record<'gateway' | 'baseline', LoadFigures[]> = { gateway: [], baseline: [] };
+      for (let round = 0; round < sizes.rounds; round++) {
+        const order = round % 2 ? ([baseline, gateway] as const) : ([gateway, baseline] as const);
+        for (const server of order) rounds[server.name as 'gateway' | 'baseline'].push(await crudLoad(server, fixture, op, sizes.seconds, sizes.connections));
+      }
+      const ours = medianLoad(rounds.gateway);
+      const theirs = medianLoad(rounds.baseline);
+      result[op] = {
+        gateway: ours,
+        baseline: theirs,
+        throughput_ratio: ratio(ours.requests_per_second, theirs.requests_per_second),
+        p99_ratio: ratio(ours.latency_p99_ms, theirs.latency_p99_ms),
+      };
+    }
+    return result;
+  } finally {
+    for (const server of servers) await server.close();
+    await db.drop();
+  }
+}
+
+type OpResult = { gateway: LoadFigures; baseline: LoadFigures; throughput_ratio: number; p99_ratio: number };
+
+export function summarize(result: Record<string, unknown>): string[] {
+  return CRUD_OPS.map((op) => {
+    const figures = result[op] as OpResult;
+    const ok = figures.throughput_ratio >= TARGETS.throughputRatio && figures.p99_ratio <= TARGETS.p99Ratio;
+    const failures = figures.gateway.non_2xx + figures.baseline.non_2xx + figures.gateway.errors + figures.baseline.errors;
+    return (
+      `conversation ${op} at ${result.connections} connections: gateway ${figures.gateway.requests_per_second}/s p99 ${figures.gateway.latency_p99_ms} ms, ` +
+      `baseline ${figures.baseline.requests_per_second}/s p99 ${figures.baseline.latency_p99_ms} ms; throughput ratio ${figures.throughput_ratio} ` +
+      `(≥ ${TARGETS.throughputRatio}), p99 ratio ${figures.p99_ratio} (≤ ${TARGETS.p99Ratio}): ${verdict(ok)}` +
+      (failures > 0 ? `; ${failures} non-2xx/errors!` : '')
+    );
+  });
+}
