@@ -32,6 +32,7 @@ export interface LoadFigures {
   errors: number;
   cpu_us_per_request: number;
   pg_round_trips_per_request: number;
+  socket_writes_per_request: number;
 }
 
 /** autocannon against one server for `seconds`; the server's probe window spans the run. */
@@ -55,6 +56,7 @@ export async function crudLoad(server: BenchServer, fixture: CrudFixture, op: Cr
     errors: result.errors,
     cpu_us_per_request: Math.round((reading.cpu_ms * 1000) / Math.max(1, ok)),
     pg_round_trips_per_request: round2(reading.pg_queries / Math.max(1, ok)),
+    socket_writes_per_request: round2(reading.socket_writes / Math.max(1, ok)),
   };
 }
 

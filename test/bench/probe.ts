@@ -9,6 +9,8 @@
  *  - Redis: ioredis `Redis.prototype.sendCommand` calls are commands; a command sent on its own is one
  *    round trip, a pipeline or MULTI (one socket write, `Pipeline.prototype.exec`) is one round trip
  *    whatever its length. Blocking reads (BullMQ's BZPOPMIN, XREAD BLOCK) count like any command.
+ *  - Socket writes: calls of net.Socket's internal write funnel (one write or writev syscall each),
+ *    HTTP, Postgres and Redis together.
  * The hooks go in at the first reset, after the service has loaded pg and ioredis (and after
  * OpenTelemetry has patched them, so its own wrappers are measured, not displaced).
  */
@@ -19,14 +21,16 @@ export interface ProbeReading {
   pg_queries: number;
   redis_commands: number;
   redis_round_trips: number;
+  /** write/writev calls on TCP sockets (HTTP, Postgres, Redis together): each is a syscall. */
+  socket_writes: number;
   rss_mb: number;
   heap_used_mb: number;
   event_loop_delay_p99_ms: number;
   window_ms: number;
 }
 
-type Counters = { pg: number; redisCommands: number; redisRoundTrips: number };
-const counters: Counters = { pg: 0, redisCommands: 0, redisRoundTrips: 0 };
+type Counters = { pg: number; redisCommands: number; redisRoundTrips: number; socketWrites: number };
+const counters: Counters = { pg: 0, redisCommands: 0, redisRoundTrips: 0, socketWrites: 0 };
 let windowStart = { cpu: process.cpuUsage(), at: performance.now() };
 let hooked = false;
 const loopDelay = monitorEventLoopDelay({ resolution: 5 });
@@ -43,6 +47,15 @@ function tryRequire(name: string): any {
 function hook(): void {
   if (hooked) return;
   hooked = true;
+  // Node's internal funnel for socket write() and writev(); best effort, absent on other versions.
+  const socket = require('node:net').Socket.prototype;
+  if (typeof socket._writeGeneric === 'function') {
+    const writeGeneric = socket._writeGeneric;
+    socket._writeGeneric = function countedWrite(this: unknown, ...args: unknown[]) {
+      counters.socketWrites++;
+      return writeGeneric.apply(this, args);
+    };
+  }
   const pg = tryRequire('pg');
   if (pg?.Client?.prototype?.query) {
     const query = pg.Client.prototype.query;
@@ -80,6 +93,7 @@ function read(): ProbeReading {
     pg_queries: counters.pg,
     redis_commands: counters.redisCommands,
     redis_round_trips: counters.redisRoundTrips,
+    socket_writes: counters.socketWrites,
     rss_mb: Math.round(memory.rss / 1048576),
     heap_used_mb: Math.round(memory.heapUsed / 1048576),
     event_loop_delay_p99_ms: Math.round(loopDelay.percentile(99) / 1e4) / 100,
@@ -92,7 +106,7 @@ if (process.send) {
   process.on('message', (message: { probe?: string; id?: number }) => {
     if (message?.probe === 'reset') {
       hook();
-      counters.pg = counters.redisCommands = counters.redisRoundTrips = 0;
+      counters.pg = counters.redisCommands = counters.redisRoundTrips = counters.socketWrites = 0;
       loopDelay.reset();
       windowStart = { cpu: process.cpuUsage(), at: performance.now() };
       process.send!({ probe: 'reset', id: message.id });

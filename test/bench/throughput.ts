@@ -26,6 +26,7 @@ export interface RoundFigures {
   pg_round_trips_per_turn: number;
   redis_round_trips_per_turn: number;
   redis_commands_per_turn: number;
+  socket_writes_per_turn: number;
   rss_mb: number;
 }
 
@@ -76,6 +77,7 @@ export async function throughputRound(stack: BenchStack, conversations: number, 
     pg_round_trips_per_turn: per(reading.pg_queries),
     redis_round_trips_per_turn: per(reading.redis_round_trips),
     redis_commands_per_turn: per(reading.redis_commands),
+    socket_writes_per_turn: per(reading.socket_writes),
     rss_mb: reading.rss_mb,
   };
 }
