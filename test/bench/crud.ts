@@ -12,8 +12,9 @@ import { newId } from '@ic/schemas';
 import { median, ratio, round2, verdict, type BenchOptions } from './harness';
 import { startBaseline, startBenchGateway, type BenchServer } from './services';
 
-const FULL = { connections: 64, seconds: 3, rounds: 3, warmupSeconds: 2 };
-const QUICK = { connections: 4, seconds: 0.3, rounds: 1, warmupSeconds: 0.2 };
+// Many short rounds rather than a few long ones: on a shared machine the median of alternating rounds is steadier.
+const FULL = { connections: 64, seconds: 2, rounds: 5, warmupSeconds: 1 };
+const QUICK = { connections: 4, seconds: 0.2, rounds: 1, warmupSeconds: 0 };
 const TARGETS = { throughputRatio: 0.7, p99Ratio: 1.5 };
 
 export type CrudOp = 'get' | 'list' | 'create';
@@ -36,6 +37,7 @@ export interface LoadFigures {
 }
 
 /** autocannon against one server for `seconds`; the server's probe window spans the run. */
+/** `seconds` of load; below one second, a fixed 100 requests instead (autocannon counts time in whole seconds). */
 export async function crudLoad(server: BenchServer, fixture: CrudFixture, op: CrudOp, seconds: number, connections: number): Promise<LoadFigures> {
   const headers = { authorization: `Bearer ${fixture.token}`, 'content-type': 'application/json' };
   const request =
@@ -45,7 +47,7 @@ export async function crudLoad(server: BenchServer, fixture: CrudFixture, op: Cr
         ? { url: `${server.origin}/v1/conversations?limit=20`, method: 'GET' as const }
         : { url: `${server.origin}/v1/conversations`, method: 'POST' as const, body: '{"title":"bench","metadata":{"source":"bench"}}' };
   await server.child.reset();
-  const result = await autocannon({ ...request, headers, connections, duration: seconds });
+  const result = await autocannon({ ...request, headers, connections, ...(seconds >= 1 ? { duration: seconds } : { amount: 100 }) });
   const reading = await server.child.read();
   const ok = result['2xx'];
   return {
@@ -83,10 +85,10 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
   const servers: BenchServer[] = [];
   try {
     const fixture = await seedCrudFixture(db.pool);
-    const gateway = await startBenchGateway({ name: 'gateway', databaseUrl: db.url, profileDir: options.profileDir });
-    servers.push(gateway);
-    const baseline = await startBaseline({ name: 'baseline', databaseUrl: db.url, profileDir: options.profileDir });
-    servers.push(baseline);
+    const [gateway, baseline] = await Promise.all([
+      startBenchGateway({ name: 'gateway', databaseUrl: db.url, profileDir: options.profileDir }).then((server) => (servers.push(server), server)),
+      startBaseline({ name: 'baseline', databaseUrl: db.url, profileDir: options.profileDir }).then((server) => (servers.push(server), server)),
+    ]);
     const result: Record<string, unknown> = {
       method:
         `autocannon in the load-generator process, ${sizes.connections} connections, ${sizes.seconds} s per round, gateway and baseline in alternating rounds ` +
@@ -97,7 +99,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       targets: { throughput_ratio_min: TARGETS.throughputRatio, p99_ratio_max: TARGETS.p99Ratio },
     };
     for (const op of CRUD_OPS) {
-      for (const server of [gateway, baseline]) await crudLoad(server, fixture, op, sizes.warmupSeconds, sizes.connections);
+      if (sizes.warmupSeconds > 0) for (const server of [gateway, baseline]) await crudLoad(server, fixture, op, sizes.warmupSeconds, sizes.connections);
       const rounds: Record<'gateway' | 'baseline', LoadFigures[]> = { gateway: [], baseline: [] };
       for (let round = 0; round < sizes.rounds; round++) {
         const order = round % 2 ? ([baseline, gateway] as const) : ([gateway, baseline] as const);

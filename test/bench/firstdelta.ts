@@ -56,9 +56,11 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
   const upstream = await startBenchUpstream();
   const stacks: Partial<Record<QueueKind, BenchStack>> = {};
   try {
-    for (const queue of ['bullmq', 'inprocess'] as const) {
-      stacks[queue] = await startBenchStack({ name: `stack-${queue}`, queue, modelBaseUrl: upstream.paced, profileDir: options.profileDir });
-    }
+    await Promise.all(
+      (['bullmq', 'inprocess'] as const).map(async (queue) => {
+        stacks[queue] = await startBenchStack({ name: `stack-${queue}`, queue, modelBaseUrl: upstream.paced, profileDir: options.profileDir });
+      }),
+    );
     const clients = {
       direct: new OpenAI({ apiKey: 'bench', baseURL: upstream.paced, maxRetries: 0 }),
       bullmq: new OpenAI({ apiKey: stacks.bullmq!.smithToken, baseURL: stacks.bullmq!.baseURL, maxRetries: 0 }),

@@ -6,11 +6,11 @@
  */
 import { createTestDatabase } from '@ic/test-support';
 import { crudLoad, medianLoad, seedCrudFixture, type CrudOp, type LoadFigures } from './crud';
-import { ratio, round2, type BenchOptions } from './harness';
+import { ratio, round2, verdict, type BenchOptions } from './harness';
 import { startBenchGateway, startBenchStack, startBenchUpstream, type BenchServer, type BenchStack } from './services';
 import { checkTranscripts, medianFigures, throughputRound, type RoundFigures, type Sent } from './throughput';
 
-const FULL = { connections: 64, seconds: 3, rounds: 3, conversations: 48, roundMs: 4000 };
+const FULL = { connections: 64, seconds: 2, rounds: 3, conversations: 48, roundMs: 3000 };
 const QUICK = { connections: 4, seconds: 0.3, rounds: 1, conversations: 2, roundMs: 300 };
 const CRUD_OPS: CrudOp[] = ['get', 'create'];
 const TARGET_OVERHEAD = 0.1;
@@ -25,7 +25,8 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     const result: Record<string, unknown> = {
       method:
         'off = no OTEL_* variables; on = OTEL_EXPORTER_OTLP_ENDPOINT to a local dummy sink (the service\'s own sampler and instrumentation settings); ' +
-        'alternating rounds; overhead = off/on throughput - 1; cpu ratio = on/off CPU per request or turn',
+        'alternating rounds; overhead = off/on throughput - 1; cpu ratio = on/off CPU per request or turn (the cost that shows when the process is CPU-bound; ' +
+        'throughput alone hides it while something else, e.g. worker concurrency, is the limit); the verdict takes the larger of the two',
       targets: { overhead_max: TARGET_OVERHEAD },
     };
     const exportsBefore = await upstream.sinkExports();
@@ -38,7 +39,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     servers.push(gateways.off, gateways.on);
     const crud: Record<string, unknown> = {};
     for (const op of CRUD_OPS) {
-      for (const gateway of [gateways.off, gateways.on]) await crudLoad(gateway, fixture, op, sizes.seconds / 2, sizes.connections);
+      for (const gateway of [gateways.off, gateways.on]) await crudLoad(gateway, fixture, op, sizes.seconds >= 2 ? 1 : sizes.seconds, sizes.connections);
       const rounds: Record<'off' | 'on', LoadFigures[]> = { off: [], on: [] };
       for (let round = 0; round < sizes.rounds; round++) {
         for (const mode of round % 2 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
@@ -92,7 +93,7 @@ export function summarize(result: Record<string, unknown>): string[] {
   const crud = result.gateway_crud as Record<string, Overhead>;
   const turns = result.streaming_turns as Overhead;
   const line = (what: string, figures: Overhead) =>
-    `OpenTelemetry on vs off, ${what}: throughput overhead ${Math.round(figures.overhead * 100)} %, CPU ×${figures.cpu_ratio} ` +
-    `(target ≤ ${TARGET_OVERHEAD * 100} %: ${figures.overhead <= TARGET_OVERHEAD ? 'ok' : 'MISSED'})`;
+    `OpenTelemetry on vs off, ${what}: throughput overhead ${Math.round(figures.overhead * 100)} %, CPU per unit ×${figures.cpu_ratio} ` +
+    `(target ≤ ${TARGET_OVERHEAD * 100} %: ${verdict(Math.max(figures.overhead, figures.cpu_ratio - 1) <= TARGET_OVERHEAD)})`;
   return [...Object.entries(crud).map(([op, figures]) => line(`gateway ${op}`, figures)), line('streaming turns (BullMQ)', turns), `OTLP exports received by the sink: ${result.sink_exports}`];
 }

@@ -115,13 +115,17 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
   const upstream = await startBenchUpstream();
   const stacks: Partial<Record<QueueKind, BenchStack>> = {};
   try {
-    for (const queue of ['bullmq', 'inprocess'] as const) {
-      stacks[queue] = await startBenchStack({ name: `stack-${queue}`, queue, modelBaseUrl: upstream.instant, profileDir: options.profileDir });
-    }
+    await Promise.all(
+      (['bullmq', 'inprocess'] as const).map(async (queue) => {
+        stacks[queue] = await startBenchStack({ name: `stack-${queue}`, queue, modelBaseUrl: upstream.instant, profileDir: options.profileDir });
+      }),
+    );
     const rounds: Record<QueueKind, RoundFigures[]> = { bullmq: [], inprocess: [] };
     const sent: Record<QueueKind, Sent> = { bullmq: new Map(), inprocess: new Map() };
     // A short warm-up per stack (JIT, pools), not recorded.
-    for (const queue of ['bullmq', 'inprocess'] as const) await throughputRound(stacks[queue]!, sizes.conversations, Math.min(1000, sizes.roundMs), sent[queue]);
+    if (!options.quick) {
+      for (const queue of ['bullmq', 'inprocess'] as const) await throughputRound(stacks[queue]!, sizes.conversations, 1000, sent[queue]);
+    }
     for (let round = 0; round < sizes.rounds; round++) {
       for (const queue of round % 2 ? (['inprocess', 'bullmq'] as const) : (['bullmq', 'inprocess'] as const)) {
         rounds[queue].push(await throughputRound(stacks[queue]!, sizes.conversations, sizes.roundMs, sent[queue]));
