@@ -4,6 +4,8 @@
  * connections. Both servers are child processes; autocannon runs here, in the load-generator process,
  * and is the only thing this process does while a round runs. Rounds alternate gateway and baseline
  * (which goes first alternates too) per operation; figures are medians over rounds.
+ * BENCH_COMPARE_GATEWAY=/path/to/other/services/api-gateway/dist/main.js adds another build of the
+ * gateway (e.g. the commit before a change) to the same alternation, reported as `compared`.
  */
 import autocannon from 'autocannon';
 import { seedTenant, createTestDatabase } from '@ic/test-support';
@@ -85,10 +87,15 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
   const servers: BenchServer[] = [];
   try {
     const fixture = await seedCrudFixture(db.pool);
-    const [gateway, baseline] = await Promise.all([
+    const compareScript = process.env.BENCH_COMPARE_GATEWAY;
+    const [gateway, baseline, compared] = await Promise.all([
       startBenchGateway({ name: 'gateway', databaseUrl: db.url, profileDir: options.profileDir }).then((server) => (servers.push(server), server)),
       startBaseline({ name: 'baseline', databaseUrl: db.url, profileDir: options.profileDir }).then((server) => (servers.push(server), server)),
+      compareScript
+        ? startBenchGateway({ name: 'compared', databaseUrl: db.url, profileDir: options.profileDir, script: compareScript }).then((server) => (servers.push(server), server))
+        : undefined,
     ]);
+    const contenders = compared ? [gateway, baseline, compared] : [gateway, baseline];
     const result: Record<string, unknown> = {
       method:
         `autocannon in the load-generator process, ${sizes.connections} connections, ${sizes.seconds} s per round, gateway and baseline in alternating rounds ` +
@@ -99,20 +106,31 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       targets: { throughput_ratio_min: TARGETS.throughputRatio, p99_ratio_max: TARGETS.p99Ratio },
     };
     for (const op of CRUD_OPS) {
-      if (sizes.warmupSeconds > 0) for (const server of [gateway, baseline]) await crudLoad(server, fixture, op, sizes.warmupSeconds, sizes.connections);
-      const rounds: Record<'gateway' | 'baseline', LoadFigures[]> = { gateway: [], baseline: [] };
+      if (sizes.warmupSeconds > 0) for (const server of contenders) await crudLoad(server, fixture, op, sizes.warmupSeconds, sizes.connections);
+      const rounds = new Map<BenchServer, LoadFigures[]>(contenders.map((server) => [server, []]));
       for (let round = 0; round < sizes.rounds; round++) {
-        const order = round % 2 ? ([baseline, gateway] as const) : ([gateway, baseline] as const);
-        for (const server of order) rounds[server.name as 'gateway' | 'baseline'].push(await crudLoad(server, fixture, op, sizes.seconds, sizes.connections));
+        // Rotate who goes first, so no contender always follows the same one.
+        for (let k = 0; k < contenders.length; k++) {
+          const server = contenders[(round + k) % contenders.length]!;
+          rounds.get(server)!.push(await crudLoad(server, fixture, op, sizes.seconds, sizes.connections));
+        }
       }
-      const ours = medianLoad(rounds.gateway);
-      const theirs = medianLoad(rounds.baseline);
+      const ours = medianLoad(rounds.get(gateway)!);
+      const theirs = medianLoad(rounds.get(baseline)!);
       result[op] = {
         gateway: ours,
         baseline: theirs,
         throughput_ratio: ratio(ours.requests_per_second, theirs.requests_per_second),
         p99_ratio: ratio(ours.latency_p99_ms, theirs.latency_p99_ms),
       };
+      if (compared) {
+        const before = medianLoad(rounds.get(compared)!);
+        Object.assign(result[op] as object, {
+          compared: { script: compareScript, ...before },
+          compared_throughput_ratio: ratio(before.requests_per_second, theirs.requests_per_second),
+          compared_p99_ratio: ratio(before.latency_p99_ms, theirs.latency_p99_ms),
+        });
+      }
     }
     return result;
   } finally {
@@ -121,7 +139,14 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
   }
 }
 
-type OpResult = { gateway: LoadFigures; baseline: LoadFigures; throughput_ratio: number; p99_ratio: number };
+type OpResult = {
+  gateway: LoadFigures;
+  baseline: LoadFigures;
+  throughput_ratio: number;
+  p99_ratio: number;
+  compared_throughput_ratio?: number;
+  compared_p99_ratio?: number;
+};
 
 export function summarize(result: Record<string, unknown>): string[] {
   return CRUD_OPS.map((op) => {
@@ -132,6 +157,9 @@ export function summarize(result: Record<string, unknown>): string[] {
       `conversation ${op} at ${result.connections} connections: gateway ${figures.gateway.requests_per_second}/s p99 ${figures.gateway.latency_p99_ms} ms, ` +
       `baseline ${figures.baseline.requests_per_second}/s p99 ${figures.baseline.latency_p99_ms} ms; throughput ratio ${figures.throughput_ratio} ` +
       `(≥ ${TARGETS.throughputRatio}), p99 ratio ${figures.p99_ratio} (≤ ${TARGETS.p99Ratio}): ${verdict(ok)}` +
+      (figures.compared_throughput_ratio !== undefined
+        ? `; compared build: throughput ratio ${figures.compared_throughput_ratio}, p99 ratio ${figures.compared_p99_ratio}`
+        : '') +
       (failures > 0 ? `; ${failures} non-2xx/errors!` : '')
     );
   });

@@ -96,11 +96,19 @@ export interface BenchServer {
 }
 
 /** services/api-gateway/dist/main.js, configured by env as in production (defaults for everything else). */
-export async function startBenchGateway(options: { name: string; databaseUrl: string; otlpEndpoint?: string; profileDir?: string; env?: Record<string, string | undefined> }): Promise<BenchServer> {
+export async function startBenchGateway(options: {
+  name: string;
+  databaseUrl: string;
+  otlpEndpoint?: string;
+  profileDir?: string;
+  env?: Record<string, string | undefined>;
+  /** Another build's main.js (e.g. of the commit before a change), for a before/after comparison. */
+  script?: string;
+}): Promise<BenchServer> {
   const port = await freePort();
   const child = startChild({
     name: options.name,
-    script: SCRIPTS.gateway,
+    script: options.script ?? SCRIPTS.gateway,
     profileDir: options.profileDir,
     env: { ...NO_TELEMETRY, ...NO_LIMITS, DATABASE_URL: options.databaseUrl, PORT: String(port), HOST: '127.0.0.1', OTEL_EXPORTER_OTLP_ENDPOINT: options.otlpEndpoint, ...options.env },
   });
