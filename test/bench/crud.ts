@@ -134,7 +134,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     }
     return result;
   } finally {
-    for (const server of servers) await server.close();
+    await Promise.all(servers.map((server) => server.close()));
     await db.drop();
   }
 }

@@ -80,8 +80,8 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     result.sink_exports = (await upstream.sinkExports()) - exportsBefore;
     return result;
   } finally {
-    for (const server of servers) await server.close();
-    for (const stack of stacks) await stack.close();
+    await Promise.all(servers.map((server) => server.close()));
+    await Promise.all(stacks.map((stack) => stack.close()));
     await db.drop();
     await upstream.close();
   }

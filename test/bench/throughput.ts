@@ -147,7 +147,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     }
     return result;
   } finally {
-    for (const stack of Object.values(stacks)) await stack.close();
+    await Promise.all(Object.values(stacks).map((stack) => stack.close()));
     await upstream.close();
   }
 }
