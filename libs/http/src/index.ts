@@ -183,7 +183,9 @@ export function inSequence(handlers: readonly RequestHandler[]): RequestHandler 
       const handler = handlers[index++];
       if (!handler) return next();
       try {
-        void handler(req, res, step);
+        // As express does for a handler that returns a promise: a rejection goes to the error handler.
+        const returned: unknown = handler(req, res, step);
+        if (returned instanceof Promise) returned.catch((rejection: unknown) => next(rejection ?? new Error('Rejected promise')));
       } catch (thrown) {
         next(thrown);
       }
