@@ -7,9 +7,11 @@
  *   --runs N       repeat each suite N times; the JSON holds the median of every figure plus each run
  *   --quick        tiny sizes: proves the harness works, measures nothing (the jest smoke test uses it)
  *   --profile DIR  the processes under test run with `node --cpu-prof` and write their profiles to DIR
+ *   --out FILE     also write the JSON document to FILE (npm prints its own banner on stdout; or use `npm run -s bench`)
  *                  (summarise one with `node test/dist/bench/profile-top.js FILE`)
  * A suite is a module exporting `run(options)` and `summarize(result)`; list it in SUITES.
  */
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as crud from './crud';
@@ -32,6 +34,7 @@ export interface BenchArgs {
   runs: number;
   quick: boolean;
   profileDir?: string;
+  outFile?: string;
 }
 
 export function parseArgs(argv: readonly string[]): BenchArgs {
@@ -46,6 +49,7 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
     if (arg === '--runs' || arg.startsWith('--runs=')) args.runs = Number(value());
     else if (arg === '--quick') args.quick = true;
     else if (arg === '--profile' || arg.startsWith('--profile=')) args.profileDir = path.resolve(value());
+    else if (arg === '--out' || arg.startsWith('--out=')) args.outFile = path.resolve(value());
     else if (arg.startsWith('-')) throw new Error(`Unknown option ${arg}`);
     else args.suites.push(arg);
   }
@@ -89,7 +93,9 @@ export async function runBenchmarks(args: BenchArgs): Promise<{ results: Record<
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const { results, summary } = await runBenchmarks(args);
-  process.stdout.write(`${JSON.stringify({ machine: machine(), runs: args.runs, quick: args.quick, ...results }, null, 2)}\n`);
+  const document = `${JSON.stringify({ machine: machine(), runs: args.runs, quick: args.quick, ...results }, null, 2)}\n`;
+  process.stdout.write(document);
+  if (args.outFile) writeFileSync(args.outFile, document);
   process.stderr.write(`\n${summary.join('\n')}\n`);
 }
 
