@@ -42,3 +42,46 @@ export function printTable(title: string, rows: Array<Record<string, string | nu
   for (const row of rows) process.stderr.write(`${line(columns.map((column) => String(row[column])))}\n`);
   process.stderr.write('\n');
 }
+
+/** What every suite is given by run.ts. */
+export interface BenchOptions {
+  /** Tiny sizes: proves the harness works (the jest smoke test), measures nothing. */
+  quick: boolean;
+  /** Children run with `--cpu-prof` into this directory. */
+  profileDir?: string;
+}
+
+/** The fake upstream the first-delta figures use: 7 words, 5 ms apart. */
+export const PACED_REPLY = 'one two three four five six seven';
+export const PACED_DELAY_MS = 5;
+
+export interface UpstreamReady {
+  upstream: 'ready';
+  /** Chat Completions base URL streaming PACED_REPLY. */
+  paced: string;
+  /** Chat Completions base URL answering at once (the default fake reply). */
+  instant: string;
+  /** A dummy OTLP/HTTP receiver. */
+  sink: string;
+}
+export const isUpstreamReady = (message: unknown): message is UpstreamReady => (message as UpstreamReady)?.upstream === 'ready';
+
+/** Nearest-rank percentile (q in 0..1) of unsorted values. */
+export function percentile(values: readonly number[], q: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+export const median = (values: readonly number[]): number => {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+export const round2 = (value: number): number => Math.round(value * 100) / 100;
+export const ratio = (a: number, b: number): number => round2(a / b);
+
+/** `value (target)` with a pass/fail mark, for the summary lines. */
+export function verdict(ok: boolean): string {
+  return ok ? 'ok' : 'MISSED';
+}

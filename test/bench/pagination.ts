@@ -10,15 +10,17 @@ import { createConversationsRepo, createSmithsRepo, createTenantsRepo, jsonb, sq
 import { newId } from '@ic/schemas';
 import { startGateway } from '../support/gateway';
 import { SEED_RUN_PARAMS } from '../support/transcript';
-import { createBenchDatabase, printTable, time, type Timing } from './harness';
+import { createBenchDatabase, printTable, time, verdict, type BenchOptions, type Timing } from './harness';
 
-const ITEM_COUNT = 100_000;
-const TURNS = ITEM_COUNT / 2;
-const CONVERSATION_COUNT = 100_000;
 const PAGE = 20;
-const SAMPLES = 30;
+/** A deep page may cost at most this much more than the first one. */
+const TARGET_RATIO = 1.5;
 
-export async function run(): Promise<Record<string, unknown>> {
+export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
+  const ITEM_COUNT = options.quick ? 400 : 100_000;
+  const TURNS = ITEM_COUNT / 2;
+  const CONVERSATION_COUNT = options.quick ? 400 : 100_000;
+  const SAMPLES = options.quick ? 3 : 30;
   const startedAt = Date.now();
   const db = await createBenchDatabase();
   try {
@@ -97,7 +99,7 @@ export async function run(): Promise<Record<string, unknown>> {
       const itemId = (position: number) => `run_bench${String(Math.floor(position / 2) + 1).padStart(8, '0')}.${position % 2 ? 'o' : 'i0'}`;
       const conversationId = (g: number) => `cnv_bench${String(g).padStart(8, '0')}`;
       const itemsPath = `/v1/conversations/${conversation.id}/items?limit=${PAGE}`;
-      const deepAfter = ITEM_COUNT - 100 - 1; // the page after item 99,900 starts at position 99,900
+      const deepAfter = ITEM_COUNT - 100 - 1; // the page after item 99,900 (of 100k) starts at position 99,900
 
       const timings = {
         items_first_page: await time(() => get(itemsPath, readerToken, expectPage(itemId(0), true)), SAMPLES),
@@ -114,6 +116,7 @@ export async function run(): Promise<Record<string, unknown>> {
         conversations_of_smith: CONVERSATION_COUNT,
         page_size: PAGE,
         ...timings,
+        target_ratio_max: TARGET_RATIO,
         items_deep_to_first_ratio: ratio(timings.items_after_99900, timings.items_first_page),
         conversations_deep_to_first_ratio: ratio(timings.conversations_page_5000, timings.conversations_page_1),
         seed_ms: seedMs,
@@ -134,3 +137,12 @@ export async function run(): Promise<Record<string, unknown>> {
 }
 
 const BENCH_CURSOR_SECRET = 'bench-cursor-secret-0123456789';
+
+export function summarize(result: Record<string, unknown>): string[] {
+  const items = result.items_deep_to_first_ratio as number;
+  const conversations = result.conversations_deep_to_first_ratio as number;
+  return [
+    `item page at ${result.items_in_conversation} items vs the first page: ×${items} (flat, ≤ ${TARGET_RATIO}: ${verdict(items <= TARGET_RATIO)})`,
+    `conversation page ${Math.round((result.conversations_of_smith as number) / PAGE)} vs page 1: ×${conversations} (flat, ≤ ${TARGET_RATIO}: ${verdict(conversations <= TARGET_RATIO)})`,
+  ];
+}

@@ -60,27 +60,55 @@ export async function mintToken(db: CommonQueryMethods, input: MintTokenInput): 
   return { token, row };
 }
 
-/** A small TTL cache; entries are dropped oldest-first past `maxEntries`. */
+/**
+ * A small TTL cache; entries are dropped oldest-first past `maxEntries`. Concurrent misses for one key
+ * share a single load, so an expiring entry under load costs one query, not one per request in flight.
+ */
 class TtlCache<V> {
   private readonly entries = new Map<string, { value: V; expiresAt: number }>();
+  private readonly loading = new Map<string, Promise<V>>();
   constructor(
     private readonly ttlMs: number,
     private readonly maxEntries = 10000,
   ) {}
-  get(key: string): V | undefined {
+
+  /** The cached value, or `load()`'s (shared with any caller already waiting for this key). */
+  getOrLoad(key: string, load: () => Promise<V>): V | Promise<V> {
     const entry = this.entries.get(key);
-    if (!entry) return undefined;
-    if (entry.expiresAt <= Date.now()) {
+    if (entry) {
+      if (entry.expiresAt > Date.now()) return entry.value;
       this.entries.delete(key);
-      return undefined;
     }
-    return entry.value;
+    let pending = this.loading.get(key);
+    if (!pending) {
+      pending = load().then(
+        (value) => {
+          this.loading.delete(key);
+          this.set(key, value);
+          return value;
+        },
+        (error: unknown) => {
+          this.loading.delete(key);
+          throw error;
+        },
+      );
+      this.loading.set(key, pending);
+    }
+    return pending;
   }
-  set(key: string, value: V): void {
+
+  private set(key: string, value: V): void {
     if (this.ttlMs <= 0) return;
     if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
     this.entries.set(key, { value, expiresAt: Date.now() + this.ttlMs });
   }
+}
+
+interface TokenEntry {
+  /** Built once per lookup and shared by the requests it serves (read-only). */
+  principal: Principal;
+  revoked: boolean;
+  expiresAt: number | null;
 }
 
 /**
@@ -88,7 +116,7 @@ class TtlCache<V> {
  * also the longest a revoked token keeps working; expiry is checked on every call.
  */
 export class Authenticator {
-  private readonly tokens: TtlCache<{ row: ApiTokenRow } | null>;
+  private readonly tokens: TtlCache<TokenEntry | null>;
   private readonly smiths: TtlCache<SmithRow | null>;
 
   constructor(
@@ -105,19 +133,17 @@ export class Authenticator {
     if (!match) throw apiError('invalid_api_key', { malformed: true });
     const token = match[1]!;
     if (!TOKEN_SHAPE.test(token)) throw apiError('invalid_api_key', {});
-    const cacheKey = hashToken(token);
-    const cacheKeyText = cacheKey.toString('base64');
-    let entry = this.tokens.get(cacheKeyText);
-    if (entry === undefined) {
-      const row = await createTokensRepo(this.pool).findBySecretHash(cacheKey);
-      entry = row ? { row } : null;
-      this.tokens.set(cacheKeyText, entry);
-    }
+    const secretHash = hashToken(token);
+    const entry = await this.tokens.getOrLoad(secretHash.toString('base64'), async () => {
+      const row = await createTokensRepo(this.pool).findBySecretHash(secretHash);
+      if (!row) return null;
+      const principal: Principal = { tokenId: row.id, tenantId: row.tenant_id, kind: row.kind, smithId: row.smith_id, scopes: new Set(row.scopes) };
+      return { principal, revoked: row.revoked_at !== null, expiresAt: row.expires_at };
+    });
     if (!entry) throw apiError('invalid_api_key', {});
-    const { row } = entry;
-    if (row.revoked_at !== null) throw apiError('token_revoked');
-    if (row.expires_at !== null && row.expires_at <= Date.now()) throw apiError('token_expired');
-    return { tokenId: row.id, tenantId: row.tenant_id, kind: row.kind, smithId: row.smith_id, scopes: new Set(row.scopes) };
+    if (entry.revoked) throw apiError('token_revoked');
+    if (entry.expiresAt !== null && entry.expiresAt <= Date.now()) throw apiError('token_expired');
+    return entry.principal;
   }
 
   /**
@@ -140,12 +166,7 @@ export class Authenticator {
   }
 
   private async loadSmith(tenantId: string, smithId: string): Promise<SmithRow> {
-    const key = `${tenantId}/${smithId}`;
-    let smith = this.smiths.get(key);
-    if (smith === undefined) {
-      smith = await createSmithsRepo(this.pool).findInTenant(tenantId, smithId);
-      this.smiths.set(key, smith);
-    }
+    const smith = await this.smiths.getOrLoad(`${tenantId}/${smithId}`, () => createSmithsRepo(this.pool).findInTenant(tenantId, smithId));
     if (!smith) throw apiError('not_found', { resource: 'Smith', id: smithId }, { param: 'IC-Smith-Id' });
     return smith;
   }

@@ -1,0 +1,50 @@
+/**
+ * The benchmark harness still works end to end at its smallest size (`--quick`): the stack, gateway,
+ * baseline and upstream start as child processes, the probes answer, the transcript check runs.
+ * It measures nothing: speed targets live in `npm run bench`, never in tests.
+ */
+import { medianOfRuns, parseArgs, runBenchmarks } from './run';
+
+jest.setTimeout(60000);
+
+describe('npm run bench --quick', () => {
+  it('runs the streaming-turn and CRUD suites and reports every figure', async () => {
+    const { results, summary } = await runBenchmarks(parseArgs(['throughput', 'crud', '--quick']));
+    const throughput = results.throughput as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    for (const queue of ['bullmq', 'inprocess']) {
+      expect(throughput[queue].turns).toBeGreaterThan(0);
+      expect(throughput[queue].failed_turns).toBe(0);
+      expect(throughput[queue].transcript_check).toMatchObject({ ok: true, problems: [] });
+      expect(throughput[queue].pg_round_trips_per_turn).toBeGreaterThan(0);
+      expect(throughput[queue].cpu_ms_per_turn).toBeGreaterThan(0);
+    }
+    expect(throughput.bullmq.redis_round_trips_per_turn).toBeGreaterThan(0);
+    expect(throughput.inprocess.redis_round_trips_per_turn).toBe(0);
+
+    const crud = results.crud as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    for (const op of ['get', 'list', 'create']) {
+      for (const server of ['gateway', 'baseline']) {
+        expect(crud[op][server].requests_per_second).toBeGreaterThan(0);
+        expect(crud[op][server].non_2xx).toBe(0);
+        expect(crud[op][server].pg_round_trips_per_request).toBeGreaterThanOrEqual(1);
+      }
+      expect(crud[op].throughput_ratio).toBeGreaterThan(0);
+    }
+    expect(summary.filter((line) => line.startsWith('crud: '))).toHaveLength(3);
+    expect(summary.filter((line) => line.startsWith('throughput: '))).toHaveLength(2);
+  });
+
+  it('takes the median of each figure across runs', () => {
+    expect(medianOfRuns([{ a: 1, b: { c: 10, ok: true } }, { a: 5, b: { c: 30, ok: true } }, { a: 2, b: { c: 20, ok: false } }])).toEqual({
+      a: 2,
+      b: { c: 20, ok: false },
+    });
+  });
+
+  it('refuses unknown suites and options', () => {
+    expect(() => parseArgs(['nope'])).toThrow(/Unknown suite nope/);
+    expect(() => parseArgs(['--fast'])).toThrow(/Unknown option/);
+    expect(parseArgs(['crud', '--runs', '3'])).toMatchObject({ suites: ['crud'], runs: 3, quick: false });
+    expect(parseArgs([]).suites).toEqual(['firstdelta', 'throughput', 'crud', 'otel', 'turns', 'pagination']);
+  });
+});

@@ -1,0 +1,140 @@
+/**
+ * First-delta overhead: time to the first text delta of a streamed turn through the service, minus the
+ * same fake upstream (7 words, 5 ms apart) called directly, at 1, 8 and 32 concurrent streams (each in a
+ * conversation of its own), with BullMQ on Redis and with the in-process queue. Driven with the `openai`
+ * client, as a user would. Rounds alternate direct / BullMQ stack / in-process stack (the order rotates
+ * each round) so machine noise hits all three alike; percentiles are over every stream of every round.
+ * The stacks (deploy/dist/stack.js), the upstream and this load generator are three processes.
+ */
+import { performance } from 'node:perf_hooks';
+import OpenAI from 'openai';
+import { PACED_DELAY_MS, PACED_REPLY, percentile, round2, verdict, type BenchOptions } from './harness';
+import { startBenchStack, startBenchUpstream, type BenchStack, type QueueKind } from './services';
+
+const FULL = { levels: [1, 8, 32], roundsAt: { 1: 40, 8: 10, 32: 5 } as Record<number, number> };
+const QUICK = { levels: [1, 2], roundsAt: { 1: 2, 2: 1 } as Record<number, number> };
+const TARGETS = { p50At1: 5, p50At32: 20, p99At32: 60 };
+
+type Path = 'direct' | QueueKind;
+const PATHS: Path[] = ['direct', 'bullmq', 'inprocess'];
+
+interface Percentiles {
+  p50_ms: number;
+  p99_ms: number;
+}
+const percentilesOf = (samples: number[]): Percentiles => ({ p50_ms: round2(percentile(samples, 0.5)), p99_ms: round2(percentile(samples, 0.99)) });
+
+/** One streamed turn through the service; resolves with ms to its first output_text.delta once the stream has ended. */
+async function throughService(client: OpenAI, conversation: string): Promise<number> {
+  const started = performance.now();
+  const stream = await client.responses.create({ model: '', conversation, input: 'first delta please', stream: true });
+  let first = 0;
+  let text = '';
+  let completed = false;
+  for await (const event of stream) {
+    if (event.type === 'response.output_text.delta') {
+      if (first === 0) first = performance.now() - started;
+      text += event.delta;
+    } else if (event.type === 'response.completed') completed = true;
+  }
+  if (!completed || text !== PACED_REPLY) throw new Error(`stream ended ${completed ? 'completed' : 'unfinished'} with text ${JSON.stringify(text)}`);
+  return first;
+}
+
+async function direct(client: OpenAI): Promise<number> {
+  const started = performance.now();
+  const stream = await client.chat.completions.create({ model: 'bench', messages: [{ role: 'user', content: 'first delta please' }], stream: true });
+  let first = 0;
+  for await (const chunk of stream) {
+    if (first === 0 && chunk.choices[0]?.delta.content) first = performance.now() - started;
+  }
+  return first;
+}
+
+export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
+  const sizes = options.quick ? QUICK : FULL;
+  const upstream = await startBenchUpstream();
+  const stacks: Partial<Record<QueueKind, BenchStack>> = {};
+  try {
+    await Promise.all(
+      (['bullmq', 'inprocess'] as const).map(async (queue) => {
+        stacks[queue] = await startBenchStack({ name: `stack-${queue}`, queue, modelBaseUrl: upstream.paced, profileDir: options.profileDir });
+      }),
+    );
+    const clients = {
+      direct: new OpenAI({ apiKey: 'bench', baseURL: upstream.paced, maxRetries: 0 }),
+      bullmq: new OpenAI({ apiKey: stacks.bullmq!.smithToken, baseURL: stacks.bullmq!.baseURL, maxRetries: 0 }),
+      inprocess: new OpenAI({ apiKey: stacks.inprocess!.smithToken, baseURL: stacks.inprocess!.baseURL, maxRetries: 0 }),
+    };
+    const levels: Record<string, unknown> = {};
+    for (const concurrency of sizes.levels) {
+      const rounds = sizes.roundsAt[concurrency]!;
+      // Fresh conversations for every stream (warm-up round included), created before any timing.
+      const conversations = {} as Record<QueueKind, string[]>;
+      for (const queue of ['bullmq', 'inprocess'] as const) {
+        const ids: string[] = [];
+        for (let k = 0; k < (rounds + 1) * concurrency; k++) ids.push((await clients[queue].conversations.create()).id);
+        conversations[queue] = ids;
+      }
+      const samples: Record<Path, number[]> = { direct: [], bullmq: [], inprocess: [] };
+      const once = (path: Path) =>
+        Promise.all(
+          Array.from({ length: concurrency }, () => (path === 'direct' ? direct(clients.direct) : throughService(clients[path], conversations[path].pop()!))),
+        );
+      for (const path of PATHS) await once(path); // warm-up, not recorded
+      for (let round = 0; round < rounds; round++) {
+        for (let k = 0; k < PATHS.length; k++) {
+          const path = PATHS[(round + k) % PATHS.length]!;
+          samples[path].push(...(await once(path)));
+        }
+      }
+      const directPercentiles = percentilesOf(samples.direct);
+      const viaQueue = (queue: QueueKind) => {
+        const service = percentilesOf(samples[queue]);
+        return {
+          service,
+          overhead: { p50_ms: round2(service.p50_ms - directPercentiles.p50_ms), p99_ms: round2(service.p99_ms - directPercentiles.p99_ms) },
+        };
+      };
+      levels[`concurrency_${concurrency}`] = {
+        streams_per_path: samples.direct.length,
+        direct: directPercentiles,
+        bullmq: viaQueue('bullmq'),
+        inprocess: viaQueue('inprocess'),
+      };
+    }
+    return {
+      method:
+        'ms from request start to the first output_text.delta (service, openai client, streaming, fresh conversation each) or first content chunk (direct); ' +
+        'overhead = service percentile minus direct percentile; rounds alternate direct/BullMQ/in-process with the order rotating',
+      upstream: { words: PACED_REPLY.split(' ').length, delay_ms: PACED_DELAY_MS },
+      targets: { overhead_p50_ms_at_1: TARGETS.p50At1, overhead_p50_ms_at_32: TARGETS.p50At32, overhead_p99_ms_at_32: TARGETS.p99At32 },
+      ...levels,
+    };
+  } finally {
+    await Promise.all(Object.values(stacks).map((stack) => stack.close()));
+    await upstream.close();
+  }
+}
+
+type Level = { direct: Percentiles; bullmq: { overhead: Percentiles }; inprocess: { overhead: Percentiles } };
+
+export function summarize(result: Record<string, unknown>): string[] {
+  const lines: string[] = [];
+  for (const [key, value] of Object.entries(result)) {
+    if (!key.startsWith('concurrency_')) continue;
+    const concurrency = Number(key.slice('concurrency_'.length));
+    const level = value as Level;
+    for (const queue of ['bullmq', 'inprocess'] as const) {
+      const { p50_ms: p50, p99_ms: p99 } = level[queue].overhead;
+      const target =
+        concurrency === 1
+          ? ` (target p50 ≤ ${TARGETS.p50At1}: ${verdict(p50 <= TARGETS.p50At1)})`
+          : concurrency === 32
+            ? ` (target p50 ≤ ${TARGETS.p50At32}, p99 ≤ ${TARGETS.p99At32}: ${verdict(p50 <= TARGETS.p50At32 && p99 <= TARGETS.p99At32)})`
+            : '';
+      lines.push(`first-delta overhead, ${queue}, ${concurrency} stream(s): p50 ${p50} ms, p99 ${p99} ms; direct p50 ${level.direct.p50_ms} ms${target}`);
+    }
+  }
+  return lines;
+}

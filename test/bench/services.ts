@@ -1,0 +1,156 @@
+/**
+ * Starts the processes under test as children (see children.ts), each on a fresh database:
+ * the single-process stack as `npm start` runs it (with REDIS_URL for BullMQ, without for the
+ * in-process queue), the api-gateway as deployed, and the bare Express + pg baseline.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createTestDatabase, deleteRedisKeys, freePort, type TestDatabase } from '@ic/test-support';
+import { SCRIPTS, startChild, waitUntilReady, type BenchChild } from './children';
+import { isUpstreamReady, type UpstreamReady } from './harness';
+
+/** Limits the benchmarks never want to hit: the limiter still runs on every request, it just never refuses. */
+const NO_LIMITS = { RATE_LIMIT_REQUESTS_PER_MINUTE: '1000000000', RATE_LIMIT_TURNS_PER_MINUTE: '1000000000' };
+/** Telemetry is on only where a benchmark asks for it. */
+const NO_TELEMETRY = { OTEL_EXPORTER_OTLP_ENDPOINT: undefined, OTEL_PROMETHEUS_PORT: undefined };
+
+export type QueueKind = 'bullmq' | 'inprocess';
+
+export interface BenchStack {
+  name: string;
+  /** `http://127.0.0.1:PORT/v1` */
+  baseURL: string;
+  smithToken: string;
+  db: TestDatabase;
+  child: BenchChild;
+  close(): Promise<void>;
+}
+
+export interface StackOptions {
+  name: string;
+  queue: QueueKind;
+  modelBaseUrl: string;
+  /** OTLP/HTTP endpoint: full tracing with the service's own sampler settings; none means the SDK stays off. */
+  otlpEndpoint?: string;
+  profileDir?: string;
+  env?: Record<string, string | undefined>;
+}
+
+/** deploy/dist/stack.js (the whole system in one process) with DATABASE_URL, optionally REDIS_URL, and MODEL_BASE_URL. */
+export async function startBenchStack(options: StackOptions): Promise<BenchStack> {
+  const db = await createTestDatabase();
+  const port = await freePort();
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'ic-bench-stack-'));
+  const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const prefix = `icbench${randomBytes(4).toString('hex')}`;
+  const child = startChild({
+    name: options.name,
+    script: SCRIPTS.stack,
+    profileDir: options.profileDir,
+    env: {
+      ...NO_TELEMETRY,
+      ...NO_LIMITS,
+      DATABASE_URL: db.url,
+      REDIS_URL: options.queue === 'bullmq' ? redisUrl : undefined,
+      REDIS_PREFIX: prefix,
+      MODEL_BASE_URL: options.modelBaseUrl,
+      MODEL_API_KEY: 'bench',
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      STACK_DATA_DIR: dataDir,
+      PRINT_TOKENS: 'false',
+      OTEL_EXPORTER_OTLP_ENDPOINT: options.otlpEndpoint,
+      ...options.env,
+    },
+  });
+  try {
+    await waitUntilReady(child, `http://127.0.0.1:${port}/readyz`);
+  } catch (error) {
+    await child.stop();
+    await db.drop();
+    throw error;
+  }
+  const state = JSON.parse(readFileSync(path.join(dataDir, 'dev-stack.json'), 'utf8')) as { smithToken: string };
+  return {
+    name: options.name,
+    baseURL: `http://127.0.0.1:${port}/v1`,
+    smithToken: state.smithToken,
+    db,
+    child,
+    close: async () => {
+      await child.stop();
+      if (options.queue === 'bullmq') await deleteRedisKeys(redisUrl, prefix);
+      await db.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface BenchServer {
+  name: string;
+  origin: string;
+  child: BenchChild;
+  close(): Promise<void>;
+}
+
+/** services/api-gateway/dist/main.js, configured by env as in production (defaults for everything else). */
+export async function startBenchGateway(options: {
+  name: string;
+  databaseUrl: string;
+  otlpEndpoint?: string;
+  profileDir?: string;
+  env?: Record<string, string | undefined>;
+  /** Another build's main.js (e.g. of the commit before a change), for a before/after comparison. */
+  script?: string;
+}): Promise<BenchServer> {
+  const port = await freePort();
+  const child = startChild({
+    name: options.name,
+    script: options.script ?? SCRIPTS.gateway,
+    profileDir: options.profileDir,
+    env: { ...NO_TELEMETRY, ...NO_LIMITS, DATABASE_URL: options.databaseUrl, PORT: String(port), HOST: '127.0.0.1', OTEL_EXPORTER_OTLP_ENDPOINT: options.otlpEndpoint, ...options.env },
+  });
+  return readyServer(options.name, child, `http://127.0.0.1:${port}`, '/readyz');
+}
+
+/** test/bench/servers/baseline.ts: bare Express + pg on the same database. */
+export async function startBaseline(options: { name: string; databaseUrl: string; profileDir?: string }): Promise<BenchServer> {
+  const port = await freePort();
+  const child = startChild({ name: options.name, script: SCRIPTS.baseline, profileDir: options.profileDir, env: { ...NO_TELEMETRY, DATABASE_URL: options.databaseUrl, PORT: String(port) } });
+  return readyServer(options.name, child, `http://127.0.0.1:${port}`, '/healthz');
+}
+
+async function readyServer(name: string, child: BenchChild, origin: string, probePath: string): Promise<BenchServer> {
+  try {
+    await waitUntilReady(child, `${origin}${probePath}`);
+  } catch (error) {
+    await child.stop();
+    throw error;
+  }
+  return { name, origin, child, close: () => child.stop() };
+}
+
+export interface BenchUpstream extends UpstreamReady {
+  child: BenchChild;
+  /** How many OTLP export requests the sink has received. */
+  sinkExports(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** servers/upstream.ts: the fake Chat Completions upstreams and the OTLP sink, in a process of their own. */
+export async function startBenchUpstream(): Promise<BenchUpstream> {
+  const child = startChild({ name: 'upstream', script: SCRIPTS.upstream, env: NO_TELEMETRY });
+  const ready = await child.message(isUpstreamReady);
+  return {
+    ...ready,
+    child,
+    sinkExports: () => {
+      const answer = child.message((message): message is { sink: 'count'; exports: number } => (message as { sink?: string })?.sink === 'count', 5000);
+      child.process.send({ sink: 'count' });
+      return answer.then((message) => message.exports);
+    },
+    close: () => child.stop(),
+  };
+}

@@ -1,0 +1,173 @@
+/**
+ * Streaming turns/s with an instant model: many conversations at once, each driving streamed turns back
+ * to back through the single-process stack (deploy/dist/stack.js as a child process; BullMQ on Redis,
+ * and the in-process queue), rounds alternating between the two. Per round, from the stack process
+ * itself (probe.ts): CPU time, Postgres round trips and Redis round trips, divided by the turns done.
+ * Afterwards every transcript is read back from Postgres: each conversation must hold exactly its
+ * turns, in order, each answer replying to the full history before it (nothing lost or duplicated).
+ */
+import { performance } from 'node:perf_hooks';
+import OpenAI from 'openai';
+import { sql } from '@ic/db';
+import { z } from 'zod';
+import type { ProbeReading } from './probe';
+import { median, round2, verdict, type BenchOptions } from './harness';
+import { startBenchStack, startBenchUpstream, type BenchStack, type QueueKind } from './services';
+
+const FULL = { conversations: 48, roundMs: 5000, rounds: 3 };
+const QUICK = { conversations: 2, roundMs: 300, rounds: 1 };
+const TARGETS = { turnsPerSecond: 300, pgRoundTripsPerTurn: 8 };
+
+export interface RoundFigures {
+  turns: number;
+  failed_turns: number;
+  turns_per_second: number;
+  cpu_ms_per_turn: number;
+  pg_round_trips_per_turn: number;
+  redis_round_trips_per_turn: number;
+  redis_commands_per_turn: number;
+  socket_writes_per_turn: number;
+  rss_mb: number;
+}
+
+/** What each conversation was sent, to check the transcripts against. */
+export type Sent = Map<string, string[]>;
+
+/**
+ * One measured round: `conversations` fresh conversations drive streamed turns back to back for
+ * `roundMs`; the stack's probe window spans exactly the round.
+ */
+export async function throughputRound(stack: BenchStack, conversations: number, roundMs: number, sent: Sent): Promise<RoundFigures> {
+  const client = new OpenAI({ apiKey: stack.smithToken, baseURL: stack.baseURL, maxRetries: 0 });
+  const ids = await Promise.all(Array.from({ length: conversations }, () => client.conversations.create().then((c) => c.id)));
+  let turns = 0;
+  let failed = 0;
+  await stack.child.reset();
+  const started = performance.now();
+  const deadline = started + roundMs;
+  await Promise.all(
+    ids.map(async (id, index) => {
+      const inputs: string[] = [];
+      sent.set(id, inputs);
+      while (performance.now() < deadline) {
+        const input = `c${index} t${inputs.length}`;
+        const stream = await client.responses.create({ model: '', conversation: id, input, stream: true });
+        let status = 'unfinished';
+        for await (const event of stream) {
+          if (event.type === 'response.completed' || event.type === 'response.failed' || event.type === 'response.incomplete') status = event.response.status ?? event.type;
+        }
+        if (status === 'completed') {
+          inputs.push(input);
+          turns++;
+        } else {
+          failed++;
+          break; // a failed turn adds nothing to the transcript; stop this conversation so the check stays exact
+        }
+      }
+    }),
+  );
+  const elapsed = performance.now() - started;
+  const reading: ProbeReading = await stack.child.read();
+  const per = (value: number) => round2(value / Math.max(1, turns));
+  return {
+    turns,
+    failed_turns: failed,
+    turns_per_second: round2((turns / elapsed) * 1000),
+    cpu_ms_per_turn: per(reading.cpu_ms),
+    pg_round_trips_per_turn: per(reading.pg_queries),
+    redis_round_trips_per_turn: per(reading.redis_round_trips),
+    redis_commands_per_turn: per(reading.redis_commands),
+    socket_writes_per_turn: per(reading.socket_writes),
+    rss_mb: reading.rss_mb,
+  };
+}
+
+const TranscriptRow = z.object({ conversation_id: z.string(), position: z.number(), role: z.string().nullable(), text: z.string().nullable() });
+
+/** Reads every conversation's transcript back and compares it with what was sent; returns the problems found. */
+export async function checkTranscripts(stack: BenchStack, sent: Sent): Promise<{ conversations: number; turns: number; items: number; problems: string[] }> {
+  const rows = await stack.db.pool.any(sql.type(TranscriptRow)`
+    SELECT conversation_id, position, body->>'role' AS role, body->'content'->0->>'text' AS text
+    FROM items WHERE conversation_id IS NOT NULL ORDER BY conversation_id, position`);
+  const byConversation = new Map<string, Array<z.infer<typeof TranscriptRow>>>();
+  for (const row of rows) byConversation.set(row.conversation_id, [...(byConversation.get(row.conversation_id) ?? []), row]);
+  const problems: string[] = [];
+  let turns = 0;
+  for (const [id, inputs] of sent) {
+    turns += inputs.length;
+    const items = byConversation.get(id) ?? [];
+    if (items.length !== inputs.length * 2) problems.push(`${id}: ${items.length} items for ${inputs.length} turns`);
+    inputs.forEach((input, turn) => {
+      const [question, answer] = [items[2 * turn], items[2 * turn + 1]];
+      if (question?.position !== 2 * turn || question.role !== 'user' || question.text !== input) {
+        problems.push(`${id}: position ${2 * turn} is ${JSON.stringify(question)}, expected the user's "${input}"`);
+      }
+      // The fake model names how many messages it got and quotes the last one: the full history, then this input.
+      const expected = `Fake reply to ${2 * turn + 1} messages. Last: "${input}".`;
+      if (answer?.role !== 'assistant' || answer.text !== expected) problems.push(`${id}: answer ${turn} is ${JSON.stringify(answer?.text)}, expected ${JSON.stringify(expected)}`);
+    });
+  }
+  return { conversations: sent.size, turns, items: rows.length, problems: problems.slice(0, 10) };
+}
+
+export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
+  const sizes = options.quick ? QUICK : FULL;
+  const upstream = await startBenchUpstream();
+  const stacks: Partial<Record<QueueKind, BenchStack>> = {};
+  try {
+    await Promise.all(
+      (['bullmq', 'inprocess'] as const).map(async (queue) => {
+        stacks[queue] = await startBenchStack({ name: `stack-${queue}`, queue, modelBaseUrl: upstream.instant, profileDir: options.profileDir });
+      }),
+    );
+    const rounds: Record<QueueKind, RoundFigures[]> = { bullmq: [], inprocess: [] };
+    const sent: Record<QueueKind, Sent> = { bullmq: new Map(), inprocess: new Map() };
+    // A short warm-up per stack (JIT, pools), not recorded.
+    if (!options.quick) {
+      for (const queue of ['bullmq', 'inprocess'] as const) await throughputRound(stacks[queue]!, sizes.conversations, 1000, sent[queue]);
+    }
+    for (let round = 0; round < sizes.rounds; round++) {
+      for (const queue of round % 2 ? (['inprocess', 'bullmq'] as const) : (['bullmq', 'inprocess'] as const)) {
+        rounds[queue].push(await throughputRound(stacks[queue]!, sizes.conversations, sizes.roundMs, sent[queue]));
+      }
+    }
+    const result: Record<string, unknown> = {
+      method:
+        'conversations drive streamed turns back to back (openai client) for a fixed time per round; per-turn figures are the stack process\'s own ' +
+        '(probe: process.cpuUsage; pg Client.prototype.query calls; ioredis commands sent alone + pipelines/MULTI flushed, each one round trip) ' +
+        'over the round divided by completed turns; medians over rounds; transcripts checked in Postgres afterwards',
+      conversations: sizes.conversations,
+      round_ms: sizes.roundMs,
+      targets: { turns_per_second_bullmq: TARGETS.turnsPerSecond, pg_round_trips_per_turn: TARGETS.pgRoundTripsPerTurn },
+    };
+    for (const queue of ['bullmq', 'inprocess'] as const) {
+      const check = await checkTranscripts(stacks[queue]!, sent[queue]);
+      result[queue] = { ...medianFigures(rounds[queue]), rounds: rounds[queue].length, transcript_check: { ...check, ok: check.problems.length === 0 } };
+      if (check.problems.length > 0) process.exitCode = 1;
+    }
+    return result;
+  } finally {
+    await Promise.all(Object.values(stacks).map((stack) => stack.close()));
+    await upstream.close();
+  }
+}
+
+export function medianFigures(rounds: RoundFigures[]): RoundFigures {
+  const keys = Object.keys(rounds[0]!) as Array<keyof RoundFigures>;
+  return Object.fromEntries(keys.map((key) => [key, round2(median(rounds.map((round) => round[key])))])) as unknown as RoundFigures;
+}
+
+type QueueResult = RoundFigures & { transcript_check: { ok: boolean; turns: number; problems: string[] } };
+
+export function summarize(result: Record<string, unknown>): string[] {
+  return (['bullmq', 'inprocess'] as const).map((queue) => {
+    const figures = result[queue] as QueueResult;
+    const target = queue === 'bullmq' ? ` (target ≥ ${TARGETS.turnsPerSecond}: ${verdict(figures.turns_per_second >= TARGETS.turnsPerSecond)})` : '';
+    return (
+      `streaming turns/s, ${queue}, ${result.conversations} conversations: ${figures.turns_per_second}${target}; ` +
+      `CPU ${figures.cpu_ms_per_turn} ms/turn, Postgres ${figures.pg_round_trips_per_turn} round trips/turn (target ≤ ${TARGETS.pgRoundTripsPerTurn}: ${verdict(figures.pg_round_trips_per_turn <= TARGETS.pgRoundTripsPerTurn)}), ` +
+      `Redis ${figures.redis_round_trips_per_turn} round trips/turn (${figures.redis_commands_per_turn} commands); ` +
+      `transcripts ${figures.transcript_check.ok ? 'intact' : `BROKEN: ${figures.transcript_check.problems[0]}`}`
+    );
+  });
+}
