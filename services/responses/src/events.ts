@@ -258,7 +258,9 @@ const storedText = (output: PresentedOutput): string =>
  */
 export function completeLog(log: readonly StreamEvent[], response: ResponseObject, events: EventSequencer): void {
   if (response.status === 'completed' || response.status === 'incomplete') {
-    let { started, items } = lastAttemptInLog(log);
+    const lastAttempt = lastAttemptInLog(log);
+    const started = lastAttempt.started;
+    let items = lastAttempt.items;
     const matches = [...items].every(([outputIndex, item]) => {
       const stored = response.output[outputIndex];
       return stored !== undefined && stored.id === item.id && stored.type === item.type && storedText(stored).startsWith(item.streamed);

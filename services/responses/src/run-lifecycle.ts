@@ -1,6 +1,6 @@
 import { createItemsRepo, createRunsRepo, type DatabasePool, type RunOutcome } from '@ic/db';
 import type { QueueBackend, StreamEvent } from '@ic/queue';
-import { TERMINAL_STATUSES, type RunRow, type StoredItem } from '@ic/schemas';
+import type { RunRow, StoredItem } from '@ic/schemas';
 import { turnMetrics, type Logger } from '@ic/telemetry';
 import { completeLog, EventSequencer, inProgressSnapshot, isTerminalEvent, rebuildEvents, terminalEventType } from './events';
 import { HistoryLoader, type ClaimedTurn } from './history';
