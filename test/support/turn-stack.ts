@@ -65,7 +65,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
   const prefix = `ictest${randomBytes(4).toString('hex')}`;
   const backend = options.inProcessQueue
     ? createInProcessBackend(logger)
-    : await createBullmqBackend({ redisUrl, prefix, logger, lockDurationMs: options.lockDurationMs ?? 5000 });
+    : await createBullmqBackend({ url: redisUrl, prefix, logger, lockDurationMs: options.lockDurationMs ?? 5000 });
   const authenticator = new Authenticator(db.pool, options.tokenCacheTtlMs ?? 0);
   const rateLimitRedis = options.rateLimits ? createRedis(redisUrl, 'producer', logger) : undefined;
   const rateLimits = options.rateLimits ? new RateLimits({ ...options.rateLimits, redis: rateLimitRedis, keyPrefix: prefix, logger }) : undefined;
@@ -74,7 +74,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
     backend,
     authenticator,
     logger,
-    model: options.model ?? createModelAdapter({ baseUrl: options.modelBaseUrl ?? upstream.baseURL, apiKey: 'test-upstream-key', timeoutMs: 10000, devTokenDelayMs: 0 }),
+    model: options.model ?? createModelAdapter({ adapter: 'openai-compatible', baseUrl: options.modelBaseUrl ?? upstream.baseURL, apiKey: 'test-upstream-key', timeoutMs: 10000, devTokenDelayMs: 0 }),
     resolveModel: (name) => name,
     eventsTtlSeconds: 120,
     keepAliveMs: options.keepAliveMs ?? 1000,

@@ -63,7 +63,7 @@ export class ResponsesRuntime {
   }
 
   /** Starts executing turns; `close()` on the handle stops intake and waits for running turns. */
-  startWorker(concurrency: number): WorkerHandle {
+  startWorker(concurrency: number): WorkerHandle & { inFlight(): number } {
     const processor = new TurnProcessor({
       pool: this.deps.pool,
       backend: this.deps.backend,
@@ -81,6 +81,7 @@ export class ResponsesRuntime {
         await worker.close();
         processor.close();
       },
+      inFlight: () => processor.inFlight,
     };
   }
 }

@@ -1,6 +1,6 @@
 import { createRunsRepo, type DatabasePool } from '@ic/db';
 import type { QueueBackend } from '@ic/queue';
-import type { Logger } from '@ic/telemetry';
+import { withoutTracing, type Logger } from '@ic/telemetry';
 
 export const TURN_QUEUE = 'turns';
 
@@ -48,7 +48,8 @@ export class TurnScheduler {
     this.sweeping = true;
     let requeued = 0;
     try {
-      const runIds = await createRunsRepo(this.pool).listRunnableOlderThan(minAgeMs, 200);
+      // The scan runs every few seconds in every API replica: traced only when it finds work (the enqueue).
+      const runIds = await withoutTracing(() => createRunsRepo(this.pool).listRunnableOlderThan(minAgeMs, 200));
       for (const runId of runIds) {
         if (await this.backend.queue.isPending(TURN_QUEUE, runId)) continue;
         await this.enqueueRun(runId);

@@ -52,6 +52,11 @@ export class TurnProcessor {
     this.stopListening();
   }
 
+  /** Turns this processor is handling now (the worker's saturation gauge). */
+  get inFlight(): number {
+    return this.inflight.size;
+  }
+
   handle = async (payload: JobPayload<'turn.execute.v1'>, context: JobContext): Promise<void> => {
     const { runId } = payload;
     const runs = createRunsRepo(this.deps.pool);
@@ -172,6 +177,9 @@ export class TurnProcessor {
       outputs,
     );
     turnMetrics().duration.record((Date.now() - pickedUpAt) / 1000);
+    const model = this.deps.resolveModel(run.model);
+    turnMetrics().modelTokens.add(usage.input_tokens, { direction: 'input', model });
+    turnMetrics().modelTokens.add(usage.output_tokens, { direction: 'output', model });
   }
 
   /**
