@@ -6,3 +6,4 @@ export * from './transcript';
 export * from './fake-upstream';
 export * from './turn-stack';
 export * from './ports';
+export * from './redis-cluster';
