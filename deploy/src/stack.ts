@@ -2,6 +2,8 @@
  * The whole system in one process on embedded defaults, for development and first contact:
  * embedded PostgreSQL (unless DATABASE_URL), the in-process queue (unless REDIS_URL), and the
  * built-in development model (unless MODEL_BASE_URL). Same routers and processors as the services.
+ * This is the one place that picks the development model by itself: the services need MODEL_ADAPTER
+ * set to it explicitly.
  */
 import { ShutdownRegistry, createLogger, runMain, startTelemetry } from '@ic/telemetry';
 const telemetry = startTelemetry('ic-stack');
@@ -13,7 +15,7 @@ import { Authenticator, mintToken, SCOPES } from '@ic/auth';
 import { boolEnv, httpEnv, httpTimeouts, intEnv, logEnv, modelEnv, parseEnv, redisEnv } from '@ic/config';
 import { createDbPool, createSmithsRepo, createTenantsRepo, migrate, sql, type DatabasePool } from '@ic/db';
 import { closeHttpServer, createBaseApp, createHttpServer, finishApp, RateLimits } from '@ic/http';
-import { createModelAdapter, resolveUpstreamModel } from '@ic/model';
+import { createModelAdapter, describeModelAdapter, resolveUpstreamModel, type ModelAdapterKind } from '@ic/model';
 import { createQueueBackend } from '@ic/queue';
 import { newId } from '@ic/schemas';
 import { gatewayRouter } from '@ic/api-gateway';
@@ -33,6 +35,8 @@ const StackEnv = z.object({
   /** Port of the embedded PostgreSQL; away from 5432 so a system Postgres is left alone. */
   EMBEDDED_PG_PORT: intEnv(54329, 1024, 65535),
   WORKER_CONCURRENCY: intEnv(8, 1, 512),
+  /** Unset: an upstream when MODEL_BASE_URL is given, otherwise the development model. */
+  MODEL_ADAPTER: z.enum(['openai-compatible', 'development']).optional(),
   DEV_MODEL_NAME: z.string().default('ingram-dev'),
   PRINT_TOKENS: boolEnv(true),
 });
@@ -107,11 +111,14 @@ async function main(): Promise<void> {
   const pool = await createDbPool(databaseUrl, { maximumPoolSize: 20 });
   const state = await ensureDevTenant(pool, path.join(env.STACK_DATA_DIR, 'dev-stack.json'), databaseUrl, env.DEV_MODEL_NAME);
 
-  const backend = await createQueueBackend({ redisUrl: env.REDIS_URL, prefix: env.REDIS_PREFIX, logger });
+  const backend = await createQueueBackend({ redisUrl: env.REDIS_URL, clusterNodes: env.REDIS_CLUSTER_NODES, prefix: env.REDIS_PREFIX, logger });
   const authenticator = new Authenticator(pool, env.TOKEN_CACHE_TTL_MS);
   // One process, so in-memory counters are exact here.
   const rateLimits = new RateLimits({ requestsPerMinute: env.RATE_LIMIT_REQUESTS_PER_MINUTE, turnsPerMinute: env.RATE_LIMIT_TURNS_PER_MINUTE, keyPrefix: env.REDIS_PREFIX, logger });
-  const model = createModelAdapter({ baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: env.DEV_MODEL_TOKEN_DELAY_MS });
+  const adapter: ModelAdapterKind = env.MODEL_ADAPTER ?? (env.MODEL_BASE_URL ? 'openai-compatible' : 'development');
+  const modelConfig = { adapter, baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: env.DEV_MODEL_TOKEN_DELAY_MS };
+  logger.info(describeModelAdapter(modelConfig), 'model adapter');
+  const model = createModelAdapter(modelConfig);
   const runtime = new ResponsesRuntime({
     pool,
     backend,
@@ -148,7 +155,7 @@ async function main(): Promise<void> {
       `Ingram Cloud Conversations is running at ${base}/v1`,
       `  database: ${env.DATABASE_URL ? 'DATABASE_URL' : `embedded PostgreSQL (${env.STACK_DATA_DIR}/pg, port ${env.EMBEDDED_PG_PORT})`}`,
       `  queue:    ${backend.kind === 'bullmq' ? 'BullMQ on REDIS_URL' : 'in-process (set REDIS_URL for BullMQ)'}`,
-      `  model:    ${env.MODEL_BASE_URL ? env.MODEL_BASE_URL : `built-in development model (set MODEL_BASE_URL for a real one)`}`,
+      `  model:    ${adapter === 'openai-compatible' ? describeModelAdapter(modelConfig).modelBaseUrl : `built-in development model (set MODEL_BASE_URL for a real one)`}`,
       `  tenant ${state.tenantId}, smith ${state.smithId}`,
     ];
     if (env.PRINT_TOKENS) {

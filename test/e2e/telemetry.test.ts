@@ -1,64 +1,233 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+/**
+ * Telemetry of the deployed processes: every metric in deploy/observability/metrics.txt (the names the
+ * chart's dashboard and alerts query) is exported by a live process, each scrape passes
+ * `promtool check metrics` (when promtool is installed), each role reports its own service.name,
+ * and traces leave out health probes and idle background work and follow OTEL_TRACES_SAMPLER.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import path from 'node:path';
-import { createTestDatabase, deleteRedisKeys, eventually, freePort, seedTenant, type SeededTenant, type TestDatabase } from '@ic/test-support';
+import { createTestDatabase, deleteRedisKeys, eventually, freePort, seedTenant, startFakeUpstream, type FakeUpstream, type SeededTenant, type TestDatabase } from '@ic/test-support';
 
-const RESPONSES_MAIN = path.resolve(__dirname, '../../services/responses/dist/main.js');
+const ROOT = path.resolve(__dirname, '../..');
+const METRICS_LIST = path.join(ROOT, 'deploy/observability/metrics.txt');
+const PROMTOOL = spawnSync('promtool', ['--version']).status === 0 ? 'promtool' : undefined;
 
-describe('telemetry of a deployed process (OTEL_PROMETHEUS_PORT)', () => {
+interface Service {
+  child: ChildProcess;
+  exited: Promise<number | null>;
+}
+
+function startService(entry: string, env: Record<string, string | undefined>): Service {
+  const child = spawn(process.execPath, [path.join(ROOT, entry)], { env: { PATH: process.env.PATH, LOG_LEVEL: 'error', HOST: '127.0.0.1', HEALTH_PORT: '0', ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  return { child, exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))) };
+}
+
+async function stopAll(services: Service[]): Promise<void> {
+  for (const service of services) if (service.child.exitCode === null) service.child.kill('SIGTERM');
+  await Promise.all(services.map((service) => service.exited));
+}
+
+const untilReady = (port: number) => eventually(async () => ((await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.ok ? true : undefined), 20000, `port ${port} to be ready`);
+const scrape = async (port: number) => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+
+async function postTurn(port: number, token: string, input: string): Promise<{ status: string }> {
+  const reply = await fetch(`http://127.0.0.1:${port}/v1/responses`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'fast', input }),
+  });
+  return (await reply.json()) as { status: string };
+}
+
+/** `name type` lines of deploy/observability/metrics.txt. */
+function listedMetrics(): Array<{ name: string; type: string }> {
+  return readFileSync(METRICS_LIST, 'utf8')
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line && !line.startsWith('#'))
+    .map((line) => {
+      const [name, type] = line.split(/\s+/);
+      return { name: name!, type: type! };
+    });
+}
+
+describe('metrics of the deployed processes (OTEL_PROMETHEUS_PORT)', () => {
   let db: TestDatabase;
   let seeded: SeededTenant;
-  let child: ChildProcess;
-  let apiPort: number;
-  let metricsPort: number;
+  let upstream: FakeUpstream;
+  const services: Service[] = [];
   const prefix = `ictel${process.pid}`;
+  const ports = { gateway: 0, api: 0, metrics: { gateway: 0, api: 0, worker: 0, titler: 0 } };
 
   beforeAll(async () => {
     db = await createTestDatabase();
     seeded = await seedTenant(db.pool);
-    [apiPort, metricsPort] = [await freePort(), await freePort()];
-    child = spawn(process.execPath, [RESPONSES_MAIN], {
-      env: {
-        PATH: process.env.PATH,
-        RESPONSES_ROLE: 'all',
-        DATABASE_URL: db.url,
-        REDIS_URL: process.env.REDIS_URL,
-        REDIS_PREFIX: prefix,
-        PORT: String(apiPort),
-        HOST: '127.0.0.1',
-        OTEL_PROMETHEUS_PORT: String(metricsPort),
-        DEV_MODEL_TOKEN_DELAY_MS: '0',
-        LOG_LEVEL: 'error',
-      },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
-    await eventually(async () => ((await fetch(`http://127.0.0.1:${apiPort}/healthz`)).ok ? true : undefined), 15000, 'the service to listen');
+    upstream = await startFakeUpstream({ reply: 'measured', tokenDelayMs: 0 });
+    ports.gateway = await freePort();
+    ports.api = await freePort();
+    for (const role of ['gateway', 'api', 'worker', 'titler'] as const) ports.metrics[role] = await freePort();
+    const common = { DATABASE_URL: db.url, REDIS_URL: process.env.REDIS_URL, REDIS_PREFIX: prefix, MODEL_BASE_URL: upstream.baseURL, MODEL_MAP: JSON.stringify({ fast: 'upstream-fast' }) };
+    services.push(
+      startService('services/api-gateway/dist/main.js', { ...common, PORT: String(ports.gateway), OTEL_PROMETHEUS_PORT: String(ports.metrics.gateway) }),
+      startService('services/responses/dist/main.js', { ...common, RESPONSES_ROLE: 'api', PORT: String(ports.api), OTEL_PROMETHEUS_PORT: String(ports.metrics.api) }),
+      startService('services/responses/dist/main.js', { ...common, RESPONSES_ROLE: 'worker', WORKER_CONCURRENCY: '3', OTEL_PROMETHEUS_PORT: String(ports.metrics.worker) }),
+      startService('services/titler/dist/main.js', { ...common, OTEL_PROMETHEUS_PORT: String(ports.metrics.titler) }),
+    );
+    await untilReady(ports.gateway);
+    await untilReady(ports.api);
   });
   afterAll(async () => {
-    if (child.exitCode === null) {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      await exited;
-    }
+    await stopAll(services);
     await deleteRedisKeys(process.env.REDIS_URL!, prefix);
+    await upstream.close();
     await db.drop();
   });
 
-  it('exports HTTP, queue and turn metrics for dashboards', async () => {
-    const reply = await fetch(`http://127.0.0.1:${apiPort}/v1/responses`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${seeded.smithToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: '', input: 'count me' }),
-    });
-    expect(((await reply.json()) as { status: string }).status).toBe('completed');
-    const text = await eventually(async () => {
-      const body = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  it('exports every metric the dashboards and alerts use, in scrapes promtool accepts', async () => {
+    expect((await postTurn(ports.api, seeded.smithToken, 'count me')).status).toBe('completed');
+    await fetch(`http://127.0.0.1:${ports.gateway}/v1/conversations`, { headers: { authorization: `Bearer ${seeded.smithToken}` } });
+    const worker = await eventually(async () => {
+      const body = await scrape(ports.metrics.worker);
       // BullMQ counts the job once the handler returns, a moment after the reply went out: wait for both.
-      return body.includes('ic_turns_finished_total') && body.includes('bullmq_jobs_completed_total') ? body : undefined;
+      return body.includes('ic_turns_finished_total{') && body.includes('bullmq_jobs_completed_total{') ? body : undefined;
     }, 10000, 'turn metrics');
-    expect(text).toMatch(/^ic_turns_accepted_total\{[^}]*\} 1$/m);
-    expect(text).toMatch(/^ic_turns_finished_total\{status="completed"[^}]*\} 1$/m);
-    expect(text).toMatch(/^ic_turn_queue_wait_seconds_count\{[^}]*\} 1$/m);
-    expect(text).toMatch(/^http_server_request_duration_count\{[^}]*http_route="\/v1\/responses"[^}]*\} 1$/m);
-    expect(text).toMatch(/^bullmq_jobs_completed_total\{[^}]*bullmq_queue_name="turns"[^}]*\} 1$/m);
+    const scrapes = { worker, gateway: await scrape(ports.metrics.gateway), api: await scrape(ports.metrics.api), titler: await scrape(ports.metrics.titler) };
+    const all = Object.values(scrapes).join('\n');
+
+    const missing = listedMetrics().filter(({ name, type }) => {
+      const sample = type === 'histogram' ? `${name}_bucket` : name;
+      return !all.includes(`# TYPE ${name} ${type}`) || !new RegExp(`^${sample}(\\{|\\s)`, 'm').test(all);
+    });
+    expect(missing).toEqual([]);
+
+    if (PROMTOOL) {
+      for (const [role, body] of Object.entries(scrapes)) {
+        const check = spawnSync(PROMTOOL, ['check', 'metrics'], { input: body, encoding: 'utf8' });
+        expect({ role, status: check.status, output: `${check.stdout}${check.stderr}`.trim() }).toEqual({ role, status: 0, output: '' });
+      }
+    } else {
+      console.warn('promtool not installed (Debian package prometheus): scrapes not linted');
+    }
+
+    // Each role reports its own service.name.
+    expect(scrapes.gateway).toMatch(/^target_info\{[^}]*service_name="ic-gateway"/m);
+    expect(scrapes.api).toMatch(/^target_info\{[^}]*service_name="ic-responses-api"/m);
+    expect(scrapes.worker).toMatch(/^target_info\{[^}]*service_name="ic-responses-worker"/m);
+    expect(scrapes.titler).toMatch(/^target_info\{[^}]*service_name="ic-titler"/m);
+
+    // The values behind the contract, not just the names.
+    expect(scrapes.api).toMatch(/^ic_turns_accepted_total\{[^}]*\} 1$/m);
+    expect(scrapes.api).toMatch(/^http_server_request_duration_seconds_count\{[^}]*http_route="\/v1\/responses"[^}]*\} 1$/m);
+    expect(scrapes.api).toMatch(/^ic_turns_waiting\{[^}]*\} 0$/m);
+    expect(scrapes.worker).toMatch(/^ic_turns_finished_total\{status="completed"[^}]*\} 1$/m);
+    expect(scrapes.worker).toMatch(/^ic_worker_concurrency\{[^}]*\} 3$/m);
+    expect(scrapes.worker).toMatch(/^ic_worker_turns_in_flight\{[^}]*\} 0$/m);
+    expect(scrapes.worker).toMatch(/^ic_turn_model_tokens_total\{direction="output",model="upstream-fast"[^}]*\} [1-9]\d*$/m);
+    expect(scrapes.worker).toMatch(/^bullmq_jobs_completed_total\{[^}]*bullmq_queue_name="turns"[^}]*\} 1$/m);
+    // Turn latencies get LLM-sized buckets (10 ms … 120 s), not the SDK's millisecond defaults.
+    expect(scrapes.worker).toMatch(/^ic_turn_queue_wait_seconds_bucket\{[^}]*le="0.01"[^}]*\} \d+$/m);
+    expect(scrapes.worker).toMatch(/^ic_turn_time_to_first_token_seconds_bucket\{[^}]*le="120"[^}]*\} 1$/m);
+    expect(scrapes.worker).not.toMatch(/^ic_turn_duration_seconds_bucket\{[^}]*le="750"/m);
+  });
+});
+
+/** A stand-in OTLP/HTTP collector: keeps the spans of every JSON export it receives. */
+async function startCollector(): Promise<{ url: string; spans: Array<{ name: string; service: string; attributes: Record<string, unknown> }>; close(): Promise<void> }> {
+  const spans: Array<{ name: string; service: string; attributes: Record<string, unknown> }> = [];
+  type KeyValue = { key: string; value: Record<string, unknown> };
+  const server: Server = createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk: Buffer) => (body += chunk.toString()));
+    request.on('end', () => {
+      const payload = JSON.parse(body) as { resourceSpans?: Array<{ resource: { attributes: KeyValue[] }; scopeSpans: Array<{ spans: Array<{ name: string; attributes?: KeyValue[] }> }> }> };
+      for (const resourceSpans of payload.resourceSpans ?? []) {
+        const service = String(resourceSpans.resource.attributes.find((attribute) => attribute.key === 'service.name')?.value.stringValue);
+        for (const scope of resourceSpans.scopeSpans) {
+          for (const span of scope.spans) {
+            const attributes = Object.fromEntries((span.attributes ?? []).map((attribute) => [attribute.key, Object.values(attribute.value)[0]]));
+            spans.push({ name: span.name, service, attributes });
+          }
+        }
+      }
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${port}`, spans, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
+  let db: TestDatabase;
+  let seeded: SeededTenant;
+  let upstream: FakeUpstream;
+  const prefix = `ictrace${process.pid}`;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    seeded = await seedTenant(db.pool);
+    upstream = await startFakeUpstream({ reply: 'traced', tokenDelayMs: 0 });
+  });
+  afterAll(async () => {
+    await deleteRedisKeys(process.env.REDIS_URL!, prefix);
+    await upstream.close();
+    await db.drop();
+  });
+
+  async function withTracedService(sampler: Record<string, string>, run: (port: number, collector: Awaited<ReturnType<typeof startCollector>>) => Promise<void>): Promise<void> {
+    const collector = await startCollector();
+    const port = await freePort();
+    const service = startService('services/responses/dist/main.js', {
+      DATABASE_URL: db.url,
+      REDIS_URL: process.env.REDIS_URL,
+      REDIS_PREFIX: `${prefix}${Object.keys(sampler).length}`,
+      MODEL_BASE_URL: upstream.baseURL,
+      RESPONSES_ROLE: 'all',
+      PORT: String(port),
+      OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
+      OTEL_BSP_SCHEDULE_DELAY: '100',
+      // Background work at full speed: the sweeper every 100 ms, BullMQ's stalled-job check every second.
+      SWEEP_INTERVAL_MS: '100',
+      WORKER_LOCK_DURATION_MS: '1000',
+      ...sampler,
+    });
+    try {
+      await untilReady(port);
+      await run(port, collector);
+    } finally {
+      await stopAll([service]);
+      await collector.close();
+    }
+  }
+
+  it('traces requests and turns, but not probes or idle background work', async () => {
+    await withTracedService({}, async (port, collector) => {
+      for (let probe = 0; probe < 5; probe += 1) {
+        await fetch(`http://127.0.0.1:${port}/readyz`);
+        await fetch(`http://127.0.0.1:${port}/healthz`);
+      }
+      // Idle for a while: sweeps, stalled-job checks and worker polls run many times over.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      expect(collector.spans.map((span) => span.name)).toEqual([]);
+
+      expect((await postTurn(port, seeded.smithToken, 'trace me')).status).toBe('completed');
+      const names = await eventually(async () => {
+        const seen = new Set(collector.spans.map((span) => span.name));
+        return seen.has('turn.execute') && [...seen].some((name) => name.startsWith('POST /v1/responses')) ? seen : undefined;
+      }, 10000, 'the turn to be traced');
+      expect([...names].some((name) => name.startsWith('POST') && name !== 'POST /v1/responses')).toBe(true); // the model call (fetch)
+      expect(new Set(collector.spans.map((span) => span.service))).toEqual(new Set(['ic-responses']));
+      expect(collector.spans.filter((span) => /\/(readyz|healthz)/.test(`${span.name} ${String(span.attributes['url.path'] ?? '')}`))).toEqual([]);
+    });
+  });
+
+  it('follows OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG', async () => {
+    await withTracedService({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0' }, async (port, collector) => {
+      expect((await postTurn(port, seeded.smithToken, 'do not trace me')).status).toBe('completed');
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      expect(collector.spans).toEqual([]);
+    });
   });
 });

@@ -1,6 +1,6 @@
 import OpenAI from 'openai';
 import { createRunsRepo, sql } from '@ic/db';
-import { createRedis } from '@ic/queue';
+import { createRedis, RedisKeys } from '@ic/queue';
 import { createLogger } from '@ic/telemetry';
 import { freePort, seedSmith, startTurnStack as startAnotherStack, tokenFor } from '@ic/test-support';
 import { z } from 'zod';
@@ -440,7 +440,7 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     await stack.runtime.scheduler.enqueueRun({ id: second.id, conversation_id: conversation.id });
     // The worker took it, found the first turn unfinished and parked it in BullMQ's delayed set.
     const redis = createRedis(stack.redisUrl, 'worker', createLogger('test', 'silent'));
-    await eventually(async () => ((await redis.zscore(`${stack.prefix}:turns:delayed`, second.id)) !== null ? true : undefined));
+    await eventually(async () => ((await redis.zscore(`${new RedisKeys(stack.prefix).queuePrefix('turns')}:turns:delayed`, second.id)) !== null ? true : undefined));
     await redis.quit();
     expect((await client.responses.retrieve(second.id)).status).toBe('queued');
     expect(stack.upstream.requests).toHaveLength(1);

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { sql } from '@ic/db';
-import { createRedis } from '@ic/queue';
+import { createRedis, RedisKeys } from '@ic/queue';
 import { MAX_RUN_ATTEMPTS } from '@ic/responses';
 import { createLogger } from '@ic/telemetry';
 import { z } from 'zod';
@@ -119,7 +119,7 @@ describe('fault tolerance of the turn path', () => {
 
     // Redis forgets the job (flush, failover without persistence…); Postgres still has the queued run.
     const redis = createRedis(stack.redisUrl, 'worker', createLogger('test', 'silent'));
-    const jobKeys = await redis.keys(`${stack.prefix}:turns:*`);
+    const jobKeys = await redis.keys(`${new RedisKeys(stack.prefix).queuePrefix('turns')}:turns:*`);
     expect(jobKeys.length).toBeGreaterThan(0);
     await redis.del(...jobKeys);
     await redis.quit();

@@ -7,3 +7,4 @@ export * from './fake-upstream';
 export * from './turn-stack';
 export * from './ports';
 export * from './pg-statements';
+export * from './redis-cluster';

@@ -20,6 +20,8 @@ export interface TurnStackOptions {
   inProcessWorker?: boolean;
   /** The embedded default's in-process queue instead of BullMQ on Redis. */
   inProcessQueue?: boolean;
+  /** BullMQ on this Redis Cluster (seed nodes `host:port`) instead of the shared Redis. */
+  redisClusterNodes?: string[];
   /** Use this model instead of the fake upstream. */
   model?: ModelAdapter;
   /** Point the OpenAI-compatible adapter somewhere other than the fake upstream (e.g. a closed port). */
@@ -65,7 +67,9 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
   const prefix = `ictest${randomBytes(4).toString('hex')}`;
   const backend = options.inProcessQueue
     ? createInProcessBackend(logger)
-    : await createBullmqBackend({ redisUrl, prefix, logger, lockDurationMs: options.lockDurationMs ?? 5000 });
+    : options.redisClusterNodes
+      ? await createBullmqBackend({ clusterNodes: options.redisClusterNodes, prefix, logger, lockDurationMs: options.lockDurationMs ?? 5000 })
+      : await createBullmqBackend({ url: redisUrl, prefix, logger, lockDurationMs: options.lockDurationMs ?? 5000 });
   const authenticator = new Authenticator(db.pool, options.tokenCacheTtlMs ?? 0);
   const rateLimitRedis = options.rateLimits ? createRedis(redisUrl, 'producer', logger) : undefined;
   const rateLimits = options.rateLimits ? new RateLimits({ ...options.rateLimits, redis: rateLimitRedis, keyPrefix: prefix, logger }) : undefined;
@@ -74,7 +78,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
     backend,
     authenticator,
     logger,
-    model: options.model ?? createModelAdapter({ baseUrl: options.modelBaseUrl ?? upstream.baseURL, apiKey: 'test-upstream-key', timeoutMs: 10000, devTokenDelayMs: 0 }),
+    model: options.model ?? createModelAdapter({ adapter: 'openai-compatible', baseUrl: options.modelBaseUrl ?? upstream.baseURL, apiKey: 'test-upstream-key', timeoutMs: 10000, devTokenDelayMs: 0 }),
     resolveModel: (name) => name,
     eventsTtlSeconds: 120,
     keepAliveMs: options.keepAliveMs ?? 1000,
@@ -118,7 +122,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
       runtime.scheduler.stopSweeper();
       await backend.close();
       await rateLimitRedis?.quit();
-      if (!options.inProcessQueue) await deleteRedisKeys(redisUrl, prefix);
+      if (!options.inProcessQueue && !options.redisClusterNodes) await deleteRedisKeys(redisUrl, prefix);
       await upstream.close();
       await db.drop();
     },

@@ -51,8 +51,22 @@ export const databaseEnv = {
 /** Env shared by every process that may use Redis (absent means the in-process queue). */
 export const redisEnv = {
   REDIS_URL: redisUrl.optional(),
+  /**
+   * Redis Cluster: comma-separated seed nodes (`host:port,host:port`). When set, REDIS_URL still
+   * supplies credentials and TLS (rediss://) but not the address.
+   */
+  REDIS_CLUSTER_NODES: listEnv([]).pipe(z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, 'must be host:port'))),
   /** Prefix for every BullMQ queue and Redis key this deployment owns; lets several stacks share one Redis. */
   REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/).default('ic'),
+};
+
+/** Env for every long-running process: how long it may take to stop. */
+export const shutdownEnv = {
+  /**
+   * The time between SIGTERM and SIGKILL (the pod's terminationGracePeriodSeconds, which the chart
+   * passes in). Shutdown steps, including a worker's drain of running turns, must finish within it.
+   */
+  SHUTDOWN_GRACE_PERIOD_MS: intEnv(30000, 1000, 3600000),
 };
 
 export const logEnv = {
@@ -93,8 +107,13 @@ export const httpTimeouts = (env: { HTTP_KEEP_ALIVE_TIMEOUT_MS: number; HTTP_HEA
 
 /** Env for the model adapter (responses workers and the titler's optional model titles). */
 export const modelEnv = {
-  /** Base URL of an OpenAI-compatible Chat Completions upstream; absent means the built-in development model. */
-  MODEL_BASE_URL: z.string().url().optional(),
+  /**
+   * `openai-compatible`: call MODEL_BASE_URL. `development`: the built-in deterministic model, which
+   * answers with canned text (for local stacks and tests only; never chosen implicitly).
+   */
+  MODEL_ADAPTER: z.enum(['openai-compatible', 'development']).default('openai-compatible'),
+  /** Base URL of an OpenAI-compatible Chat Completions upstream (required by the openai-compatible adapter). */
+  MODEL_BASE_URL: z.preprocess((value) => (value === '' ? undefined : value), z.string().url().optional()),
   MODEL_API_KEY: z.string().default('not-needed'),
   /** JSON object mapping public model names to upstream model names, e.g. {"fast":"llama3.1:8b"}. */
   MODEL_MAP: z
@@ -116,3 +135,16 @@ export const modelEnv = {
   /** Milliseconds the development model waits between streamed tokens. */
   DEV_MODEL_TOKEN_DELAY_MS: intEnv(15, 0, 5000),
 };
+
+/**
+ * Refuses an openai-compatible adapter without an upstream. Called by the processes that call the
+ * model, so a deployment that forgot MODEL_BASE_URL fails at boot instead of answering users with the
+ * development model's canned text.
+ */
+export function requireModelUpstream(env: { MODEL_ADAPTER: 'openai-compatible' | 'development'; MODEL_BASE_URL?: string | undefined }): void {
+  if (env.MODEL_ADAPTER === 'openai-compatible' && !env.MODEL_BASE_URL) {
+    throw new ConfigError(
+      'Invalid configuration:\n  MODEL_BASE_URL: required with MODEL_ADAPTER=openai-compatible (the default). Set it to an OpenAI-compatible upstream, e.g. http://127.0.0.1:11434/v1, or set MODEL_ADAPTER=development for the built-in development model.',
+    );
+  }
+}

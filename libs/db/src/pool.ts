@@ -9,6 +9,7 @@ import {
   type QueryResultRow,
 } from 'slonik';
 import { z } from 'zod';
+import { storeMetrics } from '@ic/telemetry';
 
 /** The sql tag every repository uses; `void` types statements that return no rows. */
 export const sql = createSqlTag({
@@ -36,6 +37,25 @@ function createResultParserInterceptor(): Interceptor {
   };
 }
 
+/** Query latency into ic_db_query_duration_seconds: one histogram record per query, by outcome. */
+function createQueryMetricsInterceptor(): Interceptor {
+  const record = (queryInputTime: bigint | number, outcome: 'ok' | 'error') => {
+    const elapsedNs = typeof queryInputTime === 'bigint' ? Number(process.hrtime.bigint() - queryInputTime) : (performance.now() - queryInputTime) * 1e6;
+    storeMetrics().dbQuery.record(elapsedNs / 1e9, { outcome });
+  };
+  return {
+    name: 'query-metrics',
+    afterQueryExecution: (queryContext) => {
+      record(queryContext.queryInputTime, 'ok');
+      return null;
+    },
+    queryExecutionError: (queryContext) => {
+      record(queryContext.queryInputTime, 'error');
+      return null;
+    },
+  };
+}
+
 export interface DbPoolOptions {
   maximumPoolSize?: number;
   statementTimeoutMs?: number;
@@ -48,7 +68,7 @@ export interface DbPoolOptions {
 export async function createDbPool(url: string, options: DbPoolOptions = {}): Promise<DatabasePool> {
   const typeParsers = [...createTypeParserPreset().filter((parser) => parser.name !== 'int8'), { name: 'int8', parse: Number }];
   return createPool(url, {
-    interceptors: [createResultParserInterceptor()],
+    interceptors: [createQueryMetricsInterceptor(), createResultParserInterceptor()],
     typeParsers,
     maximumPoolSize: options.maximumPoolSize ?? 10,
     statementTimeout: options.statementTimeoutMs ?? 30000,

@@ -1,6 +1,6 @@
 import type { RequestHandler } from 'express';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import type IORedis from 'ioredis';
+import type { Cluster, Redis as IORedis } from 'ioredis';
 import { apiError } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
 import { principalOf } from './principal';
@@ -11,7 +11,7 @@ export interface RateLimitOptions {
   /** Turns (POST /v1/responses) per minute per smith (0: no limit). */
   turnsPerMinute: number;
   /** Shared across replicas when given; otherwise each process counts on its own. */
-  redis?: IORedis;
+  redis?: IORedis | Cluster;
   keyPrefix: string;
   logger: Logger;
 }

@@ -1,10 +1,20 @@
-import { createModelAdapter, DevModelAdapter, OpenAICompatibleAdapter, resolveUpstreamModel } from './index';
+import { createModelAdapter, describeModelAdapter, DevModelAdapter, OpenAICompatibleAdapter, resolveUpstreamModel } from './index';
 
 describe('createModelAdapter', () => {
-  it('uses the development model without a base URL, and the OpenAI-compatible adapter with one', () => {
-    const config = { apiKey: 'k', timeoutMs: 1000, devTokenDelayMs: 0 };
-    expect(createModelAdapter(config)).toBeInstanceOf(DevModelAdapter);
-    expect(createModelAdapter({ ...config, baseUrl: 'http://127.0.0.1:11434/v1' })).toBeInstanceOf(OpenAICompatibleAdapter);
+  const config = { apiKey: 'k', timeoutMs: 1000, devTokenDelayMs: 0 };
+
+  it('uses the adapter asked for, never the development model by default', () => {
+    expect(createModelAdapter({ ...config, adapter: 'development' })).toBeInstanceOf(DevModelAdapter);
+    expect(createModelAdapter({ ...config, adapter: 'openai-compatible', baseUrl: 'http://127.0.0.1:11434/v1' })).toBeInstanceOf(OpenAICompatibleAdapter);
+    expect(() => createModelAdapter({ ...config, adapter: 'openai-compatible' })).toThrow(/MODEL_BASE_URL is required/);
+  });
+
+  it('describes the adapter for the boot log without credentials', () => {
+    expect(describeModelAdapter({ adapter: 'development' })).toEqual({ modelAdapter: 'development' });
+    expect(describeModelAdapter({ adapter: 'openai-compatible', baseUrl: 'https://user:secret@llm.example.com/v1?key=abc' })).toEqual({
+      modelAdapter: 'openai-compatible',
+      modelBaseUrl: 'https://llm.example.com/v1',
+    });
   });
 });
 

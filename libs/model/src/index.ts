@@ -7,8 +7,12 @@ export * from './chat-messages';
 export * from './openai-compatible';
 export * from './dev-model';
 
+export type ModelAdapterKind = 'openai-compatible' | 'development';
+
 export interface ModelAdapterConfig {
-  /** MODEL_BASE_URL; absent means the built-in development model. */
+  /** MODEL_ADAPTER: always an explicit choice; the development model is never a silent fallback. */
+  adapter: ModelAdapterKind;
+  /** MODEL_BASE_URL; required by the openai-compatible adapter. */
   baseUrl?: string;
   /** MODEL_API_KEY */
   apiKey: string;
@@ -20,8 +24,19 @@ export interface ModelAdapterConfig {
 
 /** The adapter the environment asks for: an OpenAI-compatible upstream, or the development model. */
 export function createModelAdapter(config: ModelAdapterConfig): ModelAdapter {
-  if (!config.baseUrl) return new DevModelAdapter({ tokenDelayMs: config.devTokenDelayMs });
+  if (config.adapter === 'development') return new DevModelAdapter({ tokenDelayMs: config.devTokenDelayMs });
+  if (!config.baseUrl) throw new Error('MODEL_BASE_URL is required with MODEL_ADAPTER=openai-compatible (or set MODEL_ADAPTER=development).');
   return new OpenAICompatibleAdapter({ baseURL: config.baseUrl, apiKey: config.apiKey, timeoutMs: config.timeoutMs });
+}
+
+/** What to log at boot about the model: the adapter and the upstream without credentials. */
+export function describeModelAdapter(config: Pick<ModelAdapterConfig, 'adapter' | 'baseUrl'>): { modelAdapter: ModelAdapterKind; modelBaseUrl?: string } {
+  if (config.adapter === 'development' || !config.baseUrl) return { modelAdapter: config.adapter };
+  const url = new URL(config.baseUrl);
+  url.username = '';
+  url.password = '';
+  url.search = '';
+  return { modelAdapter: config.adapter, modelBaseUrl: url.toString() };
 }
 
 /** The upstream model name for a public one (MODEL_MAP lookup); unmapped names pass through unchanged. */

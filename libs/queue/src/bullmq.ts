@@ -4,7 +4,8 @@ import { BullMQOtel } from 'bullmq-otel';
 import { z } from 'zod';
 import { jobCatalog, RunId, type JobName, type JobPayload } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
-import { createRedis, waitUntilReady, type Redis } from './redis';
+import { RedisKeys } from './keys';
+import { createRedis, waitUntilReady, type Redis, type RedisTarget } from './redis';
 import {
   PermanentFailure,
   RetryLater,
@@ -20,8 +21,8 @@ import {
   type WorkerHandle,
 } from './types';
 
-export interface BullmqBackendOptions {
-  redisUrl: string;
+export interface BullmqBackendOptions extends RedisTarget {
+  /** REDIS_PREFIX; key names are built by RedisKeys (hash-tagged for Redis Cluster). */
   prefix: string;
   logger: Logger;
   /** How long a worker's lock on a job lasts; a crashed worker's job is re-delivered after about this long. */
@@ -33,9 +34,11 @@ export interface BullmqBackendOptions {
 const PENDING_STATES = new Set(['waiting', 'delayed', 'active', 'prioritized', 'waiting-children']);
 
 export async function createBullmqBackend(options: BullmqBackendOptions): Promise<QueueBackend> {
-  const { logger, prefix } = options;
-  const producer = createRedis(options.redisUrl, 'producer', logger);
-  const subscriber = createRedis(options.redisUrl, 'subscriber', logger);
+  const { logger } = options;
+  const keys = new RedisKeys(options.prefix);
+  const target: RedisTarget = { url: options.url, clusterNodes: options.clusterNodes };
+  const producer = createRedis(target, 'producer', logger);
+  const subscriber = createRedis(target, 'subscriber', logger);
   const workerConnections: Redis[] = [];
   await Promise.all([waitUntilReady(producer), waitUntilReady(subscriber)]);
 
@@ -45,7 +48,7 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
   const queueFor = (name: string) => {
     let queue = queues.get(name);
     if (!queue) {
-      queue = new Queue(name, { connection: producer, prefix, telemetry });
+      queue = new Queue(name, { connection: producer, prefix: keys.queuePrefix(name), telemetry });
       queue.on('error', (error) => logger.warn({ err: error, queue: name }, 'queue error'));
       queues.set(name, queue);
     }
@@ -75,10 +78,14 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
       await job.remove().catch(() => undefined);
       return false;
     },
+    async countWaiting(queue: string) {
+      const counts = await queueFor(queue).getJobCounts('waiting', 'delayed', 'prioritized');
+      return Object.values(counts).reduce((sum, count) => sum + count, 0);
+    },
   };
 
-  const signals = new RedisSignals(producer, subscriber, prefix);
-  const events = new RedisEventLog(producer, subscriber, prefix, options.maxEventsPerRun ?? 20000);
+  const signals = new RedisSignals(producer, subscriber, keys);
+  const events = new RedisEventLog(producer, subscriber, keys, options.maxEventsPerRun ?? 20000);
   subscriber.on('message', (channel: string, message: string) => {
     if (channel === signals.channel) signals.dispatch(message);
     else events.dispatch(channel);
@@ -91,7 +98,7 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
     events,
     signals,
     startWorker(queueName, handlers, workerOptions) {
-      const connection = createRedis(options.redisUrl, 'worker', logger);
+      const connection = createRedis(target, 'worker', logger);
       workerConnections.push(connection);
       const lockDuration = options.lockDurationMs ?? 30000;
       const worker = new Worker(
@@ -115,7 +122,7 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
             throw error;
           }
         },
-        { connection, prefix, telemetry, concurrency: workerOptions.concurrency, lockDuration, stalledInterval: lockDuration, maxStalledCount: 3 },
+        { connection, prefix: keys.queuePrefix(queueName), telemetry, concurrency: workerOptions.concurrency, lockDuration, stalledInterval: lockDuration, maxStalledCount: 3 },
       );
       worker.on('error', (error) => logger.warn({ err: error, queue: queueName }, 'worker error'));
       worker.on('failed', (job, error) => {
@@ -208,7 +215,7 @@ class RedisEventLog implements RunEventLog {
   constructor(
     private readonly redis: Redis,
     private readonly subscriber: Redis,
-    private readonly prefix: string,
+    private readonly keys: RedisKeys,
     private readonly maxEvents: number,
   ) {
     redis.defineCommand('icAppendRunEvents', { numberOfKeys: 2, lua: APPEND_EVENTS_LUA });
@@ -217,13 +224,13 @@ class RedisEventLog implements RunEventLog {
   }
 
   private key(runId: string) {
-    return `${this.prefix}:run:${runId}:events`;
+    return this.keys.runEvents(runId);
   }
   private metaKey(runId: string) {
-    return `${this.prefix}:run:${runId}:log`;
+    return this.keys.runLog(runId);
   }
   private channel(runId: string) {
-    return `${this.prefix}:run:${runId}:appended`;
+    return this.keys.runAppendedChannel(runId);
   }
 
   dispatch(channel: string): void {
@@ -335,9 +342,9 @@ class RedisSignals implements RunSignals {
   constructor(
     private readonly redis: Redis,
     _subscriber: Redis,
-    prefix: string,
+    keys: RedisKeys,
   ) {
-    this.channel = `${prefix}:signals:cancel`;
+    this.channel = keys.cancelChannel();
   }
 
   dispatch(runId: string): void {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createLogger } from '@ic/telemetry';
 import { createBullmqBackend } from './bullmq';
 import { createRedis } from './redis';
+import { RedisKeys } from './keys';
 import { MemoryEventLog } from './memory';
 import type { QueueBackend, RunEventLog, StreamEvent } from './types';
 
@@ -19,7 +20,7 @@ describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)',
   beforeAll(async () => {
     if (kind === 'in-process') log = new MemoryEventLog();
     else {
-      backend = await createBullmqBackend({ redisUrl, prefix, logger: createLogger('test', 'silent') });
+      backend = await createBullmqBackend({ url: redisUrl, prefix, logger: createLogger('test', 'silent') });
       log = backend.events;
     }
   });
@@ -67,8 +68,8 @@ describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)',
       await log.append(id, events(0, 1), { authority: { attempt: 0 }, closes: false, ttlSeconds: 77 });
       const redis = createRedis(redisUrl, 'worker', createLogger('test', 'silent'));
       try {
-        expect(await redis.ttl(`${prefix}:run:${id}:events`)).toBeGreaterThan(70);
-        expect(await redis.ttl(`${prefix}:run:${id}:log`)).toBeGreaterThan(70);
+        expect(await redis.ttl(new RedisKeys(prefix).runEvents(id))).toBeGreaterThan(70);
+        expect(await redis.ttl(new RedisKeys(prefix).runLog(id))).toBeGreaterThan(70);
       } finally {
         await redis.quit();
       }

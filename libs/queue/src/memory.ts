@@ -103,6 +103,11 @@ export function createInProcessBackend(logger: Logger): QueueBackend {
     async isPending(_queue: string, jobId: string) {
       return jobs.has(jobId);
     },
+    async countWaiting(queueName: string) {
+      let waiting = 0;
+      for (const job of jobs.values()) if (job.state !== 'active' && jobCatalog[job.name].queue === queueName) waiting += 1;
+      return waiting;
+    },
   };
 
   return {

@@ -16,6 +16,8 @@ export interface JobQueue {
   enqueue<N extends JobName>(name: N, payload: JobPayload<N>, options?: EnqueueOptions): Promise<void>;
   /** Whether a job with this id is waiting, delayed or running (false when missing, completed or failed). */
   isPending(queue: string, jobId: string): Promise<boolean>;
+  /** Jobs of a queue not yet picked up (waiting, delayed, prioritized): the backlog autoscaling reads. */
+  countWaiting(queue: string): Promise<number>;
 }
 
 export interface JobContext {

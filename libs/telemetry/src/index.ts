@@ -1,4 +1,6 @@
-import { metrics, trace, SpanStatusCode, type Attributes, type Span } from '@opentelemetry/api';
+import { context, metrics, trace, SpanStatusCode, type Attributes, type Span } from '@opentelemetry/api';
+import { suppressTracing } from '@opentelemetry/core';
+import { STORE_LATENCY_BUCKETS_SECONDS, TURN_LATENCY_BUCKETS_SECONDS } from './sdk';
 import pino, { type Logger } from 'pino';
 
 export type { Logger } from 'pino';
@@ -38,56 +40,79 @@ export async function withSpan<T>(name: string, attributes: Attributes, work: (s
   });
 }
 
+export { startTelemetry, samplerFromEnv, TURN_LATENCY_BUCKETS_SECONDS, STORE_LATENCY_BUCKETS_SECONDS, type TelemetryHandle } from './sdk';
+
 /**
- * Metrics shared by the services; dashboards key on these names. Created on first use: a meter taken
- * before the SDK starts is a no-op for good (the API has no proxy meter, unlike tracers).
+ * Metrics shared by the services; dashboards and alerts key on these names
+ * (deploy/observability/metrics.txt lists every one). Created on first use: a meter taken before the
+ * SDK starts is a no-op for good (the API has no proxy meter, unlike tracers).
  */
 function createTurnMetrics() {
   const meter = metrics.getMeter('ingram-conversations');
-  return {
+  const turnLatency = { unit: 's', advice: { explicitBucketBoundaries: TURN_LATENCY_BUCKETS_SECONDS } };
+  const created = {
     accepted: meter.createCounter('ic_turns_accepted_total', { description: 'Turns accepted by the responses service' }),
     finished: meter.createCounter('ic_turns_finished_total', { description: 'Turns stamped, by final status' }),
-    duration: meter.createHistogram('ic_turn_duration_seconds', { description: 'Worker pickup to stamp', unit: 's' }),
-    queueWait: meter.createHistogram('ic_turn_queue_wait_seconds', { description: 'Acceptance to worker pickup', unit: 's' }),
-    firstToken: meter.createHistogram('ic_turn_time_to_first_token_seconds', { description: 'Worker pickup to first model delta', unit: 's' }),
-    staleAttempts: meter.createCounter('ic_turn_stale_attempts_total', { description: 'Turn attempts discarded because a newer attempt owned the run (lock lost: pause, stall, crash)' }),
-    sweeperRequeued: meter.createCounter('ic_sweeper_requeued_total', { description: 'Unfinished runs the sweeper enqueued again because they had no live job' }),
-    attemptsExhausted: meter.createCounter('ic_turn_attempts_exhausted_total', { description: 'Turns failed because they used up their attempts' }),
+    duration: meter.createHistogram('ic_turn_duration_seconds', { description: 'Worker pickup to stamp', ...turnLatency }),
+    queueWait: meter.createHistogram('ic_turn_queue_wait_seconds', { description: 'Acceptance to worker pickup', ...turnLatency }),
+    firstToken: meter.createHistogram('ic_turn_time_to_first_token_seconds', { description: 'Worker pickup to first model delta', ...turnLatency }),
+    modelTokens: meter.createCounter('ic_turn_model_tokens_total', { description: 'Model tokens of finished turns, by direction (input|output) and upstream model' }),
+    sweeperRequeued: meter.createCounter('ic_sweeper_requeued_total', { description: 'Runs the sweeper re-enqueued because they had no live job' }),
+    staleAttempts: meter.createCounter('ic_turn_stale_attempts_total', { description: 'Turn attempts whose result was discarded because another attempt owned the run' }),
+    attemptsExhausted: meter.createCounter('ic_turn_attempts_exhausted_total', { description: 'Runs failed after the attempt cap' }),
   };
+  // Counters that alerts rate() start at zero, so their series exist before the first event.
+  for (const counter of [created.sweeperRequeued, created.staleAttempts, created.attemptsExhausted]) counter.add(0);
+  return created;
 }
 let turnMetricsInstance: ReturnType<typeof createTurnMetrics> | undefined;
 export const turnMetrics = (): ReturnType<typeof createTurnMetrics> => (turnMetricsInstance ??= createTurnMetrics());
 
-export interface TelemetryHandle {
-  shutdown(): Promise<void>;
+function createStoreMetrics() {
+  const meter = metrics.getMeter('ingram-conversations');
+  const storeLatency = { unit: 's', advice: { explicitBucketBoundaries: STORE_LATENCY_BUCKETS_SECONDS } };
+  return {
+    dbQuery: meter.createHistogram('ic_db_query_duration_seconds', { description: 'Postgres query latency (slonik), by outcome', ...storeLatency }),
+    redisCommand: meter.createHistogram('ic_redis_command_duration_seconds', { description: 'Redis command latency (blocking reads excluded), by command', ...storeLatency }),
+  };
 }
+let storeMetricsInstance: ReturnType<typeof createStoreMetrics> | undefined;
+/** Postgres and Redis latency, recorded on every query and command: one histogram record each. */
+export const storeMetrics = (): ReturnType<typeof createStoreMetrics> => (storeMetricsInstance ??= createStoreMetrics());
+
+export interface ObservedGauge {
+  description: string;
+  unit?: string;
+  /** Called at scrape time; `undefined` reports nothing for this scrape. */
+  read: () => number | undefined | Promise<number | undefined>;
+}
+
+/** Registers gauges that are read at scrape time, so nothing is computed on the hot path. */
+export function observeGauges(gauges: Record<string, ObservedGauge>): void {
+  const meter = metrics.getMeter('ingram-conversations');
+  for (const [name, gauge] of Object.entries(gauges)) {
+    meter.createObservableGauge(name, { description: gauge.description, unit: gauge.unit }).addCallback(async (result) => {
+      const value = await gauge.read();
+      if (value !== undefined) result.observe(value);
+    });
+  }
+}
+
+/** Runs `work` with tracing suppressed: routine background checks (the sweeper's scan) emit no spans. */
+export function withoutTracing<T>(work: () => Promise<T>): Promise<T> {
+  return context.with(suppressTracing(context.active()), work);
+}
+
+type ShutdownStep = { name: string; run: () => Promise<unknown>; leaveMs: number };
 
 /**
- * Starts the OpenTelemetry SDK when it is configured (OTEL_EXPORTER_OTLP_ENDPOINT for traces,
- * OTEL_PROMETHEUS_PORT for a /metrics endpoint). Call it before loading express, pg or ioredis so
- * auto-instrumentation can patch them. Without either variable it does nothing.
+ * How long the shutdown steps may take within a pod's grace period (SHUTDOWN_GRACE_PERIOD_MS, from
+ * terminationGracePeriodSeconds): all of it but a reserve (10%, at most 5 s) for the process to exit
+ * before the kubelet's SIGKILL.
  */
-export function startTelemetry(serviceName: string): TelemetryHandle {
-  const otlpEndpoint = process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
-  const prometheusPort = process.env.OTEL_PROMETHEUS_PORT;
-  if (!otlpEndpoint && !prometheusPort) return { shutdown: async () => undefined };
-  /* eslint-disable @typescript-eslint/no-require-imports -- loaded lazily so libraries and tests never pay for the SDK */
-  const { NodeSDK } = require('@opentelemetry/sdk-node') as typeof import('@opentelemetry/sdk-node');
-  const { getNodeAutoInstrumentations } =
-    require('@opentelemetry/auto-instrumentations-node') as typeof import('@opentelemetry/auto-instrumentations-node');
-  const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
-  const { PrometheusExporter } = require('@opentelemetry/exporter-prometheus') as typeof import('@opentelemetry/exporter-prometheus');
-  const sdk = new NodeSDK({
-    serviceName,
-    traceExporter: otlpEndpoint ? new OTLPTraceExporter() : undefined,
-    metricReader: prometheusPort ? new PrometheusExporter({ port: Number(prometheusPort), host: '0.0.0.0' }) : undefined,
-    instrumentations: [getNodeAutoInstrumentations({ '@opentelemetry/instrumentation-fs': { enabled: false } })],
-  });
-  sdk.start();
-  return { shutdown: () => sdk.shutdown() };
+export function shutdownDeadlineMs(gracePeriodMs: number): number {
+  return Math.max(gracePeriodMs - Math.min(5000, Math.round(gracePeriodMs * 0.1)), 500);
 }
-
-type ShutdownStep = { name: string; run: () => Promise<unknown> };
 
 /**
  * One place that turns SIGTERM/SIGINT into an orderly stop: steps run in registration order
@@ -96,14 +121,19 @@ type ShutdownStep = { name: string; run: () => Promise<unknown> };
 export class ShutdownRegistry {
   private readonly steps: ShutdownStep[] = [];
   private stopping: Promise<void> | null = null;
+  private startedAt = 0;
 
   constructor(
     private readonly logger: Logger,
-    private readonly deadlineMs = 25000,
+    readonly deadlineMs = 25000,
   ) {}
 
-  register(name: string, run: () => Promise<unknown>): void {
-    this.steps.push({ name, run });
+  /**
+   * `leaveMs` bounds a step that can wait long (a worker draining running turns): it is cut short when
+   * only that much of the deadline is left, so the steps after it (closing pools) still run.
+   */
+  register(name: string, run: () => Promise<unknown>, options: { leaveMs?: number } = {}): void {
+    this.steps.push({ name, run, leaveMs: options.leaveMs ?? 0 });
   }
 
   listen(): void {
@@ -114,14 +144,33 @@ export class ShutdownRegistry {
     }
   }
 
+  private async runStep(step: ShutdownStep): Promise<void> {
+    if (step.leaveMs <= 0) {
+      await step.run();
+      return;
+    }
+    const budgetMs = Math.max(this.startedAt + this.deadlineMs - step.leaveMs - Date.now(), 0);
+    let timer: NodeJS.Timeout | undefined;
+    const cutShort = new Promise<'cut'>((resolve) => {
+      timer = setTimeout(() => resolve('cut'), budgetMs);
+      timer.unref();
+    });
+    try {
+      if ((await Promise.race([step.run(), cutShort])) === 'cut') this.logger.warn({ step: step.name, budgetMs }, 'shutdown step cut short to leave time for the rest');
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   shutdown(reason: string): Promise<void> {
     if (this.stopping) return this.stopping;
-    this.logger.info({ reason }, 'shutting down');
+    this.startedAt = Date.now();
+    this.logger.info({ reason, deadlineMs: this.deadlineMs }, 'shutting down');
     const run = async () => {
       for (const step of this.steps) {
         const started = Date.now();
         try {
-          await step.run();
+          await this.runStep(step);
           this.logger.info({ step: step.name, ms: Date.now() - started }, 'shutdown step done');
         } catch (error) {
           this.logger.error({ err: error, step: step.name }, 'shutdown step failed');

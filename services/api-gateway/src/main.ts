@@ -1,5 +1,5 @@
-import { ShutdownRegistry, createLogger, runMain, startTelemetry } from '@ic/telemetry';
-const telemetry = startTelemetry('ic-api-gateway');
+import { ShutdownRegistry, createLogger, runMain, shutdownDeadlineMs, startTelemetry } from '@ic/telemetry';
+const telemetry = startTelemetry('ic-gateway');
 
 import { Authenticator } from '@ic/auth';
 import { createDbPool } from '@ic/db';
@@ -11,7 +11,7 @@ import { loadGatewayEnv } from './env';
 async function main(): Promise<void> {
   const env = loadGatewayEnv();
   const logger = createLogger('api-gateway', env.LOG_LEVEL);
-  const shutdown = new ShutdownRegistry(logger);
+  const shutdown = new ShutdownRegistry(logger, shutdownDeadlineMs(env.SHUTDOWN_GRACE_PERIOD_MS));
   const pool = await createDbPool(env.DATABASE_URL, { maximumPoolSize: env.DATABASE_POOL_SIZE });
   const app = createGatewayApp({
     pool,

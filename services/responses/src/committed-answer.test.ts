@@ -62,7 +62,7 @@ describe('a committed turn is never answered with a retryable status', () => {
       backend: stack.backend,
       authenticator,
       logger,
-      model: createModelAdapter({ baseUrl: stack.upstream.baseURL, apiKey: 'unused', timeoutMs: 10000, devTokenDelayMs: 0 }),
+      model: createModelAdapter({ adapter: 'openai-compatible', baseUrl: stack.upstream.baseURL, apiKey: 'unused', timeoutMs: 10000, devTokenDelayMs: 0 }),
       resolveModel: (name) => name,
       eventsTtlSeconds: 120,
       keepAliveMs: 1000,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { databaseEnv, httpEnv, intEnv, logEnv, modelEnv, parseEnv, redisEnv } from '@ic/config';
+import { databaseEnv, httpEnv, intEnv, logEnv, modelEnv, parseEnv, redisEnv, requireModelUpstream, shutdownEnv } from '@ic/config';
 
 export const ResponsesEnv = z.object({
   ...databaseEnv,
@@ -7,6 +7,7 @@ export const ResponsesEnv = z.object({
   ...logEnv,
   ...redisEnv,
   ...modelEnv,
+  ...shutdownEnv,
   /** `api` serves /v1/responses, `worker` executes turns, `all` does both in one process. */
   RESPONSES_ROLE: z.enum(['api', 'worker', 'all']).default('all'),
   /**
@@ -28,6 +29,12 @@ export const ResponsesEnv = z.object({
   SWEEP_INTERVAL_MS: intEnv(5000, 100),
   SWEEP_MIN_AGE_MS: intEnv(10000, 0),
   /**
+   * A run in progress for longer than this counts in the ic_runs_stuck gauge. Healthy turns end well
+   * before: MODEL_TIMEOUT_MS bounds an upstream's silence, and a dead worker's turn is re-delivered
+   * after WORKER_LOCK_DURATION_MS.
+   */
+  RUN_STUCK_AFTER_MS: intEnv(900000, 1000),
+  /**
    * Every run's event log expires this long after its last append (set from its first write, refreshed
    * by each one), so a finished run's log stays this long for exact resumes and a log nobody finishes
    * still goes; afterwards a replay is rebuilt from Postgres. Redis memory grows with turns/s × this ×
@@ -47,4 +54,18 @@ export const ResponsesEnv = z.object({
 });
 export type ResponsesEnv = z.infer<typeof ResponsesEnv>;
 
-export const loadResponsesEnv = (source: NodeJS.ProcessEnv = process.env): ResponsesEnv => parseEnv(ResponsesEnv, source);
+export function loadResponsesEnv(source: NodeJS.ProcessEnv = process.env): ResponsesEnv {
+  const env = parseEnv(ResponsesEnv, source);
+  requireModelUpstream(env);
+  return env;
+}
+
+/**
+ * service.name of each role, so traces and metrics tell the API from the workers. Read before the env
+ * is parsed: telemetry starts before anything else is loaded.
+ */
+export function serviceNameForRole(role: string | undefined): string {
+  if (role === 'api') return 'ic-responses-api';
+  if (role === 'worker') return 'ic-responses-worker';
+  return 'ic-responses';
+}

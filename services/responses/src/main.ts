@@ -1,24 +1,35 @@
-import { ShutdownRegistry, createLogger, runMain, startTelemetry } from '@ic/telemetry';
-const telemetry = startTelemetry('ic-responses');
+import { ShutdownRegistry, createLogger, runMain, shutdownDeadlineMs, startTelemetry, turnMetrics } from '@ic/telemetry';
+import { serviceNameForRole } from './env';
+const telemetry = startTelemetry(serviceNameForRole(process.env.RESPONSES_ROLE));
 
 import { Authenticator } from '@ic/auth';
 import { createDbPool, sql } from '@ic/db';
 import { httpTimeouts } from '@ic/config';
 import { closeHttpServer, createBaseApp, createHttpServer, finishApp, RateLimits, startHealthServer } from '@ic/http';
-import { createModelAdapter, resolveUpstreamModel } from '@ic/model';
+import { createModelAdapter, describeModelAdapter, resolveUpstreamModel } from '@ic/model';
 import { createQueueBackend, createRedis } from '@ic/queue';
 import { loadResponsesEnv } from './env';
+import { observeQueueGauges, observeWorkerGauges } from './gauges';
 import { ResponsesRuntime } from './runtime';
+
+/** Kept back from the worker's drain for closing Redis, Postgres and telemetry afterwards. */
+const WORKER_DRAIN_RESERVE_MS = 3000;
 
 async function main(): Promise<void> {
   const env = loadResponsesEnv();
   const logger = createLogger(`responses-${env.RESPONSES_ROLE}`, env.LOG_LEVEL);
-  if (!env.REDIS_URL) throw new Error('REDIS_URL is required: the responses service shares its queue with other processes. (The embedded single-process stack is `npm start`.)');
-  const shutdown = new ShutdownRegistry(logger, 60000);
+  if (!env.REDIS_URL && env.REDIS_CLUSTER_NODES.length === 0) {
+    throw new Error('REDIS_URL (or REDIS_CLUSTER_NODES) is required: the responses service shares its queue with other processes. (The embedded single-process stack is `npm start`.)');
+  }
+  // Draining running turns takes most of the pod's grace period (the chart passes it in).
+  const shutdown = new ShutdownRegistry(logger, shutdownDeadlineMs(env.SHUTDOWN_GRACE_PERIOD_MS));
+  turnMetrics(); // created now, so the zero-valued counters are in the first scrape
+  const modelConfig = { adapter: env.MODEL_ADAPTER, baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: env.DEV_MODEL_TOKEN_DELAY_MS };
+  logger.info({ role: env.RESPONSES_ROLE, ...describeModelAdapter(modelConfig) }, 'model adapter');
   const pool = await createDbPool(env.DATABASE_URL, { maximumPoolSize: env.DATABASE_POOL_SIZE });
-  const backend = await createQueueBackend({ redisUrl: env.REDIS_URL, prefix: env.REDIS_PREFIX, logger, lockDurationMs: env.WORKER_LOCK_DURATION_MS });
+  const backend = await createQueueBackend({ redisUrl: env.REDIS_URL, clusterNodes: env.REDIS_CLUSTER_NODES, prefix: env.REDIS_PREFIX, logger, lockDurationMs: env.WORKER_LOCK_DURATION_MS });
   const authenticator = new Authenticator(pool, env.TOKEN_CACHE_TTL_MS);
-  const rateLimitRedis = createRedis(env.REDIS_URL, 'producer', logger);
+  const rateLimitRedis = createRedis({ url: env.REDIS_URL, clusterNodes: env.REDIS_CLUSTER_NODES }, 'producer', logger);
   const rateLimits = new RateLimits({
     requestsPerMinute: env.RATE_LIMIT_REQUESTS_PER_MINUTE,
     turnsPerMinute: env.RATE_LIMIT_TURNS_PER_MINUTE,
@@ -31,7 +42,7 @@ async function main(): Promise<void> {
     backend,
     authenticator,
     logger,
-    model: createModelAdapter({ baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: env.DEV_MODEL_TOKEN_DELAY_MS }),
+    model: createModelAdapter(modelConfig),
     resolveModel: (name) => resolveUpstreamModel(name, env.MODEL_MAP),
     eventsTtlSeconds: env.RUN_EVENTS_TTL_SECONDS,
     keepAliveMs: env.STREAM_KEEPALIVE_MS,
@@ -52,14 +63,18 @@ async function main(): Promise<void> {
     finishApp(app, logger);
     const server = createHttpServer(app, httpTimeouts(env)).listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'responses api listening'));
     runtime.scheduler.startSweeper(env.SWEEP_INTERVAL_MS, env.SWEEP_MIN_AGE_MS);
+    observeQueueGauges({ pool, backend, stuckAfterMs: env.RUN_STUCK_AFTER_MS, logger });
     shutdown.register('http', () => closeHttpServer(server, () => runtime.closeStreams()));
     shutdown.register('sweeper', async () => runtime.scheduler.stopSweeper());
   }
   if (env.RESPONSES_ROLE === 'worker' || env.RESPONSES_ROLE === 'all') {
     await ready();
     const worker = runtime.startWorker(env.WORKER_CONCURRENCY);
-    logger.info({ concurrency: env.WORKER_CONCURRENCY }, 'turn worker started');
-    shutdown.register('worker', () => worker.close());
+    observeWorkerGauges({ inFlight: worker.inFlight, concurrency: env.WORKER_CONCURRENCY });
+    logger.info({ concurrency: env.WORKER_CONCURRENCY, drainMs: shutdown.deadlineMs - WORKER_DRAIN_RESERVE_MS }, 'turn worker started');
+    // Running turns finish within the grace period; what is still running then is re-delivered to
+    // another worker once its lock lapses.
+    shutdown.register('worker', () => worker.close(), { leaveMs: WORKER_DRAIN_RESERVE_MS });
     if (env.RESPONSES_ROLE === 'worker') {
       const health = startHealthServer(env.HEALTH_PORT, ready);
       shutdown.register('health', () => health.close());

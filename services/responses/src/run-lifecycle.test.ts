@@ -1,4 +1,4 @@
-import { createRedis, type StreamEvent } from '@ic/queue';
+import { createRedis, RedisKeys, type StreamEvent } from '@ic/queue';
 import { createLogger } from '@ic/telemetry';
 import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
 import { OutputAssembler } from './events';
@@ -12,7 +12,8 @@ const expectContiguous = (events: ReadonlyArray<{ sequence_number: number }>) =>
 describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis, fake upstream)', () => {
   let stack: TurnStack;
   const redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', 'worker', createLogger('test', 'silent'));
-  const streamKey = (runId: string) => `${stack.prefix}:run:${runId}:events`;
+  const streamKey = (runId: string) => new RedisKeys(stack.prefix).runEvents(runId);
+  const logKey = (runId: string) => new RedisKeys(stack.prefix).runLog(runId);
   const readLog = (runId: string) => stack.backend.events.read(runId, -1, 0);
 
   beforeAll(async () => {
@@ -33,7 +34,7 @@ describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis
     await redis.del(streamKey(runId));
     for (const [id, fields] of entries.slice(0, -count)) await redis.xadd(streamKey(runId), id, ...fields);
     await redis.expire(streamKey(runId), ttl);
-    await redis.hdel(`${stack.prefix}:run:${runId}:log`, 'closed');
+    await redis.hdel(logKey(runId), 'closed');
   }
 
   it("refuses a stale attempt's events once a newer attempt of the same run has begun", async () => {
@@ -160,7 +161,7 @@ describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis
       stack.upstream.set({ reply: 'gone from redis', tokenDelayMs: 0 });
       const client = stack.client();
       const done = await client.responses.create({ model: '', input: 'forget me' });
-      await redis.del(streamKey(done.id), `${stack.prefix}:run:${done.id}:log`);
+      await redis.del(streamKey(done.id), logKey(done.id));
 
       const replay: StreamEvent[] = [];
       for await (const event of await client.responses.retrieve(done.id, { stream: true })) replay.push(event as unknown as StreamEvent);

@@ -69,7 +69,7 @@ export class ResponsesRuntime {
   }
 
   /** Starts executing turns; `close()` on the handle stops intake and waits for running turns. */
-  startWorker(concurrency: number): WorkerHandle {
+  startWorker(concurrency: number): WorkerHandle & { inFlight(): number } {
     const processor = new TurnProcessor({
       backend: this.deps.backend,
       lifecycle: this.lifecycle,
@@ -85,6 +85,7 @@ export class ResponsesRuntime {
         await worker.close();
         processor.close();
       },
+      inFlight: () => processor.inFlight,
     };
   }
 }

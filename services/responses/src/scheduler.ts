@@ -1,6 +1,6 @@
 import { createRunsRepo, type DatabasePool } from '@ic/db';
 import type { QueueBackend } from '@ic/queue';
-import { turnMetrics, type Logger } from '@ic/telemetry';
+import { turnMetrics, withoutTracing, type Logger } from '@ic/telemetry';
 
 export const TURN_QUEUE = 'turns';
 
@@ -65,7 +65,8 @@ export class TurnScheduler {
     this.sweeping = true;
     let requeued = 0;
     try {
-      const heads = await createRunsRepo(this.pool).listRunnableOlderThan(minAgeMs, this.sweepPage, this.sweepCursor);
+      // The scan runs every few seconds in every API replica: traced only when it finds work (the enqueue).
+      const heads = await withoutTracing(() => createRunsRepo(this.pool).listRunnableOlderThan(minAgeMs, this.sweepPage, this.sweepCursor));
       const last = heads.at(-1);
       this.sweepCursor = heads.length === this.sweepPage && last ? { createdAt: last.created_at, id: last.id } : null;
       const pending = await Promise.all(heads.map((run) => this.backend.queue.isPending(TURN_QUEUE, run.id)));

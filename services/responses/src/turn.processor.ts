@@ -50,6 +50,11 @@ export class TurnProcessor {
     this.stopListening();
   }
 
+  /** Turns this processor is handling now (the worker's saturation gauge). */
+  get inFlight(): number {
+    return this.inflight.size;
+  }
+
   handle = async (payload: JobPayload<'turn.execute.v1'>, context: JobContext): Promise<void> => {
     const { runId } = payload;
     // Registered before the claim so a cancel published at any point from here on is seen.
@@ -183,6 +188,9 @@ export class TurnProcessor {
       this.deps.history.recordStamped(run.conversation_id, stamped.firstPosition, [...input, ...outputs.map((output) => output.body)]);
     }
     turnMetrics().duration.record((Date.now() - pickedUpAt) / 1000);
+    const model = this.deps.resolveModel(run.model);
+    turnMetrics().modelTokens.add(usage.input_tokens, { direction: 'input', model });
+    turnMetrics().modelTokens.add(usage.output_tokens, { direction: 'output', model });
   }
 }
 

@@ -30,7 +30,7 @@ async function conversationWithFirstTurn(text: string, title: string | null = nu
 }
 
 const titleOf = async (id: string) => (await createConversationsRepo(pool).find(id))!.title;
-const model = () => createModelAdapter({ baseUrl: upstream.baseURL, apiKey: 'k', timeoutMs: 2000, devTokenDelayMs: 0 });
+const model = () => createModelAdapter({ adapter: 'openai-compatible', baseUrl: upstream.baseURL, apiKey: 'k', timeoutMs: 2000, devTokenDelayMs: 0 });
 
 describe('title handler', () => {
   it('titles from the first user message, once', async () => {

@@ -331,6 +331,19 @@ export function createRunsRepo(db: CommonQueryMethods) {
         UPDATE runs SET deleted_at = now() WHERE id = ${id} AND smith_id = ${smithId} AND deleted_at IS NULL RETURNING id`),
 
     /**
+     * Queue health from the source of truth, for the sweeper's gauges: the age of the oldest run not
+     * yet claimed, and how many runs have been in progress longer than `stuckAfterMs`. Reads only the
+     * open runs (partial index runs_open_by_age).
+     */
+    openRunStats: (stuckAfterMs: number) =>
+      db.one(sql.type(z.object({ oldest_queued_age_seconds: z.number(), stuck: z.number() }))`
+        SELECT
+          coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued')), 0)::float8 AS oldest_queued_age_seconds,
+          count(*) FILTER (WHERE status = 'in_progress' AND started_at < now() - make_interval(secs => ${stuckAfterMs} / 1000.0))::int AS stuck
+        FROM runs
+        WHERE ${OPEN}`),
+
+    /**
      * Runs that should be executing but may have lost their job (Redis flushed, enqueue failed after
      * commit): per conversation only the head, plus standalone runs, older than `olderThanMs`, oldest
      * first, after the `after` keyset bound (so a sweep can page through any number of open runs).

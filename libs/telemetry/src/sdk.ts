@@ -1,0 +1,165 @@
+/* eslint-disable @typescript-eslint/no-require-imports -- the SDK is loaded lazily so libraries and tests never pay for it */
+import { type Attributes, type Context, type Link, SpanKind, trace } from '@opentelemetry/api';
+import type { Sampler, SamplingResult } from '@opentelemetry/sdk-trace-base';
+
+export interface TelemetryHandle {
+  shutdown(): Promise<void>;
+}
+
+/** Bucket boundaries (seconds) for turn latencies: queue waits, first tokens and whole LLM turns. */
+export const TURN_LATENCY_BUCKETS_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120];
+/** Bucket boundaries (seconds) for one Postgres query or Redis command. */
+export const STORE_LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+/** Requests that are never traced: probes and scrapes arrive every few seconds and say nothing about users. */
+export const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
+
+/**
+ * A trace starts where work arrives: an incoming request (SERVER), a job taken from a queue (CONSUMER)
+ * or one put on it (PRODUCER, e.g. a sweeper re-enqueue). Root spans of any other kind come from
+ * timers and probes — BullMQ's poll for the next job and stalled-job check, slonik's and pg's spans
+ * for the readiness query or the sweeper's scan — and would send a trace every few seconds from an
+ * idle pod.
+ */
+const TRACE_STARTING_KINDS = new Set([SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.PRODUCER]);
+
+/**
+ * The sampler the standard variables ask for (OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, same
+ * values and defaults as the spec: parentbased_always_on when unset, ratio 1 when the argument is
+ * missing or out of range).
+ */
+export function samplerFromEnv(env: NodeJS.ProcessEnv = process.env): Sampler {
+  const { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, TraceIdRatioBasedSampler } =
+    require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
+  const name = (env.OTEL_TRACES_SAMPLER ?? '').trim().toLowerCase() || 'parentbased_always_on';
+  const argument = Number(env.OTEL_TRACES_SAMPLER_ARG);
+  const ratio = env.OTEL_TRACES_SAMPLER_ARG !== undefined && env.OTEL_TRACES_SAMPLER_ARG.trim() !== '' && argument >= 0 && argument <= 1 ? argument : 1;
+  switch (name) {
+    case 'always_on':
+      return new AlwaysOnSampler();
+    case 'always_off':
+      return new AlwaysOffSampler();
+    case 'traceidratio':
+      return new TraceIdRatioBasedSampler(ratio);
+    case 'parentbased_always_off':
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+    case 'parentbased_traceidratio':
+      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) });
+    case 'parentbased_always_on':
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+    default:
+      throw new Error(
+        `OTEL_TRACES_SAMPLER=${name} is not supported; use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio.`,
+      );
+  }
+}
+
+/** Drops root spans of routine background work (see TRACE_STARTING_KINDS), then defers to the configured sampler. */
+export class RoutineSpanFilter implements Sampler {
+  constructor(private readonly inner: Sampler) {}
+
+  shouldSample(context: Context, traceId: string, spanName: string, spanKind: SpanKind, attributes: Attributes, links: Link[]): SamplingResult {
+    if (!trace.getSpanContext(context) && !TRACE_STARTING_KINDS.has(spanKind)) return { decision: 0 /* SamplingDecision.NOT_RECORD */ };
+    return this.inner.shouldSample(context, traceId, spanName, spanKind, attributes, links);
+  }
+
+  toString(): string {
+    return `RoutineSpanFilter{${this.inner.toString()}}`;
+  }
+}
+
+/**
+ * Starts tracing and metrics when configured: OTEL_EXPORTER_OTLP_ENDPOINT (or
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) sends traces over OTLP/HTTP, OTEL_PROMETHEUS_PORT serves
+ * /metrics. Without either it does nothing. Call it before loading express, pg, ioredis or the
+ * openai client so their instrumentations can patch them.
+ *
+ * Built from the SDK's parts rather than @opentelemetry/sdk-node, which pulls in every exporter
+ * (gRPC, protobuf, Zipkin, logs) — most of the image's node_modules. Only the instrumentations this
+ * code uses are installed: http (incoming requests; probes and scrapes skipped), express (routes),
+ * pg and ioredis (only inside a traced operation), undici (fetch: the model upstream) and runtime-node
+ * (event loop and heap metrics).
+ */
+export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = process.env): TelemetryHandle {
+  const tracesEndpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  const prometheusPort = env.OTEL_PROMETHEUS_PORT;
+  if (!tracesEndpoint && !prometheusPort) return { shutdown: async () => undefined };
+
+  const { AlwaysOffSampler, NodeTracerProvider, BatchSpanProcessor } = require('@opentelemetry/sdk-trace-node') as typeof import('@opentelemetry/sdk-trace-node');
+  const { MeterProvider, AggregationType } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
+  const { defaultResource, detectResources, envDetector, hostDetector, processDetector, resourceFromAttributes } =
+    require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
+  const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
+  const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
+  const { ExpressInstrumentation } = require('@opentelemetry/instrumentation-express') as typeof import('@opentelemetry/instrumentation-express');
+  const { PgInstrumentation } = require('@opentelemetry/instrumentation-pg') as typeof import('@opentelemetry/instrumentation-pg');
+  const { IORedisInstrumentation } = require('@opentelemetry/instrumentation-ioredis') as typeof import('@opentelemetry/instrumentation-ioredis');
+  const { UndiciInstrumentation } = require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici');
+  const { RuntimeNodeInstrumentation } = require('@opentelemetry/instrumentation-runtime-node') as typeof import('@opentelemetry/instrumentation-runtime-node');
+
+  // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (env detector) win over the role's default name.
+  const resource = defaultResource()
+    .merge(detectResources({ detectors: [hostDetector, processDetector] }))
+    .merge(resourceFromAttributes({ 'service.name': serviceName, 'service.version': env.SERVICE_VERSION ?? '0.1.0' }))
+    .merge(detectResources({ detectors: [envDetector] }));
+
+  // Registered even without a trace endpoint: its context manager carries the matched express route
+  // to the HTTP duration metric (http_route). Spans are then never sampled, so they cost next to nothing.
+  let tracerProvider: InstanceType<typeof NodeTracerProvider>;
+  if (tracesEndpoint) {
+    const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
+    tracerProvider = new NodeTracerProvider({
+      resource,
+      sampler: new RoutineSpanFilter(samplerFromEnv(env)),
+      spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter())],
+    });
+  } else {
+    tracerProvider = new NodeTracerProvider({ resource, sampler: new AlwaysOffSampler() });
+  }
+  tracerProvider.register();
+
+  let meterProvider: InstanceType<typeof MeterProvider> | undefined;
+  if (prometheusPort) {
+    const { PrometheusExporter } = require('@opentelemetry/exporter-prometheus') as typeof import('@opentelemetry/exporter-prometheus');
+    meterProvider = new MeterProvider({
+      resource,
+      readers: [new PrometheusExporter({ port: Number(prometheusPort), host: '0.0.0.0' })],
+      views: [
+        // Prometheus names carry their unit; the OTel exporter (0.22x) does not add it.
+        { instrumentName: 'http.server.request.duration', name: 'http.server.request.duration_seconds' },
+        // The model upstream is called with fetch (undici). Node's http client would register the same
+        // metric name a second time (a scrape promtool rejects), and nothing here uses it.
+        { instrumentName: 'http.client.request.duration', meterName: '@opentelemetry/instrumentation-http', aggregation: { type: AggregationType.DROP } },
+        { instrumentName: 'http.client.request.duration', meterName: '@opentelemetry/instrumentation-undici', name: 'http.client.request.duration_seconds' },
+        { instrumentName: 'db.client.operation.duration', name: 'db.client.operation.duration_seconds' },
+      ],
+    });
+    const { metrics } = require('@opentelemetry/api') as typeof import('@opentelemetry/api');
+    metrics.setGlobalMeterProvider(meterProvider);
+  }
+
+  registerInstrumentations({
+    tracerProvider,
+    meterProvider,
+    instrumentations: [
+      new HttpInstrumentation({
+        ignoreIncomingRequestHook: (request) => UNTRACED_PATHS.has((request.url ?? '').split('?')[0] ?? ''),
+        // Outgoing node:http calls happen only from the OTLP exporter itself.
+        ignoreOutgoingRequestHook: () => true,
+      }),
+      new ExpressInstrumentation(),
+      // Queries and commands are traced only inside a request or a job, never from timers on their own
+      // (the sweeper, BullMQ's pollers, readiness checks).
+      new PgInstrumentation({ requireParentSpan: true }),
+      new IORedisInstrumentation({ requireParentSpan: true }),
+      new UndiciInstrumentation({ requireParentforSpans: true }),
+      new RuntimeNodeInstrumentation(),
+    ],
+  });
+
+  return {
+    shutdown: async () => {
+      await Promise.allSettled([tracerProvider.shutdown(), meterProvider?.shutdown()]);
+    },
+  };
+}
