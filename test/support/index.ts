@@ -6,3 +6,5 @@ export * from './transcript';
 export * from './fake-upstream';
 export * from './turn-stack';
 export * from './ports';
+export * from './services';
+export * from './private-services';
