@@ -3,8 +3,8 @@
  * Redis server, under client load, while workers are killed or paused and the databases go away.
  * After each scenario the audit (audit.ts) must count zero lost, duplicated, truncated or wrongly
  * answered turns. `npm test` runs the short profile; `npm run test:faults` the full one
- * (FAULT_PROFILE=full). FAULT_KILLS, FAULT_OUTAGES, FAULT_OUTAGE_MS, FAULT_PAUSES and FAULT_CLIENTS
- * override either profile. Each scenario prints one `FAULT_SUMMARY {…}` JSON line.
+ * (FAULT_PROFILE=full). FAULT_KILLS, FAULT_KILLS_PER_TURN, FAULT_OUTAGES, FAULT_OUTAGE_MS, FAULT_PAUSES
+ * and FAULT_CLIENTS override either profile. Each scenario prints one `FAULT_SUMMARY {…}` JSON line.
  */
 import {
   eventually,
@@ -32,6 +32,8 @@ const KILLS = setting('FAULT_KILLS', 3, 24);
 const OUTAGES = setting('FAULT_OUTAGES', 1, 3);
 const OUTAGE_MS = setting('FAULT_OUTAGE_MS', 3000, 5000);
 const PAUSES = setting('FAULT_PAUSES', 1, 3);
+/** At most this many of the kills hit any one turn (MAX_RUN_ATTEMPTS is 8). */
+const KILLS_PER_TURN = setting('FAULT_KILLS_PER_TURN', 3, 3);
 const CLIENTS = setting('FAULT_CLIENTS', 4, 8);
 const LOCK_MS = 2000;
 const SCENARIO_TIMEOUT_MS = FULL ? 900000 : 240000;
@@ -60,6 +62,12 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
     clearTimeout(timer);
   }
 }
+
+/** The text the current attempt of a streamed turn has delivered so far. */
+const attemptText = (record: TurnRecord) => {
+  const start = record.events.map((event) => event.type).lastIndexOf('response.in_progress');
+  return record.events.slice(start + 1).filter((event) => event.type === 'response.output_text.delta').map((event) => event.delta ?? '').join('');
+};
 
 const ZERO = { neverCompleted: 0, duplicated: 0, streamsWithoutTerminal: 0, retryableAfterCommit: 0, finalMismatch: 0, badEventLogs: 0 };
 
@@ -147,11 +155,20 @@ describe('fault suite: real processes, private PostgreSQL and Redis', () => {
     let kills = 0;
     const audit = await underLoad('worker-kill', { workers: 1, modes: 'stream' }, async (load, current) => {
       let worker: ServiceProcess = current.workers[0]!;
+      // Kills each turn lives through while in flight: a turn killed MAX_RUN_ATTEMPTS times is rightly
+      // given up on as a poison turn, so no turn is exposed to more than KILLS_PER_TURN of them.
+      const exposure = new Map<string, number>();
+      const exposable = () => load.inFlight().every((record) => (exposure.get(record.marker) ?? 0) < KILLS_PER_TURN);
       for (let i = 0; i < KILLS; i++) {
-        await within(load.nextDelta(), PATIENCE_MS, 'a worker to stream a delta');
+        // Early in an answer, or at its last delta (just before the stamp and the terminal event).
+        const atLastDelta = i % 2 === 1;
+        const moment = atLastDelta ? 'a worker to stream the last delta of an answer' : 'a worker to stream a delta';
+        await within(load.nextDelta((record) => exposable() && (!atLastDelta || attemptText(record) === REPLY)), PATIENCE_MS, moment);
+        const inFlight = load.inFlight();
         const exit = await worker.kill();
         expect(exit.signal).toBe('SIGKILL');
         kills++;
+        for (const record of inFlight) exposure.set(record.marker, (exposure.get(record.marker) ?? 0) + 1);
         worker = await current.spawnWorker();
       }
       return { kills };
