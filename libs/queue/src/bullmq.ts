@@ -1,12 +1,16 @@
 import { EventEmitter } from 'node:events';
 import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { BullMQOtel } from 'bullmq-otel';
+import { z } from 'zod';
 import { jobCatalog, RunId, type JobName, type JobPayload } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
 import { createRedis, waitUntilReady, type Redis } from './redis';
 import {
   PermanentFailure,
   RetryLater,
+  type AppendOptions,
+  type AppendResult,
+  type BeginAttemptResult,
   type EnqueueOptions,
   type JobHandlers,
   type JobQueue,
@@ -134,24 +138,90 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
 }
 
 /**
+ * Appends a batch to a run's event log in one atomic step: refused (nothing written) when the log is
+ * closed, when a later attempt has begun (worker appends only), or when the batch does not continue
+ * the sequence exactly; otherwise every event is added, the log's expiry refreshed, a terminal batch
+ * closes the log, and readers are woken with one PUBLISH.
+ * KEYS: stream, meta hash. ARGV: mode ('attempt' | 'finished'), attempt, closes ('1'|'0'), ttl
+ * seconds, max events, channel, first sequence, then (type, json) per event.
+ */
+const APPEND_EVENTS_LUA = `
+local last = -1
+local tip = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if tip[1] then last = tonumber(string.match(tip[1][1], '%-(%d+)$')) - 1 end
+if redis.call('HGET', KEYS[2], 'closed') then return {'closed', last} end
+if ARGV[1] == 'attempt' and tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0') > tonumber(ARGV[2]) then return {'stale', last} end
+local seq = tonumber(ARGV[7])
+if seq ~= last + 1 then return {'gap', last} end
+for i = 8, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '0-' .. (seq + 1), 't', ARGV[i], 'e', ARGV[i + 1])
+  seq = seq + 1
+end
+redis.call('HSETNX', KEYS[2], 'attempt', '0')
+if ARGV[3] == '1' then redis.call('HSET', KEYS[2], 'closed', '1') end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[6], '1')
+return {'ok', seq - 1}
+`;
+
+/**
+ * Fences a run's log for a new attempt: refused when the log is closed or a later attempt began.
+ * Returns where the log ends and the type of its last event. KEYS: stream, meta. ARGV: attempt, ttl.
+ */
+const BEGIN_ATTEMPT_LUA = `
+local last, lastType = -1, ''
+local tip = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if tip[1] then
+  last = tonumber(string.match(tip[1][1], '%-(%d+)$')) - 1
+  local fields = tip[1][2]
+  for i = 1, #fields, 2 do if fields[i] == 't' then lastType = fields[i + 1] end end
+end
+if redis.call('HGET', KEYS[2], 'closed') then return {'closed', last, lastType} end
+if tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0') > tonumber(ARGV[1]) then return {'stale', last, lastType} end
+redis.call('HSET', KEYS[2], 'attempt', ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+if last >= 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return {'ok', last, lastType}
+`;
+
+type ScriptReply = [string, number | string, string?];
+interface EventLogCommands {
+  icAppendRunEvents(stream: string, meta: string, ...args: Array<string | number>): Promise<ScriptReply>;
+  icBeginRunAttempt(stream: string, meta: string, attempt: number, ttlSeconds: number): Promise<ScriptReply>;
+}
+
+/** One stream entry as Redis returns it, checked on the way out: its type and JSON are ours, the rest is not trusted. */
+const StreamEntryFields = z.array(z.string());
+
+/**
  * Run events in a Redis Stream per run, with explicit ids `0-(sequence+1)` so "after sequence N" is a
- * range read. Readers wait on a per-run pub/sub notification instead of holding a blocking
- * connection each, so one API process can relay thousands of streams over two connections.
+ * range read, plus a small hash beside it (current attempt, closed). Readers wait on a per-run pub/sub
+ * notification instead of holding a blocking connection each, so one API process can relay thousands
+ * of streams over two connections.
  */
 class RedisEventLog implements RunEventLog {
   private readonly waiters = new EventEmitter().setMaxListeners(0);
   private readonly subscriptions = new Map<string, number>();
   private readonly subscribed = new Set<string>();
+  private readonly commands: EventLogCommands;
 
   constructor(
     private readonly redis: Redis,
     private readonly subscriber: Redis,
     private readonly prefix: string,
     private readonly maxEvents: number,
-  ) {}
+  ) {
+    redis.defineCommand('icAppendRunEvents', { numberOfKeys: 2, lua: APPEND_EVENTS_LUA });
+    redis.defineCommand('icBeginRunAttempt', { numberOfKeys: 2, lua: BEGIN_ATTEMPT_LUA });
+    this.commands = redis as unknown as EventLogCommands;
+  }
 
   private key(runId: string) {
     return `${this.prefix}:run:${runId}:events`;
+  }
+  private metaKey(runId: string) {
+    return `${this.prefix}:run:${runId}:log`;
   }
   private channel(runId: string) {
     return `${this.prefix}:run:${runId}:appended`;
@@ -161,19 +231,33 @@ class RedisEventLog implements RunEventLog {
     this.waiters.emit(channel);
   }
 
-  async append(runId: string, events: readonly StreamEvent[]): Promise<void> {
-    if (events.length === 0) return;
-    const pipeline = this.redis.pipeline();
-    for (const event of events) {
-      pipeline.xadd(this.key(runId), 'MAXLEN', '~', String(this.maxEvents), `0-${event.sequence_number + 1}`, 'e', JSON.stringify(event));
-    }
-    pipeline.publish(this.channel(runId), '1');
-    const results = (await pipeline.exec()) ?? [];
-    const failed = results.find(([error]) => error);
-    if (failed) throw failed[0]!;
+  async append(runId: string, events: readonly StreamEvent[], options: AppendOptions): Promise<AppendResult> {
+    const first = events[0];
+    if (!first) return { ok: true, lastSequence: await this.lastSequence(runId) };
+    const args: Array<string | number> = [
+      'attempt' in options.authority ? 'attempt' : 'finished',
+      'attempt' in options.authority ? options.authority.attempt : 0,
+      options.closes ? '1' : '0',
+      options.ttlSeconds,
+      this.maxEvents,
+      this.channel(runId),
+      first.sequence_number,
+    ];
+    for (const event of events) args.push(event.type, JSON.stringify(event));
+    const [status, last] = await this.commands.icAppendRunEvents(this.key(runId), this.metaKey(runId), ...args);
+    const lastSequence = Number(last);
+    if (status === 'ok') return { ok: true, lastSequence };
+    return { ok: false, reason: status as 'stale' | 'closed' | 'gap', lastSequence };
   }
 
-  async read(runId: string, afterSequence: number, blockMs: number): Promise<StreamEvent[]> {
+  async beginAttempt(runId: string, attempt: number, ttlSeconds: number): Promise<BeginAttemptResult> {
+    const [status, last, lastType] = await this.commands.icBeginRunAttempt(this.key(runId), this.metaKey(runId), attempt, ttlSeconds);
+    const lastSequence = Number(last);
+    if (status === 'ok') return { ok: true, lastSequence, lastType: lastType || null };
+    return { ok: false, reason: status as 'stale' | 'closed', lastSequence };
+  }
+
+  async read(runId: string, afterSequence: number, blockMs: number, limit = 1000): Promise<StreamEvent[]> {
     const channel = this.channel(runId);
     let woken = false;
     let wake: () => void = () => {
@@ -183,7 +267,7 @@ class RedisEventLog implements RunEventLog {
     this.waiters.on(channel, listener);
     await this.retain(runId);
     try {
-      const now = await this.range(runId, afterSequence);
+      const now = await this.range(runId, afterSequence, limit);
       if (now.length > 0 || blockMs <= 0) return now;
       if (!woken) {
         await new Promise<void>((resolve) => {
@@ -194,17 +278,21 @@ class RedisEventLog implements RunEventLog {
           };
         });
       }
-      return await this.range(runId, afterSequence);
+      return await this.range(runId, afterSequence, limit);
     } finally {
       this.waiters.off(channel, listener);
       await this.release(runId);
     }
   }
 
-  private async range(runId: string, afterSequence: number): Promise<StreamEvent[]> {
-    const entries = await this.redis.xrange(this.key(runId), `(0-${afterSequence + 1}`, '+', 'COUNT', 1000);
-    // Validated on the way out of Redis like every other payload we stored there.
-    return entries.map(([, fields]) => StreamEvent.parse(JSON.parse(fields[1]!)));
+  private async range(runId: string, afterSequence: number, limit: number): Promise<StreamEvent[]> {
+    const entries = await this.redis.xrange(this.key(runId), `(0-${afterSequence + 1}`, '+', 'COUNT', limit);
+    // Validated once, on the way out of Redis, like every other payload we stored there.
+    return entries.map(([, rawFields]) => {
+      const fields = StreamEntryFields.parse(rawFields);
+      const json = fields[fields.indexOf('e') + 1];
+      return StreamEvent.parse(JSON.parse(json ?? 'null'));
+    });
   }
 
   private async retain(runId: string) {
@@ -237,7 +325,7 @@ class RedisEventLog implements RunEventLog {
   }
 
   async expire(runId: string, ttlSeconds: number): Promise<void> {
-    await this.redis.expire(this.key(runId), ttlSeconds);
+    await this.redis.multi().expire(this.key(runId), ttlSeconds).expire(this.metaKey(runId), ttlSeconds).exec();
   }
 }
 

@@ -4,6 +4,9 @@ import type { Logger } from '@ic/telemetry';
 import {
   RetryLater,
   PermanentFailure,
+  type AppendOptions,
+  type AppendResult,
+  type BeginAttemptResult,
   type EnqueueOptions,
   type JobHandlers,
   type JobQueue,
@@ -130,19 +133,68 @@ export function createInProcessBackend(logger: Logger): QueueBackend {
   };
 }
 
+interface MemoryLog {
+  events: StreamEvent[];
+  attempt: number;
+  closed: boolean;
+  expiry: NodeJS.Timeout | null;
+}
+
+/** The in-process event log, with the same append rules as the Redis one (see RunEventLog). */
 export class MemoryEventLog implements RunEventLog {
-  private readonly logs = new Map<string, StreamEvent[]>();
+  private readonly logs = new Map<string, MemoryLog>();
   private readonly appended = new EventEmitter().setMaxListeners(0);
 
-  async append(runId: string, events: readonly StreamEvent[]): Promise<void> {
-    const log = this.logs.get(runId) ?? [];
-    log.push(...events);
-    this.logs.set(runId, log);
-    this.appended.emit(runId);
+  private log(runId: string): MemoryLog {
+    let log = this.logs.get(runId);
+    if (!log) {
+      log = { events: [], attempt: 0, closed: false, expiry: null };
+      this.logs.set(runId, log);
+    }
+    return log;
   }
 
-  async read(runId: string, afterSequence: number, blockMs: number): Promise<StreamEvent[]> {
-    const available = () => (this.logs.get(runId) ?? []).filter((event) => event.sequence_number > afterSequence);
+  private last(runId: string): number {
+    const events = this.logs.get(runId)?.events;
+    return events && events.length > 0 ? events[events.length - 1]!.sequence_number : -1;
+  }
+
+  private refresh(runId: string, log: MemoryLog, ttlSeconds: number) {
+    if (log.expiry) clearTimeout(log.expiry);
+    log.expiry = setTimeout(() => this.logs.delete(runId), ttlSeconds * 1000).unref();
+  }
+
+  async append(runId: string, events: readonly StreamEvent[], options: AppendOptions): Promise<AppendResult> {
+    const lastSequence = this.last(runId);
+    const first = events[0];
+    if (!first) return { ok: true, lastSequence };
+    const log = this.log(runId);
+    if (log.closed) return { ok: false, reason: 'closed', lastSequence };
+    if ('attempt' in options.authority && log.attempt > options.authority.attempt) return { ok: false, reason: 'stale', lastSequence };
+    if (first.sequence_number !== lastSequence + 1) return { ok: false, reason: 'gap', lastSequence };
+    log.events.push(...events);
+    if (options.closes) log.closed = true;
+    this.refresh(runId, log, options.ttlSeconds);
+    this.appended.emit(runId);
+    return { ok: true, lastSequence: lastSequence + events.length };
+  }
+
+  async beginAttempt(runId: string, attempt: number, ttlSeconds: number): Promise<BeginAttemptResult> {
+    const lastSequence = this.last(runId);
+    const log = this.log(runId);
+    if (log.closed) return { ok: false, reason: 'closed', lastSequence };
+    if (log.attempt > attempt) return { ok: false, reason: 'stale', lastSequence };
+    log.attempt = attempt;
+    this.refresh(runId, log, ttlSeconds);
+    return { ok: true, lastSequence, lastType: log.events.at(-1)?.type ?? null };
+  }
+
+  async read(runId: string, afterSequence: number, blockMs: number, limit = 1000): Promise<StreamEvent[]> {
+    const available = () => {
+      const events = this.logs.get(runId)?.events ?? [];
+      const start = events.findIndex((event) => event.sequence_number > afterSequence);
+      return start < 0 ? [] : events.slice(start, start + limit);
+    };
     const now = available();
     if (now.length > 0 || blockMs <= 0) return now;
     await new Promise<void>((resolve) => {
@@ -158,12 +210,12 @@ export class MemoryEventLog implements RunEventLog {
   }
 
   async lastSequence(runId: string): Promise<number> {
-    const log = this.logs.get(runId);
-    return log && log.length > 0 ? log[log.length - 1]!.sequence_number : -1;
+    return this.last(runId);
   }
 
   async expire(runId: string, ttlSeconds: number): Promise<void> {
-    setTimeout(() => this.logs.delete(runId), ttlSeconds * 1000).unref();
+    const log = this.logs.get(runId);
+    if (log) this.refresh(runId, log, ttlSeconds);
   }
 }
 

@@ -47,16 +47,51 @@ export interface WorkerHandle {
   close(): Promise<void>;
 }
 
+/** Who may append to a run's event log (see RunEventLog.append). */
+export type AppendAuthority =
+  /** A worker attempt: refused once a later attempt has begun (beginAttempt with a higher number). */
+  | { attempt: number }
+  /** Postgres says the run is finished; the writer completes the log from the committed row. */
+  | { finished: true };
+
+export type AppendResult =
+  | { ok: true; lastSequence: number }
+  /**
+   * Nothing was written. `stale`: a later attempt owns the log. `closed`: it already ends with a
+   * terminal event. `gap`: the first event does not follow the log's last (`lastSequence`) directly.
+   */
+  | { ok: false; reason: 'stale' | 'closed' | 'gap'; lastSequence: number };
+
+export type BeginAttemptResult =
+  | { ok: true; lastSequence: number; lastType: string | null }
+  | { ok: false; reason: 'stale' | 'closed'; lastSequence: number };
+
+export interface AppendOptions {
+  authority: AppendAuthority;
+  /** The batch ends with the run's terminal event: the log takes no further appends. */
+  closes: boolean;
+  /** Every append (re)sets the log's expiry to this many seconds from now, so every log expires. */
+  ttlSeconds: number;
+}
+
 /**
- * The append-only event log of each run, read by position. Workers append; the responses service
- * reads from any position (live relay, resume with starting_after, waiting for the end).
+ * The append-only event log of each run, read by position. Each append is atomic and checked: the
+ * batch must continue the log's sequence numbers exactly, the log must not be closed, and a worker's
+ * append must come from the attempt that began last — so a stale attempt (a worker that woke after
+ * its lock expired) can never interleave its events with the current one's. Readers follow from any
+ * position (live relay, resume with starting_after, waiting for the end).
  */
 export interface RunEventLog {
-  append(runId: string, events: readonly StreamEvent[]): Promise<void>;
-  /** Events with sequence_number > afterSequence; waits up to `blockMs` when there are none yet. */
-  read(runId: string, afterSequence: number, blockMs: number): Promise<StreamEvent[]>;
+  append(runId: string, events: readonly StreamEvent[], options: AppendOptions): Promise<AppendResult>;
+  /**
+   * Fences the log for `attempt` (refused if a later attempt already began or the log is closed) and
+   * tells where it ends, so the attempt can continue its numbering.
+   */
+  beginAttempt(runId: string, attempt: number, ttlSeconds: number): Promise<BeginAttemptResult>;
+  /** Events with sequence_number > afterSequence (at most `limit`, default 1000); waits up to `blockMs` when there are none yet. */
+  read(runId: string, afterSequence: number, blockMs: number, limit?: number): Promise<StreamEvent[]>;
   lastSequence(runId: string): Promise<number>;
-  /** Keeps a finished run's events for `ttlSeconds` more, then drops them. */
+  /** Keeps the run's events for `ttlSeconds` more, then drops them. */
   expire(runId: string, ttlSeconds: number): Promise<void>;
 }
 

@@ -50,6 +50,9 @@ function createTurnMetrics() {
     duration: meter.createHistogram('ic_turn_duration_seconds', { description: 'Worker pickup to stamp', unit: 's' }),
     queueWait: meter.createHistogram('ic_turn_queue_wait_seconds', { description: 'Acceptance to worker pickup', unit: 's' }),
     firstToken: meter.createHistogram('ic_turn_time_to_first_token_seconds', { description: 'Worker pickup to first model delta', unit: 's' }),
+    staleAttempts: meter.createCounter('ic_turn_stale_attempts_total', { description: 'Turn attempts discarded because a newer attempt owned the run (lock lost: pause, stall, crash)' }),
+    sweeperRequeued: meter.createCounter('ic_sweeper_requeued_total', { description: 'Unfinished runs the sweeper enqueued again because they had no live job' }),
+    attemptsExhausted: meter.createCounter('ic_turn_attempts_exhausted_total', { description: 'Turns failed because they used up their attempts' }),
   };
 }
 let turnMetricsInstance: ReturnType<typeof createTurnMetrics> | undefined;

@@ -3,22 +3,69 @@ import type { StreamEvent } from '@ic/queue';
 import { outputItemId, type RunStatus, type StoredFunctionCall, type StoredItem, type StoredMessage } from '@ic/schemas';
 import type { ResponseObject } from './presenter';
 
-/** Numbers events from a starting sequence and buffers them until the caller flushes. */
+type PendingEvent = { type: string; payload: Record<string, unknown> };
+
+const isDelta = (type: string) => type === 'response.output_text.delta' || type === 'response.function_call_arguments.delta';
+
+/**
+ * Buffers a run's events until the caller flushes them, then numbers them. Consecutive deltas of the
+ * same item are merged while they wait (fewer, larger `…delta` events, the same concatenated text), so
+ * a flush window turns many model tokens into one event and one Redis write.
+ */
 export class EventSequencer {
-  private pending: StreamEvent[] = [];
+  private pending: PendingEvent[] = [];
+  private pendingDeltaChars = 0;
 
   constructor(private nextSequence: number) {}
 
-  emit(type: string, payload: Record<string, unknown>): StreamEvent {
-    const event = { type, sequence_number: this.nextSequence++, ...payload } as StreamEvent;
-    this.pending.push(event);
-    return event;
+  /** The sequence number the next event taken will get. */
+  get next(): number {
+    return this.nextSequence;
+  }
+
+  get size(): number {
+    return this.pending.length;
+  }
+
+  /** Characters of delta text waiting to be flushed. */
+  get deltaChars(): number {
+    return this.pendingDeltaChars;
+  }
+
+  /** Whether anything other than deltas is waiting (a new item, a …done event, a lifecycle event). */
+  get holdsStructure(): boolean {
+    return this.pending.some((event) => !isDelta(event.type));
+  }
+
+  emit(type: string, payload: Record<string, unknown>): void {
+    if (isDelta(type)) {
+      const delta = payload.delta as string;
+      this.pendingDeltaChars += delta.length;
+      const last = this.pending[this.pending.length - 1];
+      if (last && last.type === type && last.payload.item_id === payload.item_id && last.payload.content_index === payload.content_index) {
+        last.payload = { ...last.payload, delta: (last.payload.delta as string) + delta };
+        return;
+      }
+    }
+    this.pending.push({ type, payload });
   }
 
   take(): StreamEvent[] {
-    const events = this.pending;
+    const events = this.pending.map(({ type, payload }) => ({ type, sequence_number: this.nextSequence++, ...payload }) as StreamEvent);
     this.pending = [];
+    this.pendingDeltaChars = 0;
     return events;
+  }
+
+  /** Puts back events taken but not written (the append failed), ahead of anything emitted since. */
+  giveBack(events: readonly StreamEvent[]): void {
+    if (events.length === 0) return;
+    this.nextSequence = events[0]!.sequence_number;
+    const restored = events.map(({ type, sequence_number: _sequence, ...payload }) => ({ type, payload }));
+    const later = this.pending;
+    this.pending = [];
+    this.pendingDeltaChars = 0;
+    for (const event of [...restored, ...later]) this.emit(event.type, event.payload);
   }
 }
 
@@ -33,8 +80,55 @@ export function terminalEventType(status: RunStatus): string {
       return 'response.failed';
   }
 }
-export const isTerminalEvent = (event: StreamEvent) =>
+export const isTerminalEvent = (event: { type: string }) =>
   event.type === 'response.completed' || event.type === 'response.incomplete' || event.type === 'response.failed' || event.type === 'error';
+
+/** The response as a stream shows it while it runs: no output, usage or outcome yet. */
+export function inProgressSnapshot(response: ResponseObject) {
+  return { ...response, status: 'in_progress' as const, output: [], usage: null, error: null, incomplete_details: null, completed_at: null };
+}
+
+/** The events that open and close output items, shared by the live assembler and the log completer. */
+const itemEvents = {
+  messageAdded(events: EventSequencer, id: string, outputIndex: number) {
+    events.emit('response.output_item.added', {
+      output_index: outputIndex,
+      item: { id, type: 'message', status: 'in_progress', role: 'assistant', content: [] },
+    });
+    events.emit('response.content_part.added', {
+      item_id: id,
+      output_index: outputIndex,
+      content_index: 0,
+      part: { type: 'output_text', text: '', annotations: [], logprobs: [] },
+    });
+  },
+  textDelta(events: EventSequencer, id: string, outputIndex: number, delta: string) {
+    events.emit('response.output_text.delta', { item_id: id, output_index: outputIndex, content_index: 0, delta, logprobs: [] });
+  },
+  messageDone(events: EventSequencer, id: string, outputIndex: number, body: StoredMessage) {
+    const text = messageText(body);
+    events.emit('response.output_text.done', { item_id: id, output_index: outputIndex, content_index: 0, text, logprobs: [] });
+    events.emit('response.content_part.done', { item_id: id, output_index: outputIndex, content_index: 0, part: { type: 'output_text', text, annotations: [], logprobs: [] } });
+    events.emit('response.output_item.done', { output_index: outputIndex, item: { id, ...body } });
+  },
+  callAdded(events: EventSequencer, id: string, outputIndex: number, callId: string, name: string) {
+    events.emit('response.output_item.added', {
+      output_index: outputIndex,
+      item: { id, type: 'function_call', status: 'in_progress', call_id: callId, name, arguments: '' },
+    });
+  },
+  argumentsDelta(events: EventSequencer, id: string, outputIndex: number, delta: string) {
+    events.emit('response.function_call_arguments.delta', { item_id: id, output_index: outputIndex, delta });
+  },
+  callDone(events: EventSequencer, id: string, outputIndex: number, body: StoredFunctionCall) {
+    events.emit('response.function_call_arguments.done', { item_id: id, output_index: outputIndex, name: body.name, arguments: body.arguments });
+    events.emit('response.output_item.done', { output_index: outputIndex, item: { id, ...body } });
+  },
+};
+
+function messageText(body: { content?: ReadonlyArray<Record<string, unknown>> }): string {
+  return (body.content ?? []).map((part) => (typeof part.text === 'string' ? part.text : '')).join('');
+}
 
 type OpenMessage = { kind: 'message'; outputIndex: number; id: string; text: string };
 type OpenCall = { kind: 'call'; outputIndex: number; id: string; callId: string; name: string; arguments: string };
@@ -42,7 +136,6 @@ type OpenCall = { kind: 'call'; outputIndex: number; id: string; callId: string;
 /**
  * Turns the model's normalised events into OpenAI's streaming events (output_item.added,
  * content_part.added, output_text.delta…, the …done events) and, at the end, the output items to store.
- * Used live by the worker and, fed stored items, to rebuild the stream of a run whose events expired.
  */
 export class OutputAssembler {
   private readonly outputs: Array<OpenMessage | OpenCall> = [];
@@ -69,16 +162,7 @@ export class OutputAssembler {
     const message: OpenMessage = { kind: 'message', outputIndex, id: outputItemId(this.runId, outputIndex), text: '' };
     this.message = message;
     this.outputs.push(message);
-    this.events.emit('response.output_item.added', {
-      output_index: outputIndex,
-      item: { id: message.id, type: 'message', status: 'in_progress', role: 'assistant', content: [] },
-    });
-    this.events.emit('response.content_part.added', {
-      item_id: message.id,
-      output_index: outputIndex,
-      content_index: 0,
-      part: { type: 'output_text', text: '', annotations: [], logprobs: [] },
-    });
+    itemEvents.messageAdded(this.events, message.id, outputIndex);
     return message;
   }
 
@@ -86,13 +170,7 @@ export class OutputAssembler {
     if (delta.length === 0) return;
     this.message = this.openMessage();
     this.message.text += delta;
-    this.events.emit('response.output_text.delta', {
-      item_id: this.message.id,
-      output_index: this.message.outputIndex,
-      content_index: 0,
-      delta,
-      logprobs: [],
-    });
+    itemEvents.textDelta(this.events, this.message.id, this.message.outputIndex, delta);
   }
 
   private toolCall(event: Extract<ModelEvent, { type: 'tool_call_delta' }>): void {
@@ -109,16 +187,13 @@ export class OutputAssembler {
       };
       this.calls.set(event.index, call);
       this.outputs.push(call);
-      this.events.emit('response.output_item.added', {
-        output_index: outputIndex,
-        item: { id: call.id, type: 'function_call', status: 'in_progress', call_id: call.callId, name: call.name, arguments: '' },
-      });
+      itemEvents.callAdded(this.events, call.id, outputIndex, call.callId, call.name);
     } else if (event.name && !call.name) {
       call.name = event.name;
     }
     if (event.argumentsDelta.length > 0) {
       call.arguments += event.argumentsDelta;
-      this.events.emit('response.function_call_arguments.delta', { item_id: call.id, output_index: call.outputIndex, delta: event.argumentsDelta });
+      itemEvents.argumentsDelta(this.events, call.id, call.outputIndex, event.argumentsDelta);
     }
   }
 
@@ -130,40 +205,98 @@ export class OutputAssembler {
     if (this.outputs.length === 0) this.openMessage();
     return this.outputs.map((output) => {
       if (output.kind === 'message') {
-        const part = { type: 'output_text', text: output.text, annotations: [], logprobs: [] };
-        this.events.emit('response.output_text.done', { item_id: output.id, output_index: output.outputIndex, content_index: 0, text: output.text, logprobs: [] });
-        this.events.emit('response.content_part.done', { item_id: output.id, output_index: output.outputIndex, content_index: 0, part });
         const body: StoredMessage = { type: 'message', role: 'assistant', status: itemStatus, content: [{ type: 'output_text', text: output.text, annotations: [] }] };
-        this.events.emit('response.output_item.done', { output_index: output.outputIndex, item: { id: output.id, ...body } });
+        itemEvents.messageDone(this.events, output.id, output.outputIndex, body);
         return { id: output.id, body };
       }
-      this.events.emit('response.function_call_arguments.done', { item_id: output.id, output_index: output.outputIndex, name: output.name, arguments: output.arguments });
       const body: StoredFunctionCall = { type: 'function_call', call_id: output.callId, name: output.name, arguments: output.arguments, status: itemStatus };
-      this.events.emit('response.output_item.done', { output_index: output.outputIndex, item: { id: output.id, ...body } });
+      itemEvents.callDone(this.events, output.id, output.outputIndex, body);
       return { id: output.id, body };
     });
   }
+}
+
+type StreamedItem = { id: string; type: string; streamed: string; done: boolean };
+
+/** What a log shows of the attempt it ended with: whether it began (in_progress) and its items so far. */
+function lastAttemptInLog(log: readonly StreamEvent[]): { started: boolean; items: Map<number, StreamedItem> } {
+  const items = new Map<number, StreamedItem>();
+  let start = -1;
+  for (let index = log.length - 1; index >= 0; index--) {
+    if (log[index]!.type === 'response.in_progress') {
+      start = index;
+      break;
+    }
+  }
+  if (start < 0) return { started: false, items };
+  for (const event of log.slice(start + 1)) {
+    const outputIndex = typeof event.output_index === 'number' ? event.output_index : -1;
+    if (event.type === 'response.output_item.added') {
+      const item = (event.item ?? {}) as { id?: unknown; type?: unknown };
+      items.set(outputIndex, { id: String(item.id), type: String(item.type), streamed: '', done: false });
+    } else if (isDelta(event.type)) {
+      const item = items.get(outputIndex);
+      if (item && typeof event.delta === 'string') item.streamed += event.delta;
+    } else if (event.type === 'response.output_item.done') {
+      const item = items.get(outputIndex);
+      if (item) item.done = true;
+    }
+  }
+  return { started: true, items };
+}
+
+type PresentedOutput = ResponseObject['output'][number];
+const storedText = (output: PresentedOutput): string =>
+  output.type === 'function_call' ? String(output.arguments ?? '') : messageText(output as { content?: Array<Record<string, unknown>> });
+
+/**
+ * The events that finish a run's log from the response Postgres committed: whatever the log's last
+ * attempt has not shown yet of the stored output items (added, the rest of their text, the …done
+ * events) and then the terminal event. When the log's items do not match what was stored (they came
+ * from another attempt), a `response.in_progress` resets the client's snapshot first and every item
+ * is sent whole. Failed and cancelled runs end with the terminal event alone.
+ */
+export function completeLog(log: readonly StreamEvent[], response: ResponseObject, events: EventSequencer): void {
+  if (response.status === 'completed' || response.status === 'incomplete') {
+    let { started, items } = lastAttemptInLog(log);
+    const matches = [...items].every(([outputIndex, item]) => {
+      const stored = response.output[outputIndex];
+      return stored !== undefined && stored.id === item.id && stored.type === item.type && storedText(stored).startsWith(item.streamed);
+    });
+    if (!started || !matches) {
+      events.emit('response.in_progress', { response: inProgressSnapshot(response) });
+      items = new Map();
+    }
+    response.output.forEach((output, outputIndex) => {
+      const shown = items.get(outputIndex);
+      if (shown?.done) return;
+      const { id: _id, ...body } = output;
+      const rest = storedText(output).slice(shown?.streamed.length ?? 0);
+      if (output.type === 'function_call') {
+        const call = body as unknown as StoredFunctionCall;
+        if (!shown) itemEvents.callAdded(events, output.id, outputIndex, call.call_id, call.name);
+        if (rest) itemEvents.argumentsDelta(events, output.id, outputIndex, rest);
+        itemEvents.callDone(events, output.id, outputIndex, call);
+      } else if (output.type === 'message') {
+        if (!shown) itemEvents.messageAdded(events, output.id, outputIndex);
+        if (rest) itemEvents.textDelta(events, output.id, outputIndex, rest);
+        itemEvents.messageDone(events, output.id, outputIndex, body as unknown as StoredMessage);
+      } else {
+        events.emit('response.output_item.added', { output_index: outputIndex, item: output });
+        events.emit('response.output_item.done', { output_index: outputIndex, item: output });
+      }
+    });
+  }
+  events.emit(terminalEventType(response.status), { response });
 }
 
 /**
  * The full event stream of a finished run, rebuilt from what Postgres holds: used when its live
  * events have expired from Redis, so `GET /v1/responses/{id}?stream=true` works for any stored run.
  */
-export function rebuildEvents(response: ResponseObject, stored: ReadonlyArray<{ id: string; body: StoredItem }>): StreamEvent[] {
+export function rebuildEvents(response: ResponseObject): StreamEvent[] {
   const sequencer = new EventSequencer(0);
-  const snapshot = { ...response, status: 'in_progress', output: [], usage: null, error: null, incomplete_details: null, completed_at: null };
-  sequencer.emit('response.created', { response: snapshot });
-  sequencer.emit('response.in_progress', { response: snapshot });
-  const assembler = new OutputAssembler(response.id, sequencer);
-  stored.forEach((item, index) => {
-    if (item.body.type === 'message') {
-      const text = item.body.content.map((part) => (typeof part.text === 'string' ? part.text : '')).join('');
-      assembler.accept({ type: 'text_delta', delta: text });
-    } else if (item.body.type === 'function_call') {
-      assembler.accept({ type: 'tool_call_delta', index, callId: item.body.call_id, name: item.body.name, argumentsDelta: item.body.arguments });
-    }
-  });
-  if (response.status === 'completed' || response.status === 'incomplete') assembler.finish(response.status === 'completed' ? 'completed' : 'incomplete');
-  sequencer.emit(terminalEventType(response.status), { response });
+  sequencer.emit('response.created', { response: inProgressSnapshot(response) });
+  completeLog([], response, sequencer);
   return sequencer.take();
 }

@@ -2,10 +2,10 @@ import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
 import type { Authenticator } from '@ic/auth';
 import { authorize, parseOrThrow, type RateLimits } from '@ic/http';
-import { badRequest, CreateResponseBody, GetResponseQuery, ListInputItemsQuery, type RunRow } from '@ic/schemas';
+import { badRequest, CreateResponseBody, GetResponseQuery, ListInputItemsQuery, TERMINAL_STATUSES, type RunRow } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
 import { isTerminalEvent } from './events';
-import { startEventStream, writeEvent, writeKeepAlive, writeStreamError } from './sse';
+import { drained, formatEvent, startEventStream, writeKeepAlive, writeStreamError } from './sse';
 import type { BusyMode, TurnsService } from './turns.service';
 
 export const BUSY_HEADER = 'ic-conversation-busy';
@@ -46,16 +46,21 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
     openRelays.add(endForShutdown);
     res.on('close', stop);
     let after = afterSequence;
+    // A run already finished is replayed without waiting: a quiet log means Postgres has the rest.
+    const blockMs = TERMINAL_STATUSES.includes(run.status) ? 0 : options.keepAliveMs;
     try {
       while (open) {
-        const { events, finished } = await service.eventsAfter(run, after, options.keepAliveMs);
+        const { events, finished } = await service.eventsAfter(run, after, blockMs);
         if (!open) break;
         if (events.length === 0 && !finished) writeKeepAlive(res);
+        // One write per batch; a slow client holds the relay (not the worker) until its socket drains.
+        let frames = '';
         for (const event of events) {
-          writeEvent(res, event);
+          frames += formatEvent(event);
           after = event.sequence_number;
           if (isTerminalEvent(event)) break;
         }
+        if (frames && !res.write(frames)) await drained(res);
         if (finished) break;
       }
     } catch (error) {
@@ -84,8 +89,9 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
     res.on('close', () => {
       open = false;
     });
-    const final = await service.waitUntilFinished(run.id, options.syncWaitMs, () => !open);
-    if (open) res.json(final ?? (await service.presentById(run.id)));
+    // Committed: whatever happens while waiting, the answer is the run (never a retryable status).
+    const answer = await service.answerCommitted(run, options.syncWaitMs, () => !open);
+    if (open) res.json(answer);
   });
 
   router.get('/v1/responses/:response_id', async (req, res) => {

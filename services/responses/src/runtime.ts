@@ -7,6 +7,7 @@ import type { QueueBackend, WorkerHandle } from '@ic/queue';
 import type { Logger } from '@ic/telemetry';
 import { HistoryLoader } from './history';
 import { responsesRouter } from './responses.routes';
+import { RunLifecycle } from './run-lifecycle';
 import { TURN_QUEUE, TurnScheduler } from './scheduler';
 import { TurnProcessor } from './turn.processor';
 import { TurnsService } from './turns.service';
@@ -33,17 +34,19 @@ export interface ResponsesRuntimeDeps {
 export class ResponsesRuntime {
   readonly scheduler: TurnScheduler;
   readonly service: TurnsService;
+  readonly lifecycle: RunLifecycle;
   private readonly http: ReturnType<typeof responsesRouter>;
 
   constructor(private readonly deps: ResponsesRuntimeDeps) {
     this.scheduler = new TurnScheduler(deps.pool, deps.backend, deps.logger);
+    this.lifecycle = new RunLifecycle({ pool: deps.pool, backend: deps.backend, scheduler: this.scheduler, logger: deps.logger, eventsTtlSeconds: deps.eventsTtlSeconds });
     this.service = new TurnsService({
       pool: deps.pool,
       backend: deps.backend,
       scheduler: this.scheduler,
+      lifecycle: this.lifecycle,
       logger: deps.logger,
       retryDedupWindowMs: deps.retryDedupWindowMs,
-      eventsTtlSeconds: deps.eventsTtlSeconds,
     });
     this.http = responsesRouter(this.service, deps.authenticator, {
       keepAliveMs: deps.keepAliveMs,
@@ -65,14 +68,12 @@ export class ResponsesRuntime {
   /** Starts executing turns; `close()` on the handle stops intake and waits for running turns. */
   startWorker(concurrency: number): WorkerHandle {
     const processor = new TurnProcessor({
-      pool: this.deps.pool,
       backend: this.deps.backend,
+      lifecycle: this.lifecycle,
       model: this.deps.model,
       resolveModel: this.deps.resolveModel,
       history: new HistoryLoader(this.deps.pool, this.deps.historyCacheItems),
-      scheduler: this.scheduler,
       logger: this.deps.logger,
-      eventsTtlSeconds: this.deps.eventsTtlSeconds,
       contextTokens: this.deps.contextTokens,
     });
     const worker = this.deps.backend.startWorker(TURN_QUEUE, { 'turn.execute.v1': processor.handle }, { concurrency });

@@ -1,6 +1,6 @@
 import { createRunsRepo, type DatabasePool } from '@ic/db';
 import type { QueueBackend } from '@ic/queue';
-import type { Logger } from '@ic/telemetry';
+import { turnMetrics, type Logger } from '@ic/telemetry';
 
 export const TURN_QUEUE = 'turns';
 
@@ -54,6 +54,7 @@ export class TurnScheduler {
         await this.enqueueRun(runId);
         requeued += 1;
       }
+      if (requeued > 0) turnMetrics().sweeperRequeued.add(requeued);
       if (requeued > 0) this.logger.warn({ requeued }, 'sweeper re-enqueued runs that had no live job');
     } catch (error) {
       this.logger.warn({ err: error }, 'sweep failed');

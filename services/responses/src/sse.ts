@@ -14,8 +14,26 @@ export function startEventStream(res: Response): void {
   res.flushHeaders();
 }
 
+export function formatEvent(event: StreamEvent): string {
+  return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
+}
+
 export function writeEvent(res: Response, event: StreamEvent): void {
-  res.write(`event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
+  res.write(formatEvent(event));
+}
+
+/** Resolves when the response's socket has room again (or the client went away). */
+export function drained(res: Response): Promise<void> {
+  if (res.writableEnded || res.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 /** A comment line: ignored by SSE parsers, keeps proxies and undici's body timeout from closing a quiet stream. */

@@ -1,28 +1,24 @@
-import { createConversationsRepo, createItemsRepo, createRunsRepo, type DatabasePool, type RunOutcome } from '@ic/db';
+import type { RunOutcome } from '@ic/db';
 import { ModelError, type ModelAdapter, type ModelEvent } from '@ic/model';
 import { RetryLater, type JobContext, type QueueBackend } from '@ic/queue';
-import { TERMINAL_STATUSES, type JobPayload, type RunRow, type StoredItem, type Usage } from '@ic/schemas';
+import type { JobPayload, RunRow, StoredItem, Usage } from '@ic/schemas';
 import { turnMetrics, withSpan, type Logger } from '@ic/telemetry';
-import { EventSequencer, OutputAssembler, terminalEventType } from './events';
+import { OutputAssembler } from './events';
 import { truncateHistory, type HistoryLoader } from './history';
-import { outputItemWithId, presentResponse } from './presenter';
-import type { TurnScheduler } from './scheduler';
+import type { AttemptLog, RunLifecycle } from './run-lifecycle';
 
 export interface TurnProcessorDeps {
-  pool: DatabasePool;
   backend: QueueBackend;
+  lifecycle: RunLifecycle;
   model: ModelAdapter;
   resolveModel: (publicName: string) => string;
   history: HistoryLoader;
-  scheduler: TurnScheduler;
   logger: Logger;
-  eventsTtlSeconds: number;
   /** Context budget (estimated tokens) that `truncation: "auto"` trims history to. */
   contextTokens: number;
+  /** Waits before each silent retry of a model call that failed before it produced anything (default 0.5 s, 1 s, 2 s). */
+  modelRetryDelaysMs?: readonly number[];
 }
-
-/** Another attempt finished this run first; this attempt's result is discarded. */
-class StaleAttempt extends Error {}
 
 const CANCELLED: RunOutcome = { status: 'cancelled', outputCount: 0, usage: null, error: null, incompleteDetails: null };
 
@@ -35,10 +31,12 @@ export const MAX_RUN_ATTEMPTS = 8;
 /** While an earlier turn of the same conversation is unfinished, look again this soon. */
 const ORDER_RECHECK_MS = 200;
 
+const DEFAULT_MODEL_RETRY_DELAYS_MS = [500, 1000, 2000];
+
 /**
- * Executes one turn: claim the run, replay history to the model, relay its events, and stamp the
- * result in one transaction. Idempotent: a retried or duplicated job never adds items twice, because
- * the stamp only lands for the attempt that owns the run.
+ * Executes one turn: begin an attempt (RunLifecycle), replay history to the model, turn its output
+ * into events, and finish the run. Idempotent: a retried or duplicated job never adds items twice,
+ * because only the attempt that owns the run can stamp it or write its events.
  */
 export class TurnProcessor {
   private readonly inflight = new Map<string, AbortController>();
@@ -54,99 +52,114 @@ export class TurnProcessor {
 
   handle = async (payload: JobPayload<'turn.execute.v1'>, context: JobContext): Promise<void> => {
     const { runId } = payload;
-    const runs = createRunsRepo(this.deps.pool);
     // Registered before the claim so a cancel published at any point from here on is seen.
     const controller = new AbortController();
     this.inflight.set(runId, controller);
     try {
-      const run = await runs.claim(runId);
-      if (!run) {
-        const current = await runs.find(runId);
-        // Not finished, so an earlier turn of its conversation is still running: look again shortly.
-        if (current && !TERMINAL_STATUSES.includes(current.status)) throw new RetryLater(ORDER_RECHECK_MS);
-        return;
-      }
-      await withSpan('turn.execute', { 'ic.run_id': run.id, 'ic.attempt': run.attempt }, () => this.execute(run, controller, context));
+      let historyLoad: Promise<{ prior: StoredItem[]; input: StoredItem[] }> | null = null;
+      // The history read overlaps the event bookkeeping: it sits on the path to the first token.
+      const begun = await this.deps.lifecycle.begin(runId, (run) => {
+        historyLoad = this.deps.history.forRun(run);
+        historyLoad.catch(() => undefined); // awaited (and its failure handled) below unless the turn ends first
+      });
+      if (begun.kind === 'wait') throw new RetryLater(ORDER_RECHECK_MS);
+      if (begun.kind === 'nothing') return;
+      // A newer attempt took the run over (this one lost its lock): stop the model call.
+      begun.log.onStale(() => controller.abort());
+      const load = historyLoad ?? this.deps.history.forRun(begun.run);
+      await withSpan('turn.execute', { 'ic.run_id': begun.run.id, 'ic.attempt': begun.run.attempt }, () => this.execute(begun.run, begun.log, load, controller, context));
     } finally {
       this.inflight.delete(runId);
     }
   };
 
-  private async execute(run: RunRow, controller: AbortController, context: JobContext): Promise<void> {
-    const { backend, logger } = this.deps;
+  private async execute(
+    run: RunRow,
+    log: AttemptLog,
+    historyLoad: Promise<{ prior: StoredItem[]; input: StoredItem[] }>,
+    controller: AbortController,
+    context: JobContext,
+  ): Promise<void> {
+    const { lifecycle, logger } = this.deps;
     const pickedUpAt = Date.now();
     if (run.attempt === 1) turnMetrics().queueWait.record((pickedUpAt - run.created_at) / 1000);
-    // The history read overlaps the event bookkeeping below: it sits on the path to the first token.
-    const historyLoad = this.deps.history.forRun(run);
-    historyLoad.catch(() => undefined); // awaited (and its failure handled) below unless the turn ends first
-    const lastSequence = await backend.events.lastSequence(run.id);
-    const sequencer = new EventSequencer(lastSequence + 1);
-    const snapshot = { ...presentResponse(run, []), status: 'in_progress' as const };
-    if (lastSequence < 0) sequencer.emit('response.created', { response: { ...snapshot, status: 'queued' } });
-    // Also sent again on a retried attempt: it resets a client's snapshot, so the new attempt's items line up.
-    sequencer.emit('response.in_progress', { response: snapshot });
-    await this.flush(run.id, sequencer);
 
     if (run.cancel_requested_at !== null || controller.signal.aborted) {
-      await this.stamp(run, sequencer, CANCELLED, [], []);
+      await lifecycle.finish(log, CANCELLED, []);
       return;
     }
     if (run.attempt > MAX_RUN_ATTEMPTS) {
+      turnMetrics().attemptsExhausted.add(1);
       logger.error({ runId: run.id, attempts: run.attempt - 1 }, 'giving up on a turn that keeps failing');
       const message = `The turn could not be completed after ${MAX_RUN_ATTEMPTS} attempts.`;
-      await this.stamp(run, sequencer, { status: 'failed', outputCount: 0, usage: null, error: { code: 'server_error', message }, incompleteDetails: null }, [], []);
+      await lifecycle.finish(log, { status: 'failed', outputCount: 0, usage: null, error: { code: 'server_error', message }, incompleteDetails: null }, []);
       return;
     }
 
-    const assembler = new OutputAssembler(run.id, sequencer);
+    const assembler = new OutputAssembler(run.id, log.events);
+    const retryDelays = this.deps.modelRetryDelaysMs ?? DEFAULT_MODEL_RETRY_DELAYS_MS;
     let done: Extract<ModelEvent, { type: 'done' }> | undefined;
     let input: StoredItem[] = [];
-    try {
-      const history = await historyLoad;
-      input = history.input;
-      let prior = history.prior;
-      if (run.params.truncation === 'auto') {
-        const budget = this.deps.contextTokens - (run.params.max_output_tokens ?? 0);
-        const { kept, dropped } = truncateHistory(prior, input, budget);
-        if (dropped > 0) logger.debug({ runId: run.id, dropped }, 'truncated history to fit the context budget');
-        prior = kept;
-      }
-      const items = [...prior, ...input];
-      let firstToken = true;
-      for await (const event of this.deps.model.stream({
-        model: this.deps.resolveModel(run.model),
-        instructions: run.instructions,
-        items,
-        params: run.params,
-        signal: controller.signal,
-      })) {
-        if (event.type === 'done') {
-          done = event;
-          continue;
+    let firstToken = true;
+    for (let retry = 0; ; retry++) {
+      try {
+        const history = retry === 0 ? await historyLoad : await this.deps.history.forRun(run);
+        input = history.input;
+        let prior = history.prior;
+        if (run.params.truncation === 'auto') {
+          const budget = this.deps.contextTokens - (run.params.max_output_tokens ?? 0);
+          const { kept, dropped } = truncateHistory(prior, input, budget);
+          if (dropped > 0) logger.debug({ runId: run.id, dropped }, 'truncated history to fit the context budget');
+          prior = kept;
         }
-        if (firstToken) {
-          turnMetrics().firstToken.record((Date.now() - pickedUpAt) / 1000);
-          firstToken = false;
+        for await (const event of this.deps.model.stream({
+          model: this.deps.resolveModel(run.model),
+          instructions: run.instructions,
+          items: [...prior, ...input],
+          params: run.params,
+          signal: controller.signal,
+        })) {
+          if (event.type === 'done') {
+            done = event;
+            continue;
+          }
+          if (firstToken) {
+            turnMetrics().firstToken.record((Date.now() - pickedUpAt) / 1000);
+            firstToken = false;
+          }
+          assembler.accept(event);
+          const writing = log.nudge();
+          if (writing) await writing;
         }
-        assembler.accept(event);
-        await this.flush(run.id, sequencer);
-      }
-      if (controller.signal.aborted) throw new ModelError('The response was cancelled.', 'cancelled', false);
-      if (!done) throw new ModelError('The model stream ended without finishing.', 'upstream_error', true);
-    } catch (error) {
-      if (controller.signal.aborted) {
-        await this.stamp(run, sequencer, CANCELLED, [], []);
+        if (controller.signal.aborted) throw new ModelError('The response was cancelled.', 'cancelled', false);
+        if (!done) throw new ModelError('The model stream ended without finishing.', 'upstream_error', true);
+        break;
+      } catch (error) {
+        if (controller.signal.aborted) {
+          // Cancelled, or a newer attempt owns the run (then finish discards this one).
+          await lifecycle.finish(log, CANCELLED, []);
+          return;
+        }
+        // Our own failures (database, bugs) are logged in full but shown to the caller only in general terms.
+        if (!(error instanceof ModelError)) logger.error({ err: error, runId: run.id, attempt: run.attempt }, 'turn failed');
+        const modelError = error instanceof ModelError ? error : new ModelError('The server had an error while processing this turn.', 'upstream_error', true);
+        const delay = retryDelays[retry];
+        if (modelError.retryable && !assembler.producedAnything && delay !== undefined) {
+          // Nothing was shown to the client yet: retry within this attempt, silently.
+          logger.warn({ runId: run.id, attempt: run.attempt, retry: retry + 1, code: modelError.code }, 'model call failed before any output; retrying');
+          if (await sleepUnlessAborted(delay, controller.signal)) continue;
+          await lifecycle.finish(log, CANCELLED, []);
+          return;
+        }
+        if (modelError.retryable && assembler.producedAnything && !context.isFinalAttempt) {
+          // Output was streamed: a new attempt (which resets the client's snapshot) starts over.
+          logger.warn({ runId: run.id, attempt: run.attempt, code: modelError.code }, 'turn attempt failed mid-stream; retrying as a new attempt');
+          log.detach();
+          throw modelError;
+        }
+        await lifecycle.finish(log, { status: 'failed', outputCount: 0, usage: null, error: { code: publicErrorCode(modelError), message: modelError.message }, incompleteDetails: null }, []);
         return;
       }
-      // Our own failures (database, bugs) are logged in full but shown to the caller only in general terms.
-      if (!(error instanceof ModelError)) logger.error({ err: error, runId: run.id, attempt: run.attempt }, 'turn failed');
-      const modelError = error instanceof ModelError ? error : new ModelError('The server had an error while processing this turn.', 'upstream_error', true);
-      if (modelError.retryable && !context.isFinalAttempt) {
-        logger.warn({ runId: run.id, attempt: run.attempt, code: modelError.code }, 'turn attempt failed; retrying');
-        throw modelError;
-      }
-      await this.stamp(run, sequencer, { status: 'failed', outputCount: 0, usage: null, error: { code: publicErrorCode(modelError), message: modelError.message }, incompleteDetails: null }, [], []);
-      return;
     }
 
     const incompleteReason = done.finishReason === 'length' ? 'max_output_tokens' : done.finishReason === 'content_filter' ? 'content_filter' : null;
@@ -158,9 +171,8 @@ export class TurnProcessor {
       output_tokens_details: { reasoning_tokens: 0 },
       total_tokens: done.usage.inputTokens + done.usage.outputTokens,
     };
-    await this.stamp(
-      run,
-      sequencer,
+    const stamped = await lifecycle.finish(
+      log,
       {
         status: incompleteReason ? 'incomplete' : 'completed',
         outputCount: outputs.length,
@@ -168,89 +180,29 @@ export class TurnProcessor {
         error: null,
         incompleteDetails: incompleteReason ? { reason: incompleteReason } : null,
       },
-      input,
       outputs,
     );
+    if (stamped && run.conversation_id) {
+      this.deps.history.recordStamped(run.conversation_id, stamped.firstPosition, [...input, ...outputs.map((output) => output.body)]);
+    }
     turnMetrics().duration.record((Date.now() - pickedUpAt) / 1000);
   }
+}
 
-  /**
-   * One transaction: finish the run (only if this attempt still owns it), then — for completed and
-   * incomplete runs — put its input and output items into the transcript and bump updated_at.
-   */
-  private async stamp(
-    run: RunRow,
-    sequencer: EventSequencer,
-    outcome: RunOutcome,
-    input: readonly StoredItem[],
-    outputs: Array<{ id: string; body: StoredItem }>,
-  ): Promise<void> {
-    const { pool, backend, logger } = this.deps;
-    const addsToTranscript = outcome.status === 'completed' || outcome.status === 'incomplete';
-    let firstPosition = -1;
-    let untitled = false;
-    let finished: RunRow;
-    try {
-      finished = await pool.transaction(async (tx) => {
-        const owned = await createRunsRepo(tx).finish(run.id, run.attempt, outcome);
-        if (!owned) throw new StaleAttempt();
-        if (!addsToTranscript) return owned;
-        const items = createItemsRepo(tx);
-        if (run.conversation_id) {
-          ({ first: firstPosition, untitled } = await createConversationsRepo(tx).reservePositions(run.conversation_id, run.input_count + outputs.length));
-          await items.attachInputsToConversation(run.id, run.conversation_id, firstPosition);
-        }
-        await items.insertMany(
-          outputs.map((output, index) => ({
-            id: output.id,
-            runId: run.id,
-            direction: 'output' as const,
-            ordinal: run.input_count + index,
-            conversationId: run.conversation_id,
-            position: run.conversation_id ? firstPosition + run.input_count + index : null,
-            body: output.body,
-          })),
-        );
-        return owned;
-      });
-    } catch (error) {
-      if (error instanceof StaleAttempt) {
-        logger.info({ runId: run.id, attempt: run.attempt }, 'another attempt already stamped this run; discarding');
-        return;
-      }
-      throw error;
-    }
-    turnMetrics().finished.add(1, { status: outcome.status });
-
-    if (run.conversation_id && addsToTranscript) {
-      this.deps.history.recordStamped(run.conversation_id, firstPosition, [...input, ...outputs.map((output) => output.body)]);
-    }
-    const response = presentResponse(finished, outputs.map((output) => outputItemWithId(output.id, output.body)));
-    sequencer.emit(terminalEventType(finished.status), { response });
-    await this.flush(run.id, sequencer);
-    await backend.events.expire(run.id, this.deps.eventsTtlSeconds).catch(() => undefined);
-
-    if (run.conversation_id) {
-      await this.deps.scheduler.kickConversation(run.conversation_id);
-      if (outcome.status === 'completed' && untitled) await this.requestTitle(run.conversation_id);
-    }
-  }
-
-  /** Keyed by conversation, so a burst of turns asks for one title; the titler re-checks before writing. */
-  private async requestTitle(conversationId: string): Promise<void> {
-    await this.deps.backend.queue.enqueue('titler.generate.v1', { conversationId }, { jobId: `title-${conversationId}` });
-  }
-
-  private async flush(runId: string, sequencer: EventSequencer): Promise<void> {
-    const events = sequencer.take();
-    if (events.length === 0) return;
-    try {
-      await this.deps.backend.events.append(runId, events);
-    } catch (error) {
-      // Live streaming is best effort; the stamped run in Postgres is the truth and replay rebuilds from it.
-      this.deps.logger.warn({ err: error, runId }, 'could not publish run events');
-    }
-  }
+/** Resolves true after `ms`, or false at once when the signal aborts. */
+function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(true);
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /** Error codes on a failed Response, from OpenAI's ResponseErrorCode where one fits. */

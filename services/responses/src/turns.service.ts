@@ -22,8 +22,9 @@ import {
   type SmithRow,
 } from '@ic/schemas';
 import { turnMetrics, type Logger } from '@ic/telemetry';
-import { EventSequencer, isTerminalEvent, rebuildEvents, terminalEventType } from './events';
+import { isTerminalEvent } from './events';
 import { presentOutputItems, presentResponse, type ResponseObject } from './presenter';
+import type { RunLifecycle } from './run-lifecycle';
 import type { TurnScheduler } from './scheduler';
 
 /** `queue` (default): a turn that arrives while another runs waits its turn. `reject`: OpenAI's conversation_locked. */
@@ -40,13 +41,18 @@ export interface TurnsServiceDeps {
   pool: DatabasePool;
   backend: QueueBackend;
   scheduler: TurnScheduler;
+  lifecycle: RunLifecycle;
   logger: Logger;
   retryDedupWindowMs: number;
-  eventsTtlSeconds: number;
 }
 
 /** How often a waiting request double-checks Postgres while following a run's events. */
 const POSTGRES_RECHECK_MS = 2000;
+/**
+ * A non-streaming request whose run was committed stops waiting after Postgres or Redis failed for this
+ * long without a break, and answers with the run as last known (like a background response).
+ */
+const WAIT_OUTAGE_GRACE_MS = 5000;
 
 const responseNotFound = (id: string) => notFound(`Response with id '${id}' not found.`, 'response_id');
 
@@ -151,10 +157,8 @@ export class TurnsService {
 
   /** Starts the run's event log with response.created and enqueues it; failures are left to the sweeper. */
   private async announce(run: RunRow): Promise<void> {
-    const sequencer = new EventSequencer(0);
-    sequencer.emit('response.created', { response: presentResponse(run, []) });
     try {
-      await this.deps.backend.events.append(run.id, sequencer.take());
+      await this.deps.lifecycle.announceQueued(run);
       await this.deps.scheduler.schedule(run);
     } catch (error) {
       this.deps.logger.warn({ err: error, runId: run.id }, 'run committed but not enqueued; the sweeper will pick it up');
@@ -186,32 +190,73 @@ export class TurnsService {
   }
 
   /**
+   * The answer to a non-streaming request whose run is committed: the finished response, or — when the
+   * wait times out, the client left, or Postgres/Redis keep failing — the run as last known (its id and
+   * status, like a background response). Never throws: once the run is committed, no answer may be a
+   * status the client retries (that would run the turn twice).
+   */
+  async answerCommitted(run: RunRow, timeoutMs: number, isCancelled: () => boolean = () => false): Promise<ResponseObject> {
+    let lastKnown: RunRow = run;
+    try {
+      const final = await this.waitUntilFinished(run.id, timeoutMs, isCancelled, (status) => {
+        lastKnown = { ...lastKnown, status };
+      });
+      if (final) return final;
+      return await this.presentById(run.id);
+    } catch (error) {
+      this.deps.logger.warn({ err: error, runId: run.id }, 'answering a committed run as last known: its outcome could not be read');
+      return presentResponse(lastKnown, []);
+    }
+  }
+
+  /**
    * Waits until the run is finished (or `timeoutMs` passes) by following its event log, checking
    * Postgres now and then so a lost event never strands the caller. Returns the final response when
-   * the terminal event carried it (null otherwise: read it from Postgres).
+   * the terminal event carried it (null otherwise: read it from Postgres). Rides out short Postgres or
+   * Redis failures; throws once they have lasted WAIT_OUTAGE_GRACE_MS.
    */
-  async waitUntilFinished(runId: string, timeoutMs: number, isCancelled: () => boolean = () => false): Promise<ResponseObject | null> {
+  async waitUntilFinished(
+    runId: string,
+    timeoutMs: number,
+    isCancelled: () => boolean = () => false,
+    onStatus: (status: RunRow['status']) => void = () => undefined,
+  ): Promise<ResponseObject | null> {
     const deadline = Date.now() + timeoutMs;
     const runs = createRunsRepo(this.deps.pool);
     let after = -1;
     let checkedAt = 0;
+    let failingSince: number | null = null;
+    const failed = async (error: unknown) => {
+      failingSince ??= Date.now();
+      if (Date.now() - failingSince >= WAIT_OUTAGE_GRACE_MS) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    };
     while (Date.now() < deadline && !isCancelled()) {
       // The event log says when the run ends; Postgres is asked only now and then, in case an event was lost.
       if (Date.now() - checkedAt >= POSTGRES_RECHECK_MS) {
-        const run = await runs.find(runId);
-        if (!run || TERMINAL_STATUSES.includes(run.status)) return null;
-        checkedAt = Date.now();
+        try {
+          const run = await runs.find(runId);
+          failingSince = null;
+          if (!run || TERMINAL_STATUSES.includes(run.status)) return null;
+          onStatus(run.status);
+          checkedAt = Date.now();
+        } catch (error) {
+          await failed(error);
+          continue;
+        }
       }
       let events: StreamEvent[] = [];
       try {
         events = await this.deps.backend.events.read(runId, after, Math.min(POSTGRES_RECHECK_MS, Math.max(0, deadline - Date.now())));
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, 500));
+        failingSince = null;
+      } catch (error) {
         checkedAt = 0;
+        await failed(error);
       }
       for (const event of events) {
         after = event.sequence_number;
-        // The terminal event carries the response as stamped, built after the commit.
+        if (event.type === 'response.in_progress') onStatus('in_progress');
+        // The terminal event carries the response as stamped, built from the committed row.
         if (isTerminalEvent(event)) return (event.response as ResponseObject | undefined) ?? null;
       }
     }
@@ -219,21 +264,17 @@ export class TurnsService {
   }
 
   /**
-   * The events to relay after `afterSequence`, waiting up to `blockMs`. When the live log is gone
-   * (expired, or Redis lost it) and the run is finished, the stream is rebuilt from Postgres.
+   * The events to relay after `afterSequence`, waiting up to `blockMs`. When the log is quiet and
+   * Postgres says the run is finished, the rest comes from RunLifecycle.finishLog: the log as it is if
+   * it has its ending, completed from Postgres if not, rebuilt from Postgres if it expired.
    */
   async eventsAfter(run: RunRow, afterSequence: number, blockMs: number): Promise<{ events: StreamEvent[]; finished: boolean }> {
     const events = await this.deps.backend.events.read(run.id, afterSequence, blockMs);
     if (events.length > 0) return { events, finished: events.some(isTerminalEvent) };
     const latest = await createRunsRepo(this.deps.pool).find(run.id);
     if (!latest || !TERMINAL_STATUSES.includes(latest.status)) return { events: [], finished: false };
-    // Finished: anything still in the log would have been returned above unless it raced the stamp.
-    const late = await this.deps.backend.events.read(run.id, afterSequence, 0);
-    if (late.length > 0) return { events: late, finished: late.some(isTerminalEvent) };
-    if ((await this.deps.backend.events.lastSequence(run.id)) >= 0) return { events: [], finished: true };
-    const rows = await createItemsRepo(this.deps.pool).listByRun(run.id);
-    const rebuilt = rebuildEvents(presentResponse(latest, presentOutputItems(rows)), rows.filter((row) => row.direction === 'output'));
-    return { events: rebuilt.filter((event) => event.sequence_number > afterSequence), finished: true };
+    const complete = await this.deps.lifecycle.finishLog(latest);
+    return { events: complete.filter((event) => event.sequence_number > afterSequence), finished: true };
   }
 
   /** Cancels a queued or running turn. Any turn may be cancelled here, not only background ones. */
@@ -244,20 +285,8 @@ export class TurnsService {
       throw badRequest(`Cannot cancel a response that is already ${run.status}.`, 'response_id', 'response_not_cancellable');
     }
     const runs = createRunsRepo(this.deps.pool);
-    const cancelledWhileQueued = await runs.cancelIfQueued(run.id);
-    if (cancelledWhileQueued) {
-      const response = await this.present(cancelledWhileQueued);
-      try {
-        const sequencer = new EventSequencer((await this.deps.backend.events.lastSequence(run.id)) + 1);
-        sequencer.emit(terminalEventType('cancelled'), { response });
-        await this.deps.backend.events.append(run.id, sequencer.take());
-        await this.deps.backend.events.expire(run.id, this.deps.eventsTtlSeconds);
-        if (run.conversation_id) await this.deps.scheduler.kickConversation(run.conversation_id);
-      } catch (error) {
-        this.deps.logger.warn({ err: error, runId: run.id }, 'cancelled run could not be announced');
-      }
-      return response;
-    }
+    const cancelledWhileQueued = await this.deps.lifecycle.cancelQueued(run.id);
+    if (cancelledWhileQueued) return this.present(cancelledWhileQueued);
     await runs.requestCancel(run.id);
     await this.deps.backend.signals.publishCancel(run.id);
     await this.waitUntilFinished(run.id, 10000);

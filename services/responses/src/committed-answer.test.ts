@@ -1,0 +1,111 @@
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import OpenAI from 'openai';
+import { Authenticator } from '@ic/auth';
+import { createDbPool, sql, type DatabasePool } from '@ic/db';
+import { createBaseApp, finishApp } from '@ic/http';
+import { createModelAdapter } from '@ic/model';
+import { createLogger } from '@ic/telemetry';
+import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
+import { z } from 'zod';
+import { ResponsesRuntime } from './runtime';
+
+/** A TCP proxy to Postgres that the test can cut: open connections are reset and new ones refused, like a database that went away. */
+async function startCuttableProxy(target: URL) {
+  const sockets = new Set<net.Socket>();
+  let cut = false;
+  const server = net.createServer((client) => {
+    if (cut) return client.destroy();
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = new URL(target);
+  url.hostname = '127.0.0.1';
+  url.port = String((server.address() as AddressInfo).port);
+  return {
+    url: url.toString(),
+    cut() {
+      cut = true;
+      for (const socket of sockets) socket.destroy();
+    },
+    restore() {
+      cut = false;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe('a committed turn is never answered with a retryable status', () => {
+  let stack: TurnStack;
+  let proxy: Awaited<ReturnType<typeof startCuttableProxy>>;
+  let apiPool: DatabasePool;
+  let server: Server;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    // The worker (in the stack) reaches Postgres directly; the API under test goes through the proxy.
+    stack = await startTurnStack();
+    proxy = await startCuttableProxy(new URL(stack.db.url));
+    apiPool = await createDbPool(proxy.url, { maximumPoolSize: 4 });
+    const logger = createLogger('test', 'silent');
+    // Tokens are cached, so authentication still works while the API's database is unreachable.
+    const authenticator = new Authenticator(apiPool, 600000);
+    const runtime = new ResponsesRuntime({
+      pool: apiPool,
+      backend: stack.backend,
+      authenticator,
+      logger,
+      model: createModelAdapter({ baseUrl: stack.upstream.baseURL, apiKey: 'unused', timeoutMs: 10000, devTokenDelayMs: 0 }),
+      resolveModel: (name) => name,
+      eventsTtlSeconds: 120,
+      keepAliveMs: 1000,
+      syncWaitMs: 30000,
+      retryDedupWindowMs: 60000,
+      contextTokens: 128000,
+    });
+    const app = createBaseApp({ logger, corsOrigins: ['*'], bodyLimit: '1mb', authenticator, ready: async () => undefined });
+    app.use(runtime.router());
+    finishApp(app, logger);
+    server = await new Promise((resolve) => {
+      const listening = app.listen(0, '127.0.0.1', () => resolve(listening));
+    });
+    // maxRetries as the client ships: any 5xx would be retried (and the turn run twice).
+    client = new OpenAI({ apiKey: stack.seeded.smithToken, baseURL: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, maxRetries: 2 });
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+    await apiPool.end().catch(() => undefined);
+    await proxy.close();
+    await stack.close();
+  });
+
+  it('answers 200 with the run as last known when Postgres goes away while a non-streaming request waits', async () => {
+    stack.upstream.hangNext(2); // the model starts answering, then stalls
+    const pending = client.responses.create({ model: '', input: 'wait for me' });
+    await stack.upstream.waitForRequests(1);
+    proxy.cut();
+
+    const answer = await pending;
+    expect(answer.id).toMatch(/^run_/);
+    expect(answer.status).toBe('in_progress');
+    expect(answer.output).toEqual([]);
+    // The client did not retry: one run, one upstream call.
+    proxy.restore();
+    const runs = await stack.db.pool.any(sql.type(z.object({ id: z.string() }))`SELECT id FROM runs`);
+    expect(runs.map((run) => run.id)).toEqual([answer.id]);
+    expect(stack.upstream.requests).toHaveLength(1);
+
+    // The run is not lost: it can be read (and cancelled) once the database is back.
+    const current = await eventually(async () => (await client.responses.retrieve(answer.id)).status);
+    expect(current).toBe('in_progress');
+    expect((await client.responses.cancel(answer.id)).status).toBe('cancelled');
+  }, 30000);
+});

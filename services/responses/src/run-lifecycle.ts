@@ -1,0 +1,356 @@
+import { createConversationsRepo, createItemsRepo, createRunsRepo, type DatabasePool, type RunOutcome } from '@ic/db';
+import type { QueueBackend, StreamEvent } from '@ic/queue';
+import { TERMINAL_STATUSES, type RunRow, type StoredItem } from '@ic/schemas';
+import { turnMetrics, type Logger } from '@ic/telemetry';
+import { completeLog, EventSequencer, inProgressSnapshot, isTerminalEvent, rebuildEvents, terminalEventType } from './events';
+import { outputItemWithId, presentOutputItems, presentResponse, type ResponseObject } from './presenter';
+import type { TurnScheduler } from './scheduler';
+
+/**
+ * Deltas wait at most this long in the worker before they are written, merged into one event per item:
+ * one Redis call and one SSE frame per window instead of one per model token. The first output of a
+ * turn, a new item (tool-call boundaries) and the end are written at once.
+ */
+export const DELTA_FLUSH_WINDOW_MS = 20;
+/** …or until this many characters are waiting. */
+export const DELTA_FLUSH_MAX_CHARS = 2048;
+/** A failed append is tried again this soon (or with the next batch, whichever comes first). */
+const APPEND_RETRY_MS = 250;
+
+export interface RunLifecycleDeps {
+  pool: DatabasePool;
+  backend: QueueBackend;
+  scheduler: TurnScheduler;
+  logger: Logger;
+  /** Every append sets the run's event log to expire this long after it. */
+  eventsTtlSeconds: number;
+}
+
+/** After a stamp commits: what the worker does next (history cache, title). */
+export interface StampedRun {
+  run: RunRow;
+  /** Transcript position of the run's first input item (completed/incomplete conversation runs), else -1. */
+  firstPosition: number;
+  /** The conversation has no title yet. */
+  untitled: boolean;
+}
+
+export type BeginResult =
+  | { kind: 'started'; run: RunRow; log: AttemptLog }
+  /** An earlier turn of the conversation is unfinished: try again shortly. */
+  | { kind: 'wait' }
+  /** Nothing to run: finished (its event log was completed if it needed it), gone, or a later attempt owns it. */
+  | { kind: 'nothing' };
+
+/**
+ * The one home of a run's lifecycle. Every transition — queued (accept), queued → in_progress
+ * (claim), in_progress → completed | incomplete | failed | cancelled (stamp), queued → cancelled — is
+ * written here together with the events that announce it. Postgres decides each transition; the
+ * event log follows it:
+ *
+ * - the terminal event is built from the row the stamp committed (and the items it stored), and is
+ *   appended in the same atomic batch as the …done events, closing the log;
+ * - whoever finds a finished run whose log lacks that ending (a relay, a replay, a redelivered job)
+ *   completes the log from Postgres (`finishLog`), so a stream always ends with the run's terminal
+ *   event as Postgres has it;
+ * - a worker's appends are fenced by attempt, so an attempt that lost its lock cannot write into the
+ *   log of the attempt that replaced it.
+ */
+export class RunLifecycle {
+  constructor(private readonly deps: RunLifecycleDeps) {}
+
+  private get ttl(): number {
+    return this.deps.eventsTtlSeconds;
+  }
+
+  /** After the accept transaction committed: the log starts with `response.created` (status queued). */
+  async announceQueued(run: RunRow): Promise<void> {
+    const sequencer = new EventSequencer(0);
+    sequencer.emit('response.created', { response: presentResponse(run, []) });
+    // A worker that got there first (attempt ≥ 1) already wrote it: the refusal is harmless.
+    await this.deps.backend.events.append(run.id, sequencer.take(), { authority: { attempt: 0 }, closes: false, ttlSeconds: this.ttl });
+  }
+
+  /**
+   * queued → in_progress for a new attempt. Fences the event log for this attempt and announces it:
+   * `response.created` if the log is empty, `response.in_progress` unless the log already ends with
+   * one (an attempt that showed nothing is retried silently).
+   */
+  async begin(runId: string, onClaimed?: (run: RunRow) => void): Promise<BeginResult> {
+    const runs = createRunsRepo(this.deps.pool);
+    const run = await runs.claim(runId);
+    if (!run) {
+      const current = await runs.find(runId);
+      if (current && !TERMINAL_STATUSES.includes(current.status)) return { kind: 'wait' };
+      // A redelivered job of a finished run: its log may have lost its ending (the worker died or
+      // Redis failed between the stamp and the terminal event), so complete it now.
+      if (current) await this.finishLog(current).catch((error: unknown) => this.deps.logger.warn({ err: error, runId }, 'could not complete the event log of a finished run'));
+      return { kind: 'nothing' };
+    }
+    onClaimed?.(run);
+    const fence = await this.deps.backend.events.beginAttempt(run.id, run.attempt, this.ttl);
+    if (!fence.ok) {
+      // Postgres gave us the attempt, so only a newer claim can have fenced the log: this one is stale.
+      turnMetrics().staleAttempts.add(1);
+      this.deps.logger.info({ runId, attempt: run.attempt, reason: fence.reason }, 'event log refused a new attempt; dropping it');
+      return { kind: 'nothing' };
+    }
+    const sequencer = new EventSequencer(fence.lastSequence + 1);
+    const snapshot = inProgressSnapshot(presentResponse(run, []));
+    if (fence.lastSequence < 0) sequencer.emit('response.created', { response: { ...snapshot, status: 'queued' } });
+    if (fence.lastType !== 'response.in_progress') sequencer.emit('response.in_progress', { response: snapshot });
+    const log = new AttemptLog(run, sequencer, this.deps.backend, this.deps.logger, this.ttl);
+    await log.flush();
+    return { kind: 'started', run, log };
+  }
+
+  /**
+   * in_progress → terminal: the stamp (one transaction, only while this attempt owns the run), then the
+   * log's ending — the attempt's last events, the …done events and the terminal event built from the
+   * committed row — in one atomic append that closes the log. Null when another attempt owns the run.
+   */
+  async finish(
+    attempt: AttemptLog,
+    outcome: RunOutcome,
+    outputs: ReadonlyArray<{ id: string; body: StoredItem }>,
+  ): Promise<StampedRun | null> {
+    const { run } = attempt;
+    await attempt.drain();
+    if (attempt.state === 'stale') return this.discardStale(run);
+    const stamped = await this.stamp(run, outcome, outputs);
+    if (!stamped) {
+      attempt.detach();
+      return this.discardStale(run);
+    }
+    turnMetrics().finished.add(1, { status: outcome.status });
+    const response = presentResponse(
+      stamped.run,
+      outputs.map((output) => outputItemWithId(output.id, output.body)),
+    );
+    await attempt.close(response, () => this.finishLog(stamped.run, response));
+    if (run.conversation_id) {
+      await this.deps.scheduler.kickConversation(run.conversation_id);
+      if (stamped.run.status === 'completed' && stamped.untitled) await this.requestTitle(run.conversation_id);
+    }
+    return stamped;
+  }
+
+  private discardStale(run: RunRow): null {
+    turnMetrics().staleAttempts.add(1);
+    this.deps.logger.info({ runId: run.id, attempt: run.attempt }, 'another attempt owns this run; discarding this one');
+    return null;
+  }
+
+  /** queued → cancelled, for a run no worker has claimed. Null when it is not queued any more. */
+  async cancelQueued(runId: string): Promise<RunRow | null> {
+    const cancelled = await createRunsRepo(this.deps.pool).cancelIfQueued(runId);
+    if (!cancelled) return null;
+    try {
+      await this.finishLog(cancelled, presentResponse(cancelled, []));
+      if (cancelled.conversation_id) await this.deps.scheduler.kickConversation(cancelled.conversation_id);
+    } catch (error) {
+      this.deps.logger.warn({ err: error, runId }, 'cancelled run could not be announced; readers complete its log from Postgres');
+    }
+    return cancelled;
+  }
+
+  /**
+   * The stamp, in one transaction: finish the run only while `run.attempt` owns it, then — for
+   * completed and incomplete runs — give its input and output items their transcript positions and
+   * bump the conversation's updated_at. Null when another attempt owns the run.
+   */
+  private async stamp(run: RunRow, outcome: RunOutcome, outputs: ReadonlyArray<{ id: string; body: StoredItem }>): Promise<StampedRun | null> {
+    const addsToTranscript = outcome.status === 'completed' || outcome.status === 'incomplete';
+    return this.deps.pool.transaction(async (tx) => {
+      const owned = await createRunsRepo(tx).finish(run.id, run.attempt, outcome);
+      if (!owned) return null;
+      if (!addsToTranscript) return { run: owned, firstPosition: -1, untitled: false };
+      const items = createItemsRepo(tx);
+      let firstPosition = -1;
+      let untitled = false;
+      if (run.conversation_id) {
+        ({ first: firstPosition, untitled } = await createConversationsRepo(tx).reservePositions(run.conversation_id, run.input_count + outputs.length));
+        await items.attachInputsToConversation(run.id, run.conversation_id, firstPosition);
+      }
+      await items.insertMany(
+        outputs.map((output, index) => ({
+          id: output.id,
+          runId: run.id,
+          direction: 'output' as const,
+          ordinal: run.input_count + index,
+          conversationId: run.conversation_id,
+          position: run.conversation_id ? firstPosition + run.input_count + index : null,
+          body: output.body,
+        })),
+      );
+      return { run: owned, firstPosition, untitled };
+    });
+  }
+
+  /** The response of a finished run as Postgres has it (row + stored output items). */
+  async presentFinished(run: RunRow): Promise<ResponseObject> {
+    const rows = await createItemsRepo(this.deps.pool).listByRun(run.id);
+    return presentResponse(run, presentOutputItems(rows));
+  }
+
+  /**
+   * The complete event stream of a finished run. If its log lacks the ending, the missing tail
+   * (…done events as needed and the terminal event, from Postgres) is appended first, continuing its
+   * sequence numbers; an expired log is rebuilt from Postgres without being stored again.
+   */
+  async finishLog(run: RunRow, known?: ResponseObject): Promise<StreamEvent[]> {
+    const response = known ?? (await this.presentFinished(run));
+    for (let tries = 0; tries < 3; tries++) {
+      const log = await this.readLog(run.id);
+      const last = log[log.length - 1];
+      if (!last) return rebuildEvents(response);
+      if (isTerminalEvent(last)) return log;
+      const sequencer = new EventSequencer(last.sequence_number + 1);
+      completeLog(log, response, sequencer);
+      const tail = sequencer.take();
+      const result = await this.deps.backend.events.append(run.id, tail, { authority: { finished: true }, closes: true, ttlSeconds: this.ttl });
+      if (result.ok) {
+        this.deps.logger.info({ runId: run.id, appended: tail.length }, 'completed the event log of a finished run from Postgres');
+        return [...log, ...tail];
+      }
+      // Someone appended meanwhile (most likely the stamping worker's own ending): read again.
+    }
+    throw new Error(`The event log of ${run.id} kept changing while it was being completed.`);
+  }
+
+  private async readLog(runId: string): Promise<StreamEvent[]> {
+    const log: StreamEvent[] = [];
+    for (;;) {
+      const page = await this.deps.backend.events.read(runId, log.length > 0 ? log[log.length - 1]!.sequence_number : -1, 0, 1000);
+      log.push(...page);
+      if (page.length < 1000) return log;
+    }
+  }
+
+  /** Keyed by conversation, so a burst of turns asks for one title; the titler re-checks before writing. */
+  private async requestTitle(conversationId: string): Promise<void> {
+    await this.deps.backend.queue.enqueue('titler.generate.v1', { conversationId }, { jobId: `title-${conversationId}` });
+  }
+}
+
+/**
+ * The event log as one attempt writes it: numbered from where the log ended when the attempt began,
+ * appended under the attempt's fence, with deltas held for a short window (DELTA_FLUSH_WINDOW_MS) so
+ * they leave in batches. A failed append keeps its events for the next flush; a refusal stops live
+ * writing: `stale` (a newer attempt began — the worker stops), `gap`/`closed` (the log moved on without
+ * us — the stamp later completes it from Postgres).
+ */
+export class AttemptLog {
+  state: 'live' | 'stale' | 'detached' = 'live';
+  private chain: Promise<void> = Promise.resolve();
+  private timer: NodeJS.Timeout | null = null;
+  private failing = false;
+  private readonly staleListeners: Array<() => void> = [];
+
+  constructor(
+    readonly run: RunRow,
+    readonly events: EventSequencer,
+    private readonly backend: QueueBackend,
+    private readonly logger: Logger,
+    private readonly ttlSeconds: number,
+  ) {}
+
+  onStale(listener: () => void): void {
+    this.staleListeners.push(listener);
+  }
+
+  /**
+   * Call after emitting: writes now when the batch carries structure (a new item, a lifecycle event —
+   * so the first token goes out at once) or enough text, otherwise within the flush window. The
+   * returned promise (when writing now) applies backpressure to the model stream.
+   */
+  nudge(): Promise<void> | null {
+    if (this.events.size === 0) return null;
+    if (this.events.holdsStructure || this.events.deltaChars >= DELTA_FLUSH_MAX_CHARS) return this.flush();
+    this.timer ??= setTimeout(() => {
+      this.timer = null;
+      void this.flush();
+    }, DELTA_FLUSH_WINDOW_MS);
+    return null;
+  }
+
+  flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.chain = this.chain.then(() => this.appendPending());
+    return this.chain;
+  }
+
+  /** Waits for writes in flight; what is pending stays for `close`, so the ending is one atomic batch. */
+  async drain(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    await this.chain;
+  }
+
+  detach(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.state === 'live') this.state = 'detached';
+  }
+
+  /**
+   * Appends what is pending plus the terminal event for `response` and closes the log; if that cannot
+   * be done in order (the log moved on, or Redis kept failing), `complete` finishes it from Postgres.
+   */
+  async close(response: ResponseObject, complete: () => Promise<unknown>): Promise<void> {
+    await this.drain();
+    if (this.state === 'live') {
+      this.events.emit(terminalEventType(response.status as RunRow['status']), { response });
+      const batch = this.events.take();
+      for (let tries = 0; tries < 4; tries++) {
+        try {
+          const result = await this.backend.events.append(this.run.id, batch, { authority: { attempt: this.run.attempt }, closes: true, ttlSeconds: this.ttlSeconds });
+          if (result.ok || result.reason === 'closed') return;
+          break;
+        } catch (error) {
+          if (tries === 3) this.logger.warn({ err: error, runId: this.run.id }, 'could not write the end of the event log; completing it from Postgres');
+          else await new Promise((resolve) => setTimeout(resolve, 100 * 4 ** tries));
+        }
+      }
+    }
+    this.events.take();
+    // Best effort: whoever reads the log next (relay, replay, redelivered job) completes it the same way.
+    await complete().catch((error: unknown) => this.logger.warn({ err: error, runId: this.run.id }, 'event log left without its ending for now; readers complete it from Postgres'));
+  }
+
+  private async appendPending(): Promise<void> {
+    if (this.state !== 'live') {
+      this.events.take();
+      return;
+    }
+    const batch = this.events.take();
+    if (batch.length === 0) return;
+    try {
+      const result = await this.backend.events.append(this.run.id, batch, { authority: { attempt: this.run.attempt }, closes: false, ttlSeconds: this.ttlSeconds });
+      this.failing = false;
+      if (result.ok) return;
+      if (result.reason === 'stale') {
+        this.state = 'stale';
+        this.logger.info({ runId: this.run.id, attempt: this.run.attempt }, 'a newer attempt owns the event log; stopping this one');
+        for (const listener of this.staleListeners) listener();
+      } else {
+        this.state = 'detached';
+        this.logger.warn({ runId: this.run.id, attempt: this.run.attempt, reason: result.reason, lastSequence: result.lastSequence }, 'event log moved on; live events stop, the stamp completes it');
+      }
+    } catch (error) {
+      // Redis is unreachable: keep the events (merged with what follows) for the next flush.
+      this.events.giveBack(batch);
+      if (!this.failing) this.logger.warn({ err: error, runId: this.run.id }, 'could not append run events; retrying with the next batch');
+      this.failing = true;
+      this.timer ??= setTimeout(() => {
+        this.timer = null;
+        void this.flush();
+      }, APPEND_RETRY_MS);
+    }
+  }
+}
