@@ -11,10 +11,10 @@ import {
   freePort,
   seedTenant,
   spawnService,
-  waitUntilReady,
   type FakeUpstream,
   type PrivatePostgres,
   type PrivateRedis,
+  type ServiceName,
   type ServiceProcess,
 } from '@ic/test-support';
 
@@ -52,22 +52,32 @@ export class FaultTopology {
     await seedPool.end();
     const [gatewayPort, responsesPort] = [await freePort(), await freePort()];
     const topology = new FaultTopology(options, databaseUrl, name, seeded.smithToken, `http://127.0.0.1:${gatewayPort}/v1`, `http://127.0.0.1:${responsesPort}/v1`);
-    topology.services.push(
-      spawnService('api-gateway', { ...topology.commonEnv(), PORT: String(gatewayPort) }),
-      spawnService('responses', {
-        ...topology.commonEnv(),
-        RESPONSES_ROLE: 'api',
-        PORT: String(responsesPort),
-        // Find runs whose job was lost soon, so a run settles within the suite's patience.
-        SWEEP_INTERVAL_MS: '1000',
-        SWEEP_MIN_AGE_MS: '3000',
-        // A relay that has nothing to send re-checks Postgres at this pace; short, so a replay of a broken log ends soon.
-        STREAM_KEEPALIVE_MS: '1000',
-      }),
-    );
-    await Promise.all([waitUntilReady(gatewayPort), waitUntilReady(responsesPort)]);
+    await Promise.all([
+      topology.startService('api-gateway', { PORT: String(gatewayPort) }, 'api-gateway listening'),
+      topology.startService(
+        'responses',
+        {
+          RESPONSES_ROLE: 'api',
+          PORT: String(responsesPort),
+          // Find runs whose job was lost soon, so a run settles within the suite's patience.
+          SWEEP_INTERVAL_MS: '1000',
+          SWEEP_MIN_AGE_MS: '3000',
+          // A relay that has nothing to send re-checks Postgres at this pace; short, so a replay of a broken log ends soon.
+          STREAM_KEEPALIVE_MS: '1000',
+        },
+        'responses api listening',
+      ),
+    ]);
     for (let i = 0; i < options.workers; i++) await topology.spawnWorker();
     return topology;
+  }
+
+  /** Starts a service and waits for its own "ready" log line (a port another process holds is an error, not a false start). */
+  private async startService(name: ServiceName, env: Record<string, string>, readyMessage: string): Promise<ServiceProcess> {
+    const service = spawnService(name, { ...this.commonEnv(), ...env });
+    this.services.push(service);
+    await service.waitForLog(readyMessage, 60000);
+    return service;
   }
 
   private commonEnv(): Record<string, string> {
@@ -81,22 +91,23 @@ export class FaultTopology {
       RATE_LIMIT_REQUESTS_PER_MINUTE: '0',
       RATE_LIMIT_TURNS_PER_MINUTE: '0',
       TOKEN_CACHE_TTL_MS: '60000',
+      LOG_LEVEL: 'info', // readiness is read from the log
     };
   }
 
   /** Starts one more turn worker process and waits until it is ready (reaches Postgres and Redis). */
   async spawnWorker(overrides: { concurrency?: number } = {}): Promise<ServiceProcess> {
-    const healthPort = await freePort();
-    const worker = spawnService('responses', {
-      ...this.commonEnv(),
-      RESPONSES_ROLE: 'worker',
-      HEALTH_PORT: String(healthPort),
-      WORKER_CONCURRENCY: String(overrides.concurrency ?? this.options.workerConcurrency),
-      WORKER_LOCK_DURATION_MS: String(this.options.lockDurationMs),
-    });
+    const worker = await this.startService(
+      'responses',
+      {
+        RESPONSES_ROLE: 'worker',
+        HEALTH_PORT: '0', // any free port: readiness is read from the log
+        WORKER_CONCURRENCY: String(overrides.concurrency ?? this.options.workerConcurrency),
+        WORKER_LOCK_DURATION_MS: String(this.options.lockDurationMs),
+      },
+      'turn worker started',
+    );
     this.workers.push(worker);
-    this.services.push(worker);
-    await waitUntilReady(healthPort, 60000);
     return worker;
   }
 

@@ -1,6 +1,7 @@
 /** The deployed services as child processes, run from their compiled `dist` (`tsc -b` builds them). */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 
 const ROOT = path.resolve(__dirname, '../..');
 
@@ -28,6 +29,12 @@ export interface ServiceProcess {
   kill(): Promise<ProcessExit>;
   /** SIGTERM and wait for the drained exit (143 when it shut down cleanly). */
   stop(): Promise<ProcessExit>;
+  /**
+   * Resolves once the process has logged `message` (pino's `msg`, at a LOG_LEVEL that shows it);
+   * rejects if it exits first or `timeoutMs` passes. Unlike polling a port, this cannot be fooled by
+   * another process that happens to listen there.
+   */
+  waitForLog(message: string, timeoutMs?: number): Promise<void>;
 }
 
 /**
@@ -36,9 +43,23 @@ export interface ServiceProcess {
 export function spawnService(name: ServiceName, env: Record<string, string | undefined>): ServiceProcess {
   const child = spawn(process.execPath, [path.join(ROOT, SERVICE_ENTRIES[name])], {
     env: { PATH: process.env.PATH, LOG_LEVEL: 'error', ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = processExit(child);
+  // The log (stdout, one JSON object a line) is read only for the messages waitForLog asks about.
+  const logged = new Set<string>();
+  const logWaiters = new Set<() => void>();
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    try {
+      const { msg } = JSON.parse(line) as { msg?: unknown };
+      if (typeof msg === 'string' && !logged.has(msg)) {
+        logged.add(msg);
+        for (const wake of [...logWaiters]) wake();
+      }
+    } catch {
+      // not a log line
+    }
+  });
   const isRunning = () => child.exitCode === null && child.signalCode === null;
   const signal = (sig: NodeJS.Signals) => {
     if (isRunning()) child.kill(sig);
@@ -58,6 +79,22 @@ export function spawnService(name: ServiceName, env: Record<string, string | und
       signal('SIGTERM');
       return exited;
     },
+    waitForLog: (message, timeoutMs = 60000) =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => finish(new Error(`${name} did not log '${message}' within ${timeoutMs} ms`)), timeoutMs);
+        const check = () => {
+          if (logged.has(message)) finish();
+        };
+        const finish = (error?: Error) => {
+          clearTimeout(timer);
+          logWaiters.delete(check);
+          if (error) reject(error);
+          else resolve();
+        };
+        logWaiters.add(check);
+        void exited.then((exit) => finish(new Error(`${name} exited (${exit.code ?? exit.signal}) before logging '${message}'`)));
+        check();
+      }),
   };
 }
 
