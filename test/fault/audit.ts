@@ -31,6 +31,8 @@ export interface AuditResult {
   committed: number;
   refused: number;
   streamsChecked: number;
+  /** Live streams that ended with an `error` event (allowed; their runs are then checked by replay). */
+  streamErrorEvents: number;
   /** One line per problem found, for the failure message. */
   problems: string[];
 }
@@ -179,6 +181,8 @@ export async function auditFaultRun(topology: FaultTopology, records: readonly T
     if (record.mode === 'stream') {
       if (record.events.length > 0) streamsChecked++;
       if (record.ending === 'eof') note('streamsWithoutTerminal', `live stream of ${record.runId ?? record.marker} ended after ${record.events.at(-1)?.sequence_number}:${record.events.at(-1)?.type}`);
+      // The API process is never hurt here, so a connection it drops mid-stream is a stream cut short too.
+      if (record.ending === 'dropped') note('streamsWithoutTerminal', `live stream of ${record.runId ?? record.marker} was cut after ${record.events.at(-1)?.sequence_number}:${record.events.at(-1)?.type}: ${record.failure}`);
       if (record.ending === 'terminal' && run) {
         for (const problem of eventLogProblems(record.events, run, `live stream of ${run.id}`)) note('badEventLogs', problem);
       }
@@ -238,6 +242,7 @@ export async function auditFaultRun(topology: FaultTopology, records: readonly T
     committed: committedRunIds.length,
     refused: records.filter((record) => (runsByMarker.get(record.marker)?.size ?? 0) === 0).length,
     streamsChecked,
+    streamErrorEvents: records.filter((record) => record.ending === 'error-event').length,
     problems,
   };
 }

@@ -30,11 +30,11 @@ const setting = (name: string, short: number, full: number) => {
 };
 const KILLS = setting('FAULT_KILLS', 2, 24);
 const OUTAGES = setting('FAULT_OUTAGES', 1, 3);
-const OUTAGE_MS = setting('FAULT_OUTAGE_MS', 3000, 5000);
+const OUTAGE_MS = setting('FAULT_OUTAGE_MS', 2000, 5000);
 const PAUSES = setting('FAULT_PAUSES', 1, 3);
 /** At most this many of the kills hit any one turn (MAX_RUN_ATTEMPTS is 8). */
 const KILLS_PER_TURN = setting('FAULT_KILLS_PER_TURN', 3, 3);
-const CLIENTS = setting('FAULT_CLIENTS', 4, 8);
+const CLIENTS = setting('FAULT_CLIENTS', 3, 8);
 const LOCK_MS = 2000;
 const SCENARIO_TIMEOUT_MS = FULL ? 900000 : 240000;
 /** Generous: a healed system settles in seconds, but this machine may be shared and slow. */
@@ -80,6 +80,7 @@ function report(scenario: string, faults: Record<string, number>, audit: AuditRe
     committed: audit.committed,
     refusedBeforeCommit: audit.refused,
     streamsChecked: audit.streamsChecked,
+    streamErrorEvents: audit.streamErrorEvents,
     ...audit.counts,
     seconds: Math.round((Date.now() - startedAt) / 100) / 10,
   };

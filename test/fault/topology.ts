@@ -68,7 +68,7 @@ export class FaultTopology {
         'responses api listening',
       ),
     ]);
-    for (let i = 0; i < options.workers; i++) await topology.spawnWorker();
+    await Promise.all(Array.from({ length: options.workers }, () => topology.spawnWorker()));
     return topology;
   }
 
