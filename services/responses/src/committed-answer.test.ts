@@ -69,6 +69,7 @@ describe('a committed turn is never answered with a retryable status', () => {
       syncWaitMs: 30000,
       retryDedupWindowMs: 60000,
       contextTokens: 128000,
+      waitOutageGraceMs: 3000,
     });
     const app = createBaseApp({ logger, corsOrigins: ['*'], bodyLimit: '1mb', authenticator, ready: async () => undefined });
     app.use(runtime.router());
@@ -87,6 +88,19 @@ describe('a committed turn is never answered with a retryable status', () => {
     await stack.close();
   });
 
+  it('rides out a short Postgres outage during the wait and answers with the finished response', async () => {
+    stack.upstream.set({ reply: 'worth the wait', firstTokenDelayMs: 1500 });
+    const noRetries = client.withOptions({ maxRetries: 0 });
+    const pending = noRetries.responses.create({ model: '', input: 'blink' });
+    await stack.upstream.waitForRequests(1);
+    proxy.cut();
+    setTimeout(() => proxy.restore(), 1000);
+    const answer = await pending;
+    expect(answer.status).toBe('completed');
+    expect(answer.output_text).toBe('worth the wait');
+    stack.upstream.reset();
+  }, 30000);
+
   it('answers 200 with the run as last known when Postgres goes away while a non-streaming request waits', async () => {
     stack.upstream.hangNext(2); // the model starts answering, then stalls
     const pending = client.responses.create({ model: '', input: 'wait for me' });
@@ -97,9 +111,9 @@ describe('a committed turn is never answered with a retryable status', () => {
     expect(answer.id).toMatch(/^run_/);
     expect(answer.status).toBe('in_progress');
     expect(answer.output).toEqual([]);
-    // The client did not retry: one run, one upstream call.
+    // The client did not retry: one run (besides the earlier test's completed one), one upstream call.
     proxy.restore();
-    const runs = await stack.db.pool.any(sql.type(z.object({ id: z.string() }))`SELECT id FROM runs`);
+    const runs = await stack.db.pool.any(sql.type(z.object({ id: z.string() }))`SELECT id FROM runs WHERE status <> 'completed'`);
     expect(runs.map((run) => run.id)).toEqual([answer.id]);
     expect(stack.upstream.requests).toHaveLength(1);
 

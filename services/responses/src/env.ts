@@ -21,8 +21,10 @@ export const ResponsesEnv = z.object({
   SWEEP_INTERVAL_MS: intEnv(5000, 100),
   SWEEP_MIN_AGE_MS: intEnv(10000, 0),
   /**
-   * How long a finished run's live event stream stays in Redis for exact resumes; afterwards a replay is
-   * rebuilt from Postgres. Redis memory grows with turns/s × this × ~50 KB, so keep it short.
+   * Every run's event log expires this long after its last append (set from its first write, refreshed
+   * by each one), so a finished run's log stays this long for exact resumes and a log nobody finishes
+   * still goes; afterwards a replay is rebuilt from Postgres. Redis memory grows with turns/s × this ×
+   * ~20 KB, so keep it short.
    */
   RUN_EVENTS_TTL_SECONDS: intEnv(600, 1),
   /** SSE comment keep-alive interval while a stream is quiet. */

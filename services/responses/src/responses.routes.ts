@@ -9,6 +9,8 @@ import { drained, formatEvent, startEventStream, writeKeepAlive, writeStreamErro
 import type { BusyMode, TurnsService } from './turns.service';
 
 export const BUSY_HEADER = 'ic-conversation-busy';
+/** A relay rides out Redis/Postgres failures this long before it ends the stream with an `error` event. */
+const RELAY_OUTAGE_GRACE_MS = 5000;
 const IdempotencyKey = z.string().regex(/^[\x21-\x7e]{1,255}$/, 'Idempotency-Key must be 1–255 visible ASCII characters');
 
 export interface ResponsesRouterOptions {
@@ -48,9 +50,22 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
     let after = afterSequence;
     // A run already finished is replayed without waiting: a quiet log means Postgres has the rest.
     const blockMs = TERMINAL_STATUSES.includes(run.status) ? 0 : options.keepAliveMs;
+    let failingSince: number | null = null;
     try {
       while (open) {
-        const { events, finished } = await service.eventsAfter(run, after, blockMs);
+        let batch: Awaited<ReturnType<TurnsService['eventsAfter']>>;
+        try {
+          batch = await service.eventsAfter(run, after, blockMs);
+          failingSince = null;
+        } catch (error) {
+          // Redis or Postgres blinked: keep the client (and its position) through a short outage.
+          failingSince ??= Date.now();
+          if (Date.now() - failingSince >= RELAY_OUTAGE_GRACE_MS) throw error;
+          if (open) writeKeepAlive(res);
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          continue;
+        }
+        const { events, finished } = batch;
         if (!open) break;
         if (events.length === 0 && !finished) writeKeepAlive(res);
         // One write per batch; a slow client holds the relay (not the worker) until its socket drains.

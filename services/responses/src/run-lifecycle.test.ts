@@ -154,6 +154,32 @@ describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis
     }
   });
 
+  it('rebuilds the stream of a run whose log is gone: whole for a replay, with a reset for a reader part-way through', async () => {
+    const worker = stack.startWorker();
+    try {
+      stack.upstream.set({ reply: 'gone from redis', tokenDelayMs: 0 });
+      const client = stack.client();
+      const done = await client.responses.create({ model: '', input: 'forget me' });
+      await redis.del(streamKey(done.id), `${stack.prefix}:run:${done.id}:log`);
+
+      const replay: StreamEvent[] = [];
+      for await (const event of await client.responses.retrieve(done.id, { stream: true })) replay.push(event as unknown as StreamEvent);
+      expect(replay[0]).toMatchObject({ type: 'response.created', sequence_number: 0 });
+      expectContiguous(replay);
+      expect(textOf(replay)).toBe('gone from redis');
+      expect(replay.at(-1)?.type).toBe('response.completed');
+
+      const resumed: StreamEvent[] = [];
+      for await (const event of await client.responses.retrieve(done.id, { stream: true, starting_after: 4 })) resumed.push(event as unknown as StreamEvent);
+      expect(resumed[0]).toMatchObject({ type: 'response.in_progress', sequence_number: 5 });
+      expectContiguous(resumed);
+      expect(textOf(resumed)).toBe('gone from redis');
+      expect(resumed.at(-1)).toMatchObject({ type: 'response.completed', response: { status: 'completed' } });
+    } finally {
+      await worker.close();
+    }
+  });
+
   it('gives every event log an expiry from its first write, before the run finishes', async () => {
     const client = stack.client();
     const queued = await client.responses.create({ model: '', input: 'nobody runs me yet', background: true });

@@ -89,17 +89,18 @@ export class RunLifecycle {
     }
     onClaimed?.(run);
     const fence = await this.deps.backend.events.beginAttempt(run.id, run.attempt, this.ttl);
-    if (!fence.ok) {
-      // Postgres gave us the attempt, so only a newer claim can have fenced the log: this one is stale.
-      turnMetrics().staleAttempts.add(1);
-      this.deps.logger.info({ runId, attempt: run.attempt, reason: fence.reason }, 'event log refused a new attempt; dropping it');
-      return { kind: 'nothing' };
-    }
     const sequencer = new EventSequencer(fence.lastSequence + 1);
+    const log = new AttemptLog(run, sequencer, this.deps.backend, this.deps.logger, this.ttl);
+    if (!fence.ok) {
+      // Postgres gave this attempt the run, and Postgres is the truth: run it without live events
+      // (the log disagrees — it was closed or fenced by a state Postgres does not have); the stamp
+      // completes the log from Postgres where it can.
+      this.deps.logger.warn({ runId, attempt: run.attempt, reason: fence.reason }, 'event log refused a new attempt; running it without live events');
+      log.detach();
+    }
     const snapshot = inProgressSnapshot(presentResponse(run, []));
     if (fence.lastSequence < 0) sequencer.emit('response.created', { response: { ...snapshot, status: 'queued' } });
-    if (fence.lastType !== 'response.in_progress') sequencer.emit('response.in_progress', { response: snapshot });
-    const log = new AttemptLog(run, sequencer, this.deps.backend, this.deps.logger, this.ttl);
+    if (fence.ok && fence.lastType !== 'response.in_progress') sequencer.emit('response.in_progress', { response: snapshot });
     await log.flush();
     return { kind: 'started', run, log };
   }
@@ -194,16 +195,16 @@ export class RunLifecycle {
   }
 
   /**
-   * The complete event stream of a finished run. If its log lacks the ending, the missing tail
-   * (…done events as needed and the terminal event, from Postgres) is appended first, continuing its
-   * sequence numbers; an expired log is rebuilt from Postgres without being stored again.
+   * Makes sure a finished run's event log ends with its terminal event: if it lacks the ending, the
+   * missing tail (…done events as needed and the terminal event, from Postgres) is appended,
+   * continuing its sequence numbers. Returns the complete log, or null when there is none (expired).
    */
-  async finishLog(run: RunRow, known?: ResponseObject): Promise<StreamEvent[]> {
+  async finishLog(run: RunRow, known?: ResponseObject): Promise<StreamEvent[] | null> {
     const response = known ?? (await this.presentFinished(run));
     for (let tries = 0; tries < 3; tries++) {
       const log = await this.readLog(run.id);
       const last = log[log.length - 1];
-      if (!last) return rebuildEvents(response);
+      if (!last) return null;
       if (isTerminalEvent(last)) return log;
       const sequencer = new EventSequencer(last.sequence_number + 1);
       completeLog(log, response, sequencer);
@@ -216,6 +217,22 @@ export class RunLifecycle {
       // Someone appended meanwhile (most likely the stamping worker's own ending): read again.
     }
     throw new Error(`The event log of ${run.id} kept changing while it was being completed.`);
+  }
+
+  /**
+   * The events of a finished run after `afterSequence`, ending with its terminal event: from its log
+   * (completed first if needed), or rebuilt from Postgres when the log is gone. A reader that was
+   * already part-way (afterSequence ≥ 0) through a log that is gone gets a `response.in_progress`
+   * reset and the items whole, numbered on from its position, since what it saw cannot be matched.
+   */
+  async eventsToEnd(run: RunRow, afterSequence: number): Promise<StreamEvent[]> {
+    const response = await this.presentFinished(run);
+    const log = await this.finishLog(run, response);
+    if (log) return log.filter((event) => event.sequence_number > afterSequence);
+    if (afterSequence < 0) return rebuildEvents(response);
+    const sequencer = new EventSequencer(afterSequence + 1);
+    completeLog([], response, sequencer);
+    return sequencer.take();
   }
 
   private async readLog(runId: string): Promise<StreamEvent[]> {
@@ -334,7 +351,8 @@ export class AttemptLog {
       const result = await this.backend.events.append(this.run.id, batch, { authority: { attempt: this.run.attempt }, closes: false, ttlSeconds: this.ttlSeconds });
       this.failing = false;
       if (result.ok) return;
-      if (result.reason === 'stale') {
+      if (result.reason === 'stale' || result.reason === 'closed') {
+        // A newer attempt owns the run, or the run already ended: this attempt's work is moot.
         this.state = 'stale';
         this.logger.info({ runId: this.run.id, attempt: this.run.attempt }, 'a newer attempt owns the event log; stopping this one');
         for (const listener of this.staleListeners) listener();

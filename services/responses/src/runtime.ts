@@ -28,6 +28,8 @@ export interface ResponsesRuntimeDeps {
   rateLimits?: RateLimits;
   /** Item budget of each worker's history cache. */
   historyCacheItems?: number;
+  /** How long a committed non-streaming request waits through Postgres/Redis failures (default 30 s). */
+  waitOutageGraceMs?: number;
 }
 
 /** The responses service's parts, wired once; roles pick which of them run (HTTP API, turn workers, sweeper). */
@@ -47,6 +49,7 @@ export class ResponsesRuntime {
       lifecycle: this.lifecycle,
       logger: deps.logger,
       retryDedupWindowMs: deps.retryDedupWindowMs,
+      waitOutageGraceMs: deps.waitOutageGraceMs,
     });
     this.http = responsesRouter(this.service, deps.authenticator, {
       keepAliveMs: deps.keepAliveMs,

@@ -44,15 +44,17 @@ export interface TurnsServiceDeps {
   lifecycle: RunLifecycle;
   logger: Logger;
   retryDedupWindowMs: number;
+  /**
+   * A non-streaming request whose run was committed keeps waiting through Postgres/Redis failures this
+   * long (default 30 s, so a short outage still ends in the finished response), then answers with the
+   * run as last known, like a background response.
+   */
+  waitOutageGraceMs?: number;
 }
 
 /** How often a waiting request double-checks Postgres while following a run's events. */
 const POSTGRES_RECHECK_MS = 2000;
-/**
- * A non-streaming request whose run was committed stops waiting after Postgres or Redis failed for this
- * long without a break, and answers with the run as last known (like a background response).
- */
-const WAIT_OUTAGE_GRACE_MS = 5000;
+const DEFAULT_WAIT_OUTAGE_GRACE_MS = 30000;
 
 const responseNotFound = (id: string) => notFound(`Response with id '${id}' not found.`, 'response_id');
 
@@ -213,7 +215,7 @@ export class TurnsService {
    * Waits until the run is finished (or `timeoutMs` passes) by following its event log, checking
    * Postgres now and then so a lost event never strands the caller. Returns the final response when
    * the terminal event carried it (null otherwise: read it from Postgres). Rides out short Postgres or
-   * Redis failures; throws once they have lasted WAIT_OUTAGE_GRACE_MS.
+   * Redis failures; throws once they have lasted `waitOutageGraceMs` without a break.
    */
   async waitUntilFinished(
     runId: string,
@@ -228,7 +230,7 @@ export class TurnsService {
     let failingSince: number | null = null;
     const failed = async (error: unknown) => {
       failingSince ??= Date.now();
-      if (Date.now() - failingSince >= WAIT_OUTAGE_GRACE_MS) throw error;
+      if (Date.now() - failingSince >= (this.deps.waitOutageGraceMs ?? DEFAULT_WAIT_OUTAGE_GRACE_MS)) throw error;
       await new Promise((resolve) => setTimeout(resolve, 500));
     };
     while (Date.now() < deadline && !isCancelled()) {
@@ -265,16 +267,15 @@ export class TurnsService {
 
   /**
    * The events to relay after `afterSequence`, waiting up to `blockMs`. When the log is quiet and
-   * Postgres says the run is finished, the rest comes from RunLifecycle.finishLog: the log as it is if
-   * it has its ending, completed from Postgres if not, rebuilt from Postgres if it expired.
+   * Postgres says the run is finished, the rest comes from RunLifecycle.eventsToEnd: the log as it is
+   * if it has its ending, completed from Postgres if not, rebuilt from Postgres if it expired.
    */
   async eventsAfter(run: RunRow, afterSequence: number, blockMs: number): Promise<{ events: StreamEvent[]; finished: boolean }> {
     const events = await this.deps.backend.events.read(run.id, afterSequence, blockMs);
     if (events.length > 0) return { events, finished: events.some(isTerminalEvent) };
     const latest = await createRunsRepo(this.deps.pool).find(run.id);
     if (!latest || !TERMINAL_STATUSES.includes(latest.status)) return { events: [], finished: false };
-    const complete = await this.deps.lifecycle.finishLog(latest);
-    return { events: complete.filter((event) => event.sequence_number > afterSequence), finished: true };
+    return { events: await this.deps.lifecycle.eventsToEnd(latest, afterSequence), finished: true };
   }
 
   /** Cancels a queued or running turn. Any turn may be cancelled here, not only background ones. */
