@@ -49,9 +49,12 @@ export function spawnService(name: ServiceName, env: Record<string, string | und
   // The log (stdout, one JSON object a line) is read only for the messages waitForLog asks about.
   const logged = new Set<string>();
   const logWaiters = new Set<() => void>();
+  // TEST_SERVICE_LOGS=1 shows the services' errors (level ≥ 50) on the test's stderr.
+  const showErrors = Boolean(process.env.TEST_SERVICE_LOGS);
   createInterface({ input: child.stdout! }).on('line', (line) => {
     try {
-      const { msg } = JSON.parse(line) as { msg?: unknown };
+      const { msg, level } = JSON.parse(line) as { msg?: unknown; level?: unknown };
+      if (showErrors && typeof level === 'number' && level >= 50) process.stderr.write(`[${name} ${child.pid}] ${line}\n`);
       if (typeof msg === 'string' && !logged.has(msg)) {
         logged.add(msg);
         for (const wake of [...logWaiters]) wake();
