@@ -97,12 +97,15 @@ describe('fault suite: real processes, private PostgreSQL and Redis', () => {
   let redis: PrivateRedis;
   let upstream: FakeUpstream;
   let topology: FaultTopology | undefined;
+  let activeLoad: TurnLoad | undefined;
 
   beforeAll(async () => {
     [postgres, redis, upstream] = await Promise.all([startPrivatePostgres(), startPrivateRedis(), startFakeUpstream({ reply: REPLY, tokenDelayMs: 40 })]);
   }, 120000);
 
   afterEach(async () => {
+    activeLoad?.halt();
+    activeLoad = undefined;
     topology?.killAll();
     topology = undefined;
     upstream.reset();
@@ -125,17 +128,18 @@ describe('fault suite: real processes, private PostgreSQL and Redis', () => {
     topology = current;
     phase(`${scenario}: topology up`, startedAt);
     const conversationIds = await current.createConversations(CLIENTS);
-    const load = new TurnLoad({ responses: current.responses(), responsesURL: current.responsesURL, token: current.token, conversationIds, modes: setup.modes });
-    load.start();
-    await load.turnsEnded(CLIENTS, PATIENCE_MS); // warmed up: every client has finished a turn
+    const turns = new TurnLoad({ responses: current.responses(), responsesURL: current.responsesURL, token: current.token, conversationIds, modes: setup.modes });
+    activeLoad = turns;
+    turns.start();
+    await turns.turnsEnded(CLIENTS, PATIENCE_MS); // warmed up: every client has finished a turn
     phase(`${scenario}: warmed up`, startedAt);
-    const faults = await inject(load, current);
+    const faults = await inject(turns, current);
     phase(`${scenario}: faults injected`, startedAt);
-    await load.turnsEnded(CLIENTS, PATIENCE_MS); // and the healed system serves turns again
+    await turns.turnsEnded(CLIENTS, PATIENCE_MS); // and the healed system serves turns again
     phase(`${scenario}: serving again`, startedAt);
-    await within(load.stop(), PATIENCE_MS, 'the clients to finish their last turns');
+    await within(turns.stop(), PATIENCE_MS, 'the clients to finish their last turns');
     phase(`${scenario}: load stopped`, startedAt);
-    const audit = await auditFaultRun(current, load.records, { settleTimeoutMs: PATIENCE_MS, possibleReplies: [REPLY] });
+    const audit = await auditFaultRun(current, turns.records, { settleTimeoutMs: PATIENCE_MS, possibleReplies: [REPLY] });
     phase(`${scenario}: audited`, startedAt);
     const exits = await current.close();
     report(scenario, faults, audit, startedAt);
@@ -221,7 +225,7 @@ describe('fault suite: real processes, private PostgreSQL and Redis', () => {
     const current = await FaultTopology.start({ postgres, redis, upstream, workers: 1, workerConcurrency: 1, lockDurationMs: LOCK_MS });
     topology = current;
     const [conversationId] = await current.createConversations(1);
-    const load = new TurnLoad({ responses: current.responses(), responsesURL: current.responsesURL, token: current.token, conversationIds: [conversationId!], modes: 'stream' });
+    const single = new TurnLoad({ responses: current.responses(), responsesURL: current.responsesURL, token: current.token, conversationIds: [conversationId!], modes: 'stream' });
     const pool = await current.db();
     const status = (runId: string) => pool.oneFirst(sql.type(z.object({ status: z.string() }))`SELECT status FROM runs WHERE id = ${runId}`);
     let pauses = 0;
@@ -229,8 +233,8 @@ describe('fault suite: real processes, private PostgreSQL and Redis', () => {
     const turns: TurnRecord[] = [];
     for (let i = 0; i < PAUSES; i++) {
       requestsThisPause = 0;
-      const firstDelta = load.nextDelta();
-      const turn = load.runTurn(conversationId!, 'stream');
+      const firstDelta = single.nextDelta();
+      const turn = single.runTurn(conversationId!, 'stream');
       const record = await within(firstDelta, PATIENCE_MS, 'the first worker to stream');
       paused.signal('SIGSTOP');
       pauses++;
@@ -244,7 +248,7 @@ describe('fault suite: real processes, private PostgreSQL and Redis', () => {
       expect((await within(paused.stop(), PATIENCE_MS, 'the woken worker to drain')).code).toBe(143);
       paused = rescuer;
     }
-    const audit = await auditFaultRun(current, load.records, { settleTimeoutMs: PATIENCE_MS, possibleReplies: [SHORT_REPLY] });
+    const audit = await auditFaultRun(current, single.records, { settleTimeoutMs: PATIENCE_MS, possibleReplies: [SHORT_REPLY] });
     const exits = await current.close();
     report('worker-pause', { pauses, lockMs: LOCK_MS }, audit, startedAt);
     expect(exits.map((exit) => exit.code)).toEqual([143, 143, 143]);

@@ -69,8 +69,13 @@ export class TurnLoad {
 
   /** Stops starting new turns and waits for the ones in flight to end. */
   async stop(): Promise<void> {
-    this.running = false;
+    this.halt();
     await Promise.all(this.loops);
+  }
+
+  /** Stops starting new turns (after a failed scenario, whose processes are being killed). */
+  halt(): void {
+    this.running = false;
   }
 
   /** Resolves with the first streaming turn that receives an output_text delta after this call. */
