@@ -3,18 +3,28 @@
  * (api), responses (worker) and titler, sharing PostgreSQL and Redis; requests go to the gateway or
  * the responses API by path, as the Ingress routes them.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
 import OpenAI from 'openai';
-import { createTestDatabase, deleteRedisKeys, eventually, freePort, seedTenant, startFakeUpstream, type FakeUpstream, type SeededTenant, type TestDatabase } from '@ic/test-support';
-
-const ROOT = path.resolve(__dirname, '../..');
+import {
+  createTestDatabase,
+  deleteRedisKeys,
+  eventually,
+  freePort,
+  seedTenant,
+  spawnService,
+  startFakeUpstream,
+  waitUntilReady,
+  type FakeUpstream,
+  type SeededTenant,
+  type ServiceName,
+  type ServiceProcess,
+  type TestDatabase,
+} from '@ic/test-support';
 
 describe('services as separate processes', () => {
   let db: TestDatabase;
   let seeded: SeededTenant;
   let upstream: FakeUpstream;
-  const children: ChildProcess[] = [];
+  const children: ServiceProcess[] = [];
   const prefix = `ictopo${process.pid}`;
   let gatewayPort: number;
   let responsesPort: number;
@@ -25,7 +35,6 @@ describe('services as separate processes', () => {
     upstream = await startFakeUpstream({ reply: 'from the upstream', tokenDelayMs: 1 });
     [gatewayPort, responsesPort] = [await freePort(), await freePort()];
     const common = {
-      PATH: process.env.PATH,
       DATABASE_URL: db.url,
       REDIS_URL: process.env.REDIS_URL,
       REDIS_PREFIX: prefix,
@@ -34,23 +43,16 @@ describe('services as separate processes', () => {
       HEALTH_PORT: '0',
       LOG_LEVEL: 'error',
     };
-    const start = (entry: string, env: Record<string, string>) => {
-      const child = spawn(process.execPath, [path.join(ROOT, entry)], { env: { ...common, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
-      children.push(child);
-    };
-    start('services/api-gateway/dist/main.js', { PORT: String(gatewayPort) });
-    start('services/responses/dist/main.js', { RESPONSES_ROLE: 'api', PORT: String(responsesPort) });
-    start('services/responses/dist/main.js', { RESPONSES_ROLE: 'worker' });
-    start('services/titler/dist/main.js', {});
-    for (const port of [gatewayPort, responsesPort]) {
-      await eventually(async () => ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok ? true : undefined), 15000, `port ${port} to be ready`);
-    }
+    const start = (name: ServiceName, env: Record<string, string>) => children.push(spawnService(name, { ...common, ...env }));
+    start('api-gateway', { PORT: String(gatewayPort) });
+    start('responses', { RESPONSES_ROLE: 'api', PORT: String(responsesPort) });
+    start('responses', { RESPONSES_ROLE: 'worker' });
+    start('titler', {});
+    for (const port of [gatewayPort, responsesPort]) await waitUntilReady(port, 15000);
   });
 
   afterAll(async () => {
-    const exits = children.map((child) => new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code))));
-    for (const child of children) child.kill('SIGTERM');
-    const codes = await Promise.all(exits);
+    const codes = (await Promise.all(children.map((child) => child.stop()))).map((exit) => exit.code);
     await deleteRedisKeys(process.env.REDIS_URL!, prefix);
     await upstream.close();
     await db.drop();

@@ -1,50 +1,36 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
 import { sql } from '@ic/db';
 import { createRedis, RedisKeys } from '@ic/queue';
 import { MAX_RUN_ATTEMPTS } from '@ic/responses';
 import { createLogger } from '@ic/telemetry';
 import { z } from 'zod';
-import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
+import { eventually, spawnService, startTurnStack, type ServiceProcess, type TurnStack } from '@ic/test-support';
 
-const WORKER_MAIN = path.resolve(__dirname, '../../services/responses/dist/main.js');
 const LOCK_MS = 1500;
 
 /** A real responses worker process (compiled), on the stack's database, Redis prefix and upstream. */
-function spawnWorker(stack: TurnStack): ChildProcess {
-  return spawn(process.execPath, [WORKER_MAIN], {
-    env: {
-      PATH: process.env.PATH,
-      RESPONSES_ROLE: 'worker',
-      DATABASE_URL: stack.db.url,
-      REDIS_URL: stack.redisUrl,
-      REDIS_PREFIX: stack.prefix,
-      MODEL_BASE_URL: stack.upstream.baseURL,
-      MODEL_API_KEY: 'test-upstream-key',
-      WORKER_LOCK_DURATION_MS: String(LOCK_MS),
-      WORKER_CONCURRENCY: '2',
-      HEALTH_PORT: '0',
-      LOG_LEVEL: 'error',
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
+function spawnWorker(stack: TurnStack): ServiceProcess {
+  return spawnService('responses', {
+    RESPONSES_ROLE: 'worker',
+    DATABASE_URL: stack.db.url,
+    REDIS_URL: stack.redisUrl,
+    REDIS_PREFIX: stack.prefix,
+    MODEL_BASE_URL: stack.upstream.baseURL,
+    MODEL_API_KEY: 'test-upstream-key',
+    WORKER_LOCK_DURATION_MS: String(LOCK_MS),
+    WORKER_CONCURRENCY: '2',
+    HEALTH_PORT: '0',
   });
 }
 
-const exited = (child: ChildProcess) =>
-  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve({ code: child.exitCode, signal: child.signalCode });
-    else child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
-
 describe('fault tolerance of the turn path', () => {
   let stack: TurnStack;
-  const children: ChildProcess[] = [];
+  const children: ServiceProcess[] = [];
 
   beforeAll(async () => {
     stack = await startTurnStack({ inProcessWorker: false, lockDurationMs: LOCK_MS, upstream: { reply: 'w1 w2 w3 w4 w5 w6 w7 w8 w9 w10', tokenDelayMs: 150 } });
   });
   afterAll(async () => {
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    for (const child of children) child.signal('SIGKILL');
     await stack.close();
   });
 
@@ -60,8 +46,7 @@ describe('fault tolerance of the turn path', () => {
       const events = await stack.backend.events.read(started.id, -1, 0);
       return events.some((event) => event.type === 'response.output_text.delta') ? true : undefined;
     }, 15000, 'the first worker to stream deltas');
-    first.kill('SIGKILL');
-    expect((await exited(first)).signal).toBe('SIGKILL');
+    expect((await first.kill()).signal).toBe('SIGKILL');
     expect((await client.responses.retrieve(started.id)).status).toBe('in_progress');
 
     const second = spawnWorker(stack);
@@ -81,8 +66,7 @@ describe('fault tolerance of the turn path', () => {
     expect(finalEvents.at(-1)?.type).toBe('response.completed');
 
     // SIGTERM drains and exits with 128 + 15.
-    second.kill('SIGTERM');
-    expect((await exited(second)).code).toBe(143);
+    expect((await second.stop()).code).toBe(143);
   });
 
   it('gives a client that keeps streaming through the crash the right final response', async () => {
@@ -96,7 +80,7 @@ describe('fault tolerance of the turn path', () => {
     stream.on('response.output_text.delta', () => {
       if (!killed) {
         killed = true;
-        first.kill('SIGKILL');
+        first.signal('SIGKILL');
         children.push(spawnWorker(stack));
       }
     });
@@ -107,8 +91,7 @@ describe('fault tolerance of the turn path', () => {
     expect(final.output).toHaveLength(1);
     const items = (await client.conversations.items.list(conversation.id)).data;
     expect(items.map((item) => item.id)).toEqual([`${final.id}.i0`, `${final.id}.o`]);
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    await Promise.all(children.map(exited));
+    await Promise.all(children.map((child) => (child.isRunning() ? child.stop() : child.exited)));
   });
 
   it('re-enqueues an accepted run whose job Redis lost, so it still runs', async () => {

@@ -8,3 +8,5 @@ export * from './turn-stack';
 export * from './ports';
 export * from './pg-statements';
 export * from './redis-cluster';
+export * from './services';
+export * from './private-services';
