@@ -58,7 +58,7 @@ async function asOwner(binary: string, args: string[]): Promise<void> {
     await run(command, argv, { timeout: 60000 });
   } catch (error) {
     const failure = error as { stderr?: string; stdout?: string; message: string };
-    throw new Error(`${path.basename(binary)} ${args.join(' ')} failed: ${failure.stderr || failure.stdout || failure.message}`);
+    throw new Error(`${path.basename(binary)} ${args.join(' ')} failed: ${failure.stderr || failure.stdout || failure.message}`, { cause: error });
   }
 }
 
