@@ -11,10 +11,15 @@ import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
 import { z } from 'zod';
 import { ResponsesRuntime } from './runtime';
 
-/** A TCP proxy to Postgres that the test can cut: open connections are reset and new ones refused, like a database that went away. */
+/**
+ * A TCP proxy to Postgres that the test can cut: open connections are reset and new ones refused, like a
+ * database that went away. `loseReplyTo(marker)`: the next statement whose text holds `marker` runs
+ * (and commits), but its connection breaks before the reply gets back — a commit in doubt.
+ */
 async function startCuttableProxy(target: URL) {
   const sockets = new Set<net.Socket>();
   let cut = false;
+  let loseReplyMarker: string | null = null;
   const server = net.createServer((client) => {
     if (cut) return client.destroy();
     const upstream = net.connect(Number(target.port || 5432), target.hostname);
@@ -23,7 +28,24 @@ async function startCuttableProxy(target: URL) {
       socket.on('close', () => sockets.delete(socket));
       socket.on('error', () => undefined);
     }
-    client.pipe(upstream).pipe(client);
+    let losingReply = false;
+    client.on('data', (chunk: Buffer) => {
+      if (loseReplyMarker !== null && chunk.includes(loseReplyMarker)) {
+        loseReplyMarker = null;
+        losingReply = true;
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      // ReadyForQuery ('Z', length 5, status) ends the reply and follows the commit: drop the chunk holding it, break the connection.
+      const endsWithReadyForQuery = chunk.length >= 6 && chunk[chunk.length - 6] === 0x5a && chunk.readInt32BE(chunk.length - 5) === 5;
+      if (losingReply && endsWithReadyForQuery) {
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      client.write(chunk);
+    });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = new URL(target);
@@ -37,6 +59,9 @@ async function startCuttableProxy(target: URL) {
     },
     restore() {
       cut = false;
+    },
+    loseReplyTo(marker: string) {
+      loseReplyMarker = marker;
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
@@ -121,5 +146,18 @@ describe('a committed turn is never answered with a retryable status', () => {
     const current = await eventually(async () => (await client.responses.retrieve(answer.id)).status);
     expect(current).toBe('in_progress');
     expect((await client.responses.cancel(answer.id)).status).toBe('cancelled');
+  }, 30000);
+
+  it('answers with the run when the accept statement committed but its reply was lost (commit in doubt)', async () => {
+    stack.upstream.set({ reply: 'saved after all' });
+    const before = await stack.db.pool.oneFirst(sql.type(z.object({ count: z.number() }))`SELECT count(*)::int AS count FROM runs`);
+    // The accept statement's text holds this CTE name; the statement commits, the connection breaks before the reply.
+    proxy.loseReplyTo('existing AS');
+    const answer = await client.withOptions({ maxRetries: 0 }).responses.create({ model: '', input: 'in doubt' });
+    expect(answer.status).toBe('completed');
+    expect(answer.output_text).toBe('saved after all');
+    const after = await stack.db.pool.oneFirst(sql.type(z.object({ count: z.number() }))`SELECT count(*)::int AS count FROM runs`);
+    expect(after).toBe(before + 1);
+    stack.upstream.reset();
   }, 30000);
 });

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { UniqueIntegrityConstraintViolationError } from 'slonik';
 import { createItemsRepo, createRunsRepo, type AcceptResult, type DatabasePool } from '@ic/db';
+import { isDependencyUnavailable } from '@ic/http';
 import type { QueueBackend, StreamEvent } from '@ic/queue';
 import {
   apiError,
@@ -60,6 +61,8 @@ export interface TurnsServiceDeps {
  */
 const POSTGRES_RECHECK_MS = 5000;
 const DEFAULT_WAIT_OUTAGE_GRACE_MS = 30000;
+/** How long an accept whose statement failed on a broken connection keeps asking whether it committed. */
+const ACCEPT_DOUBT_RESOLVE_MS = 10000;
 
 const responseNotFound = (id: string) => apiError('not_found', { resource: 'Response', id }, { param: 'response_id' });
 
@@ -124,7 +127,12 @@ export class TurnsService {
         const existing = await runs.findByIdempotencyKey(smith.id, options.idempotencyKey);
         if (existing) return { run: this.sameRequestOrConflict(existing, requestHash), replayed: true };
       }
-      throw error;
+      // The connection broke around the statement (e.g. an admin shutdown, 57P01): it may have committed
+      // before the reply was lost. A 503 tells the client nothing was saved, so make sure first.
+      const committed = isDependencyUnavailable(error) ? await this.findAfterCommitInDoubt(runId) : null;
+      if (!committed) throw error;
+      this.deps.logger.warn({ err: error, runId }, 'accept statement failed after it committed; answering with the run');
+      accepted = { outcome: 'accepted', run: committed, isHead: false };
     }
     switch (accepted.outcome) {
       case 'replayed':
@@ -170,6 +178,23 @@ export class TurnsService {
   }
 
   /** Starts the run's event log with response.created and enqueues it; failures are left to the sweeper. */
+  /**
+   * The run, if the accept statement committed although its caller saw an error; null when it did not
+   * (or Postgres stayed out of reach for ACCEPT_DOUBT_RESOLVE_MS: then the openai client's retry with
+   * the same body is still matched to the original run by its request hash, see `accept`).
+   */
+  private async findAfterCommitInDoubt(runId: string): Promise<RunRow | null> {
+    const deadline = Date.now() + ACCEPT_DOUBT_RESOLVE_MS;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 1000)) {
+      try {
+        return await createRunsRepo(this.deps.pool).find(runId);
+      } catch {
+        if (Date.now() + delay > deadline) return null;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
   private async announce(run: RunRow, isHead: boolean): Promise<void> {
     try {
       await this.deps.lifecycle.announceQueued(run);
