@@ -12,7 +12,10 @@ const recorded = Symbol('ic.redisCommandRecorded');
  * ioredis OpenTelemetry instrumentation has spans but no metrics.
  */
 export function instrumentRedisCommands(client: { sendCommand(command: Command, ...rest: never[]): unknown }): void {
-  const send = client.sendCommand.bind(client) as (command: Command, ...rest: unknown[]) => unknown;
+  // Looked up on the prototype at call time, not bound once: a wrapper installed on the class later (an
+  // APM agent, the benchmark's round-trip probe) still sees every command.
+  const prototype = Object.getPrototypeOf(client) as { sendCommand: (this: unknown, command: Command, ...rest: unknown[]) => unknown };
+  const send = (command: Command, ...rest: unknown[]) => prototype.sendCommand.call(client, command, ...rest);
   (client as { sendCommand: (command: Command, ...rest: unknown[]) => unknown }).sendCommand = (command: Command, ...rest: unknown[]) => {
     const tagged = command as Command & { [recorded]?: true };
     if (!tagged[recorded] && !WAITING_COMMANDS.has(command.name)) {
