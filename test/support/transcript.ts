@@ -1,4 +1,4 @@
-import { createItemsRepo, jsonb, sql, type DatabasePool, type NewItem } from '@ic/db';
+import { createItemsRepo, jsonb, sql, type DatabasePool, type NewItem, type TurnToAccept } from '@ic/db';
 import { defaultRunParams, inputItemId, newId, outputItemId, type RunParams, type StoredItem } from '@ic/schemas';
 
 /** Run parameters as the responses service stores them for a plain turn. */
@@ -68,4 +68,25 @@ export async function seedTranscript(
       UPDATE conversations SET item_count = ${position}, last_run_seq = ${seq}, updated_at = now() WHERE id = ${conversation.id}`);
     return seeded;
   });
+}
+
+/** A turn for `runs.accept`: one user message, default params, queue mode; `overrides` for the rest. */
+export function turnToAccept(smith: { id: string; tenant_id: string }, conversationId: string | null, text: string, overrides: Partial<TurnToAccept> = {}): TurnToAccept {
+  const id = newId('run');
+  return {
+    id,
+    tenantId: smith.tenant_id,
+    smithId: smith.id,
+    conversationId,
+    previousResponseId: null,
+    model: 'dev-echo',
+    instructions: null,
+    params: SEED_RUN_PARAMS,
+    inputCount: 1,
+    idempotencyKey: null,
+    requestHash: `hash-${id}`,
+    busyMode: 'queue',
+    input: [{ id: inputItemId(id, 0), body: userMessage(text) }],
+    ...overrides,
+  };
 }

@@ -1,6 +1,6 @@
 import { createConversationsRepo, createRunsRepo } from '@ic/db';
-import { inputItemId, newId, type ConversationRow } from '@ic/schemas';
-import { createTestDatabase, plainTurns, seedTenant, seedTranscript, SEED_RUN_PARAMS, userMessage, type TestDatabase } from '@ic/test-support';
+import { newId, type ConversationRow } from '@ic/schemas';
+import { createTestDatabase, plainTurns, seedTenant, seedTranscript, turnToAccept, userMessage, type TestDatabase } from '@ic/test-support';
 import { HistoryLoader } from './history';
 
 let db: TestDatabase;
@@ -18,22 +18,9 @@ const texts = (items: Array<{ type: string; content?: Array<{ text?: string }> }
 /** Accepts a turn in the conversation, claims it through the loader, and cancels it again (so the transcript stays as it is). */
 async function claimTurn(loader: HistoryLoader, conversation: ConversationRow, hint: string | null = conversation.id) {
   const runs = createRunsRepo(db.pool);
-  const id = newId('run');
-  const accepted = await runs.accept({
-    id,
-    tenantId: smith.tenant_id,
-    smithId: smith.id,
-    conversationId: conversation.id,
-    previousResponseId: null,
-    model: 'dev-echo',
-    instructions: null,
-    params: SEED_RUN_PARAMS,
-    inputCount: 1,
-    idempotencyKey: null,
-    requestHash: id,
-    busyMode: 'queue',
-    input: [{ id: inputItemId(id, 0), body: userMessage('this turn') }],
-  });
+  const turn = turnToAccept(smith, conversation.id, 'this turn');
+  const id = turn.id;
+  const accepted = await runs.accept(turn);
   if (accepted.outcome !== 'accepted') throw new Error(accepted.outcome);
   const claim = await loader.claim(id, hint);
   if (claim.outcome !== 'claimed') throw new Error(claim.outcome);

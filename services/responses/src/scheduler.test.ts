@@ -1,8 +1,8 @@
 import { createRunsRepo, sql } from '@ic/db';
 import { createInProcessBackend, type QueueBackend } from '@ic/queue';
-import { inputItemId, newId, type SmithRow } from '@ic/schemas';
+import type { SmithRow } from '@ic/schemas';
 import { createLogger } from '@ic/telemetry';
-import { createTestDatabase, seedTenant, SEED_RUN_PARAMS, userMessage, type TestDatabase } from '@ic/test-support';
+import { createTestDatabase, seedTenant, turnToAccept, type TestDatabase } from '@ic/test-support';
 import { TurnScheduler } from './scheduler';
 
 let db: TestDatabase;
@@ -19,24 +19,10 @@ afterAll(async () => {
 });
 
 async function acceptStandalone(): Promise<string> {
-  const id = newId('run');
-  const accepted = await createRunsRepo(db.pool).accept({
-    id,
-    tenantId: smith.tenant_id,
-    smithId: smith.id,
-    conversationId: null,
-    previousResponseId: null,
-    model: 'dev-echo',
-    instructions: null,
-    params: SEED_RUN_PARAMS,
-    inputCount: 1,
-    idempotencyKey: null,
-    requestHash: id,
-    busyMode: 'queue',
-    input: [{ id: inputItemId(id, 0), body: userMessage('lost') }],
-  });
+  const turn = turnToAccept(smith, null, 'lost');
+  const accepted = await createRunsRepo(db.pool).accept(turn);
   if (accepted.outcome !== 'accepted') throw new Error(accepted.outcome);
-  return id;
+  return turn.id;
 }
 
 describe('TurnScheduler sweeper', () => {

@@ -1,5 +1,5 @@
-import { assistantMessage, createTestDatabase, plainTurns, seedTenant, seedTranscript, SEED_RUN_PARAMS, userMessage, type TestDatabase } from '@ic/test-support';
-import { inputItemId, newId, outputItemId, type ConversationRow, type SmithRow, type StoredItem } from '@ic/schemas';
+import { assistantMessage, createTestDatabase, plainTurns, seedTenant, seedTranscript, turnToAccept, userMessage, type TestDatabase } from '@ic/test-support';
+import { newId, outputItemId, type ConversationRow, type SmithRow, type StoredItem } from '@ic/schemas';
 import { z } from 'zod';
 import { sql, type DatabasePool } from '../pool';
 import { createConversationsRepo } from './conversations';
@@ -20,25 +20,7 @@ afterAll(() => db.drop());
 const newConversation = (owner: SmithRow = smith): Promise<ConversationRow> =>
   createConversationsRepo(pool).insert({ id: newId('conversation'), tenantId: owner.tenant_id, smithId: owner.id, title: null, metadata: {} });
 
-function turn(conversationId: string | null, text: string, overrides: Partial<TurnToAccept> = {}): TurnToAccept {
-  const id = newId('run');
-  return {
-    id,
-    tenantId: smith.tenant_id,
-    smithId: smith.id,
-    conversationId,
-    previousResponseId: null,
-    model: 'dev-echo',
-    instructions: null,
-    params: SEED_RUN_PARAMS,
-    inputCount: 1,
-    idempotencyKey: null,
-    requestHash: `hash-${id}`,
-    busyMode: 'queue',
-    input: [{ id: inputItemId(id, 0), body: userMessage(text) }],
-    ...overrides,
-  };
-}
+const turn = (conversationId: string | null, text: string, overrides: Partial<TurnToAccept> = {}): TurnToAccept => turnToAccept(smith, conversationId, text, overrides);
 
 async function acceptRun(next: TurnToAccept) {
   const result = await createRunsRepo(pool).accept(next);
