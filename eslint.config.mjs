@@ -41,14 +41,10 @@ export default tseslint.config(
           message: "Throw catalogued errors: apiError('code', args) from @ic/schemas (add the code to ERROR_CATALOG).",
         },
       ],
-      'no-restricted-imports': [
-        'error',
-        { paths: [{ name: '@ic/schemas', importNames: ['badRequest', 'notFound', 'unauthorized', 'forbidden', 'unavailable'], message: "Use apiError('code', args): every error code lives in ERROR_CATALOG." }] },
-      ],
     },
   },
   {
-    // The catalog itself builds AppErrors; the legacy helpers live there.
+    // The catalog itself builds AppErrors.
     files: ['libs/schemas/src/errors.ts'],
     rules: { 'no-restricted-syntax': 'off' },
   },

@@ -175,15 +175,3 @@ export function failedTurnError(responseId: string, runError: { code: string; me
   const type: ErrorType = error.code === 'invalid_prompt' || error.code === 'model_not_found' ? 'invalid_request_error' : 'server_error';
   return new AppError(400, type, error.message, null, error.code, { 'ic-response-id': responseId });
 }
-
-/** @deprecated Use `apiError('invalid_request' | 'invalid_value' | …)`; kept so callers on other branches still compile. */
-export const badRequest = (message: string, param: string | null = null, code: string | null = 'invalid_request') =>
-  new AppError(400, 'invalid_request_error', message, param, code);
-/** @deprecated Use `apiError('not_found', …)`. */
-export const notFound = (message: string, param: string | null = null) => new AppError(404, 'not_found_error', message, param, 'not_found');
-/** @deprecated Use `apiError('invalid_api_key' | 'missing_api_key' | 'token_revoked' | 'token_expired', …)`. */
-export const unauthorized = (message: string, code = 'invalid_api_key') => new AppError(401, 'authentication_error', message, null, code);
-/** @deprecated Use `apiError('insufficient_scope' | 'smith_mismatch', …)`. */
-export const forbidden = (message: string, code = 'insufficient_scope') => new AppError(403, 'permission_error', message, null, code);
-/** @deprecated Use `apiError('service_unavailable' | 'queue_unavailable')`. */
-export const unavailable = (message: string) => new AppError(503, 'service_unavailable', message, null, 'service_unavailable');
