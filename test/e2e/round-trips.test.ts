@@ -12,8 +12,10 @@ describe('Postgres round trips per turn (BullMQ, fake upstream)', () => {
   let recorder: StatementRecorder;
 
   beforeAll(async () => {
-    // Token lookups are cached, as deployed; titled conversations keep the titler out of the count.
-    stack = await startTurnStack({ upstream: { reply: 'fine thanks', tokenDelayMs: 0 }, inProcessWorker: false, tokenCacheTtlMs: 60000 });
+    // Token lookups are cached, as deployed; titled conversations keep the titler out of the count. A relay
+    // whose log stays quiet for a keep-alive interval asks Postgres whether the run ended (the safety net
+    // for lost events): a long interval keeps that net out of the hot path's count on a slow machine.
+    stack = await startTurnStack({ upstream: { reply: 'fine thanks', tokenDelayMs: 0 }, inProcessWorker: false, tokenCacheTtlMs: 60000, keepAliveMs: 30000 });
     client = stack.client();
   });
   afterAll(async () => {
