@@ -209,7 +209,8 @@ const StreamEntryFields = z.array(z.string());
 class RedisEventLog implements RunEventLog {
   private readonly waiters = new EventEmitter().setMaxListeners(0);
   private readonly subscriptions = new Map<string, number>();
-  private readonly subscribed = new Set<string>();
+  /** The SUBSCRIBE of each run's channel, shared: every reader waits until it is active before its first range read. */
+  private readonly subscribed = new Map<string, Promise<unknown>>();
   private readonly commands: EventLogCommands;
 
   constructor(
@@ -304,10 +305,18 @@ class RedisEventLog implements RunEventLog {
   private async retain(runId: string) {
     const count = this.subscriptions.get(runId) ?? 0;
     this.subscriptions.set(runId, count + 1);
-    if (!this.subscribed.has(runId)) {
-      this.subscribed.add(runId);
-      await this.subscriber.subscribe(this.channel(runId));
+    // A second reader of the same run (another client on the same response, a waiter beside a relay) must
+    // not range-read before the subscription is active either: a wake-up published in between would be
+    // lost, and it would sleep until its keep-alive timeout.
+    let subscription = this.subscribed.get(runId);
+    if (!subscription) {
+      subscription = this.subscriber.subscribe(this.channel(runId));
+      this.subscribed.set(runId, subscription);
+      subscription.catch(() => {
+        if (this.subscribed.get(runId) === subscription) this.subscribed.delete(runId);
+      });
     }
+    await subscription;
   }
 
   private async release(runId: string) {
