@@ -65,9 +65,9 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
           await new Promise((resolve) => setTimeout(resolve, 500));
           continue;
         }
-        const { events, finished } = batch;
+        const { events, finished, quiet } = batch;
         if (!open) break;
-        if (events.length === 0 && !finished) writeKeepAlive(res);
+        if (quiet) writeKeepAlive(res);
         // One write per batch; a slow client holds the relay (not the worker) until its socket drains.
         let frames = '';
         for (const event of events) {

@@ -309,12 +309,16 @@ export class TurnsService {
    * Postgres says the run is finished, the rest comes from RunLifecycle.eventsToEnd: the log as it is
    * if it has its ending, completed from Postgres if not, rebuilt from Postgres if it expired.
    */
-  async eventsAfter(run: RunRow, afterSequence: number, blockMs: number): Promise<{ events: StreamEvent[]; finished: boolean }> {
+  async eventsAfter(run: RunRow, afterSequence: number, blockMs: number): Promise<{ events: StreamEvent[]; finished: boolean; quiet: boolean }> {
+    const waitStarted = Date.now();
     const events = await this.deps.backend.events.read(run.id, afterSequence, blockMs);
-    if (events.length > 0) return { events, finished: events.some(isTerminalEvent) };
+    if (events.length > 0) return { events, finished: events.some(isTerminalEvent), quiet: false };
+    // Woken early with nothing new (the wake-up of a batch an earlier read already took): the log is not
+    // quiet, so Postgres need not be asked — that would cost a query per batch of a live stream.
+    if (blockMs > 0 && Date.now() - waitStarted < blockMs * 0.9) return { events: [], finished: false, quiet: false };
     const latest = await createRunsRepo(this.deps.pool).find(run.id);
-    if (!latest || !TERMINAL_STATUSES.includes(latest.status)) return { events: [], finished: false };
-    return { events: await this.deps.lifecycle.eventsToEnd(latest, afterSequence), finished: true };
+    if (!latest || !TERMINAL_STATUSES.includes(latest.status)) return { events: [], finished: false, quiet: true };
+    return { events: await this.deps.lifecycle.eventsToEnd(latest, afterSequence), finished: true, quiet: false };
   }
 
   /** Cancels a queued or running turn. Any turn may be cancelled here, not only background ones. */
