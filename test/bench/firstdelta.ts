@@ -9,7 +9,7 @@
 import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
 import { PACED_DELAY_MS, PACED_REPLY, percentile, round2, verdict, type BenchOptions } from './harness';
-import { startBenchStack, startBenchUpstream, type BenchStack, type QueueKind } from './services';
+import { startBenchUpstream, startStackPerQueue, type BenchStack, type QueueKind } from './services';
 
 const FULL = { levels: [1, 8, 32], roundsAt: { 1: 40, 8: 10, 32: 5 } as Record<number, number> };
 const QUICK = { levels: [1, 2], roundsAt: { 1: 2, 2: 1 } as Record<number, number> };
@@ -56,11 +56,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
   const upstream = await startBenchUpstream();
   const stacks: Partial<Record<QueueKind, BenchStack>> = {};
   try {
-    await Promise.all(
-      (['bullmq', 'inprocess'] as const).map(async (queue) => {
-        stacks[queue] = await startBenchStack({ name: `stack-${queue}`, queue, modelBaseUrl: upstream.paced, profileDir: options.profileDir });
-      }),
-    );
+    await startStackPerQueue(stacks, upstream.paced, options.profileDir);
     const clients = {
       direct: new OpenAI({ apiKey: 'bench', baseURL: upstream.paced, maxRetries: 0 }),
       bullmq: new OpenAI({ apiKey: stacks.bullmq!.smithToken, baseURL: stacks.bullmq!.baseURL, maxRetries: 0 }),

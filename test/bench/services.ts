@@ -154,3 +154,15 @@ export async function startBenchUpstream(): Promise<BenchUpstream> {
     close: () => child.stop(),
   };
 }
+
+/**
+ * The single-process stack once per queue kind, on the same upstream, started side by side into
+ * `stacks` (so the caller's `finally` closes whichever started, even if the other failed).
+ */
+export async function startStackPerQueue(stacks: Partial<Record<QueueKind, BenchStack>>, modelBaseUrl: string, profileDir?: string): Promise<void> {
+  await Promise.all(
+    (['bullmq', 'inprocess'] as const).map(async (queue) => {
+      stacks[queue] = await startBenchStack({ name: `stack-${queue}`, queue, modelBaseUrl, profileDir });
+    }),
+  );
+}

@@ -12,7 +12,7 @@ import { sql } from '@ic/db';
 import { z } from 'zod';
 import type { ProbeReading } from './probe';
 import { median, round2, verdict, type BenchOptions } from './harness';
-import { startBenchStack, startBenchUpstream, type BenchStack, type QueueKind } from './services';
+import { startBenchUpstream, startStackPerQueue, type BenchStack, type QueueKind } from './services';
 
 const FULL = { conversations: 48, roundMs: 5000, rounds: 3 };
 const QUICK = { conversations: 2, roundMs: 300, rounds: 1 };
@@ -115,11 +115,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
   const upstream = await startBenchUpstream();
   const stacks: Partial<Record<QueueKind, BenchStack>> = {};
   try {
-    await Promise.all(
-      (['bullmq', 'inprocess'] as const).map(async (queue) => {
-        stacks[queue] = await startBenchStack({ name: `stack-${queue}`, queue, modelBaseUrl: upstream.instant, profileDir: options.profileDir });
-      }),
-    );
+    await startStackPerQueue(stacks, upstream.instant, options.profileDir);
     const rounds: Record<QueueKind, RoundFigures[]> = { bullmq: [], inprocess: [] };
     const sent: Record<QueueKind, Sent> = { bullmq: new Map(), inprocess: new Map() };
     // A short warm-up per stack (JIT, pools), not recorded.

@@ -78,9 +78,9 @@ export async function authorize(authenticator: Authenticator, req: Request, res:
 
 /** Turns a zod failure into the 400 the caller can act on: the offending parameter and why. */
 export function parseOrThrow<S extends z.ZodTypeAny>(schema: S, value: unknown, paramPrefix?: string): z.infer<S> {
+  // NUL characters and over-deep values were already refused for the whole query and body by
+  // refuseHostileInput (mounted before every /v1 router), so the value is not walked a second time here.
   const prefix = paramPrefix ? [paramPrefix] : [];
-  const hostile = findHostileValue(value);
-  if (hostile) throw hostileValueError(hostile, prefix);
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
@@ -96,8 +96,8 @@ export function parseOrThrow<S extends z.ZodTypeAny>(schema: S, value: unknown, 
 }
 
 /** The 400 for a NUL character or an over-deep value at `hostile.path`. */
-function hostileValueError(hostile: HostileValue, prefix: Array<string | number> = []): AppError {
-  const param = formatJsonPath([...prefix, ...hostile.path]) || null;
+function hostileValueError(hostile: HostileValue): AppError {
+  const param = formatJsonPath(hostile.path) || null;
   return hostile.problem === 'unstorable_text'
     ? apiError('invalid_characters', { param: param ?? 'body' }, { param })
     : apiError('nesting_too_deep', { param: param ?? 'body', maxDepth: MAX_JSON_DEPTH }, { param });
