@@ -216,7 +216,7 @@ function requestsFor(ids: Ids): fc.Arbitrary<Omit<FuzzRequest, 'headers'>> {
   const listQuery = ['limit', 'order', 'after', 'include', 'include[]'];
   return fc.oneof(
     bodyOver({}, conversationField, conversationText).map((body) => ({ method: 'POST' as const, path: '/v1/conversations', body })),
-    query(['limit', 'cursor', 'order', 'sort_by', 'metadata[k]', 'metadata[]', 'metadata[\u0000]']).map((q) => ({ method: 'GET' as const, path: '/v1/conversations', query: q })),
+    query(['limit', 'cursor', 'order', 'sort_by', 'q', 'q[]', 'metadata[k]', 'metadata[]', 'metadata[\u0000]']).map((q) => ({ method: 'GET' as const, path: '/v1/conversations', query: q })),
     id(ids.conversation).map((c) => ({ method: 'GET' as const, path: `/v1/conversations/${c}` })),
     fc.tuple(id(ids.conversation), bodyOver({}, conversationField, conversationText)).map(([c, body]) => ({ method: 'POST' as const, path: `/v1/conversations/${c}`, body })),
     id(ids.victimConversation).map((c) => ({ method: 'DELETE' as const, path: `/v1/conversations/${c}` })),
@@ -297,6 +297,7 @@ describe('hostile input on every route', () => {
     expectError(await post(`/v1/conversations/${ids.conversation}`, { title: '\u0000' }), 400, { code: 'invalid_characters', param: 'title' });
     const filtered = await send(stack, { method: 'GET', path: '/v1/conversations', query: [['metadata[folder]', 'w\u0000rk']], headers: smith() });
     expectError(filtered, 400, { code: 'invalid_characters', param: 'metadata[folder]' });
+    expectError(await send(stack, { method: 'GET', path: '/v1/conversations', query: [['q', 'w\u0000rk']], headers: smith() }), 400, { code: 'invalid_characters', param: 'q' });
     const turn = { model: '', conversation: ids.conversation };
     expectError(await post('/v1/responses', { ...turn, input: 'hi\u0000' }), 400, { code: 'invalid_characters', param: 'input' });
     expectError(await post('/v1/responses', { ...turn, input: [{ role: 'user', content: [{ type: 'input_text', text: 'x\u0000' }] }] }), 400, { code: 'invalid_characters', param: 'input[0].content[0].text' });
@@ -330,6 +331,15 @@ describe('hostile input on every route', () => {
       expectError(await send(stack, { method: 'GET', path: `/v1/conversations/${ids.conversation}/items`, query: [['limit', limit]], headers: smith() }), 400, { param: 'limit' });
     }
     expectError(await send(stack, { method: 'GET', path: '/v1/conversations', query: [['cursor', 'AAAA.BBBB']], headers: smith() }), 400, { code: 'invalid_cursor' });
+    const badSearches: Array<[Array<[string, string]>, string]> = [
+      [[['q', 'x'.repeat(201)]], 'q'],
+      [[['q', 'a'], ['q', 'b']], 'q'],
+      [[['q[]', 'a']], 'q[]'],
+      [[['q[k]', 'a']], 'q[k]'],
+    ];
+    for (const [query, param] of badSearches) {
+      expectError(await send(stack, { method: 'GET', path: '/v1/conversations', query, headers: smith() }), 400, { param });
+    }
   });
 
   it('answers bodies that are not JSON, too large or in another encoding in the envelope', async () => {

@@ -50,6 +50,7 @@ const Limit = z
   .transform(Number)
   .pipe(z.number().min(1, 'limit must be an integer between 1 and 100').max(100, 'limit must be an integer between 1 and 100'))
   .default('20');
+export const SEARCH_QUERY_MAX_LENGTH = 200;
 const Include = z.union([z.string(), z.array(z.string())]).optional();
 
 export const ListConversationsQuery = z
@@ -61,6 +62,11 @@ export const ListConversationsQuery = z
     order: z.enum(['asc', 'desc']).default('desc'),
     /** `created_at` (default) or `updated_at`, the most recent activity, for chat sidebars. */
     sort_by: z.enum(['created_at', 'updated_at']).default('created_at'),
+    /** Case-insensitive substring of the title, in any language; empty means no filter. */
+    q: z
+      .string({ invalid_type_error: 'q must be given once, as a string' })
+      .max(SEARCH_QUERY_MAX_LENGTH, `q must be at most ${SEARCH_QUERY_MAX_LENGTH} characters`)
+      .optional(),
   })
   .strict();
 

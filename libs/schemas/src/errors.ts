@@ -102,7 +102,7 @@ export const ERROR_CATALOG = {
     'invalid_request_error',
     (a) =>
       a.otherListing
-        ? 'This cursor belongs to a listing with a different sort_by, order or metadata filter; repeat the original query.'
+        ? 'This cursor belongs to a listing with a different sort_by, order, metadata filter or q; repeat the original query.'
         : 'The cursor is invalid or has expired; start again without it.',
     { param: 'cursor' },
   ),

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { CursorCodec } from '@ic/cursors';
 import { createConversationsRepo, createItemsRepo, type DatabasePool } from '@ic/db';
@@ -26,7 +27,12 @@ const ConversationCursor = z.object({
   order: z.enum(['asc', 'desc']),
   /** The metadata filter the listing used, so a cursor cannot be replayed against another filter. */
   filter: z.string(),
+  /** Digest of the title search the listing used (absent: no search, as in cursors minted before search existed). */
+  q: z.string().optional(),
 });
+
+/** A digest, not q itself: a 200-character q spelled in JSON escapes would not fit the 1024-character cursor. */
+const searchKey = (q: string | undefined) => (q ? createHash('sha256').update(q).digest('base64url').slice(0, 22) : undefined);
 
 const filterKey = (metadata: Record<string, string> | undefined) =>
   JSON.stringify(Object.entries(metadata ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
@@ -54,7 +60,8 @@ export class ConversationsService {
   async list(smith: SmithRow, query: z.infer<typeof ListConversationsQuery>): Promise<CursorList<ConversationObject>> {
     const after = query.cursor ? this.cursors.decode('conversations', query.cursor, ConversationCursor) : undefined;
     const filter = filterKey(query.metadata);
-    if (after && (after.sort !== query.sort_by || after.order !== query.order || after.filter !== filter)) {
+    const search = searchKey(query.q);
+    if (after && (after.sort !== query.sort_by || after.order !== query.order || after.filter !== filter || after.q !== search)) {
       throw apiError('invalid_cursor', { otherListing: true });
     }
     const rows = await createConversationsRepo(this.pool).listPage({
@@ -64,6 +71,7 @@ export class ConversationsService {
       limit: query.limit,
       after: after ? { at: after.at, id: after.id } : undefined,
       metadata: query.metadata,
+      titleContains: query.q || undefined,
     });
     const hasMore = rows.length > query.limit;
     const page = rows.slice(0, query.limit);
@@ -73,7 +81,7 @@ export class ConversationsService {
       data: page.map(presentConversation),
       next_cursor:
         hasMore && last
-          ? this.cursors.encode('conversations', { at: last[query.sort_by], id: last.id, sort: query.sort_by, order: query.order, filter })
+          ? this.cursors.encode('conversations', { at: last[query.sort_by], id: last.id, sort: query.sort_by, order: query.order, filter, q: search })
           : null,
       has_more: hasMore,
     };

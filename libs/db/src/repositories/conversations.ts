@@ -14,7 +14,12 @@ export interface ConversationPageRequest {
   after?: { at: number; id: string };
   /** Only conversations whose metadata holds every one of these pairs. */
   metadata?: Record<string, string>;
+  /** Only conversations whose title contains this text, case-insensitively (taken literally: no wildcards). */
+  titleContains?: string;
 }
+
+/** LIKE treats % _ and \ as pattern syntax; a searched title takes them literally. */
+const escapeLike = (text: string) => text.replace(/[\\%_]/g, '\\$&');
 
 export function createConversationsRepo(db: CommonQueryMethods) {
   return {
@@ -44,9 +49,13 @@ export function createConversationsRepo(db: CommonQueryMethods) {
           : sql.fragment`AND (${sortColumn}, id) > (to_timestamp(${page.after.at} / 1000.0), ${page.after.id})`
         : sql.fragment``;
       const metadata = page.metadata && Object.keys(page.metadata).length > 0 ? sql.fragment`AND metadata @> ${jsonb(page.metadata)}` : sql.fragment``;
+      // Spelled exactly as the conversations_title_search index expression, so the trigram index serves it.
+      const title = page.titleContains
+        ? sql.fragment`AND lower(title) LIKE '%' || lower(${escapeLike(page.titleContains)}) || '%'`
+        : sql.fragment``;
       return db.any(sql.type(ConversationRow)`
         SELECT ${columns} FROM conversations
-        WHERE smith_id = ${page.smithId} AND deleted_at IS NULL ${after} ${metadata}
+        WHERE smith_id = ${page.smithId} AND deleted_at IS NULL ${after} ${metadata} ${title}
         ORDER BY ${sortColumn} ${direction}, id ${direction}
         LIMIT ${page.limit + 1}`);
     },
