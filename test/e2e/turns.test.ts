@@ -455,13 +455,19 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
   });
   it('ends a stream whose relay fails with an error event in the nested shape every client version throws on', async () => {
     stack.upstream.set({ reply: 'one two three', tokenDelayMs: 50 });
-    const events = stack.backend.events as { read: (...args: never[]) => Promise<unknown> };
-    const original = events.read;
-    let calls = 0;
-    events.read = function (this: unknown, ...args: never[]) {
-      calls += 1;
-      if (calls > 1) return Promise.reject(new Error('redis went away'));
-      return original.apply(this, args);
+    const events = stack.backend.events;
+    const original = events.follow;
+    // The relay's cursor hands over its first batch (response.created), then its log becomes unreadable.
+    events.follow = function (this: typeof events, ...args: Parameters<typeof original>) {
+      const cursor = original.apply(this, args);
+      const next = cursor.next.bind(cursor);
+      let calls = 0;
+      cursor.next = (...nextArgs) => {
+        calls += 1;
+        if (calls > 1) return Promise.reject(new Error('redis went away'));
+        return next(...nextArgs);
+      };
+      return cursor;
     };
     try {
       const stream = await client.responses.create({ model: '', input: 'hello', stream: true });
@@ -473,7 +479,7 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
       expect(failure).toBeInstanceOf(OpenAI.APIError);
       expect((failure as InstanceType<typeof OpenAI.APIError>).code).toBe('server_error');
     } finally {
-      events.read = original;
+      events.follow = original;
     }
   });
 

@@ -13,7 +13,11 @@ import {
   type AppendResult,
   type BeginAttemptResult,
   type EnqueueOptions,
+  type EventCursor,
+  type FollowOptions,
   type JobQueue,
+  type LoggedEvent,
+  parseLoggedEvent,
   type QueueBackend,
   type RunEventLog,
   type RunSignals,
@@ -88,7 +92,7 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
   const events = new RedisEventLog(producer, subscriber, keys, options.maxEventsPerRun ?? 20000);
   subscriber.on('message', (channel: string, message: string) => {
     if (channel === signals.channel) signals.dispatch(message);
-    else events.dispatch(channel);
+    else events.dispatch(channel, message);
   });
   await subscriber.subscribe(signals.channel);
 
@@ -144,10 +148,19 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
 }
 
 /**
+ * A batch bigger than this is announced with a bare wake-up ('1') instead of travelling in the
+ * PUBLISH itself (pub/sub copies each message to every subscriber, and in a cluster over the bus to
+ * every node); its readers range-read it.
+ */
+const PUBLISHED_BATCH_MAX_BYTES = 65536;
+
+/**
  * Appends a batch to a run's event log in one atomic step: refused (nothing written) when the log is
  * closed, when a later attempt has begun (worker appends only), or when the batch does not continue
  * the sequence exactly; otherwise every event is added, the log's expiry refreshed, a terminal batch
- * closes the log, and readers are woken with one PUBLISH.
+ * closes the log, and readers are woken with one PUBLISH that carries the batch itself
+ * (newline-separated: first sequence number, then type and JSON per event; JSON text holds no raw
+ * newline) so they need not read it back, or a bare '1' when it is too big.
  * KEYS: stream, meta hash. ARGV: mode ('attempt' | 'finished'), attempt, closes ('1'|'0'), ttl
  * seconds, max events, channel, first sequence, then (type, json) per event.
  */
@@ -159,15 +172,21 @@ if redis.call('HGET', KEYS[2], 'closed') then return {'closed', last} end
 if ARGV[1] == 'attempt' and tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0') > tonumber(ARGV[2]) then return {'stale', last} end
 local seq = tonumber(ARGV[7])
 if seq ~= last + 1 then return {'gap', last} end
+local size = 0
 for i = 8, #ARGV, 2 do
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '0-' .. (seq + 1), 't', ARGV[i], 'e', ARGV[i + 1])
+  size = size + #ARGV[i] + #ARGV[i + 1] + 2
   seq = seq + 1
 end
 redis.call('HSETNX', KEYS[2], 'attempt', '0')
 if ARGV[3] == '1' then redis.call('HSET', KEYS[2], 'closed', '1') end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[6], '1')
+if size > ${PUBLISHED_BATCH_MAX_BYTES} then
+  redis.call('PUBLISH', ARGV[6], '1')
+else
+  redis.call('PUBLISH', ARGV[6], ARGV[7] .. '\\n' .. table.concat(ARGV, '\\n', 8))
+end
 return {'ok', seq - 1}
 `;
 
@@ -198,19 +217,50 @@ interface EventLogCommands {
 }
 
 /** One stream entry as Redis returns it, checked on the way out: its type and JSON are ours, the rest is not trusted. */
-const StreamEntryFields = z.array(z.string());
+const StreamEntry = z.tuple([z.string().regex(/^0-\d+$/), z.tuple([z.literal('t'), z.string().min(1), z.literal('e'), z.string().startsWith('{')])]);
+
+/**
+ * A published batch (see APPEND_EVENTS_LUA), checked on the way in; null for a bare wake-up or
+ * anything else (the readers then range-read the log, which is always right).
+ */
+export function decodePublishedBatch(message: string): LoggedEvent[] | null {
+  const parts = message.split('\n');
+  const first = Number(parts[0]);
+  if (parts.length < 3 || parts.length % 2 === 0 || !Number.isInteger(first) || first < 0) return null;
+  const events: LoggedEvent[] = [];
+  for (let k = 1; k < parts.length; k += 2) {
+    const type = parts[k]!;
+    const json = parts[k + 1]!;
+    if (type === '' || json[0] !== '{') return null;
+    events.push({ type, sequence_number: first + (k - 1) / 2, json });
+  }
+  return events;
+}
+
+/** A reader keeps at most this many published events it has not taken yet; beyond that it range-reads instead. */
+const CURSOR_BUFFER_MAX = 5000;
+/** A run's wake-up channel stays subscribed this long after its last reader left (a relay reading in a loop, a resume). */
+const CHANNEL_IDLE_MS = 2000;
+
+interface RunChannel {
+  readonly name: string;
+  readonly cursors: Set<RedisCursor>;
+  /** The SUBSCRIBE, shared by every reader of the run; null before it is sent or after it failed. */
+  subscribed: Promise<void> | null;
+  /** When its last reader left (0 while it has readers). */
+  idleSince: number;
+}
 
 /**
  * Run events in a Redis Stream per run, with explicit ids `0-(sequence+1)` so "after sequence N" is a
- * range read, plus a small hash beside it (current attempt, closed). Readers wait on a per-run pub/sub
- * notification instead of holding a blocking connection each, so one API process can relay thousands
- * of streams over two connections.
+ * range read, plus a small hash beside it (current attempt, closed). Readers follow a run through
+ * cursors that share one subscription per run and process; appended batches arrive in the PUBLISH
+ * itself, so a live relay does not read the stream back. One API process relays thousands of streams
+ * over two connections.
  */
 class RedisEventLog implements RunEventLog {
-  private readonly waiters = new EventEmitter().setMaxListeners(0);
-  private readonly subscriptions = new Map<string, number>();
-  /** The SUBSCRIBE of each run's channel, shared: every reader waits until it is active before its first range read. */
-  private readonly subscribed = new Map<string, Promise<unknown>>();
+  private readonly channels = new Map<string, RunChannel>();
+  private idleTimer: NodeJS.Timeout | null = null;
   private readonly commands: EventLogCommands;
 
   constructor(
@@ -222,6 +272,10 @@ class RedisEventLog implements RunEventLog {
     redis.defineCommand('icAppendRunEvents', { numberOfKeys: 2, lua: APPEND_EVENTS_LUA });
     redis.defineCommand('icBeginRunAttempt', { numberOfKeys: 2, lua: BEGIN_ATTEMPT_LUA });
     this.commands = redis as unknown as EventLogCommands;
+    // Messages published while the subscriber was reconnecting are lost: every reader reads the log again.
+    subscriber.on('ready', () => {
+      for (const channel of this.channels.values()) for (const cursor of channel.cursors) cursor.receive(null);
+    });
   }
 
   private key(runId: string) {
@@ -230,12 +284,13 @@ class RedisEventLog implements RunEventLog {
   private metaKey(runId: string) {
     return this.keys.runLog(runId);
   }
-  private channel(runId: string) {
-    return this.keys.runAppendedChannel(runId);
-  }
 
-  dispatch(channel: string): void {
-    this.waiters.emit(channel);
+  /** A message on a run's channel: handed to every reader of the run in this process, decoded once. */
+  dispatch(channel: string, message: string): void {
+    const entry = this.channels.get(channel);
+    if (!entry || entry.cursors.size === 0) return;
+    const batch = decodePublishedBatch(message);
+    for (const cursor of entry.cursors) cursor.receive(batch);
   }
 
   async append(runId: string, events: readonly StreamEvent[], options: AppendOptions): Promise<AppendResult> {
@@ -247,7 +302,7 @@ class RedisEventLog implements RunEventLog {
       options.closes ? '1' : '0',
       options.ttlSeconds,
       this.maxEvents,
-      this.channel(runId),
+      this.keys.runAppendedChannel(runId),
       first.sequence_number,
     ];
     for (const event of events) args.push(event.type, JSON.stringify(event));
@@ -265,72 +320,76 @@ class RedisEventLog implements RunEventLog {
   }
 
   async read(runId: string, afterSequence: number, blockMs: number, limit = 1000): Promise<StreamEvent[]> {
-    const channel = this.channel(runId);
-    let woken = false;
-    let wake: () => void = () => {
-      woken = true;
-    };
-    const listener = () => wake();
-    this.waiters.on(channel, listener);
-    await this.retain(runId);
+    if (blockMs <= 0) return (await this.range(runId, afterSequence, limit)).map(parseLoggedEvent);
+    const cursor = this.follow(runId, afterSequence);
     try {
-      const now = await this.range(runId, afterSequence, limit);
-      if (now.length > 0 || blockMs <= 0) return now;
-      if (!woken) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, blockMs);
-          wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-      }
-      return await this.range(runId, afterSequence, limit);
+      return (await cursor.next(blockMs, limit)).map(parseLoggedEvent);
     } finally {
-      this.waiters.off(channel, listener);
-      await this.release(runId);
+      cursor.close();
     }
   }
 
-  private async range(runId: string, afterSequence: number, limit: number): Promise<StreamEvent[]> {
-    const entries = await this.redis.xrange(this.key(runId), `(0-${afterSequence + 1}`, '+', 'COUNT', limit);
-    // Validated once, on the way out of Redis, like every other payload we stored there.
-    return entries.map(([, rawFields]) => {
-      const fields = StreamEntryFields.parse(rawFields);
-      const json = fields[fields.indexOf('e') + 1];
-      return StreamEvent.parse(JSON.parse(json ?? 'null'));
-    });
+  follow(runId: string, afterSequence: number, options: FollowOptions = {}): EventCursor {
+    const name = this.keys.runAppendedChannel(runId);
+    let channel = this.channels.get(name);
+    if (!channel) {
+      channel = { name, cursors: new Set(), subscribed: null, idleSince: 0 };
+      this.channels.set(name, channel);
+    }
+    channel.idleSince = 0;
+    const cursor = new RedisCursor(this, channel, runId, afterSequence, options.fresh === true);
+    channel.cursors.add(cursor);
+    void this.subscription(channel).catch(() => undefined);
+    return cursor;
   }
 
-  private async retain(runId: string) {
-    const count = this.subscriptions.get(runId) ?? 0;
-    this.subscriptions.set(runId, count + 1);
-    // A second reader of the same run (another client on the same response, a waiter beside a relay) must
-    // not range-read before the subscription is active either: a wake-up published in between would be
-    // lost, and it would sleep until its keep-alive timeout.
-    let subscription = this.subscribed.get(runId);
-    if (!subscription) {
-      subscription = this.subscriber.subscribe(this.channel(runId));
-      this.subscribed.set(runId, subscription);
-      subscription.catch(() => {
-        if (this.subscribed.get(runId) === subscription) this.subscribed.delete(runId);
+  /** The run's SUBSCRIBE, sent once and shared; sent again if it failed (Redis was down). */
+  subscription(channel: RunChannel): Promise<void> {
+    if (!channel.subscribed) {
+      const subscribed = this.subscriber.subscribe(channel.name).then(() => undefined);
+      channel.subscribed = subscribed;
+      subscribed.catch(() => {
+        if (channel.subscribed === subscribed) channel.subscribed = null;
       });
     }
-    await subscription;
+    return channel.subscribed;
   }
 
-  private async release(runId: string) {
-    const count = (this.subscriptions.get(runId) ?? 1) - 1;
-    if (count > 0) {
-      this.subscriptions.set(runId, count);
-      return;
+  /** A reader left; a channel without readers is unsubscribed a little later, together with the others gone idle. */
+  detach(channel: RunChannel, cursor: RedisCursor): void {
+    if (!channel.cursors.delete(cursor) || channel.cursors.size > 0) return;
+    channel.idleSince = Date.now();
+    this.idleTimer ??= setInterval(() => this.unsubscribeIdle(), CHANNEL_IDLE_MS / 2).unref();
+  }
+
+  private unsubscribeIdle(): void {
+    const cutoff = Date.now() - CHANNEL_IDLE_MS;
+    const idle: string[] = [];
+    let waiting = false;
+    for (const channel of this.channels.values()) {
+      if (channel.cursors.size > 0) continue;
+      if (channel.idleSince > cutoff) {
+        waiting = true;
+        continue;
+      }
+      this.channels.delete(channel.name);
+      if (channel.subscribed) idle.push(channel.name);
     }
-    this.subscriptions.delete(runId);
-    // Unsubscribe a moment later: a relay reads in a loop and would otherwise resubscribe at once.
-    setTimeout(() => {
-      if (this.subscriptions.has(runId) || !this.subscribed.delete(runId)) return;
-      void this.subscriber.unsubscribe(this.channel(runId)).catch(() => undefined);
-    }, 2000).unref();
+    // One UNSUBSCRIBE for every channel gone idle, not one per reader.
+    for (let k = 0; k < idle.length; k += 1000) void this.subscriber.unsubscribe(...idle.slice(k, k + 1000)).catch(() => undefined);
+    if (!waiting && this.idleTimer) {
+      clearInterval(this.idleTimer);
+      this.idleTimer = null;
+    }
+  }
+
+  async range(runId: string, afterSequence: number, limit: number): Promise<LoggedEvent[]> {
+    const entries = await this.redis.xrange(this.key(runId), `(0-${afterSequence + 1}`, '+', 'COUNT', limit);
+    // Validated once, on the way out of Redis, like every other payload we stored there.
+    return entries.map((entry) => {
+      const [id, [, type, , json]] = StreamEntry.parse(entry);
+      return { type, sequence_number: Number(id.slice(2)) - 1, json };
+    });
   }
 
   async lastSequence(runId: string): Promise<number> {
@@ -341,6 +400,115 @@ class RedisEventLog implements RunEventLog {
 
   async expire(runId: string, ttlSeconds: number): Promise<void> {
     await this.redis.multi().expire(this.key(runId), ttlSeconds).expire(this.metaKey(runId), ttlSeconds).exec();
+  }
+}
+
+/**
+ * One reader of a run. Published batches are buffered as they arrive; `next` takes them while they
+ * continue the cursor's position exactly, and range-reads the stream when they do not (a gap: a batch
+ * too big to publish, messages lost while the subscriber reconnected), at the start (unless the run is
+ * fresh) and after a quiet wait (a lost wake-up).
+ */
+class RedisCursor implements EventCursor {
+  position: number;
+  private buffered: LoggedEvent[] = [];
+  private mustRange: boolean;
+  private wake: (() => void) | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly log: RedisEventLog,
+    private readonly channel: RunChannel,
+    private readonly runId: string,
+    afterSequence: number,
+    fresh: boolean,
+  ) {
+    this.position = afterSequence;
+    this.mustRange = !fresh;
+  }
+
+  ready(): Promise<void> {
+    return this.log.subscription(this.channel);
+  }
+
+  /** A published batch, or null: something was appended that the stream must be read for. */
+  receive(batch: LoggedEvent[] | null): void {
+    if (batch === null || this.buffered.length + batch.length > CURSOR_BUFFER_MAX) {
+      this.buffered = [];
+      this.mustRange = true;
+    } else {
+      for (const event of batch) this.buffered.push(event);
+    }
+    this.wake?.();
+  }
+
+  async next(blockMs: number, limit = 1000): Promise<LoggedEvent[]> {
+    if (this.closed) return [];
+    await this.ready();
+    const deadline = Date.now() + blockMs;
+    for (;;) {
+      const events = await this.collect(limit);
+      if (events.length > 0 || this.closed) return events;
+      // Something arrived while the stream was being read: look at it before sleeping.
+      if (this.mustRange || this.buffered.length > 0) continue;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return [];
+      const woken = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          this.wake = null;
+          resolve(false);
+        }, remaining);
+        this.wake = () => {
+          clearTimeout(timer);
+          this.wake = null;
+          resolve(true);
+        };
+      });
+      // Quiet for the whole wait: read the stream once more, in case a wake-up was lost.
+      if (!woken) this.mustRange = true;
+    }
+  }
+
+  private async collect(limit: number): Promise<LoggedEvent[]> {
+    if (!this.mustRange) {
+      const taken = this.takeBuffered(limit);
+      if (taken) return taken;
+      this.mustRange = true;
+    }
+    this.mustRange = false;
+    const events = await this.log.range(this.runId, this.position, limit);
+    const last = events[events.length - 1];
+    if (last) this.position = last.sequence_number;
+    return events;
+  }
+
+  /** The buffered events that continue the position exactly; null when they skip some (read the stream). */
+  private takeBuffered(limit: number): LoggedEvent[] | null {
+    const buffered = this.buffered;
+    let start = 0;
+    while (start < buffered.length && buffered[start]!.sequence_number <= this.position) start++;
+    if (start === buffered.length) {
+      this.buffered = [];
+      return [];
+    }
+    if (buffered[start]!.sequence_number !== this.position + 1) {
+      this.buffered = [];
+      return null;
+    }
+    let end = start + 1;
+    while (end < buffered.length && end - start < limit && buffered[end]!.sequence_number === buffered[end - 1]!.sequence_number + 1) end++;
+    const taken = buffered.slice(start, end);
+    this.buffered = buffered.slice(end);
+    this.position = taken[taken.length - 1]!.sequence_number;
+    return taken;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.buffered = [];
+    this.wake?.();
+    this.log.detach(this.channel, this);
   }
 }
 

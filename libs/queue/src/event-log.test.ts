@@ -62,7 +62,90 @@ describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)',
     expect(await log.beginAttempt(id, 2, 60)).toMatchObject({ ok: false, reason: 'closed' });
   });
 
+  it('follows a log: every batch once, in order and contiguous, whether it was appended before or while the cursor waits', async () => {
+    const id = runId();
+    await log.append(id, events(0, 2), asAttempt(0));
+    const cursor = log.follow(id, 0);
+    const seen: number[] = [];
+    const reading = (async () => {
+      while (seen.at(-1) !== 9) for (const event of await cursor.next(5000)) seen.push(event.sequence_number);
+    })();
+    await cursor.ready();
+    for (const first of [2, 3, 6]) await log.append(id, events(first, first === 3 ? 3 : first === 2 ? 1 : 4), asAttempt(0));
+    await reading;
+    expect(seen).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    const late = log.follow(id, 7);
+    const caughtUp = await late.next(0);
+    expect(caughtUp.map((event) => [event.sequence_number, JSON.parse(event.json).delta])).toEqual([[8, 'd8'], [9, 'd9']]);
+    expect(caughtUp[0]!.type).toBe('response.output_text.delta');
+    cursor.close();
+    late.close();
+  });
+
+  it('ends a waiting cursor at once when it is closed, and answers nothing after', async () => {
+    const id = runId();
+    const cursor = log.follow(id, -1);
+    await cursor.ready();
+    const waiting = cursor.next(60000);
+    cursor.close();
+    expect(await waiting).toEqual([]);
+    await log.append(id, events(0, 1), asAttempt(0));
+    expect(await cursor.next(0)).toEqual([]);
+  });
+
   if (kind === 'redis') {
+    const rawRedis = () => createRedis(redisUrl, 'worker', createLogger('test', 'silent'));
+
+    it('reads a batch too big to travel in its wake-up from the stream', async () => {
+      const id = runId();
+      const cursor = log.follow(id, -1, { fresh: true });
+      await cursor.ready();
+      const big = 'x'.repeat(70000);
+      await log.append(id, [{ type: 'response.output_text.delta', sequence_number: 0, delta: big }], asAttempt(0));
+      await log.append(id, events(1, 1), asAttempt(0));
+      const seen = [...(await cursor.next(5000))];
+      while (seen.length < 2) seen.push(...(await cursor.next(5000)));
+      expect(seen.map((event) => event.sequence_number)).toEqual([0, 1]);
+      expect(JSON.parse(seen[0]!.json).delta).toBe(big);
+      cursor.close();
+    });
+
+    it('fills a gap between published batches (a wake-up lost) from the stream', async () => {
+      const id = runId();
+      const cursor = log.follow(id, -1, { fresh: true });
+      await cursor.ready();
+      await log.append(id, events(0, 1), asAttempt(0));
+      expect((await cursor.next(5000)).map((event) => event.sequence_number)).toEqual([0]);
+      // Sequence 1 reaches the stream without its PUBLISH, as if the message had been lost.
+      const redis = rawRedis();
+      try {
+        await redis.xadd(new RedisKeys(prefix).runEvents(id), '0-2', 't', 'response.output_text.delta', 'e', JSON.stringify(events(1, 1)[0]));
+      } finally {
+        await redis.quit();
+      }
+      await log.append(id, events(2, 2), asAttempt(0));
+      const seen: number[] = [];
+      while (seen.length < 3) for (const event of await cursor.next(5000)) seen.push(event.sequence_number);
+      expect(seen).toEqual([1, 2, 3]);
+      cursor.close();
+    });
+
+    it('subscribes once per run for all of its readers in the process', async () => {
+      const id = runId();
+      const cursors = [log.follow(id, -1), log.follow(id, -1), log.follow(id, -1)];
+      await Promise.all(cursors.map((cursor) => cursor.ready()));
+      const redis = rawRedis();
+      try {
+        const [, subscribers] = (await redis.pubsub('NUMSUB', new RedisKeys(prefix).runAppendedChannel(id))) as [string, number];
+        expect(subscribers).toBe(1);
+        await log.append(id, events(0, 2), asAttempt(0));
+        for (const cursor of cursors) expect((await cursor.next(5000)).map((event) => event.sequence_number)).toEqual([0, 1]);
+      } finally {
+        await redis.quit();
+        for (const cursor of cursors) cursor.close();
+      }
+    });
+
     it('sets the expiry of the log (and of its fence) from the first write', async () => {
       const id = runId();
       await log.append(id, events(0, 1), { authority: { attempt: 0 }, closes: false, ttlSeconds: 77 });

@@ -8,8 +8,10 @@ import {
   type AppendResult,
   type BeginAttemptResult,
   type EnqueueOptions,
+  type EventCursor,
   type JobHandlers,
   type JobQueue,
+  type LoggedEvent,
   type QueueBackend,
   type RunEventLog,
   type RunSignals,
@@ -140,6 +142,8 @@ export function createInProcessBackend(logger: Logger): QueueBackend {
 
 interface MemoryLog {
   events: StreamEvent[];
+  /** The same events as readers get them: serialised once, at append. */
+  logged: LoggedEvent[];
   attempt: number;
   closed: boolean;
   expiry: NodeJS.Timeout | null;
@@ -153,7 +157,7 @@ export class MemoryEventLog implements RunEventLog {
   private log(runId: string): MemoryLog {
     let log = this.logs.get(runId);
     if (!log) {
-      log = { events: [], attempt: 0, closed: false, expiry: null };
+      log = { events: [], logged: [], attempt: 0, closed: false, expiry: null };
       this.logs.set(runId, log);
     }
     return log;
@@ -177,7 +181,10 @@ export class MemoryEventLog implements RunEventLog {
     if (log.closed) return { ok: false, reason: 'closed', lastSequence };
     if ('attempt' in options.authority && log.attempt > options.authority.attempt) return { ok: false, reason: 'stale', lastSequence };
     if (first.sequence_number !== lastSequence + 1) return { ok: false, reason: 'gap', lastSequence };
-    log.events.push(...events);
+    for (const event of events) {
+      log.events.push(event);
+      log.logged.push({ type: event.type, sequence_number: event.sequence_number, json: JSON.stringify(event) });
+    }
     if (options.closes) log.closed = true;
     this.refresh(runId, log, options.ttlSeconds);
     this.appended.emit(runId);
@@ -212,6 +219,47 @@ export class MemoryEventLog implements RunEventLog {
       this.appended.on(runId, done);
     });
     return available();
+  }
+
+  follow(runId: string, afterSequence: number): EventCursor {
+    let position = afterSequence;
+    let closed = false;
+    let wake: (() => void) | null = null;
+    const take = (limit: number) => {
+      const logged = this.logs.get(runId)?.logged ?? [];
+      let start = logged.length;
+      while (start > 0 && logged[start - 1]!.sequence_number > position) start--;
+      const events = logged.slice(start, start + limit);
+      const last = events[events.length - 1];
+      if (last) position = last.sequence_number;
+      return events;
+    };
+    return {
+      get position() {
+        return position;
+      },
+      ready: async () => undefined,
+      next: async (blockMs: number, limit = 1000) => {
+        const now = closed ? [] : take(limit);
+        if (now.length > 0 || blockMs <= 0 || closed) return now;
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            this.appended.off(runId, done);
+            wake = null;
+            resolve();
+          };
+          const timer = setTimeout(done, blockMs);
+          this.appended.on(runId, done);
+          wake = done;
+        });
+        return closed ? [] : take(limit);
+      },
+      close: () => {
+        closed = true;
+        wake?.();
+      },
+    };
   }
 
   async lastSequence(runId: string): Promise<number> {

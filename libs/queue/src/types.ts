@@ -77,6 +77,46 @@ export interface AppendOptions {
 }
 
 /**
+ * An event as its log holds it: the JSON text exactly as appended, with its type and number beside it,
+ * so a relay writes it out without parsing and re-serialising it. `parseLoggedEvent` gives the object.
+ */
+export interface LoggedEvent {
+  type: string;
+  sequence_number: number;
+  json: string;
+}
+
+export const parseLoggedEvent = (event: LoggedEvent): StreamEvent => StreamEvent.parse(JSON.parse(event.json));
+
+/**
+ * One reader's position in a run's log. All cursors of a run in a process share one wake-up
+ * subscription; appended batches usually arrive with the wake-up itself, so a live reader costs no
+ * extra Redis round trip per batch.
+ */
+export interface EventCursor {
+  /** The sequence number of the last event returned (the position given to `follow` until then). */
+  readonly position: number;
+  /** Resolves once the cursor hears every append as it happens (its wake-up subscription is active). */
+  ready(): Promise<void>;
+  /**
+   * The events after the cursor, in order and contiguous (at most `limit`, default 1000), waiting up
+   * to `blockMs` for some when there are none; an empty array means nothing came (or the cursor was
+   * closed). Advances the cursor past what it returns.
+   */
+  next(blockMs: number, limit?: number): Promise<LoggedEvent[]>;
+  /** Stops following: a pending `next` resolves (empty) at once. */
+  close(): void;
+}
+
+export interface FollowOptions {
+  /**
+   * The run did not exist before this call (its id was just minted): once `ready()` resolves, every
+   * append is seen as it happens, so the first `next` need not read the log first.
+   */
+  fresh?: boolean;
+}
+
+/**
  * The append-only event log of each run, read by position. Each append is atomic and checked: the
  * batch must continue the log's sequence numbers exactly, the log must not be closed, and a worker's
  * append must come from the attempt that began last — so a stale attempt (a worker that woke after
@@ -92,6 +132,8 @@ export interface RunEventLog {
   beginAttempt(runId: string, attempt: number, ttlSeconds: number): Promise<BeginAttemptResult>;
   /** Events with sequence_number > afterSequence (at most `limit`, default 1000); waits up to `blockMs` when there are none yet. */
   read(runId: string, afterSequence: number, blockMs: number, limit?: number): Promise<StreamEvent[]>;
+  /** A reader that follows the log from after `afterSequence` (live relays, waits for the end). */
+  follow(runId: string, afterSequence: number, options?: FollowOptions): EventCursor;
   lastSequence(runId: string): Promise<number>;
   /** Keeps the run's events for `ttlSeconds` more, then drops them. */
   expire(runId: string, ttlSeconds: number): Promise<void>;

@@ -3,9 +3,10 @@ import { z } from 'zod';
 import type { Authenticator } from '@ic/auth';
 import { authorize, parseOrThrow, type RateLimits } from '@ic/http';
 import { apiError, CreateResponseBody, failedTurnError, GetResponseQuery, ListInputItemsQuery, TERMINAL_STATUSES, type RunRow } from '@ic/schemas';
+import type { EventCursor } from '@ic/queue';
 import type { Logger } from '@ic/telemetry';
 import { isTerminalEvent } from './events';
-import { drained, formatEvent, startEventStream, writeKeepAlive, writeStreamError } from './sse';
+import { drained, formatLoggedEvent, startEventStream, writeKeepAlive, writeStreamError } from './sse';
 import type { BusyMode, TurnsService } from './turns.service';
 
 export const BUSY_HEADER = 'ic-conversation-busy';
@@ -35,11 +36,17 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
   const router = Router();
   const openRelays = new Set<() => void>();
 
-  const relay = async (res: Response, run: RunRow, afterSequence: number) => {
+  /**
+   * Relays a run's events from after `afterSequence` (through `given`, the cursor a streaming accept
+   * opened, when there is one). The headers go out with the first frames, in one write.
+   */
+  const relay = async (res: Response, run: RunRow, afterSequence: number, given?: EventCursor) => {
     startEventStream(res);
+    const cursor = given ?? service.follow(run.id, afterSequence);
     let open = true;
     const stop = () => {
       open = false;
+      cursor.close();
     };
     const endForShutdown = () => {
       stop();
@@ -55,7 +62,7 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
       while (open) {
         let batch: Awaited<ReturnType<TurnsService['eventsAfter']>>;
         try {
-          batch = await service.eventsAfter(run, after, blockMs);
+          batch = await service.eventsAfter(run, cursor, blockMs);
           failingSince = null;
         } catch (error) {
           // Redis or Postgres blinked: keep the client (and its position) through a short outage.
@@ -68,10 +75,10 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
         const { events, finished, quiet } = batch;
         if (!open) break;
         if (quiet) writeKeepAlive(res);
-        // One write per batch; a slow client holds the relay (not the worker) until its socket drains.
+        // One write per batch, the stored JSON as it is; a slow client holds the relay (not the worker) until its socket drains.
         let frames = '';
         for (const event of events) {
-          frames += formatEvent(event);
+          frames += formatLoggedEvent(event);
           after = event.sequence_number;
           if (isTerminalEvent(event)) break;
         }
@@ -82,6 +89,7 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
       if (open) writeStreamError(res, error, after + 1, options.logger);
     } finally {
       openRelays.delete(endForShutdown);
+      cursor.close();
     }
     res.end();
   };
@@ -93,12 +101,13 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
     const rawKey = req.header('idempotency-key');
     const idempotencyKey = rawKey === undefined ? null : parseOrThrow(IdempotencyKey, rawKey, 'Idempotency-Key');
     const retryCount = Number.parseInt(req.header('x-stainless-retry-count') ?? '0', 10);
-    const { run } = await service.accept(smith, body, {
+    const { run, cursor } = await service.accept(smith, body, {
       idempotencyKey,
       busyMode: busyMode(req),
       clientRetryCount: Number.isFinite(retryCount) ? retryCount : 0,
+      follow: body.stream === true,
     });
-    if (body.stream) return relay(res, run, -1);
+    if (body.stream) return relay(res, run, -1, cursor);
     if (body.background) return res.json(await service.present(run));
     let open = true;
     res.on('close', () => {

@@ -1,5 +1,5 @@
 import type { Response } from 'express';
-import type { StreamEvent } from '@ic/queue';
+import type { LoggedEvent } from '@ic/queue';
 import { toAppError } from '@ic/http';
 import type { Logger } from '@ic/telemetry';
 
@@ -11,15 +11,12 @@ export function startEventStream(res: Response): void {
   res.setHeader('connection', 'keep-alive');
   res.setHeader('x-accel-buffering', 'no');
   res.socket?.setNoDelay(true);
-  res.flushHeaders();
+  // Not flushed: the headers leave with the first frames (response.created), in one socket write.
 }
 
-export function formatEvent(event: StreamEvent): string {
-  return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
-}
-
-export function writeEvent(res: Response, event: StreamEvent): void {
-  res.write(formatEvent(event));
+/** A frame from the event's stored JSON (one line: JSON text never holds a raw newline), not serialised again. */
+export function formatLoggedEvent(event: LoggedEvent): string {
+  return `event: ${event.type}\ndata: ${event.json}\n\n`;
 }
 
 /** Resolves when the response's socket has room again (or the client went away). */

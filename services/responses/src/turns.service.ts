@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { UniqueIntegrityConstraintViolationError } from 'slonik';
 import { createItemsRepo, createRunsRepo, type AcceptResult, type DatabasePool } from '@ic/db';
 import { isDependencyUnavailable } from '@ic/http';
-import type { QueueBackend, StreamEvent } from '@ic/queue';
+import { parseLoggedEvent, type EventCursor, type LoggedEvent, type QueueBackend } from '@ic/queue';
 import {
   apiError,
   ConversationId,
@@ -37,6 +37,11 @@ export interface AcceptOptions {
   busyMode: BusyMode;
   /** X-Stainless-Retry-Count: ≥ 1 means the openai client is re-sending a request it got no answer to. */
   clientRetryCount: number;
+  /**
+   * The caller will relay the new run's events: a cursor on its log is opened (subscribed) while the
+   * accept statement runs, so the relay starts without a round trip of its own.
+   */
+  follow?: boolean;
 }
 
 export interface TurnsServiceDeps {
@@ -75,7 +80,7 @@ export class TurnsService {
    * then enqueues. A failure after the commit is never reported as a retryable status: the sweeper
    * picks the run up, so the client's automatic retry cannot create a second turn.
    */
-  async accept(smith: SmithRow, body: CreateResponseBody, options: AcceptOptions): Promise<{ run: RunRow; replayed: boolean }> {
+  async accept(smith: SmithRow, body: CreateResponseBody, options: AcceptOptions): Promise<{ run: RunRow; replayed: boolean; cursor?: EventCursor }> {
     for (const rule of UNSUPPORTED_RESPONSE_PARAMS) {
       if (rule.when(body)) throw apiError('unsupported_parameter', { param: rule.param, why: rule.why });
     }
@@ -104,6 +109,38 @@ export class TurnsService {
 
     const input = await this.resolveItemReferences(smith, normaliseInput(body.input));
     const runId = newId('run');
+    // Subscribed beside the statement; handed over only for the run this request created.
+    let cursor: EventCursor | undefined = options.follow ? this.deps.backend.events.follow(runId, -1, { fresh: true }) : undefined;
+    try {
+      const accepted = await this.acceptStatement(smith, body, options, runId, conversationId, input, requestHash);
+      if (accepted.replayed) return accepted;
+      // The first append (response.created) must find the subscription active, or the cursor would miss
+      // it; without one (Redis blinked) the relay opens its own cursor, which reads the log first.
+      if (cursor && !(await cursor.ready().then(() => true, () => false))) {
+        cursor.close();
+        cursor = undefined;
+      }
+      turnMetrics().accepted.add(1);
+      await this.announce(accepted.run, accepted.isHead);
+      const result = { run: accepted.run, replayed: false, cursor };
+      cursor = undefined;
+      return result;
+    } finally {
+      cursor?.close();
+    }
+  }
+
+  /** The accept statement and what its outcome means; throws the client's error for refusals. */
+  private async acceptStatement(
+    smith: SmithRow,
+    body: CreateResponseBody,
+    options: AcceptOptions,
+    runId: string,
+    conversationId: string | null,
+    input: StoredItem[],
+    requestHash: string,
+  ): Promise<{ run: RunRow; replayed: true } | { run: RunRow; replayed: false; isHead: boolean }> {
+    const runs = createRunsRepo(this.deps.pool);
     let accepted: AcceptResult;
     try {
       // One statement, atomic on its own: turn number, busy check, run and input items.
@@ -146,9 +183,7 @@ export class TurnsService {
       case 'previous_response_in_progress':
         throw apiError('previous_response_in_progress', { id: body.previous_response_id ?? '', status: accepted.previousStatus ?? 'open' });
     }
-    turnMetrics().accepted.add(1);
-    await this.announce(accepted.run, accepted.isHead);
-    return { run: accepted.run, replayed: false };
+    return { run: accepted.run, replayed: false, isHead: accepted.isHead };
   }
 
   /**
@@ -264,7 +299,7 @@ export class TurnsService {
   ): Promise<ResponseObject | null> {
     const deadline = Date.now() + timeoutMs;
     const runs = createRunsRepo(this.deps.pool);
-    let after = -1;
+    const cursor = this.deps.backend.events.follow(runId, -1);
     let checkedAt = Date.now();
     let failingSince: number | null = null;
     const failed = async (error: unknown) => {
@@ -272,53 +307,58 @@ export class TurnsService {
       if (Date.now() - failingSince >= (this.deps.waitOutageGraceMs ?? DEFAULT_WAIT_OUTAGE_GRACE_MS)) throw error;
       await new Promise((resolve) => setTimeout(resolve, 500));
     };
-    while (Date.now() < deadline && !isCancelled()) {
-      // The event log says when the run ends; Postgres is asked only now and then, in case an event was lost.
-      if (Date.now() - checkedAt >= POSTGRES_RECHECK_MS) {
+    try {
+      while (Date.now() < deadline && !isCancelled()) {
+        // The event log says when the run ends; Postgres is asked only now and then, in case an event was lost.
+        if (Date.now() - checkedAt >= POSTGRES_RECHECK_MS) {
+          try {
+            const run = await runs.find(runId);
+            failingSince = null;
+            if (!run || TERMINAL_STATUSES.includes(run.status)) return null;
+            onStatus(run.status);
+            checkedAt = Date.now();
+          } catch (error) {
+            await failed(error);
+            continue;
+          }
+        }
+        let events: LoggedEvent[] = [];
         try {
-          const run = await runs.find(runId);
+          events = await cursor.next(Math.min(POSTGRES_RECHECK_MS, Math.max(0, deadline - Date.now())));
           failingSince = null;
-          if (!run || TERMINAL_STATUSES.includes(run.status)) return null;
-          onStatus(run.status);
-          checkedAt = Date.now();
         } catch (error) {
+          checkedAt = 0;
           await failed(error);
-          continue;
+        }
+        for (const event of events) {
+          if (event.type === 'response.in_progress') onStatus('in_progress');
+          // The terminal event carries the response as stamped, built from the committed row (parsed only here).
+          if (isTerminalEvent(event)) return (parseLoggedEvent(event).response as ResponseObject | undefined) ?? null;
         }
       }
-      let events: StreamEvent[] = [];
-      try {
-        events = await this.deps.backend.events.read(runId, after, Math.min(POSTGRES_RECHECK_MS, Math.max(0, deadline - Date.now())));
-        failingSince = null;
-      } catch (error) {
-        checkedAt = 0;
-        await failed(error);
-      }
-      for (const event of events) {
-        after = event.sequence_number;
-        if (event.type === 'response.in_progress') onStatus('in_progress');
-        // The terminal event carries the response as stamped, built from the committed row.
-        if (isTerminalEvent(event)) return (event.response as ResponseObject | undefined) ?? null;
-      }
+      return null;
+    } finally {
+      cursor.close();
     }
-    return null;
+  }
+
+  /** A cursor on the run's event log, after `afterSequence`. */
+  follow(runId: string, afterSequence: number): EventCursor {
+    return this.deps.backend.events.follow(runId, afterSequence);
   }
 
   /**
-   * The events to relay after `afterSequence`, waiting up to `blockMs`. When the log is quiet and
-   * Postgres says the run is finished, the rest comes from RunLifecycle.eventsToEnd: the log as it is
-   * if it has its ending, completed from Postgres if not, rebuilt from Postgres if it expired.
+   * The next events for a relay's cursor, waiting up to `blockMs`. When the log stayed quiet that long
+   * and Postgres says the run is finished, the rest comes from RunLifecycle.eventsToEnd: the log as it
+   * is if it has its ending, completed from Postgres if not, rebuilt from Postgres if it expired.
    */
-  async eventsAfter(run: RunRow, afterSequence: number, blockMs: number): Promise<{ events: StreamEvent[]; finished: boolean; quiet: boolean }> {
-    const waitStarted = Date.now();
-    const events = await this.deps.backend.events.read(run.id, afterSequence, blockMs);
+  async eventsAfter(run: RunRow, cursor: EventCursor, blockMs: number): Promise<{ events: LoggedEvent[]; finished: boolean; quiet: boolean }> {
+    const events = await cursor.next(blockMs);
     if (events.length > 0) return { events, finished: events.some(isTerminalEvent), quiet: false };
-    // Woken early with nothing new (the wake-up of a batch an earlier read already took): the log is not
-    // quiet, so Postgres need not be asked — that would cost a query per batch of a live stream.
-    if (blockMs > 0 && Date.now() - waitStarted < blockMs * 0.9) return { events: [], finished: false, quiet: false };
     const latest = await createRunsRepo(this.deps.pool).find(run.id);
     if (!latest || !TERMINAL_STATUSES.includes(latest.status)) return { events: [], finished: false, quiet: true };
-    return { events: await this.deps.lifecycle.eventsToEnd(latest, afterSequence), finished: true, quiet: false };
+    const rest = await this.deps.lifecycle.eventsToEnd(latest, cursor.position);
+    return { events: rest.map((event) => ({ type: event.type, sequence_number: event.sequence_number, json: JSON.stringify(event) })), finished: true, quiet: false };
   }
 
   /** Cancels a queued or running turn. Any turn may be cancelled here, not only background ones. */
