@@ -226,6 +226,21 @@ describe('console in Chromium', () => {
     expect(titles.at(-1)).toBe('Paged 01');
   });
 
+  it('the Search box filters the sidebar by title', async () => {
+    const { token, client } = await newSmith();
+    for (const title of ['Trip to Oslo', 'Budget for May', 'oslo museums', 'Groceries']) {
+      const conversation = await client.conversations.create();
+      await client.post(`/conversations/${conversation.id}`, { body: { title } });
+    }
+    const page = await openConsole(token);
+    await hasCount(sidebar(page).getByRole('listitem'), 4);
+    await page.getByRole('searchbox', { name: 'Search' }).fill('OSLO');
+    await hasCount(sidebar(page).getByRole('listitem'), 2);
+    expect((await sidebar(page).getByRole('listitem').allTextContents()).sort()).toEqual(['Trip to Oslo', 'oslo museums']);
+    await page.getByRole('searchbox', { name: 'Search' }).fill('');
+    await hasCount(sidebar(page).getByRole('listitem'), 4);
+  });
+
   it('a revoked token sends the person back to sign in, saying why', async () => {
     const smith = await seedSmith(stack.db.pool, stack.seeded.tenant.id, 'fake-default-model');
     const { token, row } = await mintToken(stack.db.pool, { tenantId: stack.seeded.tenant.id, kind: 'smith', smithId: smith.id, scopes: [...SCOPES] });
