@@ -44,6 +44,13 @@ export default tseslint.config(
     },
   },
   {
+    // The console is browser code with its own compiler settings (DOM, bundler resolution).
+    files: ['services/console/**/*.ts'],
+    languageOptions: {
+      parserOptions: { project: ['./services/console/tsconfig.json'], tsconfigRootDir: root },
+    },
+  },
+  {
     // The catalog itself builds AppErrors.
     files: ['libs/schemas/src/errors.ts'],
     rules: { 'no-restricted-syntax': 'off' },

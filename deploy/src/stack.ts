@@ -12,13 +12,13 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { Authenticator, mintToken, SCOPES } from '@ic/auth';
-import { boolEnv, httpEnv, httpTimeouts, intEnv, logEnv, modelEnv, parseEnv, redisEnv } from '@ic/config';
+import { boolEnv, consoleEnv, httpEnv, httpTimeouts, intEnv, logEnv, modelEnv, parseEnv, redisEnv } from '@ic/config';
 import { createDbPool, createSmithsRepo, createTenantsRepo, migrate, sql, type DatabasePool } from '@ic/db';
 import { closeHttpServer, createBaseApp, createHttpServer, finishApp, RateLimits } from '@ic/http';
 import { createModelAdapter, describeModelAdapter, resolveUpstreamModel, type ModelAdapterKind } from '@ic/model';
 import { createQueueBackend } from '@ic/queue';
 import { newId } from '@ic/schemas';
-import { gatewayRouter } from '@ic/api-gateway';
+import { consoleRouter, gatewayRouter } from '@ic/api-gateway';
 import { ResponsesRuntime } from '@ic/responses';
 import { createTitleHandler, TITLE_QUEUE } from '@ic/titler';
 
@@ -27,6 +27,7 @@ const StackEnv = z.object({
   ...logEnv,
   ...redisEnv,
   ...modelEnv,
+  ...consoleEnv,
   PORT: intEnv(8080, 0, 65535),
   HOST: z.string().default('127.0.0.1'),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//).optional(),
@@ -140,6 +141,7 @@ async function main(): Promise<void> {
   const app = createBaseApp({ logger, corsOrigins: env.CORS_ORIGINS, bodyLimit: env.BODY_LIMIT, authenticator, ready, rateLimits });
   app.use(runtime.router());
   app.use(gatewayRouter({ pool, authenticator, cursorSecret: env.CURSOR_SECRET }));
+  if (env.CONSOLE_ENABLED) app.use(consoleRouter());
   finishApp(app, logger);
 
   const turnWorker = runtime.startWorker(env.WORKER_CONCURRENCY);
@@ -158,6 +160,10 @@ async function main(): Promise<void> {
       `  model:    ${adapter === 'openai-compatible' ? describeModelAdapter(modelConfig).modelBaseUrl : `built-in development model (set MODEL_BASE_URL for a real one)`}`,
       `  tenant ${state.tenantId}, smith ${state.smithId}`,
     ];
+    if (env.CONSOLE_ENABLED) {
+      // The token rides in the fragment, which the browser never sends to the server (nor to its logs).
+      lines.push(`  console:  ${base}/console${env.PRINT_TOKENS ? `#token=${state.smithToken}` : ''}`);
+    }
     if (env.PRINT_TOKENS) {
       lines.push(`  smith token (browser-safe):  ${state.smithToken}`, `  tenant-admin token:          ${state.adminToken}`);
     }

@@ -34,6 +34,18 @@ describe('npm run bench --quick', () => {
     expect(summary.filter((line) => line.startsWith('throughput: '))).toHaveLength(2);
   });
 
+  it('runs the title search suite with and without its index', async () => {
+    const { results, summary } = await runBenchmarks(parseArgs(['search', '--quick']));
+    const search = results.search as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    for (const name of ['rare_word', 'common_word', 'no_match', 'small_smith']) {
+      expect(search[name].with_index_ms).toBeGreaterThan(0);
+      expect(search[name].without_index_ms).toBeGreaterThan(0);
+      expect(search[name].plan_without_index.uses_index).toBe(false);
+      expect(search[name].plan_with_index.buffers).toBeGreaterThan(0);
+    }
+    expect(summary.filter((line) => line.startsWith('search: '))).toHaveLength(4);
+  });
+
   it('takes the median of each figure across runs', () => {
     expect(medianOfRuns([{ a: 1, b: { c: 10, ok: true } }, { a: 5, b: { c: 30, ok: true } }, { a: 2, b: { c: 20, ok: false } }])).toEqual({
       a: 2,
@@ -45,6 +57,6 @@ describe('npm run bench --quick', () => {
     expect(() => parseArgs(['nope'])).toThrow(/Unknown suite nope/);
     expect(() => parseArgs(['--fast'])).toThrow(/Unknown option/);
     expect(parseArgs(['crud', '--runs', '3'])).toMatchObject({ suites: ['crud'], runs: 3, quick: false });
-    expect(parseArgs([]).suites).toEqual(['firstdelta', 'throughput', 'crud', 'otel', 'turns', 'pagination', 'slow-turns']);
+    expect(parseArgs([]).suites).toEqual(['firstdelta', 'throughput', 'crud', 'otel', 'turns', 'pagination', 'search', 'slow-turns']);
   });
 });

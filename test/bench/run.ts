@@ -19,6 +19,7 @@ import * as firstdelta from './firstdelta';
 import { median, round2, type BenchOptions } from './harness';
 import * as otel from './otel';
 import * as pagination from './pagination';
+import * as search from './search';
 import * as throughput from './throughput';
 import * as turns from './turns';
 import * as slowTurns from './slow-turns';
@@ -28,7 +29,7 @@ export interface Suite {
   summarize(result: Record<string, unknown>): string[];
 }
 
-export const SUITES: Record<string, Suite> = { firstdelta, throughput, crud, otel, turns, pagination, 'slow-turns': slowTurns };
+export const SUITES: Record<string, Suite> = { firstdelta, throughput, crud, otel, turns, pagination, search, 'slow-turns': slowTurns };
 
 export interface BenchArgs {
   suites: string[];

@@ -10,6 +10,8 @@ const STACK_MAIN = path.resolve(__dirname, '../../deploy/dist/stack.js');
 interface RunningStack {
   child: ChildProcess;
   baseURL: string;
+  /** The console link `npm start` prints. */
+  consoleLink: string | null;
 }
 
 /** `npm start`'s process: embedded PostgreSQL, in-process queue, development model — no Redis, no upstream. */
@@ -18,16 +20,18 @@ async function startStack(dataDir: string, pgPort: number): Promise<RunningStack
     env: { PATH: process.env.PATH, PORT: '0', STACK_DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(pgPort), DEV_MODEL_TOKEN_DELAY_MS: '1', LOG_LEVEL: 'error' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const baseURL = await new Promise<string>((resolve, reject) => {
+  const banner = await new Promise<string>((resolve, reject) => {
     let output = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString();
-      const match = /running at (http:\/\/\S+\/v1)/.exec(output);
-      if (match) resolve(match[1]!);
+      // The banner's last line.
+      if (/tokens are kept in/.test(output)) resolve(output);
     });
     child.once('exit', (code) => reject(new Error(`stack exited early with ${code}: ${output}`)));
   });
-  return { child, baseURL };
+  const baseURL = /running at (http:\/\/\S+\/v1)/.exec(banner)?.[1];
+  if (!baseURL) throw new Error(`no base URL in the banner: ${banner}`);
+  return { child, baseURL, consoleLink: /console: +(\S+)/.exec(banner)?.[1] ?? null };
 }
 
 const stop = (child: ChildProcess) =>
@@ -45,6 +49,12 @@ describe('embedded default stack (npm start)', () => {
   it('answers turns with the development model, titles them, and keeps everything across a restart', async () => {
     let stack = await startStack(dataDir, pgPort);
     const state = JSON.parse(readFileSync(path.join(dataDir, 'dev-stack.json'), 'utf8')) as { smithToken: string; adminToken: string; smithId: string };
+    // The console link carries the smith token in the fragment (never sent to the server), not the query.
+    const origin = stack.baseURL.replace(/\/v1$/, '');
+    expect(stack.consoleLink).toBe(`${origin}/console#token=${state.smithToken}`);
+    const consolePage = await fetch(stack.consoleLink!);
+    expect(consolePage.status).toBe(200);
+    expect(await consolePage.text()).toContain('<div id="app"></div>');
     let client = new OpenAI({ apiKey: state.smithToken, baseURL: stack.baseURL, maxRetries: 0 });
     const conversation = await client.conversations.create();
     const first = await client.responses.create({ model: '', conversation: conversation.id, input: 'Plan my trip to Oslo' });

@@ -18,6 +18,10 @@ export interface GatewayOptions {
   corsOrigins?: readonly string[];
   bodyLimit?: string;
   logger?: Logger;
+  /** Serve the console at /console (default true, as the gateway does). */
+  console?: boolean;
+  /** Where the built console is (default services/console/dist). */
+  consoleDir?: string;
 }
 
 export interface RunningGateway {
@@ -43,6 +47,8 @@ export async function startGateway(pool: DatabasePool, options: GatewayOptions =
     cursorSecret,
     corsOrigins: options.corsOrigins ?? ['*'],
     bodyLimit: options.bodyLimit ?? '1mb',
+    console: options.console,
+    consoleDir: options.consoleDir,
   });
   const server = await new Promise<Server>((resolve, reject) => {
     const listening = createHttpServer(app).listen(0, '127.0.0.1', () => resolve(listening));

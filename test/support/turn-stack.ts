@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import OpenAI, { type ClientOptions } from 'openai';
-import { gatewayRouter } from '@ic/api-gateway';
+import { consoleRouter, gatewayRouter } from '@ic/api-gateway';
 import { Authenticator } from '@ic/auth';
 import { createBaseApp, createHttpServer, finishApp, RateLimits } from '@ic/http';
 import { createModelAdapter, type ModelAdapter } from '@ic/model';
@@ -35,11 +35,15 @@ export interface TurnStackOptions {
   contextTokens?: number;
   /** Token lookup cache; 0 (default) makes every request read the token row, as revocation tests need. */
   tokenCacheTtlMs?: number;
+  /** Serve the built console at /console, on the API's origin (as the gateway and `npm start` do). */
+  console?: boolean;
 }
 
 export interface TurnStack {
   /** `http://127.0.0.1:PORT/v1` serving both the Responses and the Conversations API. */
   baseURL: string;
+  /** `http://127.0.0.1:PORT` (the console is at `${origin}/console` with the `console` option). */
+  origin: string;
   db: TestDatabase;
   seeded: SeededTenant;
   upstream: FakeUpstream;
@@ -90,11 +94,13 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
   const app = createBaseApp({ logger, corsOrigins: ['*'], bodyLimit: '1mb', authenticator, ready: async () => undefined, rateLimits });
   app.use(runtime.router());
   app.use(gatewayRouter({ pool: db.pool, authenticator, cursorSecret: 'turn-stack-cursor-secret' }));
+  if (options.console) app.use(consoleRouter());
   finishApp(app, logger);
   const server: Server = await new Promise((resolve) => {
     const listening = createHttpServer(app).listen(0, '127.0.0.1', () => resolve(listening));
   });
-  const baseURL = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const baseURL = `${origin}/v1`;
   const workers: WorkerHandle[] = [];
   const startWorker = () => {
     const worker = runtime.startWorker(options.workerConcurrency ?? 4);
@@ -106,6 +112,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
 
   return {
     baseURL,
+    origin,
     db,
     seeded,
     upstream,

@@ -41,6 +41,9 @@ HEALTH_PORT: {{ $v.containerPorts.health | quote }}
 {{- with $meta.role }}
 RESPONSES_ROLE: {{ . | quote }}
 {{- end }}
+{{- if eq .key "gateway" }}
+CONSOLE_ENABLED: {{ $root.Values.console.enabled | quote }}
+{{- end }}
 {{- if eq .key "responsesApi" }}
 STREAM_KEEPALIVE_MS: {{ $v.streamKeepaliveMs | quote }}
 SYNC_WAIT_MS: {{ $v.syncWaitMs | quote }}

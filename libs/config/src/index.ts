@@ -105,6 +105,12 @@ export const httpTimeouts = (env: { HTTP_KEEP_ALIVE_TIMEOUT_MS: number; HTTP_HEA
   requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,
 });
 
+/** Env for the processes that can serve the console (the api-gateway and the embedded stack). */
+export const consoleEnv = {
+  /** Serve the browser console at /console (static files; it calls the public API like any app). */
+  CONSOLE_ENABLED: boolEnv(true),
+};
+
 /** Env for the model adapter (responses workers and the titler's optional model titles). */
 export const modelEnv = {
   /**

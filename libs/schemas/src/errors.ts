@@ -73,6 +73,7 @@ export const ERROR_CATALOG = {
   malformed_request: entry(400, 'invalid_request_error', () => 'The HTTP request is malformed.'),
   request_timeout: entry(408, 'invalid_request_error', () => 'The request was not received in time.'),
   unknown_route: entry<{ method: string; path: string }>(404, 'not_found_error', (a) => `Unknown route: ${a.method} ${a.path}`),
+  console_not_built: entry(404, 'not_found_error', () => 'The console is not built: run `npm run build:console` (npm start, npm test and the image build run it).'),
   unsupported_api_version: entry<{ requested: string; supported: readonly string[] }>(
     400,
     'invalid_request_error',

@@ -6,6 +6,7 @@ import { sql, type DatabasePool } from '@ic/db';
 const sqlPing = sql.unsafe`SELECT 1`;
 import { createBaseApp, finishApp, type RateLimits } from '@ic/http';
 import type { Logger } from '@ic/telemetry';
+import { consoleRouter } from './console';
 import { conversationsRouter } from './conversations.routes';
 import { ConversationsService } from './conversations.service';
 
@@ -17,6 +18,10 @@ export interface GatewayDeps {
   corsOrigins: readonly string[];
   bodyLimit: string;
   rateLimits?: RateLimits;
+  /** Serve the browser console at /console (default true). */
+  console?: boolean;
+  /** Where the built console is (default services/console/dist). */
+  consoleDir?: string;
 }
 
 /** The gateway's routes, for mounting into any app that already has the base middleware. */
@@ -36,6 +41,7 @@ export function createGatewayApp(deps: GatewayDeps): Express {
     },
   });
   app.use(gatewayRouter(deps));
+  if (deps.console ?? true) app.use(consoleRouter(deps.consoleDir));
   finishApp(app, deps.logger);
   return app;
 }

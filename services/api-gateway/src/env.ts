@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { databaseEnv, httpEnv, logEnv, parseEnv, shutdownEnv } from '@ic/config';
+import { consoleEnv, databaseEnv, httpEnv, logEnv, parseEnv, shutdownEnv } from '@ic/config';
 
-export const GatewayEnv = z.object({ ...databaseEnv, ...httpEnv, ...logEnv, ...shutdownEnv });
+export const GatewayEnv = z.object({ ...databaseEnv, ...httpEnv, ...logEnv, ...shutdownEnv, ...consoleEnv });
 export type GatewayEnv = z.infer<typeof GatewayEnv>;
 
 /** The api-gateway's configuration, parsed once. */

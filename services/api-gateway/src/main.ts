@@ -21,6 +21,7 @@ async function main(): Promise<void> {
     corsOrigins: env.CORS_ORIGINS,
     bodyLimit: env.BODY_LIMIT,
     // Counted per replica: the gateway keeps no Redis connection.
+    console: env.CONSOLE_ENABLED,
     rateLimits: new RateLimits({ requestsPerMinute: env.RATE_LIMIT_REQUESTS_PER_MINUTE, turnsPerMinute: 0, keyPrefix: 'ic', logger }),
   });
   const server = createHttpServer(app, httpTimeouts(env)).listen(env.PORT, env.HOST, () => logger.info({ port: env.PORT }, 'api-gateway listening'));
