@@ -252,6 +252,15 @@ describe('console in Chromium', () => {
     expect(await page.evaluate(() => sessionStorage.getItem('ic-console.token'))).toBeNull();
   });
 
+  it('a token without the write scope is told so in words, and stays signed in', async () => {
+    const smith = await seedSmith(stack.db.pool, stack.seeded.tenant.id, 'fake-default-model');
+    const readOnly = await tokenFor(stack.db.pool, stack.seeded.tenant.id, smith.id, ['conversations:read', 'responses:read']);
+    const page = await openConsole(readOnly);
+    await send(page, 'Can I write?');
+    await containsText(page.getByRole('alert'), "This token is not allowed to do that: This token lacks the 'conversations:write' scope");
+    await isVisible(page.getByRole('textbox', { name: 'Message' }));
+  });
+
   it('a rate-limited turn says how long to wait', async () => {
     const { token, client } = await newSmith();
     const conversation = await client.conversations.create();

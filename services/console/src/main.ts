@@ -59,6 +59,7 @@ class ConsoleApp {
   private readonly renameButton = h('button', { type: 'button' }, 'Rename');
   private readonly deleteButton = h('button', { type: 'button', class: 'danger' }, 'Delete');
   private loadGeneration = 0;
+  private followEnd = true;
 
   constructor(token: string) {
     this.api = new ConsoleApi(token, apiBase);
@@ -83,7 +84,14 @@ class ConsoleApp {
       }
     });
     this.stopButton.addEventListener('click', () => void this.stop());
-    this.transcript.addEventListener('turn-rendered', () => this.scrollToEnd());
+    // Follow a streaming answer only while the reader is at the end: scrolling up to read stays put.
+    this.transcript.addEventListener('scroll', () => {
+      const { scrollTop, clientHeight, scrollHeight } = this.transcript;
+      this.followEnd = scrollHeight - scrollTop - clientHeight < 48;
+    }, { passive: true });
+    this.transcript.addEventListener('turn-rendered', () => {
+      if (this.followEnd) this.scrollToEnd();
+    });
 
     const signOut = h('button', { type: 'button', class: 'sign-out' }, 'Sign out');
     signOut.addEventListener('click', () => this.signOut());
@@ -357,6 +365,7 @@ class ConsoleApp {
 
   private scrollToEnd(): void {
     this.transcript.scrollTop = this.transcript.scrollHeight;
+    this.followEnd = true;
   }
 
   private signOut(message = ''): void {
