@@ -107,9 +107,7 @@ export class RunLifecycle {
     const snapshot = inProgressSnapshot(presentResponse(run, []));
     if (fence.lastSequence < 0) sequencer.emit('response.created', { response: { ...snapshot, status: 'queued' } });
     if (fence.ok && fence.lastType !== 'response.in_progress') sequencer.emit('response.in_progress', { response: snapshot });
-    // Not awaited: the announcement is written while the caller already asks the model (one Redis
-    // round trip less before the model call). The log's appends are chained, so it still precedes
-    // every event of the attempt, and finishing the attempt waits for it.
+    // Not awaited: the model call need not wait for this append; the attempt's later writes queue behind it.
     void log.flush();
     return { kind: 'started', run, log, history: { prior, input } };
   }
