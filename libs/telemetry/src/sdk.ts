@@ -178,7 +178,9 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
     instrumentations: [
       // Queries and commands are traced only inside a request or a job, never from timers on their own
       // (the sweeper, BullMQ's pollers, readiness checks).
-      enabled('pg') && new PgInstrumentation({ requireParentSpan: true }),
+      // No span per pool checkout (pg-pool.connect): it would double the spans of every query, and a
+      // wait for a connection shows anyway as the gap before the query's span.
+      enabled('pg') && new PgInstrumentation({ requireParentSpan: true, ignoreConnectSpans: true }),
       enabled('ioredis') && new IORedisInstrumentation({ requireParentSpan: true }),
       enabled('undici') && new UndiciInstrumentation({ requireParentforSpans: true }),
       enabled('runtime-node') && new RuntimeNodeInstrumentation(),
