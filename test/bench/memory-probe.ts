@@ -4,6 +4,7 @@
  * full garbage collection when asked (the process must run with --expose-gc for that).
  */
 import { readFileSync } from 'node:fs';
+import { getHeapStatistics } from 'node:v8';
 
 export interface MemoryReading {
   rss_mb: number;
@@ -13,6 +14,8 @@ export interface MemoryReading {
   rss_peak_mb: number | null;
   /** CPU time (user + system) since the process started. */
   cpu_ms: number;
+  /** V8's heap limit (what a derived WORKER_CONCURRENCY is computed from). */
+  heap_limit_mb: number;
 }
 
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10;
@@ -32,7 +35,7 @@ if (process.send) {
     const collect = (globalThis as { gc?: () => void }).gc;
     if (message.gc && collect) collect();
     const usage = process.memoryUsage();
-    const reading: MemoryReading = { rss_mb: mb(usage.rss), heap_used_mb: mb(usage.heapUsed), external_mb: mb(usage.external), rss_peak_mb: peakRssMb(), cpu_ms: Math.round((process.cpuUsage().user + process.cpuUsage().system) / 1000) };
+    const reading: MemoryReading = { rss_mb: mb(usage.rss), heap_used_mb: mb(usage.heapUsed), external_mb: mb(usage.external), rss_peak_mb: peakRssMb(), cpu_ms: Math.round((process.cpuUsage().user + process.cpuUsage().system) / 1000), heap_limit_mb: mb(getHeapStatistics().heap_size_limit) };
     process.send?.({ memory: reading });
   });
   // The IPC channel must not keep the process alive once the service has shut down.

@@ -16,6 +16,8 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Queue } from 'bullmq';
 import { sql } from '@ic/db';
+import { RedisKeys } from '@ic/queue';
+import { derivedWorkerConcurrency, TURN_QUEUE } from '@ic/responses';
 import { startTurnStack } from '@ic/test-support';
 import { z } from 'zod';
 import type { MemoryReading } from './memory-probe';
@@ -144,6 +146,7 @@ export async function run(options: SlowTurnsOptions = {}): Promise<Record<string
           external_mb: Math.max(peak.external_mb, reading.external_mb),
           rss_peak_mb: reading.rss_peak_mb,
           cpu_ms: reading.cpu_ms,
+          heap_limit_mb: reading.heap_limit_mb,
         };
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
@@ -151,7 +154,9 @@ export async function run(options: SlowTurnsOptions = {}): Promise<Record<string
 
     // Every turn is accepted (its stream open, waiting) while the queue is paused, then released at
     // once: the worker, not the API's accept rate, decides how many turns run together.
-    const turnQueue = new Queue('turns', { connection: { url: stack.redisUrl } as never, prefix: stack.prefix });
+    // The worker's own key names (hash-tagged `prefix:{turns}`): pausing `prefix:turns` would pause a
+    // queue nobody reads, and the turns would start while they were still being accepted.
+    const turnQueue = new Queue(TURN_QUEUE, { connection: { url: stack.redisUrl } as never, prefix: new RedisKeys(stack.prefix).queuePrefix(TURN_QUEUE) });
     await turnQueue.pause();
     const connecting = limiter(32);
     const firstDeltaAt: number[] = [];
@@ -175,6 +180,8 @@ export async function run(options: SlowTurnsOptions = {}): Promise<Record<string
           let text = '';
           let status = 'no terminal event';
           for await (const event of stream) {
+            // A new attempt (the previous one lost its lock) resets the client's snapshot.
+            if (event.type === 'response.in_progress') text = '';
             if (event.type === 'response.output_text.delta') {
               if (text === '') firstDeltaAt.push(performance.now() - releasedAt);
               text += event.delta;
@@ -182,7 +189,9 @@ export async function run(options: SlowTurnsOptions = {}): Promise<Record<string
               status = event.response.status ?? event.type;
             }
           }
-          return status === 'completed' && text === reply;
+          if (status === 'completed' && text === reply) return true;
+          process.stderr.write(`slow turn ${k}: ${status}, text ${JSON.stringify(text.slice(0, 200))}\n`);
+          return false;
         } catch (error) {
           countAccepted();
           const cause = error instanceof Error && error.cause instanceof Error ? ` (${error.cause.message})` : '';
@@ -204,8 +213,8 @@ export async function run(options: SlowTurnsOptions = {}): Promise<Record<string
     const completed = outcomes.filter(Boolean).length;
     const items = await stack.db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`
       SELECT count(*)::int AS n FROM items WHERE conversation_id = ANY(${sql.array(conversations.map((conversation) => conversation.id), 'text')})`);
-    const spans = await stack.db.pool.any(sql.type(z.object({ started_at: z.number().nullable(), completed_at: z.number().nullable() }))`
-      SELECT started_at, completed_at FROM runs WHERE conversation_id = ANY(${sql.array(conversations.map((conversation) => conversation.id), 'text')})`);
+    const spans = await stack.db.pool.any(sql.type(z.object({ started_at: z.number().nullable(), completed_at: z.number().nullable(), attempt: z.number() }))`
+      SELECT started_at, completed_at, attempt FROM runs WHERE conversation_id = ANY(${sql.array(conversations.map((conversation) => conversation.id), 'text')})`);
     firstDeltaAt.sort((a, b) => a - b);
     // Sampled peak, not VmHWM: that also remembers start-up spikes.
     const inflightPeakMb = peak.rss_mb - before.rss_mb;
@@ -214,7 +223,9 @@ export async function run(options: SlowTurnsOptions = {}): Promise<Record<string
       completed,
       transcripts_ok: items === turns * 2,
       answer_ms: answerMs,
-      worker_concurrency: process.env.BENCH_SLOW_WORKER_CONCURRENCY ? Number(process.env.BENCH_SLOW_WORKER_CONCURRENCY) : 'default',
+      // Unless overridden, what the worker derived from its heap limit.
+      worker_concurrency: process.env.BENCH_SLOW_WORKER_CONCURRENCY ? Number(process.env.BENCH_SLOW_WORKER_CONCURRENCY) : derivedWorkerConcurrency(before.heap_limit_mb * 1024 * 1024),
+      worker_heap_limit_mb: before.heap_limit_mb,
       duration_ms: Math.round(durationMs),
       // Since the queue was released: when the last turn streamed its first word (all in flight at once
       // if this is well under answer_ms).
@@ -223,6 +234,8 @@ export async function run(options: SlowTurnsOptions = {}): Promise<Record<string
       max_concurrent_turns: maxOverlap(spans),
       // How long the worker took to claim every released turn.
       claim_spread_ms: claimSpread(spans),
+      // Turns that needed more than one attempt (a lock lost to a stall re-delivers the job).
+      turns_with_retried_attempts: spans.filter((span) => span.attempt > 1).length,
       worker_cpu_ms_per_turn: Math.round(((after.cpu_ms - before.cpu_ms) / turns) * 100) / 100,
       worker_memory_mb: { before, peak, after },
       worker_rss_per_inflight_turn_kb: Math.round((inflightPeakMb * 1024) / turns),
@@ -241,7 +254,8 @@ export async function run(options: SlowTurnsOptions = {}): Promise<Record<string
 export function summarize(result: Record<string, unknown>): string[] {
   const memory = result.worker_memory_mb as { before: MemoryReading; peak: MemoryReading; after: MemoryReading };
   return [
-    `slow turns: ${String(result.completed)}/${String(result.turns)} completed in ${String(result.duration_ms)} ms after release (answer ${String(result.answer_ms)} ms, ${String(result.max_concurrent_turns)} at once, last first delta at ${String(result.last_first_delta_ms)} ms)`,
+    `slow turns: ${String(result.completed)}/${String(result.turns)} completed in ${String(result.duration_ms)} ms after release (answer ${String(result.answer_ms)} ms, ${String(result.max_concurrent_turns)} at once, last first delta at ${String(result.last_first_delta_ms)} ms, all claimed within ${String(result.claim_spread_ms)} ms)`,
+    `slow turns: worker concurrency ${String(result.worker_concurrency)} (heap limit ${String(result.worker_heap_limit_mb)} MB), CPU ${String(result.worker_cpu_ms_per_turn)} ms per turn`,
     `slow turns: worker RSS ${memory.before.rss_mb} → peak ${memory.peak.rss_mb} → ${memory.after.rss_mb} MB, heap ${memory.before.heap_used_mb} → ${memory.peak.heap_used_mb} → ${memory.after.heap_used_mb} MB; ≈ ${String(result.worker_rss_per_inflight_turn_kb)} KB RSS per in-flight turn`,
   ];
 }

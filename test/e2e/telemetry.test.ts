@@ -32,13 +32,13 @@ async function stopAll(services: Service[]): Promise<void> {
 const untilReady = (port: number) => eventually(async () => ((await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.ok ? true : undefined), 20000, `port ${port} to be ready`);
 const scrape = async (port: number) => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
 
-async function postTurn(port: number, token: string, input: string): Promise<{ status: string }> {
+async function postTurn(port: number, token: string, input: string): Promise<{ status: string; id: string }> {
   const reply = await fetch(`http://127.0.0.1:${port}/v1/responses`, {
     method: 'POST',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     body: JSON.stringify({ model: 'fast', input }),
   });
-  return (await reply.json()) as { status: string };
+  return (await reply.json()) as { status: string; id: string };
 }
 
 /** `name type` lines of deploy/observability/metrics.txt. */
@@ -134,20 +134,28 @@ describe('metrics of the deployed processes (OTEL_PROMETHEUS_PORT)', () => {
 });
 
 /** A stand-in OTLP/HTTP collector: keeps the spans of every JSON export it receives. */
-async function startCollector(): Promise<{ url: string; spans: Array<{ name: string; service: string; attributes: Record<string, unknown> }>; close(): Promise<void> }> {
-  const spans: Array<{ name: string; service: string; attributes: Record<string, unknown> }> = [];
+interface CollectedSpan {
+  name: string;
+  service: string;
+  traceId: string;
+  parentSpanId?: string;
+  attributes: Record<string, unknown>;
+}
+
+async function startCollector(): Promise<{ url: string; spans: CollectedSpan[]; close(): Promise<void> }> {
+  const spans: CollectedSpan[] = [];
   type KeyValue = { key: string; value: Record<string, unknown> };
   const server: Server = createServer((request, response) => {
     let body = '';
     request.on('data', (chunk: Buffer) => (body += chunk.toString()));
     request.on('end', () => {
-      const payload = JSON.parse(body) as { resourceSpans?: Array<{ resource: { attributes: KeyValue[] }; scopeSpans: Array<{ spans: Array<{ name: string; attributes?: KeyValue[] }> }> }> };
+      const payload = JSON.parse(body) as { resourceSpans?: Array<{ resource: { attributes: KeyValue[] }; scopeSpans: Array<{ spans: Array<{ name: string; traceId: string; parentSpanId?: string; attributes?: KeyValue[] }> }> }> };
       for (const resourceSpans of payload.resourceSpans ?? []) {
         const service = String(resourceSpans.resource.attributes.find((attribute) => attribute.key === 'service.name')?.value.stringValue);
         for (const scope of resourceSpans.scopeSpans) {
           for (const span of scope.spans) {
             const attributes = Object.fromEntries((span.attributes ?? []).map((attribute) => [attribute.key, Object.values(attribute.value)[0]]));
-            spans.push({ name: span.name, service, attributes });
+            spans.push({ name: span.name, service, traceId: span.traceId, parentSpanId: span.parentSpanId || undefined, attributes });
           }
         }
       }
@@ -164,6 +172,7 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
   let seeded: SeededTenant;
   let upstream: FakeUpstream;
   const prefix = `ictrace${process.pid}`;
+  let serviceCount = 0;
 
   beforeAll(async () => {
     db = await createTestDatabase();
@@ -171,7 +180,7 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
     upstream = await startFakeUpstream({ reply: 'traced', tokenDelayMs: 0 });
   });
   afterAll(async () => {
-    await deleteRedisKeys(process.env.REDIS_URL!, prefix);
+    for (let count = 1; count <= serviceCount; count += 1) await deleteRedisKeys(process.env.REDIS_URL!, `${prefix}${count}`);
     await upstream.close();
     await db.drop();
   });
@@ -182,7 +191,7 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
     const service = startService('services/responses/dist/main.js', {
       DATABASE_URL: db.url,
       REDIS_URL: process.env.REDIS_URL,
-      REDIS_PREFIX: `${prefix}${Object.keys(sampler).length}`,
+      REDIS_PREFIX: `${prefix}${(serviceCount += 1)}`,
       MODEL_BASE_URL: upstream.baseURL,
       RESPONSES_ROLE: 'all',
       PORT: String(port),
@@ -203,7 +212,7 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
   }
 
   it('traces requests and turns, but not probes or idle background work', async () => {
-    await withTracedService({}, async (port, collector) => {
+    await withTracedService({ OTEL_TRACES_SAMPLER: 'parentbased_always_on' }, async (port, collector) => {
       for (let probe = 0; probe < 5; probe += 1) {
         await fetch(`http://127.0.0.1:${port}/readyz`);
         await fetch(`http://127.0.0.1:${port}/healthz`);
@@ -220,7 +229,54 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
       expect([...names].some((name) => name.startsWith('POST') && name !== 'POST /v1/responses')).toBe(true); // the model call (fetch)
       expect(new Set(collector.spans.map((span) => span.service))).toEqual(new Set(['ic-responses']));
       expect(collector.spans.filter((span) => /\/(readyz|healthz)/.test(`${span.name} ${String(span.attributes['url.path'] ?? '')}`))).toEqual([]);
+      // One server span per request (libs/telemetry http-server.ts), with the semantic-convention attributes.
+      const accepted = collector.spans.filter((span) => span.name === 'POST /v1/responses');
+      expect(accepted).toHaveLength(1);
+      expect(accepted[0]!.attributes).toMatchObject({
+        'http.request.method': 'POST',
+        'http.route': '/v1/responses',
+        'http.response.status_code': 200,
+        'url.path': '/v1/responses',
+        'url.scheme': 'http',
+        'server.address': '127.0.0.1',
+        'server.port': port,
+      });
     });
+  });
+
+  it('continues the caller\'s trace (W3C traceparent)', async () => {
+    await withTracedService({ OTEL_TRACES_SAMPLER: 'parentbased_always_on' }, async (port, collector) => {
+      const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+      await fetch(`http://127.0.0.1:${port}/v1/responses/resp_missing`, {
+        headers: { authorization: `Bearer ${seeded.smithToken}`, traceparent: `00-${traceId}-00f067aa0ba902b7-01` },
+      });
+      const span = await eventually(async () => collector.spans.find((candidate) => candidate.name === 'GET /v1/responses/:response_id'), 10000, 'the request span');
+      expect(span).toMatchObject({ traceId, parentSpanId: '00f067aa0ba902b7' });
+      expect(span.attributes['http.response.status_code']).toBe(404);
+    });
+  });
+
+  it('by default (ic_tail) exports slow or failing traces whole and a share of the rest', async () => {
+    upstream.set({ tokenDelayMs: 150 });
+    try {
+      await withTracedService({ OTEL_TRACES_SAMPLER_ARG: '0', TRACE_SLOW_MS: '400' }, async (port, collector) => {
+        // Seven words 150 ms apart: the turn and the request waiting for it are slow, so both are kept whole.
+        const turn = await postTurn(port, seeded.smithToken, 'a slow one');
+        expect(turn.status).toBe('completed');
+        await eventually(async () => {
+          const seen = new Set(collector.spans.map((span) => span.name));
+          return seen.has('turn.execute') && seen.has('POST /v1/responses') ? true : undefined;
+        }, 10000, 'the slow turn to be exported');
+        // A fast, successful read is recorded but not exported (ratio 0).
+        upstream.set({ tokenDelayMs: 0 });
+        const read = await fetch(`http://127.0.0.1:${port}/v1/responses/${turn.id}`, { headers: { authorization: `Bearer ${seeded.smithToken}` } });
+        expect(read.status).toBe(200);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        expect(collector.spans.map((span) => span.name)).not.toContain('GET /v1/responses/:response_id');
+      });
+    } finally {
+      upstream.set({ tokenDelayMs: 0 });
+    }
   });
 
   it('follows OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG', async () => {

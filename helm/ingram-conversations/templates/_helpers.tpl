@@ -228,3 +228,34 @@ podAntiAffinity:
 80
 {{- end -}}
 {{- end -}}
+
+{{/*
+A memory quantity (768Mi, 1Gi, 512M, 2G, plain bytes) in MiB; 0 when absent or in another form.
+*/}}
+{{- define "ic.memoryMiB" -}}
+{{- $q := toString (default "" .) -}}
+{{- if regexMatch "^[0-9]+Gi$" $q -}}{{ mul (trimSuffix "Gi" $q | int64) 1024 }}
+{{- else if regexMatch "^[0-9]+Mi$" $q -}}{{ trimSuffix "Mi" $q | int64 }}
+{{- else if regexMatch "^[0-9]+G$" $q -}}{{ div (mul (trimSuffix "G" $q | int64) 1000000000) 1048576 }}
+{{- else if regexMatch "^[0-9]+M$" $q -}}{{ div (mul (trimSuffix "M" $q | int64) 1000000) 1048576 }}
+{{- else if regexMatch "^[0-9]+$" $q -}}{{ div ($q | int64) 1048576 }}
+{{- else -}}0
+{{- end -}}
+{{- end -}}
+
+{{/*
+Turn slots of one worker pod: `responsesWorker.concurrency`, or with 0 (the worker derives it from
+its heap: half of V8's heap limit at 256 KB a turn) an estimate from the memory limit. Node sizes the
+heap from the container's limit; the estimate takes a quarter of the limit as heap, at most 2 GiB (the
+low end of what Node 20–24 give), so a 768Mi pod counts as 384 slots: fewer slots than the worker may
+derive means more pods, never turns left waiting. 0 when it cannot tell (no memory limit in whole
+Mi/Gi/M/G or bytes).
+*/}}
+{{- define "ic.workerTurnSlots" -}}
+{{- $v := .Values.responsesWorker -}}
+{{- if gt (int $v.concurrency) 0 -}}{{ int $v.concurrency }}
+{{- else -}}
+{{- $limitMiB := include "ic.memoryMiB" (dig "limits" "memory" "" ($v.resources | default dict)) | int64 -}}
+{{- if gt $limitMiB 0 -}}{{ max 8 (mul (div (min 2048 (div $limitMiB 4)) 2) 4) }}{{- else -}}0{{- end -}}
+{{- end -}}
+{{- end -}}

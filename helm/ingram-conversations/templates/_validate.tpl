@@ -102,8 +102,11 @@ anything the chart cannot see (the content of an existingSecret) is still caught
 {{- if not (has .Values.titler.mode (list "message" "model")) -}}
   {{- $errors = append $errors "titler.mode must be message or model" -}}
 {{- end -}}
-{{- if lt (int .Values.responsesWorker.concurrency) 1 -}}
-  {{- $errors = append $errors "responsesWorker.concurrency must be at least 1" -}}
+{{- if lt (int .Values.responsesWorker.concurrency) 0 -}}
+  {{- $errors = append $errors "responsesWorker.concurrency must be 0 (derived from the heap) or more" -}}
+{{- end -}}
+{{- if and .Values.responsesWorker.keda.enabled (not (int .Values.responsesWorker.keda.turnsPerReplica)) (eq (include "ic.workerTurnSlots" .) "0") -}}
+  {{- $errors = append $errors "responsesWorker.keda needs turnsPerReplica, a concurrency or a memory limit (resources.limits.memory, in whole Mi/Gi/M/G) to tell how many turns a pod holds" -}}
 {{- end -}}
 {{- range $key := splitList " " (include "ic.componentKeys" .) -}}
   {{- $v := index $.Values $key -}}

@@ -406,7 +406,7 @@ rather than CPU, which stays low while turns wait on the model. KEDA creates and
 {{- $k := $v.keda -}}
 {{- $meta := include "ic.meta" . | fromYaml -}}
 {{- $selector := default (printf "namespace=%q, service=~%q" $root.Release.Namespace (printf "%s-.*" (include "ic.fullname" $root))) $k.seriesSelector -}}
-{{- $perReplica := default $v.concurrency (int $k.turnsPerReplica) -}}
+{{- $perReplica := default (include "ic.workerTurnSlots" $root | int) (int $k.turnsPerReplica) -}}
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata:

@@ -7,7 +7,7 @@ import { BackendTerminatedError, BackendTerminatedUnexpectedlyError, ConnectionE
 import { API_VERSIONS, apiError, AppError, CURRENT_API_VERSION, findHostileValue, formatJsonPath, MAX_JSON_DEPTH, type HostileValue } from '@ic/schemas';
 import { SMITH_HEADER, type Authenticator, type Principal, type Scope, requireScope } from '@ic/auth';
 import type { SmithRow } from '@ic/schemas';
-import type { Logger } from '@ic/telemetry';
+import { recordExceptionOnActiveSpan, type Logger } from '@ic/telemetry';
 import { principalOf } from './principal';
 import type { RateLimits } from './rate-limit';
 
@@ -221,6 +221,8 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       logger.warn({ err: { message: (error as Error)?.message, code: sqlStateOf(error) }, requestId: res.locals.requestId, method: req.method, path: req.path }, 'request refused: dependency unavailable');
     } else if (appError.status >= 500) {
       logger.error({ err: error, requestId: res.locals.requestId, method: req.method, path: req.path }, 'request failed');
+      // The request's server span (its status is set from the reply's 5xx when it ends).
+      recordExceptionOnActiveSpan(error);
     }
     if (res.headersSent) {
       res.end();

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { createServer, STATUS_CODES, type RequestListener, type Server } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type RequestListener, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { apiError, type ErrorCode } from '@ic/schemas';
+import { traceHttpServer } from '@ic/telemetry';
 
 export interface HttpServerTimeouts {
   /**
@@ -32,9 +33,15 @@ export function createHttpServer(handler: RequestListener, timeouts: Partial<Htt
   const requestedRequestTimeout = timeouts.requestTimeoutMs ?? DEFAULT_HTTP_TIMEOUTS.requestTimeoutMs;
   // Node refuses a request timeout shorter than the headers timeout.
   const requestTimeout = requestedRequestTimeout === 0 ? 0 : Math.max(requestedRequestTimeout, headersTimeout);
-  const server = createServer({ keepAliveTimeout, headersTimeout, requestTimeout }, handler);
+  const server = createServer({ keepAliveTimeout, headersTimeout, requestTimeout }, traceHttpServer(handler, { routeOf: expressRoute }));
   server.on('clientError', answerClientError);
   return server;
+}
+
+/** The route template express matched (`/v1/conversations/:conversation_id`), for spans and the duration metric. */
+function expressRoute(req: IncomingMessage): string | undefined {
+  const { route, baseUrl } = req as IncomingMessage & { route?: { path?: unknown }; baseUrl?: string };
+  return typeof route?.path === 'string' ? `${baseUrl ?? ''}${route.path}` : undefined;
 }
 
 function clientErrorCode(error: NodeJS.ErrnoException): ErrorCode {

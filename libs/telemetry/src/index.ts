@@ -40,7 +40,14 @@ export async function withSpan<T>(name: string, attributes: Attributes, work: (s
   });
 }
 
-export { startTelemetry, samplerFromEnv, TURN_LATENCY_BUCKETS_SECONDS, STORE_LATENCY_BUCKETS_SECONDS, type TelemetryHandle } from './sdk';
+/** Adds an exception event to the active span (e.g. the request's server span), if there is one and it records. */
+export function recordExceptionOnActiveSpan(error: unknown): void {
+  const span = trace.getActiveSpan();
+  if (span?.isRecording() && error instanceof Error) span.recordException(error);
+}
+
+export { traceHttpServer, UNTRACED_PATHS, type HttpServerTelemetryOptions } from './http-server';
+export { startTelemetry, samplerFromEnv, instrumentationEnabled, TURN_LATENCY_BUCKETS_SECONDS, STORE_LATENCY_BUCKETS_SECONDS, type TelemetryHandle } from './sdk';
 
 /**
  * Metrics shared by the services; dashboards and alerts key on these names

@@ -1,6 +1,8 @@
 /* eslint-disable @typescript-eslint/no-require-imports -- the SDK is loaded lazily so libraries and tests never pay for it */
 import { type Attributes, type Context, type Link, SpanKind, trace } from '@opentelemetry/api';
 import type { Sampler, SamplingResult } from '@opentelemetry/sdk-trace-base';
+import { enableHttpServerTelemetry } from './http-server';
+import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
 
 export interface TelemetryHandle {
   shutdown(): Promise<void>;
@@ -11,9 +13,6 @@ export const TURN_LATENCY_BUCKETS_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 /** Bucket boundaries (seconds) for one Postgres query or Redis command. */
 export const STORE_LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
-/** Requests that are never traced: probes and scrapes arrive every few seconds and say nothing about users. */
-export const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
-
 /**
  * A trace starts where work arrives: an incoming request (SERVER), a job taken from a queue (CONSUMER)
  * or one put on it (PRODUCER, e.g. a sweeper re-enqueue). Root spans of any other kind come from
@@ -23,18 +22,26 @@ export const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
  */
 const TRACE_STARTING_KINDS = new Set([SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.PRODUCER]);
 
+/** The sampler used when OTEL_TRACES_SAMPLER is unset (see RecordAllSampler), and its default ratio. */
+export const DEFAULT_SAMPLER = 'ic_tail';
+const DEFAULT_TAIL_RATIO = 0.1;
+
 /**
- * The sampler the standard variables ask for (OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, same
- * values and defaults as the spec: parentbased_always_on when unset, ratio 1 when the argument is
- * missing or out of range).
+ * The sampler the standard variables ask for (OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, the spec's
+ * values; a missing or out-of-range argument means ratio 1), plus `ic_tail`, the default: every span
+ * recorded, OTEL_TRACES_SAMPLER_ARG (default 0.1) of traces exported by trace id, and every trace with
+ * an error or slower than TRACE_SLOW_MS exported whole (TailKeepSpanProcessor).
  */
 export function samplerFromEnv(env: NodeJS.ProcessEnv = process.env): Sampler {
   const { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, TraceIdRatioBasedSampler } =
     require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
-  const name = (env.OTEL_TRACES_SAMPLER ?? '').trim().toLowerCase() || 'parentbased_always_on';
+  const name = samplerName(env);
   const argument = Number(env.OTEL_TRACES_SAMPLER_ARG);
-  const ratio = env.OTEL_TRACES_SAMPLER_ARG !== undefined && env.OTEL_TRACES_SAMPLER_ARG.trim() !== '' && argument >= 0 && argument <= 1 ? argument : 1;
+  const given = env.OTEL_TRACES_SAMPLER_ARG !== undefined && env.OTEL_TRACES_SAMPLER_ARG.trim() !== '' && argument >= 0 && argument <= 1;
+  const ratio = given ? argument : 1;
   switch (name) {
+    case 'ic_tail':
+      return new RecordAllSampler(new TraceIdRatioBasedSampler(given ? argument : DEFAULT_TAIL_RATIO));
     case 'always_on':
       return new AlwaysOnSampler();
     case 'always_off':
@@ -49,9 +56,20 @@ export function samplerFromEnv(env: NodeJS.ProcessEnv = process.env): Sampler {
       return new ParentBasedSampler({ root: new AlwaysOnSampler() });
     default:
       throw new Error(
-        `OTEL_TRACES_SAMPLER=${name} is not supported; use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio.`,
+        `OTEL_TRACES_SAMPLER=${name} is not supported; use ic_tail, always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio.`,
       );
   }
+}
+
+const samplerName = (env: NodeJS.ProcessEnv) => (env.OTEL_TRACES_SAMPLER ?? '').trim().toLowerCase() || DEFAULT_SAMPLER;
+
+/** TRACE_SLOW_MS: with `ic_tail`, a trace whose local root takes this long or longer is exported whole (default 1000). */
+export function traceSlowMsFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.TRACE_SLOW_MS?.trim();
+  if (!raw) return 1000;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0) throw new Error(`TRACE_SLOW_MS=${raw} is not a number of milliseconds ≥ 0.`);
+  return value;
 }
 
 /** Drops root spans of routine background work (see TRACE_STARTING_KINDS), then defers to the configured sampler. */
@@ -68,6 +86,22 @@ export class RoutineSpanFilter implements Sampler {
   }
 }
 
+/** What OTEL_NODE_ENABLED_INSTRUMENTATIONS / OTEL_NODE_DISABLED_INSTRUMENTATIONS name (as in auto-instrumentations-node). */
+export const INSTRUMENTATION_NAMES = ['http', 'pg', 'ioredis', 'undici', 'runtime-node'] as const;
+export type InstrumentationName = (typeof INSTRUMENTATION_NAMES)[number];
+
+/**
+ * Whether an instrumentation is on: all are by default; OTEL_NODE_ENABLED_INSTRUMENTATIONS (comma-separated
+ * names) keeps only those, then OTEL_NODE_DISABLED_INSTRUMENTATIONS removes some. `http` is the server
+ * span and request-duration metric of http-server.ts.
+ */
+export function instrumentationEnabled(name: InstrumentationName, env: NodeJS.ProcessEnv = process.env): boolean {
+  const list = (value: string | undefined) => (value ?? '').split(',').map((entry) => entry.trim()).filter(Boolean);
+  const only = list(env.OTEL_NODE_ENABLED_INSTRUMENTATIONS);
+  if (only.length > 0 && !only.includes(name)) return false;
+  return !list(env.OTEL_NODE_DISABLED_INSTRUMENTATIONS).includes(name);
+}
+
 /**
  * Starts tracing and metrics when configured: OTEL_EXPORTER_OTLP_ENDPOINT (or
  * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) sends traces over OTLP/HTTP, OTEL_PROMETHEUS_PORT serves
@@ -76,9 +110,9 @@ export class RoutineSpanFilter implements Sampler {
  *
  * Built from the SDK's parts rather than @opentelemetry/sdk-node, which pulls in every exporter
  * (gRPC, protobuf, Zipkin, logs) — most of the image's node_modules. Only the instrumentations this
- * code uses are installed: http (incoming requests; probes and scrapes skipped), express (routes),
- * pg and ioredis (only inside a traced operation), undici (fetch: the model upstream) and runtime-node
- * (event loop and heap metrics).
+ * code uses are installed: pg and ioredis (only inside a traced operation), undici (fetch: the model
+ * upstream) and runtime-node (event loop and heap metrics); incoming requests get the lean server span
+ * of http-server.ts (probes and scrapes skipped).
  */
 export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = process.env): TelemetryHandle {
   const tracesEndpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT;
@@ -86,12 +120,10 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
   if (!tracesEndpoint && !prometheusPort) return { shutdown: async () => undefined };
 
   const { AlwaysOffSampler, NodeTracerProvider, BatchSpanProcessor } = require('@opentelemetry/sdk-trace-node') as typeof import('@opentelemetry/sdk-trace-node');
-  const { MeterProvider, AggregationType } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
+  const { MeterProvider } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
   const { defaultResource, detectResources, envDetector, hostDetector, processDetector, resourceFromAttributes } =
     require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
   const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
-  const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
-  const { ExpressInstrumentation } = require('@opentelemetry/instrumentation-express') as typeof import('@opentelemetry/instrumentation-express');
   const { PgInstrumentation } = require('@opentelemetry/instrumentation-pg') as typeof import('@opentelemetry/instrumentation-pg');
   const { IORedisInstrumentation } = require('@opentelemetry/instrumentation-ioredis') as typeof import('@opentelemetry/instrumentation-ioredis');
   const { UndiciInstrumentation } = require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici');
@@ -103,15 +135,16 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
     .merge(resourceFromAttributes({ 'service.name': serviceName, 'service.version': env.SERVICE_VERSION ?? '0.1.0' }))
     .merge(detectResources({ detectors: [envDetector] }));
 
-  // Registered even without a trace endpoint: its context manager carries the matched express route
-  // to the HTTP duration metric (http_route). Spans are then never sampled, so they cost next to nothing.
+  // Registered even without a trace endpoint, so the API's context and propagator are the SDK's; spans
+  // are then never sampled, so they cost next to nothing.
   let tracerProvider: InstanceType<typeof NodeTracerProvider>;
   if (tracesEndpoint) {
     const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
+    const exporting = new BatchSpanProcessor(new OTLPTraceExporter());
     tracerProvider = new NodeTracerProvider({
       resource,
       sampler: new RoutineSpanFilter(samplerFromEnv(env)),
-      spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter())],
+      spanProcessors: [samplerName(env) === 'ic_tail' ? new TailKeepSpanProcessor(exporting, traceSlowMsFromEnv(env)) : exporting],
     });
   } else {
     tracerProvider = new NodeTracerProvider({ resource, sampler: new AlwaysOffSampler() });
@@ -127,9 +160,6 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
       views: [
         // Prometheus names carry their unit; the OTel exporter (0.22x) does not add it.
         { instrumentName: 'http.server.request.duration', name: 'http.server.request.duration_seconds' },
-        // The model upstream is called with fetch (undici). Node's http client would register the same
-        // metric name a second time (a scrape promtool rejects), and nothing here uses it.
-        { instrumentName: 'http.client.request.duration', meterName: '@opentelemetry/instrumentation-http', aggregation: { type: AggregationType.DROP } },
         { instrumentName: 'http.client.request.duration', meterName: '@opentelemetry/instrumentation-undici', name: 'http.client.request.duration_seconds' },
         { instrumentName: 'db.client.operation.duration', name: 'db.client.operation.duration_seconds' },
       ],
@@ -138,23 +168,21 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
     metrics.setGlobalMeterProvider(meterProvider);
   }
 
+  const enabled = (name: InstrumentationName) => instrumentationEnabled(name, env);
+  // Incoming requests: libs/telemetry's own lean server span (http-server.ts), not instrumentation-http
+  // and -express (see traceHttpServer for why).
+  enableHttpServerTelemetry(enabled('http'));
   registerInstrumentations({
     tracerProvider,
     meterProvider,
     instrumentations: [
-      new HttpInstrumentation({
-        ignoreIncomingRequestHook: (request) => UNTRACED_PATHS.has((request.url ?? '').split('?')[0] ?? ''),
-        // Outgoing node:http calls happen only from the OTLP exporter itself.
-        ignoreOutgoingRequestHook: () => true,
-      }),
-      new ExpressInstrumentation(),
       // Queries and commands are traced only inside a request or a job, never from timers on their own
       // (the sweeper, BullMQ's pollers, readiness checks).
-      new PgInstrumentation({ requireParentSpan: true }),
-      new IORedisInstrumentation({ requireParentSpan: true }),
-      new UndiciInstrumentation({ requireParentforSpans: true }),
-      new RuntimeNodeInstrumentation(),
-    ],
+      enabled('pg') && new PgInstrumentation({ requireParentSpan: true }),
+      enabled('ioredis') && new IORedisInstrumentation({ requireParentSpan: true }),
+      enabled('undici') && new UndiciInstrumentation({ requireParentforSpans: true }),
+      enabled('runtime-node') && new RuntimeNodeInstrumentation(),
+    ].filter((instrumentation) => instrumentation !== false),
   });
 
   return {

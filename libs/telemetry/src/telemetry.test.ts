@@ -14,8 +14,8 @@ const RECORD_AND_SAMPLED = 2;
 const NOT_RECORD = 0;
 
 describe('samplerFromEnv (OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG)', () => {
-  it('defaults to parentbased_always_on and reads every standard value', () => {
-    expect(samplerFromEnv({}).toString()).toBe('ParentBased{root=AlwaysOnSampler, remoteParentSampled=AlwaysOnSampler, remoteParentNotSampled=AlwaysOffSampler, localParentSampled=AlwaysOnSampler, localParentNotSampled=AlwaysOffSampler}');
+  it('reads every standard value (unset is ic_tail: tail-keep.test.ts)', () => {
+    expect(samplerFromEnv({ OTEL_TRACES_SAMPLER: 'parentbased_always_on' }).toString()).toBe('ParentBased{root=AlwaysOnSampler, remoteParentSampled=AlwaysOnSampler, remoteParentNotSampled=AlwaysOffSampler, localParentSampled=AlwaysOnSampler, localParentNotSampled=AlwaysOffSampler}');
     expect(samplerFromEnv({ OTEL_TRACES_SAMPLER: 'always_off' }).toString()).toBe('AlwaysOffSampler');
     expect(samplerFromEnv({ OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.25' }).toString()).toBe('TraceIdRatioBased{0.25}');
     expect(samplerFromEnv({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' }).toString()).toMatch(/^ParentBased\{root=TraceIdRatioBased\{0.1\}/);
@@ -25,7 +25,7 @@ describe('samplerFromEnv (OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG)', () =>
   });
 
   it('starts traces only where work arrives, and keeps following the parent', () => {
-    const sampler = new RoutineSpanFilter(samplerFromEnv({}));
+    const sampler = new RoutineSpanFilter(samplerFromEnv({ OTEL_TRACES_SAMPLER: 'parentbased_always_on' }));
     expect(decide(sampler, SpanKind.SERVER)).toBe(RECORD_AND_SAMPLED);
     expect(decide(sampler, SpanKind.CONSUMER)).toBe(RECORD_AND_SAMPLED);
     expect(decide(sampler, SpanKind.PRODUCER)).toBe(RECORD_AND_SAMPLED);

@@ -1,5 +1,6 @@
 import { ConfigError } from '@ic/config';
-import { loadResponsesEnv, serviceNameForRole } from './env';
+import { getHeapStatistics } from 'node:v8';
+import { derivedWorkerConcurrency, HEAP_PER_INFLIGHT_TURN_BYTES, loadResponsesEnv, serviceNameForRole } from './env';
 
 const base = { DATABASE_URL: 'postgres://ic@db/ic', REDIS_URL: 'redis://redis:6379' };
 
@@ -19,6 +20,20 @@ describe('responses env', () => {
     const cluster = loadResponsesEnv({ ...base, MODEL_ADAPTER: 'development', SHUTDOWN_GRACE_PERIOD_MS: '90000', REDIS_CLUSTER_NODES: 'redis-0.redis:6379, redis-1.redis:6379' });
     expect([cluster.SHUTDOWN_GRACE_PERIOD_MS, cluster.REDIS_CLUSTER_NODES]).toEqual([90000, ['redis-0.redis:6379', 'redis-1.redis:6379']]);
     expect(() => loadResponsesEnv({ ...base, MODEL_ADAPTER: 'development', REDIS_CLUSTER_NODES: 'redis-0' })).toThrow(/REDIS_CLUSTER_NODES.*host:port/s);
+  });
+
+  it('derives WORKER_CONCURRENCY from the heap limit unless it is set', () => {
+    const dev = { ...base, MODEL_ADAPTER: 'development' };
+    expect(loadResponsesEnv(dev).WORKER_CONCURRENCY).toBe(derivedWorkerConcurrency(getHeapStatistics().heap_size_limit));
+    expect(loadResponsesEnv({ ...dev, WORKER_CONCURRENCY: '0' }).WORKER_CONCURRENCY).toBe(derivedWorkerConcurrency());
+    expect(loadResponsesEnv({ ...dev, WORKER_CONCURRENCY: '3' }).WORKER_CONCURRENCY).toBe(3);
+    expect(() => loadResponsesEnv({ ...dev, WORKER_CONCURRENCY: '10001' })).toThrow(/WORKER_CONCURRENCY/);
+    // Half the heap, a budget per turn, within 8–10,000.
+    const mib = 1024 * 1024;
+    expect(derivedWorkerConcurrency(400 * mib)).toBe(Math.floor((200 * mib) / HEAP_PER_INFLIGHT_TURN_BYTES));
+    expect(derivedWorkerConcurrency(400 * mib)).toBe(800);
+    expect(derivedWorkerConcurrency(2 * mib)).toBe(8);
+    expect(derivedWorkerConcurrency(64 * 1024 * mib)).toBe(10000);
   });
 
   it('names each role for telemetry', () => {

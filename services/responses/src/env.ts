@@ -1,5 +1,26 @@
 import { z } from 'zod';
+import { getHeapStatistics } from 'node:v8';
 import { databaseEnv, httpEnv, intEnv, logEnv, modelEnv, parseEnv, redisEnv, requireModelUpstream, shutdownEnv } from '@ic/config';
+
+/**
+ * Heap one in-flight streaming turn is budgeted: `npm run bench -- slow-turns` measures about 65–145 KB
+ * of heap (80–200 KB of RSS) per turn with 400–1,000 ten-second turns in flight in one process; the
+ * rest is margin for longer histories and answers.
+ */
+export const HEAP_PER_INFLIGHT_TURN_BYTES = 256 * 1024;
+const MIN_WORKER_CONCURRENCY = 8;
+const MAX_WORKER_CONCURRENCY = 10000;
+
+/**
+ * The default WORKER_CONCURRENCY: as many turns as fit in half of V8's heap limit (the other half is
+ * left for garbage-collection headroom, history caches and bursts), within 8–10,000. Node sizes its
+ * heap from the container's memory limit (a quarter to a half of it), so the pod's memory limit sets
+ * this: 384–768 turns under a 768 MiB limit, 8,288 with the 4 GiB heap of a large machine.
+ */
+export function derivedWorkerConcurrency(heapLimitBytes: number = getHeapStatistics().heap_size_limit): number {
+  const fit = Math.floor(heapLimitBytes / 2 / HEAP_PER_INFLIGHT_TURN_BYTES);
+  return Math.min(MAX_WORKER_CONCURRENCY, Math.max(MIN_WORKER_CONCURRENCY, fit));
+}
 
 export const ResponsesEnv = z.object({
   ...databaseEnv,
@@ -11,14 +32,12 @@ export const ResponsesEnv = z.object({
   /** `api` serves /v1/responses, `worker` executes turns, `all` does both in one process. */
   RESPONSES_ROLE: z.enum(['api', 'worker', 'all']).default('all'),
   /**
-   * Turns one worker process executes at once. A turn mostly waits on the model (seconds to minutes)
-   * and holds no Postgres connection meanwhile (each of its three statements borrows one briefly), so
-   * this is bounded by memory, not CPU: about 0.2 MB per in-flight streaming turn (measured with
-   * `npm run bench -- slow-turns`: 1,000 ten-second turns at once in one process, RSS ≈ +180–210 MB,
-   * heap ≈ +150–180 MB). Lock renewal is one Redis call for all of a worker's jobs (BullMQ's lock
-   * manager), so it does not grow with this. Lower it for CPU-bound local models.
+   * Turns one worker process executes at once; 0 (the default) derives it from the heap
+   * (`derivedWorkerConcurrency`). A turn mostly waits on the model (seconds to minutes) and holds no
+   * Postgres connection meanwhile (each of its statements borrows one briefly), so this is bounded by
+   * memory, not CPU. Lower it for CPU-bound local models.
    */
-  WORKER_CONCURRENCY: intEnv(1000, 1, 10000),
+  WORKER_CONCURRENCY: intEnv(0, 0, MAX_WORKER_CONCURRENCY).transform((value) => (value === 0 ? derivedWorkerConcurrency() : value)),
   /** Port for /healthz and /readyz when the process runs only the worker role. */
   HEALTH_PORT: intEnv(8081, 0, 65535),
   /** How long a worker's lock on a turn lasts; a crashed worker's turn is picked up again after about this long. */

@@ -2,6 +2,7 @@ import { ShutdownRegistry, createLogger, runMain, shutdownDeadlineMs, startTelem
 import { serviceNameForRole } from './env';
 const telemetry = startTelemetry(serviceNameForRole(process.env.RESPONSES_ROLE));
 
+import { getHeapStatistics } from 'node:v8';
 import { Authenticator } from '@ic/auth';
 import { createDbPool, sql } from '@ic/db';
 import { httpTimeouts } from '@ic/config';
@@ -71,7 +72,8 @@ async function main(): Promise<void> {
     await ready();
     const worker = runtime.startWorker(env.WORKER_CONCURRENCY);
     observeWorkerGauges({ inFlight: worker.inFlight, concurrency: env.WORKER_CONCURRENCY });
-    logger.info({ concurrency: env.WORKER_CONCURRENCY, drainMs: shutdown.deadlineMs - WORKER_DRAIN_RESERVE_MS }, 'turn worker started');
+    // With WORKER_CONCURRENCY unset the concurrency comes from the heap limit: log both.
+    logger.info({ concurrency: env.WORKER_CONCURRENCY, heapLimitMb: Math.round(getHeapStatistics().heap_size_limit / 1048576), drainMs: shutdown.deadlineMs - WORKER_DRAIN_RESERVE_MS }, 'turn worker started');
     // Running turns finish within the grace period; what is still running then is re-delivered to
     // another worker once its lock lapses.
     shutdown.register('worker', () => worker.close(), { leaveMs: WORKER_DRAIN_RESERVE_MS });

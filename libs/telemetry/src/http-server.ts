@@ -1,0 +1,116 @@
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import { context, metrics, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
+
+/** Requests that are never traced: probes and scrapes arrive every few seconds and say nothing about users. */
+export const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
+
+/** The buckets @opentelemetry/instrumentation-http gives http.server.request.duration (semantic conventions' advice), seconds. */
+const SERVER_DURATION_BUCKETS_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
+
+let serverSpansEnabled = false;
+let durationHistogram: Histogram | undefined;
+
+/**
+ * Turned on by startTelemetry (unless OTEL_NODE_DISABLED_INSTRUMENTATIONS names `http`): until then
+ * traceHttpServer's wrapper only passes requests through, so tests and the embedded stack without
+ * OTEL_* variables pay one branch per request.
+ */
+export function enableHttpServerTelemetry(enabled: boolean): void {
+  serverSpansEnabled = enabled;
+  // The meter must come from the provider startTelemetry registered: one taken earlier is a no-op for good.
+  durationHistogram = enabled
+    ? metrics.getMeter('ingram-conversations').createHistogram('http.server.request.duration', {
+        description: 'Duration of HTTP server requests.',
+        unit: 's',
+        advice: { explicitBucketBoundaries: SERVER_DURATION_BUCKETS_SECONDS },
+      })
+    : undefined;
+}
+
+const tracer = trace.getTracer('ingram-conversations-http');
+
+export interface HttpServerTelemetryOptions {
+  /** The matched route template (`/v1/conversations/:conversation_id`), read once the reply is finished. */
+  routeOf?: (req: IncomingMessage) => string | undefined;
+}
+
+/**
+ * One SERVER span and one http.server.request.duration record per incoming request, with the stable
+ * HTTP semantic-convention attributes, in place of @opentelemetry/instrumentation-http and -express.
+ * Those two cost more CPU than a cached conversation GET itself (instrumentation-http's fixed work
+ * even when nothing is sampled; a span per express middleware layer). The W3C `traceparent` of the
+ * caller is honoured (the globally registered propagator), the request's handlers run in the span's
+ * context (database and Redis spans, queue producers and the model call are its children), and
+ * 5xx replies mark the span as an error. Probes and scrapes (UNTRACED_PATHS) are left out of both.
+ */
+export function traceHttpServer(listener: RequestListener, options: HttpServerTelemetryOptions = {}): RequestListener {
+  return (req, res) => {
+    if (!serverSpansEnabled) return listener(req, res);
+    const url = req.url ?? '/';
+    const queryAt = url.indexOf('?');
+    const path = queryAt === -1 ? url : url.slice(0, queryAt);
+    if (UNTRACED_PATHS.has(path)) return listener(req, res);
+
+    const startedAt = performance.now();
+    const method = KNOWN_METHODS.has(req.method ?? '') ? req.method! : '_OTHER';
+    const parent = req.headers.traceparent === undefined ? ROOT_CONTEXT : propagation.extract(ROOT_CONTEXT, req.headers);
+    const span = tracer.startSpan(method, { kind: SpanKind.SERVER }, parent);
+    if (span.isRecording()) span.setAttributes(requestAttributes(req, method, path, queryAt === -1 ? undefined : url.slice(queryAt + 1)));
+
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      finishRequest(req, res, span, method, startedAt, options.routeOf?.(req));
+    };
+    res.once('finish', end);
+    // A client that goes away before the reply is complete: the span ends then, without a status code.
+    res.once('close', end);
+    context.with(trace.setSpan(parent, span), () => listener(req, res));
+  };
+}
+
+function requestAttributes(req: IncomingMessage, method: string, path: string, query: string | undefined): Attributes {
+  const attributes: Attributes = {
+    'http.request.method': method,
+    'url.scheme': 'http',
+    'url.path': path,
+    'network.protocol.version': req.httpVersion,
+    'network.peer.address': req.socket.remoteAddress,
+    'network.peer.port': req.socket.remotePort,
+  };
+  if (method === '_OTHER') attributes['http.request.method_original'] = req.method;
+  if (query) attributes['url.query'] = query;
+  const host = req.headers.host;
+  if (host) {
+    const portAt = host.lastIndexOf(':');
+    const hasPort = portAt > host.lastIndexOf(']');
+    attributes['server.address'] = hasPort ? host.slice(0, portAt) : host;
+    if (hasPort) attributes['server.port'] = Number(host.slice(portAt + 1));
+  }
+  // The first address of X-Forwarded-For is the caller behind the ingress; otherwise the peer itself.
+  const forwarded = req.headers['x-forwarded-for'];
+  const forwardedFirst = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
+  attributes['client.address'] = forwardedFirst || req.socket.remoteAddress;
+  const userAgent = req.headers['user-agent'];
+  if (userAgent) attributes['user_agent.original'] = userAgent;
+  return attributes;
+}
+
+function finishRequest(req: IncomingMessage, res: ServerResponse, span: Span, method: string, startedAt: number, route: string | undefined): void {
+  const completed = res.writableFinished;
+  const metricAttributes: Attributes = { 'http.request.method': method, 'url.scheme': 'http', 'network.protocol.version': req.httpVersion };
+  if (route) metricAttributes['http.route'] = route;
+  if (completed || res.headersSent) metricAttributes['http.response.status_code'] = res.statusCode;
+  if (completed && res.statusCode >= 500) metricAttributes['error.type'] = String(res.statusCode);
+  else if (!completed) metricAttributes['error.type'] = 'aborted';
+  if (span.isRecording()) {
+    span.setAttributes(metricAttributes);
+    if (route) span.updateName(`${method} ${route}`);
+    if (metricAttributes['error.type'] !== undefined) span.setStatus({ code: SpanStatusCode.ERROR });
+  }
+  span.end();
+  durationHistogram?.record((performance.now() - startedAt) / 1000, metricAttributes);
+}

@@ -1,0 +1,107 @@
+import { type Attributes, type Context, type Link, type SpanKind, SpanStatusCode, TraceFlags, trace } from '@opentelemetry/api';
+import type { ReadableSpan, Sampler, SamplingResult, Span, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+
+/** SamplingDecision from sdk-trace-base, without loading it (the SDK is loaded lazily, see sdk.ts). */
+const RECORD = 1;
+const RECORD_AND_SAMPLED = 2;
+
+/**
+ * `ic_tail`, the default sampler: every span is recorded; a trace is exported when its trace id falls
+ * in `ratio` (TraceIdRatioBased, so every service agrees on it) or its caller sampled it, and
+ * otherwise only if TailKeepSpanProcessor finds an error in it or it was slow. Recording costs a
+ * span object and its attributes; exporting a span (serialising it to OTLP and sending it) costs
+ * several times that, so exporting one trace in ten plus every interesting one keeps the overhead small
+ * without a blind spot: no failing or slow request goes unseen.
+ * A recorded-but-not-exported span carries the unsampled flag, so a downstream service (a worker
+ * taking the job) records it the same way and keeps its own part on error or slowness.
+ */
+export class RecordAllSampler implements Sampler {
+  constructor(private readonly ratioSampler: Sampler) {}
+
+  shouldSample(context: Context, traceId: string, spanName: string, spanKind: SpanKind, attributes: Attributes, links: Link[]): SamplingResult {
+    const parent = trace.getSpanContext(context);
+    if (parent) return { decision: parent.traceFlags & TraceFlags.SAMPLED ? RECORD_AND_SAMPLED : RECORD };
+    return { decision: this.ratioSampler.shouldSample(context, traceId, spanName, spanKind, attributes, links).decision === RECORD_AND_SAMPLED ? RECORD_AND_SAMPLED : RECORD };
+  }
+
+  toString(): string {
+    return `RecordAllSampler{${this.ratioSampler.toString()}}`;
+  }
+}
+
+/** How many spans of one undecided local trace are held at most; beyond that its spans are not kept. */
+const MAX_HELD_SPANS = 1000;
+
+/** The spans of one local trace (a local root span and its in-process descendants) until the root ends. */
+interface LocalTrace {
+  held: ReadableSpan[];
+  failed: boolean;
+  decision: 'pending' | 'kept' | 'dropped';
+}
+
+function asSampled(span: ReadableSpan): ReadableSpan {
+  const sampledContext = { ...span.spanContext(), traceFlags: span.spanContext().traceFlags | TraceFlags.SAMPLED };
+  return Object.create(span, { spanContext: { value: () => sampledContext } }) as ReadableSpan;
+}
+
+const durationMs = (span: ReadableSpan) => span.duration[0] * 1e3 + span.duration[1] / 1e6;
+
+/**
+ * In front of the exporting processor: sampled spans pass straight through. Recorded-only spans are
+ * held per local trace (a span whose parent is remote or absent, and its in-process descendants) until
+ * that local root ends; the whole local trace is then exported if any of its spans has an error status
+ * or the root took `slowMs` or longer, else dropped. Spans ending after the decision follow it (an
+ * error span is exported even then). Bookkeeping hangs off the span objects (a WeakMap), so an
+ * abandoned trace leaves nothing behind.
+ */
+export class TailKeepSpanProcessor implements SpanProcessor {
+  private readonly traces = new WeakMap<object, LocalTrace>();
+
+  constructor(
+    private readonly exporting: SpanProcessor,
+    private readonly slowMs: number,
+  ) {}
+
+  onStart(span: Span, parentContext: Context): void {
+    if (span.spanContext().traceFlags & TraceFlags.SAMPLED) {
+      this.exporting.onStart(span, parentContext);
+      return;
+    }
+    const parent = trace.getSpan(parentContext);
+    const inherited = parent && !parent.spanContext().isRemote ? this.traces.get(parent) : undefined;
+    this.traces.set(span, inherited ?? { held: [], failed: false, decision: 'pending' });
+  }
+
+  onEnd(span: ReadableSpan): void {
+    if (span.spanContext().traceFlags & TraceFlags.SAMPLED) {
+      this.exporting.onEnd(span);
+      return;
+    }
+    const local = this.traces.get(span);
+    if (!local) return;
+    const failed = span.status.code === SpanStatusCode.ERROR;
+    if (local.decision !== 'pending') {
+      if (local.decision === 'kept' || failed) this.exporting.onEnd(asSampled(span));
+      return;
+    }
+    local.failed ||= failed;
+    if (local.held.length < MAX_HELD_SPANS) local.held.push(span);
+    const isLocalRoot = !span.parentSpanContext || span.parentSpanContext.isRemote;
+    if (!isLocalRoot) return;
+    if (local.failed || durationMs(span) >= this.slowMs) {
+      local.decision = 'kept';
+      for (const held of local.held) this.exporting.onEnd(asSampled(held));
+    } else {
+      local.decision = 'dropped';
+    }
+    local.held = [];
+  }
+
+  forceFlush(): Promise<void> {
+    return this.exporting.forceFlush();
+  }
+
+  shutdown(): Promise<void> {
+    return this.exporting.shutdown();
+  }
+}
