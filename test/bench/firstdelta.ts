@@ -5,18 +5,18 @@
  * client, as a user would. Rounds alternate direct / BullMQ stack / in-process stack (the order rotates
  * each round) so machine noise hits all three alike; percentiles are over every stream of every round.
  * The stacks (deploy/dist/stack.js), the upstream and this load generator are three processes.
+ * With BENCH_COMPARE_STACK another build of the stack (BullMQ) joins the alternation as `compared`.
  */
 import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
 import { PACED_DELAY_MS, PACED_REPLY, percentile, round2, verdict, type BenchOptions } from './harness';
-import { startBenchUpstream, startStackPerQueue, type BenchStack, type QueueKind } from './services';
+import { stackKinds, startBenchUpstream, startStackPerQueue, type BenchStack, type StackKind } from './services';
 
 const FULL = { levels: [1, 8, 32], roundsAt: { 1: 40, 8: 10, 32: 5 } as Record<number, number> };
 const QUICK = { levels: [1, 2], roundsAt: { 1: 2, 2: 1 } as Record<number, number> };
 const TARGETS = { p50At1: 5, p50At32: 20, p99At32: 60 };
 
-type Path = 'direct' | QueueKind;
-const PATHS: Path[] = ['direct', 'bullmq', 'inprocess'];
+type Path = 'direct' | StackKind;
 
 interface Percentiles {
   p50_ms: number;
@@ -54,38 +54,37 @@ async function direct(client: OpenAI): Promise<number> {
 export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
   const sizes = options.quick ? QUICK : FULL;
   const upstream = await startBenchUpstream();
-  const stacks: Partial<Record<QueueKind, BenchStack>> = {};
+  const stacks: Partial<Record<StackKind, BenchStack>> = {};
+  const kinds = stackKinds();
+  const paths: Path[] = ['direct', ...kinds];
   try {
     await startStackPerQueue(stacks, upstream.paced, options.profileDir);
-    const clients = {
-      direct: new OpenAI({ apiKey: 'bench', baseURL: upstream.paced, maxRetries: 0 }),
-      bullmq: new OpenAI({ apiKey: stacks.bullmq!.smithToken, baseURL: stacks.bullmq!.baseURL, maxRetries: 0 }),
-      inprocess: new OpenAI({ apiKey: stacks.inprocess!.smithToken, baseURL: stacks.inprocess!.baseURL, maxRetries: 0 }),
-    };
+    const clients = { direct: new OpenAI({ apiKey: 'bench', baseURL: upstream.paced, maxRetries: 0 }) } as Record<Path, OpenAI>;
+    for (const kind of kinds) clients[kind] = new OpenAI({ apiKey: stacks[kind]!.smithToken, baseURL: stacks[kind]!.baseURL, maxRetries: 0 });
     const levels: Record<string, unknown> = {};
     for (const concurrency of sizes.levels) {
       const rounds = sizes.roundsAt[concurrency]!;
       // Fresh conversations for every stream (warm-up round included), created before any timing.
-      const conversations = {} as Record<QueueKind, string[]>;
-      for (const queue of ['bullmq', 'inprocess'] as const) {
+      const conversations = {} as Record<StackKind, string[]>;
+      for (const queue of kinds) {
         const ids: string[] = [];
         for (let k = 0; k < (rounds + 1) * concurrency; k++) ids.push((await clients[queue].conversations.create()).id);
         conversations[queue] = ids;
       }
-      const samples: Record<Path, number[]> = { direct: [], bullmq: [], inprocess: [] };
+      const samples = Object.fromEntries(paths.map((path) => [path, []])) as unknown as Record<Path, number[]>;
       const once = (path: Path) =>
         Promise.all(
           Array.from({ length: concurrency }, () => (path === 'direct' ? direct(clients.direct) : throughService(clients[path], conversations[path].pop()!))),
         );
-      for (const path of PATHS) await once(path); // warm-up, not recorded
+      for (const path of paths) await once(path); // warm-up, not recorded
       for (let round = 0; round < rounds; round++) {
-        for (let k = 0; k < PATHS.length; k++) {
-          const path = PATHS[(round + k) % PATHS.length]!;
+        for (let k = 0; k < paths.length; k++) {
+          const path = paths[(round + k) % paths.length]!;
           samples[path].push(...(await once(path)));
         }
       }
       const directPercentiles = percentilesOf(samples.direct);
-      const viaQueue = (queue: QueueKind) => {
+      const viaQueue = (queue: StackKind) => {
         const service = percentilesOf(samples[queue]);
         return {
           service,
@@ -95,8 +94,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       levels[`concurrency_${concurrency}`] = {
         streams_per_path: samples.direct.length,
         direct: directPercentiles,
-        bullmq: viaQueue('bullmq'),
-        inprocess: viaQueue('inprocess'),
+        ...Object.fromEntries(kinds.map((kind) => [kind, viaQueue(kind)])),
       };
     }
     return {
@@ -113,7 +111,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
   }
 }
 
-type Level = { direct: Percentiles; bullmq: { overhead: Percentiles }; inprocess: { overhead: Percentiles } };
+type Level = { direct: Percentiles } & Partial<Record<StackKind, { overhead: Percentiles }>>;
 
 export function summarize(result: Record<string, unknown>): string[] {
   const lines: string[] = [];
@@ -121,10 +119,14 @@ export function summarize(result: Record<string, unknown>): string[] {
     if (!key.startsWith('concurrency_')) continue;
     const concurrency = Number(key.slice('concurrency_'.length));
     const level = value as Level;
-    for (const queue of ['bullmq', 'inprocess'] as const) {
-      const { p50_ms: p50, p99_ms: p99 } = level[queue].overhead;
+    for (const queue of ['bullmq', 'inprocess', 'compared'] as const) {
+      const figures = level[queue];
+      if (!figures) continue;
+      const { p50_ms: p50, p99_ms: p99 } = figures.overhead;
       const target =
-        concurrency === 1
+        queue === 'compared'
+          ? ' (the compared build, BullMQ)'
+          : concurrency === 1
           ? ` (target p50 ≤ ${TARGETS.p50At1}: ${verdict(p50 <= TARGETS.p50At1)})`
           : concurrency === 32
             ? ` (target p50 ≤ ${TARGETS.p50At32}, p99 ≤ ${TARGETS.p99At32}: ${verdict(p50 <= TARGETS.p50At32 && p99 <= TARGETS.p99At32)})`

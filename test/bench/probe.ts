@@ -14,6 +14,8 @@
  * The hooks go in at the first reset, after the service has loaded pg and ioredis (and after
  * OpenTelemetry has patched them, so its own wrappers are measured, not displaced).
  */
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 export interface ProbeReading {
@@ -36,9 +38,10 @@ let hooked = false;
 const loopDelay = monitorEventLoopDelay({ resolution: 5 });
 
 /* eslint-disable @typescript-eslint/no-require-imports, @typescript-eslint/no-explicit-any -- patches whatever copy the service loaded */
+/** Resolved from the service's own script, so another build (BENCH_COMPARE_STACK) is hooked in its own node_modules copy. */
 function tryRequire(name: string): any {
   try {
-    return require(name);
+    return createRequire(process.argv[1] ? path.resolve(process.argv[1]) : __filename)(name);
   } catch {
     return undefined;
   }

@@ -36,6 +36,8 @@ export interface StackOptions {
   otlpEndpoint?: string;
   profileDir?: string;
   env?: Record<string, string | undefined>;
+  /** Another build's stack.js (e.g. of the commit before a change), for a before/after comparison. */
+  script?: string;
 }
 
 /** deploy/dist/stack.js (the whole system in one process) with DATABASE_URL, optionally REDIS_URL, and MODEL_BASE_URL. */
@@ -47,7 +49,7 @@ export async function startBenchStack(options: StackOptions): Promise<BenchStack
   const prefix = `icbench${randomBytes(4).toString('hex')}`;
   const child = startChild({
     name: options.name,
-    script: SCRIPTS.stack,
+    script: options.script ?? SCRIPTS.stack,
     profileDir: options.profileDir,
     env: {
       ...NO_TELEMETRY,
@@ -159,10 +161,22 @@ export async function startBenchUpstream(): Promise<BenchUpstream> {
  * The single-process stack once per queue kind, on the same upstream, started side by side into
  * `stacks` (so the caller's `finally` closes whichever started, even if the other failed).
  */
-export async function startStackPerQueue(stacks: Partial<Record<QueueKind, BenchStack>>, modelBaseUrl: string, profileDir?: string): Promise<void> {
+export async function startStackPerQueue(stacks: Partial<Record<StackKind, BenchStack>>, modelBaseUrl: string, profileDir?: string): Promise<void> {
+  const compared = comparedStackScript();
   await Promise.all(
-    (['bullmq', 'inprocess'] as const).map(async (queue) => {
-      stacks[queue] = await startBenchStack({ name: `stack-${queue}`, queue, modelBaseUrl, profileDir });
+    [...(['bullmq', 'inprocess'] as const), ...(compared ? (['compared'] as const) : [])].map(async (kind) => {
+      const queue = kind === 'compared' ? 'bullmq' : kind;
+      stacks[kind] = await startBenchStack({ name: `stack-${kind}`, queue, modelBaseUrl, profileDir, script: kind === 'compared' ? compared : undefined });
     }),
   );
 }
+
+/**
+ * BENCH_COMPARE_STACK=/path/to/other/deploy/dist/stack.js: another build of the stack (e.g. the commit
+ * before a change), run with BullMQ in the same alternation as ours and reported as `compared`.
+ */
+export const comparedStackScript = (): string | undefined => process.env.BENCH_COMPARE_STACK || undefined;
+
+/** The stacks a turn benchmark alternates: ours on each queue, and the compared build when one is named. */
+export type StackKind = QueueKind | 'compared';
+export const stackKinds = (): StackKind[] => (comparedStackScript() ? ['bullmq', 'inprocess', 'compared'] : ['bullmq', 'inprocess']);

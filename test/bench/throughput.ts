@@ -5,6 +5,7 @@
  * itself (probe.ts): CPU time, Postgres round trips and Redis round trips, divided by the turns done.
  * Afterwards every transcript is read back from Postgres: each conversation must hold exactly its
  * turns, in order, each answer replying to the full history before it (nothing lost or duplicated).
+ * With BENCH_COMPARE_STACK another build of the stack (BullMQ) joins the alternation as `compared`.
  */
 import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
@@ -12,7 +13,7 @@ import { sql } from '@ic/db';
 import { z } from 'zod';
 import type { ProbeReading } from './probe';
 import { median, round2, verdict, type BenchOptions } from './harness';
-import { startBenchUpstream, startStackPerQueue, type BenchStack, type QueueKind } from './services';
+import { stackKinds, startBenchUpstream, startStackPerQueue, type BenchStack, type StackKind } from './services';
 
 const FULL = { conversations: 48, roundMs: 5000, rounds: 3 };
 const QUICK = { conversations: 2, roundMs: 300, rounds: 1 };
@@ -113,18 +114,21 @@ export async function checkTranscripts(stack: BenchStack, sent: Sent): Promise<{
 export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
   const sizes = options.quick ? QUICK : FULL;
   const upstream = await startBenchUpstream();
-  const stacks: Partial<Record<QueueKind, BenchStack>> = {};
+  const stacks: Partial<Record<StackKind, BenchStack>> = {};
+  const kinds = stackKinds();
   try {
     await startStackPerQueue(stacks, upstream.instant, options.profileDir);
-    const rounds: Record<QueueKind, RoundFigures[]> = { bullmq: [], inprocess: [] };
-    const sent: Record<QueueKind, Sent> = { bullmq: new Map(), inprocess: new Map() };
+    const rounds = Object.fromEntries(kinds.map((kind) => [kind, []])) as unknown as Record<StackKind, RoundFigures[]>;
+    const sent = Object.fromEntries(kinds.map((kind) => [kind, new Map()])) as unknown as Record<StackKind, Sent>;
     // A short warm-up per stack (JIT, pools), not recorded.
     if (!options.quick) {
-      for (const queue of ['bullmq', 'inprocess'] as const) await throughputRound(stacks[queue]!, sizes.conversations, 1000, sent[queue]);
+      for (const kind of kinds) await throughputRound(stacks[kind]!, sizes.conversations, 1000, sent[kind]);
     }
+    // The order rotates each round, so machine noise hits every stack alike.
     for (let round = 0; round < sizes.rounds; round++) {
-      for (const queue of round % 2 ? (['inprocess', 'bullmq'] as const) : (['bullmq', 'inprocess'] as const)) {
-        rounds[queue].push(await throughputRound(stacks[queue]!, sizes.conversations, sizes.roundMs, sent[queue]));
+      for (let k = 0; k < kinds.length; k++) {
+        const kind = kinds[(round + k) % kinds.length]!;
+        rounds[kind].push(await throughputRound(stacks[kind]!, sizes.conversations, sizes.roundMs, sent[kind]));
       }
     }
     const result: Record<string, unknown> = {
@@ -136,7 +140,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       round_ms: sizes.roundMs,
       targets: { turns_per_second_bullmq: TARGETS.turnsPerSecond, pg_round_trips_per_turn: TARGETS.pgRoundTripsPerTurn },
     };
-    for (const queue of ['bullmq', 'inprocess'] as const) {
+    for (const queue of kinds) {
       const check = await checkTranscripts(stacks[queue]!, sent[queue]);
       result[queue] = { ...medianFigures(rounds[queue]), rounds: rounds[queue].length, transcript_check: { ...check, ok: check.problems.length === 0 } };
       if (check.problems.length > 0) process.exitCode = 1;
@@ -156,7 +160,7 @@ export function medianFigures(rounds: RoundFigures[]): RoundFigures {
 type QueueResult = RoundFigures & { transcript_check: { ok: boolean; turns: number; problems: string[] } };
 
 export function summarize(result: Record<string, unknown>): string[] {
-  return (['bullmq', 'inprocess'] as const).map((queue) => {
+  return (['bullmq', 'inprocess', 'compared'] as const).filter((queue) => result[queue]).map((queue) => {
     const figures = result[queue] as QueueResult;
     const target = queue === 'bullmq' ? ` (target ≥ ${TARGETS.turnsPerSecond}: ${verdict(figures.turns_per_second >= TARGETS.turnsPerSecond)})` : '';
     return (

@@ -107,7 +107,8 @@ export class RunLifecycle {
     const snapshot = inProgressSnapshot(presentResponse(run, []));
     if (fence.lastSequence < 0) sequencer.emit('response.created', { response: { ...snapshot, status: 'queued' } });
     if (fence.ok && fence.lastType !== 'response.in_progress') sequencer.emit('response.in_progress', { response: snapshot });
-    await log.flush();
+    // Not awaited: the model call need not wait for this append; the attempt's later writes queue behind it.
+    void log.flush();
     return { kind: 'started', run, log, history: { prior, input } };
   }
 

@@ -232,10 +232,11 @@ export class TurnsService {
 
   private async announce(run: RunRow, isHead: boolean): Promise<void> {
     try {
-      await this.deps.lifecycle.announceQueued(run);
+      // Side by side, not one after the other: the append is sent first on the same connection, so a worker
+      // almost always finds response.created in the log; if it gets there first (a cluster node, a retry) it
+      // writes response.created itself and this append is refused, harmlessly.
       // A run behind an unfinished turn is enqueued by that turn's stamp; the scheduler re-checks the head then.
-      if (isHead) await this.deps.scheduler.enqueueRun(run);
-      else await this.deps.scheduler.schedule(run);
+      await Promise.all([this.deps.lifecycle.announceQueued(run), isHead ? this.deps.scheduler.enqueueRun(run) : this.deps.scheduler.schedule(run)]);
     } catch (error) {
       this.deps.logger.warn({ err: error, runId: run.id }, 'run committed but not enqueued; the sweeper will pick it up');
     }
