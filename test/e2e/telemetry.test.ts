@@ -138,6 +138,7 @@ interface CollectedSpan {
   name: string;
   service: string;
   traceId: string;
+  spanId: string;
   parentSpanId?: string;
   attributes: Record<string, unknown>;
 }
@@ -149,13 +150,13 @@ async function startCollector(): Promise<{ url: string; spans: CollectedSpan[]; 
     let body = '';
     request.on('data', (chunk: Buffer) => (body += chunk.toString()));
     request.on('end', () => {
-      const payload = JSON.parse(body) as { resourceSpans?: Array<{ resource: { attributes: KeyValue[] }; scopeSpans: Array<{ spans: Array<{ name: string; traceId: string; parentSpanId?: string; attributes?: KeyValue[] }> }> }> };
+      const payload = JSON.parse(body) as { resourceSpans?: Array<{ resource: { attributes: KeyValue[] }; scopeSpans: Array<{ spans: Array<{ name: string; traceId: string; spanId: string; parentSpanId?: string; attributes?: KeyValue[] }> }> }> };
       for (const resourceSpans of payload.resourceSpans ?? []) {
         const service = String(resourceSpans.resource.attributes.find((attribute) => attribute.key === 'service.name')?.value.stringValue);
         for (const scope of resourceSpans.scopeSpans) {
           for (const span of scope.spans) {
             const attributes = Object.fromEntries((span.attributes ?? []).map((attribute) => [attribute.key, Object.values(attribute.value)[0]]));
-            spans.push({ name: span.name, service, traceId: span.traceId, parentSpanId: span.parentSpanId || undefined, attributes });
+            spans.push({ name: span.name, service, traceId: span.traceId, spanId: span.spanId, parentSpanId: span.parentSpanId || undefined, attributes });
           }
         }
       }
@@ -229,6 +230,13 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
       expect([...names].some((name) => name.startsWith('POST') && name !== 'POST /v1/responses')).toBe(true); // the model call (fetch)
       expect(new Set(collector.spans.map((span) => span.service))).toEqual(new Set(['ic-responses']));
       expect(collector.spans.filter((span) => /\/(readyz|healthz)/.test(`${span.name} ${String(span.attributes['url.path'] ?? '')}`))).toEqual([]);
+      // Postgres statements are pg's spans, children of the request or job that ran them; slonik's own
+      // wrappers around them are not recorded.
+      expect(collector.spans.filter((span) => span.name.startsWith('slonik.'))).toEqual([]);
+      const statements = collector.spans.filter((span) => span.attributes['db.system'] === 'postgresql' || span.attributes['db.system.name'] === 'postgresql');
+      expect(statements.length).toBeGreaterThan(0);
+      const spanIds = new Set(collector.spans.map((span) => span.spanId));
+      expect(statements.filter((span) => !spanIds.has(span.parentSpanId ?? ''))).toEqual([]);
       // One server span per request (libs/telemetry http-server.ts), with the semantic-convention attributes.
       const accepted = collector.spans.filter((span) => span.name === 'POST /v1/responses');
       expect(accepted).toHaveLength(1);
@@ -257,10 +265,11 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
   });
 
   it('by default (ic_tail) exports slow or failing traces whole and a share of the rest', async () => {
-    upstream.set({ tokenDelayMs: 150 });
+    // Well apart, so a loaded machine neither makes the fast read slow nor the slow turn fast.
+    upstream.set({ firstTokenDelayMs: 2500 });
     try {
-      await withTracedService({ OTEL_TRACES_SAMPLER_ARG: '0', TRACE_SLOW_MS: '400' }, async (port, collector) => {
-        // Seven words 150 ms apart: the turn and the request waiting for it are slow, so both are kept whole.
+      await withTracedService({ OTEL_TRACES_SAMPLER_ARG: '0', TRACE_SLOW_MS: '2000' }, async (port, collector) => {
+        // The model answers after 2.5 s: the turn and the request waiting for it are slow, so both are kept whole.
         const turn = await postTurn(port, seeded.smithToken, 'a slow one');
         expect(turn.status).toBe('completed');
         await eventually(async () => {
@@ -268,14 +277,14 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
           return seen.has('turn.execute') && seen.has('POST /v1/responses') ? true : undefined;
         }, 10000, 'the slow turn to be exported');
         // A fast, successful read is recorded but not exported (ratio 0).
-        upstream.set({ tokenDelayMs: 0 });
+        upstream.set({ firstTokenDelayMs: 0 });
         const read = await fetch(`http://127.0.0.1:${port}/v1/responses/${turn.id}`, { headers: { authorization: `Bearer ${seeded.smithToken}` } });
         expect(read.status).toBe(200);
         await new Promise((resolve) => setTimeout(resolve, 1000));
         expect(collector.spans.map((span) => span.name)).not.toContain('GET /v1/responses/:response_id');
       });
     } finally {
-      upstream.set({ tokenDelayMs: 0 });
+      upstream.set({ firstTokenDelayMs: 0 });
     }
   });
 

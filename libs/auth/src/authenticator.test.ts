@@ -1,6 +1,6 @@
-import type { DatabasePool } from '@ic/db';
-import { createTestDatabase, seedTenant, type SeededTenant, type TestDatabase } from '@ic/test-support';
-import { Authenticator } from './index';
+import { sql, type DatabasePool } from '@ic/db';
+import { createTestDatabase, eventually, seedTenant, type SeededTenant, type TestDatabase } from '@ic/test-support';
+import { Authenticator, mintToken } from './index';
 
 let db: TestDatabase;
 let seeded: SeededTenant;
@@ -63,6 +63,31 @@ describe('Authenticator', () => {
     await expect(authenticator.verify(`Bearer ${seeded.smithToken}`)).rejects.toThrow('database down');
     fail = false;
     await expect(authenticator.verify(`Bearer ${seeded.smithToken}`)).resolves.toMatchObject({ smithId: seeded.smith.id });
+  });
+
+  it('refreshes an entry in use before it expires, in the background, and still honours a revocation within the TTL', async () => {
+    const { token, row } = await mintToken(db.pool, { tenantId: seeded.tenant.id, kind: 'smith', smithId: seeded.smith.id, scopes: ['conversations:read'] });
+    const { pool, lookups } = countingPool();
+    let now = 1_000_000;
+    const authenticator = new Authenticator(pool, 1000, () => now);
+    await authenticator.verify(`Bearer ${token}`);
+    expect(lookups()).toBe(1);
+    await db.pool.query(sql.unsafe`UPDATE api_tokens SET revoked_at = now() WHERE id = ${row.id}`);
+
+    // Early in its life the entry answers alone (the revocation is not seen yet: at most one TTL).
+    now += 500;
+    await expect(authenticator.verify(`Bearer ${token}`)).resolves.toMatchObject({ tokenId: row.id });
+    expect(lookups()).toBe(1);
+    // In its last quarter it still answers at once, and reloads behind the answer: one lookup, however many hits.
+    now += 300;
+    const hits = await Promise.all(Array.from({ length: 5 }, () => authenticator.verify(`Bearer ${token}`)));
+    expect(hits.every((principal) => principal.tokenId === row.id)).toBe(true);
+    expect(lookups()).toBe(2);
+    // The reloaded entry carries the revocation, before the old one would have expired.
+    await eventually(() => authenticator.verify(`Bearer ${token}`).then(() => undefined, () => true), 5000, 'the refreshed entry');
+    await expect(authenticator.verify(`Bearer ${token}`)).rejects.toMatchObject({ status: 401, message: 'This token has been revoked.' });
+    expect(lookups()).toBe(2);
+    expect(now).toBeLessThan(1_000_000 + 1000);
   });
 
   it('rejects an unknown token', async () => {

@@ -63,44 +63,56 @@ export async function mintToken(db: CommonQueryMethods, input: MintTokenInput): 
 /**
  * A small TTL cache; entries are dropped oldest-first past `maxEntries`. Concurrent misses for one key
  * share a single load, so an expiring entry under load costs one query, not one per request in flight.
+ * Refresh-ahead: a hit in the last quarter of an entry's life is answered from the cache and reloads it
+ * in the background, so a key in steady use never expires under its requests (which would otherwise all
+ * wait for the reload at once, every TTL: the p99 of a busy gateway). The answer is still never older
+ * than the TTL, so a revocation takes effect within it as before.
  */
 class TtlCache<V> {
-  private readonly entries = new Map<string, { value: V; expiresAt: number }>();
+  private readonly entries = new Map<string, { value: V; expiresAt: number; refreshAt: number }>();
   private readonly loading = new Map<string, Promise<V>>();
   constructor(
     private readonly ttlMs: number,
     private readonly maxEntries = 10000,
+    private readonly now: () => number = Date.now,
   ) {}
 
   /** The cached value, or `load()`'s (shared with any caller already waiting for this key). */
   getOrLoad(key: string, load: () => Promise<V>): V | Promise<V> {
     const entry = this.entries.get(key);
     if (entry) {
-      if (entry.expiresAt > Date.now()) return entry.value;
+      const now = this.now();
+      if (entry.expiresAt > now) {
+        // A failed refresh leaves the entry to serve until it expires; the next miss reports the error.
+        if (entry.refreshAt <= now && !this.loading.has(key)) this.load(key, load).catch(() => undefined);
+        return entry.value;
+      }
       this.entries.delete(key);
     }
-    let pending = this.loading.get(key);
-    if (!pending) {
-      pending = load().then(
-        (value) => {
-          this.loading.delete(key);
-          this.set(key, value);
-          return value;
-        },
-        (error: unknown) => {
-          this.loading.delete(key);
-          throw error;
-        },
-      );
-      this.loading.set(key, pending);
-    }
+    return this.loading.get(key) ?? this.load(key, load);
+  }
+
+  private load(key: string, load: () => Promise<V>): Promise<V> {
+    const pending = load().then(
+      (value) => {
+        this.loading.delete(key);
+        this.set(key, value);
+        return value;
+      },
+      (error: unknown) => {
+        this.loading.delete(key);
+        throw error;
+      },
+    );
+    this.loading.set(key, pending);
     return pending;
   }
 
   private set(key: string, value: V): void {
     if (this.ttlMs <= 0) return;
-    if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
-    this.entries.set(key, { value, expiresAt: Date.now() + this.ttlMs });
+    if (!this.entries.delete(key) && this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+    const now = this.now();
+    this.entries.set(key, { value, expiresAt: now + this.ttlMs, refreshAt: now + this.ttlMs * 0.75 });
   }
 }
 
@@ -122,9 +134,11 @@ export class Authenticator {
   constructor(
     private readonly pool: DatabasePool,
     cacheTtlMs: number,
+    /** The cache's clock (tests move it instead of waiting). */
+    now: () => number = Date.now,
   ) {
-    this.tokens = new TtlCache(cacheTtlMs);
-    this.smiths = new TtlCache(cacheTtlMs);
+    this.tokens = new TtlCache(cacheTtlMs, undefined, now);
+    this.smiths = new TtlCache(cacheTtlMs, undefined, now);
   }
 
   async verify(authorization: string | undefined): Promise<Principal> {

@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { apiError } from '@ic/schemas';
 
@@ -10,7 +10,12 @@ const CURSOR_VERSION = 1;
  * for another listing is a 400 `invalid_cursor`, never a 500 and never an unchecked SQL value.
  */
 export class CursorCodec {
-  constructor(private readonly secret: string) {}
+  /** Imported once: a string secret would be converted into a key on every signature (each listing page). */
+  private readonly key: KeyObject;
+
+  constructor(secret: string) {
+    this.key = createSecretKey(Buffer.from(secret, 'utf8'));
+  }
 
   encode<T extends object>(kind: string, payload: T): string {
     const body = Buffer.from(JSON.stringify({ v: CURSOR_VERSION, k: kind, p: payload })).toString('base64url');
@@ -36,6 +41,6 @@ export class CursorCodec {
   }
 
   private sign(body: string): string {
-    return createHmac('sha256', this.secret).update(body).digest('base64url').slice(0, 22);
+    return createHmac('sha256', this.key).update(body).digest('base64url').slice(0, 22);
   }
 }

@@ -1,5 +1,5 @@
 /* eslint-disable @typescript-eslint/no-require-imports -- the SDK is loaded lazily so libraries and tests never pay for it */
-import { type Attributes, type Context, type Link, SpanKind, trace } from '@opentelemetry/api';
+import { type Attributes, type Context, context, INVALID_SPAN_CONTEXT, type Link, type Span, SpanKind, trace, type Tracer } from '@opentelemetry/api';
 import type { Sampler, SamplingResult } from '@opentelemetry/sdk-trace-base';
 import { enableHttpServerTelemetry } from './http-server';
 import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
@@ -86,6 +86,28 @@ export class RoutineSpanFilter implements Sampler {
   }
 }
 
+/**
+ * Libraries whose own spans are not recorded. slonik wraps every query in five or six spans of its own
+ * (connection, pool acquire, executeQuery, one per interceptor hook) around pg's, which already has the
+ * statement, its timing and its errors: six times the spans of a query for no more insight.
+ */
+const SILENCED_TRACERS = new Set(['slonik.interceptors', 'pg-slonik-connection-pool']);
+
+/**
+ * A tracer whose spans are neither recorded nor made active: work inside them stays in the caller's
+ * span, so the pg span of a slonik query is a child of the request or job that ran it.
+ */
+class PassThroughTracer implements Tracer {
+  startSpan(_name: string, _options?: unknown, parent: Context = context.active()): Span {
+    return trace.wrapSpanContext(trace.getSpanContext(parent) ?? INVALID_SPAN_CONTEXT);
+  }
+
+  startActiveSpan<F extends (span: Span) => unknown>(name: string, ...rest: unknown[]): ReturnType<F> {
+    const work = rest[rest.length - 1] as F;
+    return work(this.startSpan(name)) as ReturnType<F>;
+  }
+}
+
 /** What OTEL_NODE_ENABLED_INSTRUMENTATIONS / OTEL_NODE_DISABLED_INSTRUMENTATIONS name (as in auto-instrumentations-node). */
 export const INSTRUMENTATION_NAMES = ['http', 'pg', 'ioredis', 'undici', 'runtime-node'] as const;
 export type InstrumentationName = (typeof INSTRUMENTATION_NAMES)[number];
@@ -137,11 +159,17 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
 
   // Registered even without a trace endpoint, so the API's context and propagator are the SDK's; spans
   // are then never sampled, so they cost next to nothing.
+  class LibraryFilteringTracerProvider extends NodeTracerProvider {
+    private readonly passThrough = new PassThroughTracer();
+    override getTracer(name: string, version?: string, options?: { schemaUrl?: string }): Tracer {
+      return SILENCED_TRACERS.has(name) ? this.passThrough : super.getTracer(name, version, options);
+    }
+  }
   let tracerProvider: InstanceType<typeof NodeTracerProvider>;
   if (tracesEndpoint) {
     const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
     const exporting = new BatchSpanProcessor(new OTLPTraceExporter());
-    tracerProvider = new NodeTracerProvider({
+    tracerProvider = new LibraryFilteringTracerProvider({
       resource,
       sampler: new RoutineSpanFilter(samplerFromEnv(env)),
       spanProcessors: [samplerName(env) === 'ic_tail' ? new TailKeepSpanProcessor(exporting, traceSlowMsFromEnv(env)) : exporting],
@@ -178,7 +206,9 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
     instrumentations: [
       // Queries and commands are traced only inside a request or a job, never from timers on their own
       // (the sweeper, BullMQ's pollers, readiness checks).
-      enabled('pg') && new PgInstrumentation({ requireParentSpan: true }),
+      // No span per pool checkout (pg-pool.connect): it would double the spans of every query, and a
+      // wait for a connection shows anyway as the gap before the query's span.
+      enabled('pg') && new PgInstrumentation({ requireParentSpan: true, ignoreConnectSpans: true }),
       enabled('ioredis') && new IORedisInstrumentation({ requireParentSpan: true }),
       enabled('undici') && new UndiciInstrumentation({ requireParentforSpans: true }),
       enabled('runtime-node') && new RuntimeNodeInstrumentation(),

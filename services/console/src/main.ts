@@ -6,6 +6,7 @@ import { ConsoleApi, describeProblem, type Conversation, type Problem } from './
 import { h } from './dom';
 import {
   conversationInAddress,
+  dropPending,
   forgetToken,
   pendingTurns,
   savedToken,
@@ -163,7 +164,11 @@ class ConsoleApp {
         if (turn.conversationId === conversation.id && !(turn.responseId && runsShown.has(turn.responseId))) this.transcript.append(turn.element);
       }
       for (const pending of pendingTurns(conversation.id)) {
-        if (runsShown.has(pending.responseId) || [...this.liveTurns].some((turn) => turn.responseId === pending.responseId)) continue;
+        if (runsShown.has(pending.responseId)) {
+          dropPending(pending.responseId); // it finished while the page was away: the transcript shows it
+          continue;
+        }
+        if ([...this.liveTurns].some((turn) => turn.responseId === pending.responseId)) continue;
         const turn = this.track(new Turn(this.api, conversation.id, pending.input, this.turnHooks));
         this.transcript.append(turn.element);
         turn.resume(pending);
