@@ -17,6 +17,7 @@ REDIS_CLUSTER_NODES: {{ join "," . | quote }}
 {{- end }}
 SERVICE_VERSION: {{ default (include "ic.imageTag" $root) $c.serviceVersion | quote }}
 DATABASE_POOL_SIZE: {{ $v.databasePoolSize | quote }}
+DATABASE_PREPARED_STATEMENTS: {{ $c.databasePreparedStatements | quote }}
 SHUTDOWN_GRACE_PERIOD_MS: {{ include "ic.shutdownGracePeriodMs" . | quote }}
 {{- with $root.Values.telemetry.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}

@@ -46,6 +46,12 @@ export const databaseEnv = {
   DATABASE_URL: postgresUrl,
   /** Maximum connections this process opens to Postgres. */
   DATABASE_POOL_SIZE: intEnv(10, 1, 200),
+  /**
+   * Prepare the hot statements once per connection (libs/db prepared.ts). Turn off behind a pooler in
+   * transaction mode that does not track protocol-level prepared statements (PgBouncer before 1.21, or
+   * without max_prepared_statements).
+   */
+  DATABASE_PREPARED_STATEMENTS: boolEnv(true),
 };
 
 /** Env shared by every process that may use Redis (absent means the in-process queue). */

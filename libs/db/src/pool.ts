@@ -10,6 +10,7 @@ import {
 } from 'slonik';
 import { z } from 'zod';
 import { storeMetrics } from '@ic/telemetry';
+import { createUnpreparedInterceptor, installPreparedStatements } from './prepared';
 
 /** The sql tag every repository uses; `void` types statements that return no rows. */
 export const sql = createSqlTag({
@@ -59,6 +60,8 @@ function createQueryMetricsInterceptor(): Interceptor {
 export interface DbPoolOptions {
   maximumPoolSize?: number;
   statementTimeoutMs?: number;
+  /** Prepare the statements marked `/* prepared: … *\/` (prepared.ts); off behind poolers that cannot. Default true. */
+  preparedStatements?: boolean;
 }
 
 /**
@@ -67,16 +70,19 @@ export interface DbPoolOptions {
  */
 export async function createDbPool(url: string, options: DbPoolOptions = {}): Promise<DatabasePool> {
   const typeParsers = [...createTypeParserPreset().filter((parser) => parser.name !== 'int8'), { name: 'int8', parse: Number }];
+  const prepare = options.preparedStatements ?? true;
+  installPreparedStatements();
   return createPool(url, {
-    interceptors: [createQueryMetricsInterceptor(), createResultParserInterceptor()],
+    interceptors: [...(prepare ? [] : [createUnpreparedInterceptor()]), createQueryMetricsInterceptor(), createResultParserInterceptor()],
     typeParsers,
     maximumPoolSize: options.maximumPoolSize ?? 10,
     statementTimeout: options.statementTimeoutMs ?? 30000,
     idleTimeout: 10000,
     connectionTimeout: 10000,
     captureStackTrace: false,
-    // slonik's default runs DISCARD ALL on every release: a third of all round trips. Nothing here
-    // sets session state (no SET, temp tables or named statements), so there is nothing to reset.
+    // slonik's default runs DISCARD ALL on every release: a third of all round trips, and it would drop
+    // the prepared statements. Nothing here sets other session state (no SET, temp tables), so
+    // there is nothing to reset.
     resetConnection: async () => undefined,
   });
 }

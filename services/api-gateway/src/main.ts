@@ -12,7 +12,7 @@ async function main(): Promise<void> {
   const env = loadGatewayEnv();
   const logger = createLogger('api-gateway', env.LOG_LEVEL);
   const shutdown = new ShutdownRegistry(logger, shutdownDeadlineMs(env.SHUTDOWN_GRACE_PERIOD_MS));
-  const pool = await createDbPool(env.DATABASE_URL, { maximumPoolSize: env.DATABASE_POOL_SIZE });
+  const pool = await createDbPool(env.DATABASE_URL, { maximumPoolSize: env.DATABASE_POOL_SIZE, preparedStatements: env.DATABASE_PREPARED_STATEMENTS });
   const app = createGatewayApp({
     pool,
     authenticator: new Authenticator(pool, env.TOKEN_CACHE_TTL_MS),

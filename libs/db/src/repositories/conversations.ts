@@ -24,7 +24,7 @@ const escapeLike = (text: string) => text.replace(/[\\%_]/g, '\\$&');
 export function createConversationsRepo(db: CommonQueryMethods) {
   return {
     insert: (conversation: { id: string; tenantId: string; smithId: string; title: string | null; metadata: Metadata }) =>
-      db.one(sql.type(ConversationRow)`
+      db.one(sql.type(ConversationRow)`/* prepared: conversations.insert */
         INSERT INTO conversations (id, tenant_id, smith_id, title, title_source, metadata)
         VALUES (${conversation.id}, ${conversation.tenantId}, ${conversation.smithId}, ${conversation.title},
                 ${conversation.title === null ? null : 'user'}, ${jsonb(conversation.metadata)})
@@ -32,7 +32,7 @@ export function createConversationsRepo(db: CommonQueryMethods) {
 
     /** A live conversation of this smith; another smith's (or a deleted) one is indistinguishable from a missing one. */
     findForSmith: (smithId: string, id: string, options: { forUpdate?: boolean } = {}) =>
-      db.maybeOne(sql.type(ConversationRow)`
+      db.maybeOne(sql.type(ConversationRow)`/* prepared: conversations.find */
         SELECT ${columns} FROM conversations
         WHERE id = ${id} AND smith_id = ${smithId} AND deleted_at IS NULL
         ${options.forUpdate ? sql.fragment`FOR UPDATE` : sql.fragment``}`),
@@ -53,7 +53,10 @@ export function createConversationsRepo(db: CommonQueryMethods) {
       const title = page.titleContains
         ? sql.fragment`AND lower(title) LIKE '%' || lower(${escapeLike(page.titleContains)}) || '%'`
         : sql.fragment``;
-      return db.any(sql.type(ConversationRow)`
+      // A filtered page is planned for its values (a rare word takes the trigram index, a common one the
+      // sort index); an unfiltered page has one good plan whatever the smith, so it is prepared.
+      const prepared = metadata.sql === '' && title.sql === '' ? sql.fragment`/* prepared: conversations.list */` : sql.fragment``;
+      return db.any(sql.type(ConversationRow)`${prepared}
         SELECT ${columns} FROM conversations
         WHERE smith_id = ${page.smithId} AND deleted_at IS NULL ${after} ${metadata} ${title}
         ORDER BY ${sortColumn} ${direction}, id ${direction}

@@ -59,7 +59,7 @@ export function createItemsRepo(db: CommonQueryMethods) {
 
     /** One transcript page: an index range scan on (conversation_id, position), whatever the depth. */
     listConversationPage: (conversationId: string, page: ItemPageRequest) =>
-      db.any(sql.type(ItemRow)`
+      db.any(sql.type(ItemRow)`/* prepared: items.page */
         SELECT ${columns} FROM items WHERE conversation_id = ${conversationId} ${keysetAfter(sql.identifier(['position']), page)}
         ORDER BY position ${direction(page)} LIMIT ${page.limit + 1}`),
 

@@ -106,7 +106,7 @@ export interface StampResult {
 
 export function createRunsRepo(db: CommonQueryMethods) {
   return {
-    find: (id: string) => db.maybeOne(sql.type(RunRow)`SELECT ${columns} FROM runs WHERE id = ${id}`),
+    find: (id: string) => db.maybeOne(sql.type(RunRow)`/* prepared: runs.find */ SELECT ${columns} FROM runs WHERE id = ${id}`),
 
     findForSmith: (smithId: string, id: string) =>
       db.maybeOne(sql.type(RunRow)`SELECT ${columns} FROM runs WHERE id = ${id} AND smith_id = ${smithId} AND deleted_at IS NULL`),
@@ -141,7 +141,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
     accept: async (turn: TurnToAccept): Promise<AcceptResult> => {
       const conversationId = turn.conversationId;
       const input = turn.input.map((item, ordinal) => ({ id: item.id, ordinal, body: item.body }));
-      const row = await db.one(sql.type(AcceptRow)`
+      const row = await db.one(sql.type(AcceptRow)`/* prepared: runs.accept */
         WITH existing AS (
           SELECT ${columns} FROM runs
           WHERE ${turn.idempotencyKey}::text IS NOT NULL AND smith_id = ${turn.smithId} AND idempotency_key = ${turn.idempotencyKey}
@@ -213,7 +213,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
      */
     claimWithHistory: async (id: string, transcriptCache: { conversationId: string; afterPosition: number } | null): Promise<ClaimResult> => {
       const afterPosition = sql.fragment`CASE WHEN claimed.conversation_id = ${transcriptCache?.conversationId ?? null} THEN ${transcriptCache?.afterPosition ?? -1} ELSE -1 END`;
-      const row = await db.one(sql.type(ClaimRow)`
+      const row = await db.one(sql.type(ClaimRow)`/* prepared: runs.claim */
         WITH claimed AS (
           UPDATE runs SET status = 'in_progress', attempt = attempt + 1, started_at = coalesce(started_at, now())
           WHERE id = ${id} AND ${OPEN}
@@ -264,7 +264,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
       const reserved = addsToTranscript ? run.input_count + outputs.length : 0;
       // Outputs follow the inputs: ordinal input_count + k, transcript position first_position + ordinal.
       const written = addsToTranscript ? outputs.map((output, index) => ({ id: output.id, ordinal: run.input_count + index, body: output.body })) : [];
-      const row = await db.maybeOne(sql.type(StampRow)`
+      const row = await db.maybeOne(sql.type(StampRow)`/* prepared: runs.stamp */
         WITH finished AS (
           UPDATE runs SET status = ${outcome.status}, output_count = ${outcome.outputCount},
             usage = ${outcome.usage ? jsonb(outcome.usage) : null},
