@@ -223,11 +223,17 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
       expect(collector.spans.map((span) => span.name)).toEqual([]);
 
       expect((await postTurn(port, seeded.smithToken, 'trace me')).status).toBe('completed');
-      const names = await eventually(async () => {
+      await eventually(async () => {
         const seen = new Set(collector.spans.map((span) => span.name));
         return seen.has('turn.execute') && [...seen].some((name) => name.startsWith('POST /v1/responses')) ? seen : undefined;
       }, 10000, 'the turn to be traced');
-      expect([...names].some((name) => name.startsWith('POST') && name !== 'POST /v1/responses')).toBe(true); // the model call (fetch)
+      // The model call: one client span (libs/telemetry http-client.ts) under the turn's span.
+      const modelCalls = collector.spans.filter((span) => String(span.attributes['url.full'] ?? '').endsWith('/chat/completions'));
+      expect(modelCalls).toHaveLength(1);
+      expect(modelCalls[0]!.name).toBe('POST');
+      expect(modelCalls[0]!.attributes).toMatchObject({ 'http.request.method': 'POST', 'http.response.status_code': 200, 'server.address': '127.0.0.1' });
+      const turnSpan = collector.spans.find((span) => span.name === 'turn.execute');
+      expect(modelCalls[0]!.parentSpanId).toBe(turnSpan?.spanId);
       expect(new Set(collector.spans.map((span) => span.service))).toEqual(new Set(['ic-responses']));
       expect(collector.spans.filter((span) => /\/(readyz|healthz)/.test(`${span.name} ${String(span.attributes['url.path'] ?? '')}`))).toEqual([]);
       // Postgres statements are pg's spans, children of the request or job that ran them; slonik's own

@@ -18,7 +18,11 @@ beforeAll(async () => {
   idle = new OpenAICompatibleAdapter({ baseURL: fake.baseURL, apiKey: 'test-key', timeoutMs: IDLE_MS });
 });
 afterEach(() => fake.reset());
-afterAll(() => fake.close());
+afterAll(async () => {
+  adapter.close();
+  idle.close();
+  await fake.close();
+});
 
 const done = (events: ModelEvent[]) => {
   const last = events[events.length - 1];
@@ -230,11 +234,95 @@ describe('OpenAICompatibleAdapter errors', () => {
   });
 
   it('maps a connection dropped before any response to a retryable upstream_error', async () => {
+    // A fresh adapter: its first request goes out on a new connection, so nothing is resent.
+    const fresh = new OpenAICompatibleAdapter({ baseURL: fake.baseURL, apiKey: 'k', timeoutMs: 5000 });
     fake.dropConnectionNext();
-    const error = await modelError(collect(adapter, request()));
+    const error = await modelError(collect(fresh, request()));
+    fresh.close();
     expect(error).toMatchObject({ code: 'upstream_error', retryable: true });
     expect(error.message).toBe('The connection to the model upstream failed.');
-    expect(error.detail).toContain(`Model upstream ${fake.baseURL} connection failed: `);
+    expect(error.detail).toContain(`Model upstream ${fake.baseURL} connection failed: socket hang up (ECONNRESET)`);
+    expect(fake.requests).toHaveLength(1);
+  });
+
+  it('sends a request once more when a kept-alive connection turns out closed, and only once', async () => {
+    const kept = new OpenAICompatibleAdapter({ baseURL: fake.baseURL, apiKey: 'k', timeoutMs: 5000 });
+    try {
+      expect(done(await collect(kept, request())).finishReason).toBe('stop');
+      // The body's end after [DONE] is read in the background; then the connection is kept for the next call.
+      const keptAlive = async () => {
+        for (let wait = 0; kept.idleConnections === 0 && wait < 200; wait++) await new Promise((resolve) => setTimeout(resolve, 10));
+        expect(kept.idleConnections).toBe(1);
+      };
+      await keptAlive();
+      fake.dropConnectionNext();
+      expect(done(await collect(kept, request())).finishReason).toBe('stop');
+      expect(fake.requests).toHaveLength(3);
+      await keptAlive();
+      fake.dropConnectionNext();
+      fake.dropConnectionNext();
+      await expect(collect(kept, request())).rejects.toMatchObject({ code: 'upstream_error', retryable: true });
+      expect(fake.requests).toHaveLength(5);
+    } finally {
+      kept.close();
+    }
+  });
+
+  it('maps an error event inside a started stream to a retryable upstream_error quoting it', async () => {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}\n\n');
+      res.end('data: {"error":{"message":"The server overloaded mid-answer","type":"server_error"}}\n\n');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const failing = new OpenAICompatibleAdapter({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'k', timeoutMs: 5000 });
+    const received: ModelEvent[] = [];
+    try {
+      const error = await modelError(
+        (async () => {
+          for await (const event of failing.stream(request())) received.push(event);
+        })(),
+      );
+      expect(textDeltas(received)).toEqual(['Hel']);
+      expect(error).toMatchObject({ code: 'upstream_error', retryable: true });
+      expect(error.message).toBe('The model upstream reported an error mid-stream: The server overloaded mid-answer');
+    } finally {
+      failing.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
+  it('reads SSE split anywhere across packets, with CRLF line ends and comment lines', async () => {
+    const chunk = (content: string, finish: string | null) =>
+      `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content }, finish_reason: finish }] })}\r\n\r\n`;
+    const wire = `: keep-alive\r\n\r\n${chunk('Hello ', null)}${chunk('wörld', null)}${chunk('', 'stop')}data: [DONE]\r\n\r\n`;
+    const server = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      // One byte at a time, so frames, lines and multi-byte characters all split across writes.
+      const bytes = Buffer.from(wire);
+      let k = 0;
+      const next = () => {
+        if (k >= bytes.length) return void res.end();
+        res.write(bytes.subarray(k, k + 1));
+        k += 1;
+        setImmediate(next);
+      };
+      next();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const bytewise = new OpenAICompatibleAdapter({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'k', timeoutMs: 5000 });
+    try {
+      const events = await collect(bytewise, request());
+      expect(textDeltas(events).join('')).toBe('Hello wörld');
+      expect(done(events).finishReason).toBe('stop');
+    } finally {
+      bytewise.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   it('maps a connection dropped mid-stream to a retryable upstream_error after the deltas that arrived', async () => {

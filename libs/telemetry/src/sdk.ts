@@ -2,6 +2,7 @@
 import { type Attributes, type Context, context, INVALID_SPAN_CONTEXT, type Link, type Span, SpanKind, trace, type Tracer } from '@opentelemetry/api';
 import type { Sampler, SamplingResult } from '@opentelemetry/sdk-trace-base';
 import { enableHttpServerTelemetry } from './http-server';
+import { enableHttpClientTelemetry } from './http-client';
 import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
 
 export interface TelemetryHandle {
@@ -132,9 +133,9 @@ export function instrumentationEnabled(name: InstrumentationName, env: NodeJS.Pr
  *
  * Built from the SDK's parts rather than @opentelemetry/sdk-node, which pulls in every exporter
  * (gRPC, protobuf, Zipkin, logs) — most of the image's node_modules. Only the instrumentations this
- * code uses are installed: pg and ioredis (only inside a traced operation), undici (fetch: the model
- * upstream) and runtime-node (event loop and heap metrics); incoming requests get the lean server span
- * of http-server.ts (probes and scrapes skipped).
+ * code uses are installed: pg and ioredis (only inside a traced operation), undici (any fetch) and
+ * runtime-node (event loop and heap metrics); incoming requests get the lean server span of
+ * http-server.ts (probes and scrapes skipped), the model call the client span of http-client.ts.
  */
 export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = process.env): TelemetryHandle {
   const tracesEndpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT;
@@ -188,7 +189,7 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
       views: [
         // Prometheus names carry their unit; the OTel exporter (0.22x) does not add it.
         { instrumentName: 'http.server.request.duration', name: 'http.server.request.duration_seconds' },
-        { instrumentName: 'http.client.request.duration', meterName: '@opentelemetry/instrumentation-undici', name: 'http.client.request.duration_seconds' },
+        { instrumentName: 'http.client.request.duration', name: 'http.client.request.duration_seconds' },
         { instrumentName: 'db.client.operation.duration', name: 'db.client.operation.duration_seconds' },
       ],
     });
@@ -200,6 +201,8 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
   // Incoming requests: libs/telemetry's own lean server span (http-server.ts), not instrumentation-http
   // and -express (see traceHttpServer for why).
   enableHttpServerTelemetry(enabled('http'));
+  // Outgoing calls (the model upstream, over node:http): libs/telemetry's own client span (http-client.ts).
+  enableHttpClientTelemetry(enabled('http'));
   registerInstrumentations({
     tracerProvider,
     meterProvider,

@@ -1,0 +1,68 @@
+import { context, metrics, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
+
+/** The buckets semantic conventions advise for http.client.request.duration, seconds. */
+const CLIENT_DURATION_BUCKETS_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+
+let clientSpansEnabled = false;
+let durationHistogram: Histogram | undefined;
+
+/** Turned on by startTelemetry with the `http` instrumentation; until then traceHttpClient costs one branch. */
+export function enableHttpClientTelemetry(enabled: boolean): void {
+  clientSpansEnabled = enabled;
+  durationHistogram = enabled
+    ? metrics.getMeter('ingram-conversations').createHistogram('http.client.request.duration', {
+        description: 'Duration of HTTP client requests.',
+        unit: 's',
+        advice: { explicitBucketBoundaries: CLIENT_DURATION_BUCKETS_SECONDS },
+      })
+    : undefined;
+}
+
+const tracer = trace.getTracer('ingram-conversations-http');
+
+export interface HttpClientCall {
+  /** Headers to send with the request: the W3C trace context of the call's span. */
+  headers: Record<string, string>;
+  /** The response's status arrived. */
+  answered(statusCode: number): void;
+  /** The call is over (body read, failed or abandoned); `error` says how it failed, if it did. */
+  end(error?: { type: string; message: string }): void;
+}
+
+const NOT_TRACED: HttpClientCall = { headers: {}, answered: () => undefined, end: () => undefined };
+
+/**
+ * One CLIENT span and one http.client.request.duration record per outgoing call (the model upstream),
+ * with the stable HTTP semantic-convention attributes, as instrumentation-undici gave them while the
+ * call went through fetch. The span is a child of the active one (the turn), its context travels in
+ * `traceparent`, and it lasts until the body is read: for a streamed answer, the whole stream.
+ */
+export function traceHttpClient(method: string, url: URL): HttpClientCall {
+  if (!clientSpansEnabled) return NOT_TRACED;
+  const startedAt = performance.now();
+  const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
+  const metricAttributes: Attributes = { 'http.request.method': method, 'server.address': url.hostname, 'server.port': port };
+  const span: Span = tracer.startSpan(method, { kind: SpanKind.CLIENT }, context.active());
+  if (span.isRecording()) span.setAttributes({ ...metricAttributes, 'url.full': `${url.origin}${url.pathname}` });
+  const headers: Record<string, string> = {};
+  propagation.inject(trace.setSpan(context.active(), span), headers);
+  let ended = false;
+  return {
+    headers,
+    answered(statusCode) {
+      metricAttributes['http.response.status_code'] = statusCode;
+      if (statusCode >= 400) metricAttributes['error.type'] = String(statusCode);
+    },
+    end(error) {
+      if (ended) return;
+      ended = true;
+      if (error && metricAttributes['error.type'] === undefined) metricAttributes['error.type'] = error.type;
+      if (span.isRecording()) {
+        span.setAttributes(metricAttributes);
+        if (metricAttributes['error.type'] !== undefined) span.setStatus({ code: SpanStatusCode.ERROR, message: error?.message });
+      }
+      span.end();
+      durationHistogram?.record((performance.now() - startedAt) / 1000, metricAttributes);
+    },
+  };
+}
