@@ -26,6 +26,9 @@ export function createRedis(target: RedisTarget | string, role: 'producer' | 'wo
     // Reconnect when a failover leaves us talking to a replica.
     reconnectOnError: (error) => error.message.startsWith('READONLY'),
     ...roleOptions,
+    // Commands a producer issues in the same tick (many turns' appends, enqueues, rate-limit checks)
+    // leave in one socket write. Not for workers and subscribers: their blocking reads must go alone.
+    enableAutoPipelining: role === 'producer',
   };
   const retryStrategy = (times: number) => Math.min(times * 200, 2000);
   let client: Redis;
@@ -34,6 +37,7 @@ export function createRedis(target: RedisTarget | string, role: 'producer' | 'wo
       redisOptions: { ...connection, ...credentialsFrom(url) },
       clusterRetryStrategy: retryStrategy,
       enableOfflineQueue: role !== 'producer',
+      enableAutoPipelining: role === 'producer',
       enableReadyCheck: true,
       // Reads go to masters: run event streams are read right after they are written.
       scaleReads: 'master',
