@@ -12,6 +12,7 @@ import OpenAI from 'openai';
 import { sql } from '@ic/db';
 import { z } from 'zod';
 import type { ProbeReading } from './probe';
+import { cpuBetween, snapshotCpu, type MachineCpu } from './machine-cpu';
 import { median, round2, verdict, type BenchOptions } from './harness';
 import { stackKinds, startBenchUpstream, startStackPerQueue, type BenchStack, type StackKind } from './services';
 
@@ -29,6 +30,8 @@ export interface RoundFigures {
   redis_commands_per_turn: number;
   socket_writes_per_turn: number;
   rss_mb: number;
+  /** The whole machine over the round (Linux): how busy, and CPU ms per turn by process group. */
+  machine_cpu?: MachineCpu;
 }
 
 /** What each conversation was sent, to check the transcripts against. */
@@ -38,12 +41,14 @@ export type Sent = Map<string, string[]>;
  * One measured round: `conversations` fresh conversations drive streamed turns back to back for
  * `roundMs`; the stack's probe window spans exactly the round.
  */
-export async function throughputRound(stack: BenchStack, conversations: number, roundMs: number, sent: Sent): Promise<RoundFigures> {
+export async function throughputRound(stack: BenchStack, conversations: number, roundMs: number, sent: Sent, upstreamPid?: number): Promise<RoundFigures> {
   const client = new OpenAI({ apiKey: stack.smithToken, baseURL: stack.baseURL, maxRetries: 0 });
   const ids = await Promise.all(Array.from({ length: conversations }, () => client.conversations.create().then((c) => c.id)));
   let turns = 0;
   let failed = 0;
   await stack.child.reset();
+  const pids = { stack: stack.child.process.pid, load_generator: process.pid, upstream: upstreamPid };
+  const cpuBefore = snapshotCpu(pids);
   const started = performance.now();
   const deadline = started + roundMs;
   await Promise.all(
@@ -68,6 +73,7 @@ export async function throughputRound(stack: BenchStack, conversations: number, 
     }),
   );
   const elapsed = performance.now() - started;
+  const machineCpu = cpuBetween(cpuBefore, snapshotCpu(pids), turns);
   const reading: ProbeReading = await stack.child.read();
   const per = (value: number) => round2(value / Math.max(1, turns));
   return {
@@ -80,6 +86,7 @@ export async function throughputRound(stack: BenchStack, conversations: number, 
     redis_commands_per_turn: per(reading.redis_commands),
     socket_writes_per_turn: per(reading.socket_writes),
     rss_mb: reading.rss_mb,
+    ...(machineCpu ? { machine_cpu: machineCpu } : {}),
   };
 }
 
@@ -122,20 +129,22 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     const sent = Object.fromEntries(kinds.map((kind) => [kind, new Map()])) as unknown as Record<StackKind, Sent>;
     // A short warm-up per stack (JIT, pools), not recorded.
     if (!options.quick) {
-      for (const kind of kinds) await throughputRound(stacks[kind]!, sizes.conversations, 1000, sent[kind]);
+      for (const kind of kinds) await throughputRound(stacks[kind]!, sizes.conversations, 1000, sent[kind], upstream.child.process.pid);
     }
     // The order rotates each round, so machine noise hits every stack alike.
     for (let round = 0; round < sizes.rounds; round++) {
       for (let k = 0; k < kinds.length; k++) {
         const kind = kinds[(round + k) % kinds.length]!;
-        rounds[kind].push(await throughputRound(stacks[kind]!, sizes.conversations, sizes.roundMs, sent[kind]));
+        rounds[kind].push(await throughputRound(stacks[kind]!, sizes.conversations, sizes.roundMs, sent[kind], upstream.child.process.pid));
       }
     }
     const result: Record<string, unknown> = {
       method:
         'conversations drive streamed turns back to back (openai client) for a fixed time per round; per-turn figures are the stack process\'s own ' +
         '(probe: process.cpuUsage; pg Client.prototype.query calls; ioredis commands sent alone + pipelines/MULTI flushed, each one round trip) ' +
-        'over the round divided by completed turns; medians over rounds; transcripts checked in Postgres afterwards',
+        'over the round divided by completed turns; medians over rounds; transcripts checked in Postgres afterwards. machine_cpu: the whole ' +
+        'machine over the round from /proc (busy share of all cores; CPU ms per turn of the stack, this load generator, the upstream, every ' +
+        'postgres and redis-server process, and the rest)',
       conversations: sizes.conversations,
       round_ms: sizes.roundMs,
       targets: { turns_per_second_bullmq: TARGETS.turnsPerSecond, pg_round_trips_per_turn: TARGETS.pgRoundTripsPerTurn },
@@ -153,8 +162,17 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
 }
 
 export function medianFigures(rounds: RoundFigures[]): RoundFigures {
-  const keys = Object.keys(rounds[0]!) as Array<keyof RoundFigures>;
-  return Object.fromEntries(keys.map((key) => [key, round2(median(rounds.map((round) => round[key])))])) as unknown as RoundFigures;
+  const keys = (Object.keys(rounds[0]!) as Array<keyof RoundFigures>).filter((key) => key !== 'machine_cpu');
+  const figures = Object.fromEntries(keys.map((key) => [key, round2(median(rounds.map((round) => round[key] as number)))])) as unknown as RoundFigures;
+  const machine = rounds.flatMap((round) => (round.machine_cpu ? [round.machine_cpu] : []));
+  if (machine.length === rounds.length && machine.length > 0) {
+    const groups = Object.keys(machine[0]!.ms_per_unit);
+    figures.machine_cpu = {
+      machine_busy: round2(median(machine.map((reading) => reading.machine_busy))),
+      ms_per_unit: Object.fromEntries(groups.map((group) => [group, round2(median(machine.map((reading) => reading.ms_per_unit[group] ?? 0)))])),
+    };
+  }
+  return figures;
 }
 
 type QueueResult = RoundFigures & { transcript_check: { ok: boolean; turns: number; problems: string[] } };
@@ -167,6 +185,11 @@ export function summarize(result: Record<string, unknown>): string[] {
       `streaming turns/s, ${queue}, ${result.conversations} conversations: ${figures.turns_per_second}${target}; ` +
       `CPU ${figures.cpu_ms_per_turn} ms/turn, Postgres ${figures.pg_round_trips_per_turn} round trips/turn (target ≤ ${TARGETS.pgRoundTripsPerTurn}: ${verdict(figures.pg_round_trips_per_turn <= TARGETS.pgRoundTripsPerTurn)}), ` +
       `Redis ${figures.redis_round_trips_per_turn} round trips/turn (${figures.redis_commands_per_turn} commands); ` +
+      (figures.machine_cpu
+        ? `machine ${Math.round(figures.machine_cpu.machine_busy * 100)} % busy, CPU ms/turn by process: ${Object.entries(figures.machine_cpu.ms_per_unit)
+            .map(([group, ms]) => `${group} ${ms}`)
+            .join(', ')}; `
+        : '') +
       `transcripts ${figures.transcript_check.ok ? 'intact' : `BROKEN: ${figures.transcript_check.problems[0]}`}`
     );
   });
