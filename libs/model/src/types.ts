@@ -24,6 +24,8 @@ export type ModelEvent =
 export interface ModelAdapter {
   readonly name: string;
   stream(request: ModelRequest): AsyncIterable<ModelEvent>;
+  /** Closes the connections it keeps open to its upstream (after the last call: shutdown, tests). */
+  close?(): void;
 }
 
 export type ModelErrorCode =

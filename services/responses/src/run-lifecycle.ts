@@ -40,12 +40,14 @@ export interface StampedRun {
   nextRunUnknown: boolean;
 }
 
-export type BeginResult =
-  | { kind: 'started'; run: RunRow; log: AttemptLog; history: { prior: StoredItem[]; input: StoredItem[] } }
+export type ClaimResult =
+  | { kind: 'claimed'; run: RunRow; history: { prior: StoredItem[]; input: StoredItem[] } }
   /** An earlier turn of the conversation is unfinished: try again shortly. */
   | { kind: 'wait' }
   /** Nothing to run: finished (its event log was completed if it needed it), gone, or a later attempt owns it. */
   | { kind: 'nothing' };
+
+export type BeginResult = Exclude<ClaimResult, { kind: 'claimed' }> | { kind: 'started'; run: RunRow; log: AttemptLog; history: { prior: StoredItem[]; input: StoredItem[] } };
 
 /**
  * The one home of a run's lifecycle. Every transition — queued (accept), queued → in_progress
@@ -77,12 +79,17 @@ export class RunLifecycle {
   }
 
   /**
-   * queued → in_progress for a new attempt. Fences the event log for this attempt and announces it:
-   * `response.created` if the log is empty, `response.in_progress` unless the log already ends with
-   * one (an attempt that showed nothing is retried silently).
+   * queued → in_progress for a new attempt, then its event log (`startAttempt`), one after the other.
+   * The worker runs the two steps itself, so the model call need not wait for the log.
    */
   async begin(runId: string, claim: (runId: string) => Promise<ClaimedTurn> = (id) => new HistoryLoader(this.deps.pool, 0).claim(id, null)): Promise<BeginResult> {
-    // One statement: the claim, and the history the turn replays.
+    const claimed = await this.claim(runId, claim);
+    if (claimed.kind !== 'claimed') return claimed;
+    return { kind: 'started', run: claimed.run, history: claimed.history, log: await this.startAttempt(claimed.run) };
+  }
+
+  /** queued → in_progress for a new attempt: one statement, the claim and the history the turn replays. */
+  async claim(runId: string, claim: (runId: string) => Promise<ClaimedTurn>): Promise<ClaimResult> {
     const claimed = await claim(runId);
     if (claimed.outcome === 'waiting') return { kind: 'wait' };
     if (claimed.outcome !== 'claimed') {
@@ -94,6 +101,15 @@ export class RunLifecycle {
       return { kind: 'nothing' };
     }
     const { run, prior, input } = claimed;
+    return { kind: 'claimed', run, history: { prior, input } };
+  }
+
+  /**
+   * The event log of a claimed attempt: fences it for this attempt and announces it —
+   * `response.created` if the log is empty, `response.in_progress` unless the log already ends with
+   * one (an attempt that showed nothing is retried silently).
+   */
+  async startAttempt(run: RunRow): Promise<AttemptLog> {
     const fence = await this.deps.backend.events.beginAttempt(run.id, run.attempt, this.ttl);
     const sequencer = new EventSequencer(fence.lastSequence + 1);
     const log = new AttemptLog(run, sequencer, this.deps.backend, this.deps.logger, this.ttl);
@@ -101,7 +117,7 @@ export class RunLifecycle {
       // Postgres gave this attempt the run, and Postgres is the truth: run it without live events
       // (the log disagrees — it was closed or fenced by a state Postgres does not have); the stamp
       // completes the log from Postgres where it can.
-      this.deps.logger.warn({ runId, attempt: run.attempt, reason: fence.reason }, 'event log refused a new attempt; running it without live events');
+      this.deps.logger.warn({ runId: run.id, attempt: run.attempt, reason: fence.reason }, 'event log refused a new attempt; running it without live events');
       log.detach();
     }
     const snapshot = inProgressSnapshot(presentResponse(run, []));
@@ -109,7 +125,7 @@ export class RunLifecycle {
     if (fence.ok && fence.lastType !== 'response.in_progress') sequencer.emit('response.in_progress', { response: snapshot });
     // Not awaited: the model call need not wait for this append; the attempt's later writes queue behind it.
     void log.flush();
-    return { kind: 'started', run, log, history: { prior, input } };
+    return log;
   }
 
   /**

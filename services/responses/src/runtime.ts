@@ -84,6 +84,8 @@ export class ResponsesRuntime {
       close: async () => {
         await worker.close();
         processor.close();
+        // Kept-alive upstream connections would hold the process open after the last turn.
+        this.deps.model.close?.();
       },
       inFlight: () => processor.inFlight,
     };

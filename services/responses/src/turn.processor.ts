@@ -1,5 +1,5 @@
 import type { RunOutcome } from '@ic/db';
-import { ModelError, type ModelAdapter, type ModelEvent } from '@ic/model';
+import { ModelError, type ModelAdapter, type ModelEvent, type ModelRequest } from '@ic/model';
 import { RetryLater, type JobContext, type QueueBackend } from '@ic/queue';
 import type { JobPayload, RunRow, StoredItem, Usage } from '@ic/schemas';
 import { turnMetrics, withSpan, type Logger } from '@ic/telemetry';
@@ -62,33 +62,42 @@ export class TurnProcessor {
     this.inflight.set(runId, controller);
     try {
       // The claim carries the history (only what this worker's cache lacks): one statement.
-      const begun = await this.deps.lifecycle.begin(runId, (id) => this.deps.history.claim(id, payload.conversationId ?? null));
-      if (begun.kind === 'wait') throw new RetryLater(ORDER_RECHECK_MS);
-      if (begun.kind === 'nothing') return;
-      // A newer attempt took the run over (this one lost its lock): stop the model call.
-      begun.log.onStale(() => controller.abort());
-      await withSpan('turn.execute', { 'ic.run_id': begun.run.id, 'ic.attempt': begun.run.attempt }, () => this.execute(begun.run, begun.log, begun.history, controller, context));
+      const claimed = await this.deps.lifecycle.claim(runId, (id) => this.deps.history.claim(id, payload.conversationId ?? null));
+      if (claimed.kind === 'wait') throw new RetryLater(ORDER_RECHECK_MS);
+      if (claimed.kind === 'nothing') return;
+      const { run, history } = claimed;
+      await withSpan('turn.execute', { 'ic.run_id': run.id, 'ic.attempt': run.attempt }, () => this.execute(run, history, controller, context));
     } finally {
       this.inflight.delete(runId);
     }
   };
 
-  private async execute(
-    run: RunRow,
-    log: AttemptLog,
-    history: { prior: StoredItem[]; input: StoredItem[] },
-    controller: AbortController,
-    context: JobContext,
-  ): Promise<void> {
+  private async execute(run: RunRow, history: { prior: StoredItem[]; input: StoredItem[] }, controller: AbortController, context: JobContext): Promise<void> {
     const { lifecycle, logger } = this.deps;
     const pickedUpAt = Date.now();
     if (run.attempt === 1) turnMetrics().queueWait.record((pickedUpAt - run.created_at) / 1000);
 
-    if (run.cancel_requested_at !== null || controller.signal.aborted) {
+    const cancelled = run.cancel_requested_at !== null || controller.signal.aborted;
+    const exhausted = run.attempt > MAX_RUN_ATTEMPTS;
+    // The model call goes out while the attempt's event log is fenced: the fence (a Redis round trip)
+    // is settled before the first model event is looked at, so nothing is written unfenced.
+    const firstCall = cancelled || exhausted ? null : startStream(this.deps.model.stream(this.modelRequest(run, history, controller.signal)));
+    let log: AttemptLog;
+    try {
+      log = await lifecycle.startAttempt(run);
+    } catch (error) {
+      controller.abort();
+      await firstCall?.cancel();
+      throw error;
+    }
+    // A newer attempt took the run over (this one lost its lock): stop the model call.
+    log.onStale(() => controller.abort());
+
+    if (cancelled) {
       await lifecycle.finish(log, CANCELLED, []);
       return;
     }
-    if (run.attempt > MAX_RUN_ATTEMPTS) {
+    if (exhausted) {
       turnMetrics().attemptsExhausted.add(1);
       logger.error({ runId: run.id, attempts: run.attempt - 1 }, 'giving up on a turn that keeps failing');
       const message = `The turn could not be completed after ${MAX_RUN_ATTEMPTS} attempts.`;
@@ -99,26 +108,12 @@ export class TurnProcessor {
     const assembler = new OutputAssembler(run.id, log.events);
     const retryDelays = this.deps.modelRetryDelaysMs ?? DEFAULT_MODEL_RETRY_DELAYS_MS;
     let done: Extract<ModelEvent, { type: 'done' }> | undefined;
-    let input: StoredItem[] = [];
     let firstToken = true;
     for (let retry = 0; ; retry++) {
       try {
         // A silent retry replays the same history: nothing can be stamped before this turn.
-        input = history.input;
-        let prior = history.prior;
-        if (run.params.truncation === 'auto') {
-          const budget = this.deps.contextTokens - (run.params.max_output_tokens ?? 0);
-          const { kept, dropped } = truncateHistory(prior, input, budget);
-          if (dropped > 0) logger.debug({ runId: run.id, dropped }, 'truncated history to fit the context budget');
-          prior = kept;
-        }
-        for await (const event of this.deps.model.stream({
-          model: this.deps.resolveModel(run.model),
-          instructions: run.instructions,
-          items: [...prior, ...input],
-          params: run.params,
-          signal: controller.signal,
-        })) {
+        const events = retry === 0 && firstCall ? firstCall.events : this.deps.model.stream(this.modelRequest(run, history, controller.signal));
+        for await (const event of events) {
           if (event.type === 'done') {
             done = event;
             continue;
@@ -185,13 +180,51 @@ export class TurnProcessor {
       outputs,
     );
     if (stamped && run.conversation_id) {
-      this.deps.history.recordStamped(run.conversation_id, stamped.firstPosition, [...input, ...outputs.map((output) => output.body)]);
+      this.deps.history.recordStamped(run.conversation_id, stamped.firstPosition, [...history.input, ...outputs.map((output) => output.body)]);
     }
     turnMetrics().duration.record((Date.now() - pickedUpAt) / 1000);
     const model = this.deps.resolveModel(run.model);
     turnMetrics().modelTokens.add(usage.input_tokens, { direction: 'input', model });
     turnMetrics().modelTokens.add(usage.output_tokens, { direction: 'output', model });
   }
+
+  /** What the model is asked: the history (trimmed to the context budget with `truncation: "auto"`) and the turn's input. */
+  private modelRequest(run: RunRow, history: { prior: StoredItem[]; input: StoredItem[] }, signal: AbortSignal): ModelRequest {
+    let prior = history.prior;
+    if (run.params.truncation === 'auto') {
+      const budget = this.deps.contextTokens - (run.params.max_output_tokens ?? 0);
+      const { kept, dropped } = truncateHistory(prior, history.input, budget);
+      if (dropped > 0) this.deps.logger.debug({ runId: run.id, dropped }, 'truncated history to fit the context budget');
+      prior = kept;
+    }
+    return { model: this.deps.resolveModel(run.model), instructions: run.instructions, items: [...prior, ...history.input], params: run.params, signal };
+  }
+}
+
+/**
+ * Sends a model call now (its first `next()`), for the caller to read later with `events`; `cancel`
+ * closes it when the caller will not read it after all (the signal must be aborted first).
+ */
+function startStream<T>(stream: AsyncIterable<T>): { events: AsyncIterable<T>; cancel(): Promise<void> } {
+  const iterator = stream[Symbol.asyncIterator]();
+  const first = iterator.next();
+  // Settled by whoever reads it; until then a rejection must not count as unhandled.
+  first.catch(() => undefined);
+  return {
+    events: (async function* () {
+      let finished = false;
+      try {
+        for (let next = await first; !next.done; next = await iterator.next()) yield next.value;
+        finished = true;
+      } finally {
+        if (!finished) await iterator.return?.();
+      }
+    })(),
+    cancel: async () => {
+      await first.catch(() => undefined);
+      await iterator.return?.().catch(() => undefined);
+    },
+  };
 }
 
 /** Resolves true after `ms`, or false at once when the signal aborts. */

@@ -25,17 +25,21 @@ async function main(): Promise<void> {
     await backend.ping();
   };
   await ready();
+  const model = modelConfig ? createModelAdapter(modelConfig) : undefined;
   const handler = createTitleHandler({
     pool,
     logger,
     mode: env.TITLER_MODE,
-    model: modelConfig ? createModelAdapter(modelConfig) : undefined,
+    model,
     titleModel: resolveUpstreamModel(env.TITLER_MODEL, env.MODEL_MAP),
   });
   const worker = backend.startWorker(TITLE_QUEUE, { 'titler.generate.v1': handler }, { concurrency: env.TITLER_CONCURRENCY });
   const health = startHealthServer(env.HEALTH_PORT, ready);
   logger.info({ mode: env.TITLER_MODE }, 'titler started');
-  shutdown.register('worker', () => worker.close());
+  shutdown.register('worker', async () => {
+    await worker.close();
+    model?.close?.();
+  });
   shutdown.register('health', () => health.close());
   shutdown.register('redis', () => backend.close());
   shutdown.register('postgres', () => pool.end());
