@@ -36,6 +36,17 @@ async function modelError(promise: Promise<unknown>): Promise<ModelError> {
   return error as ModelError;
 }
 
+/** Reads a stream that must fail: the events that arrived before, and the ModelError it ended with. */
+async function eventsBeforeError(stream: AsyncIterable<ModelEvent>): Promise<{ received: ModelEvent[]; error: ModelError }> {
+  const received: ModelEvent[] = [];
+  const error = await modelError(
+    (async () => {
+      for await (const event of stream) received.push(event);
+    })(),
+  );
+  return { received, error };
+}
+
 describe('OpenAICompatibleAdapter streaming', () => {
   it('streams text as several deltas in order and maps usage, including cached tokens', async () => {
     fake.set({ reply: 'one two three four', cachedTokens: 3 });
@@ -278,13 +289,8 @@ describe('OpenAICompatibleAdapter errors', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const { port } = server.address() as AddressInfo;
     const failing = new OpenAICompatibleAdapter({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'k', timeoutMs: 5000 });
-    const received: ModelEvent[] = [];
     try {
-      const error = await modelError(
-        (async () => {
-          for await (const event of failing.stream(request())) received.push(event);
-        })(),
-      );
+      const { received, error } = await eventsBeforeError(failing.stream(request()));
       expect(textDeltas(received)).toEqual(['Hel']);
       expect(error).toMatchObject({ code: 'upstream_error', retryable: true });
       expect(error.message).toBe('The model upstream reported an error mid-stream: The server overloaded mid-answer');
@@ -328,12 +334,7 @@ describe('OpenAICompatibleAdapter errors', () => {
   it('maps a connection dropped mid-stream to a retryable upstream_error after the deltas that arrived', async () => {
     fake.set({ reply: 'one two three' });
     fake.dropConnectionNext(2);
-    const received: ModelEvent[] = [];
-    const error = await modelError(
-      (async () => {
-        for await (const event of adapter.stream(request())) received.push(event);
-      })(),
-    );
+    const { received, error } = await eventsBeforeError(adapter.stream(request()));
     expect(textDeltas(received)).toEqual(['one ']);
     expect(error).toMatchObject({ code: 'upstream_error', retryable: true });
     expect(error.message).toBe('The model upstream connection failed mid-stream.');

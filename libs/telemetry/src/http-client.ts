@@ -1,7 +1,5 @@
-import { context, metrics, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
-
-/** The buckets semantic conventions advise for http.client.request.duration, seconds. */
-const CLIENT_DURATION_BUCKETS_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
+import { httpDurationHistogram } from './http-duration';
 
 let clientSpansEnabled = false;
 let durationHistogram: Histogram | undefined;
@@ -9,13 +7,7 @@ let durationHistogram: Histogram | undefined;
 /** Turned on by startTelemetry with the `http` instrumentation; until then traceHttpClient costs one branch. */
 export function enableHttpClientTelemetry(enabled: boolean): void {
   clientSpansEnabled = enabled;
-  durationHistogram = enabled
-    ? metrics.getMeter('ingram-conversations').createHistogram('http.client.request.duration', {
-        description: 'Duration of HTTP client requests.',
-        unit: 's',
-        advice: { explicitBucketBoundaries: CLIENT_DURATION_BUCKETS_SECONDS },
-      })
-    : undefined;
+  durationHistogram = httpDurationHistogram(enabled, 'client');
 }
 
 const tracer = trace.getTracer('ingram-conversations-http');

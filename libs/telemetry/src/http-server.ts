@@ -1,11 +1,9 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
-import { context, metrics, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
+import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
+import { httpDurationHistogram } from './http-duration';
 
 /** Requests that are never traced: probes and scrapes arrive every few seconds and say nothing about users. */
 export const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
-
-/** The buckets @opentelemetry/instrumentation-http gives http.server.request.duration (semantic conventions' advice), seconds. */
-const SERVER_DURATION_BUCKETS_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
 
@@ -19,14 +17,7 @@ let durationHistogram: Histogram | undefined;
  */
 export function enableHttpServerTelemetry(enabled: boolean): void {
   serverSpansEnabled = enabled;
-  // The meter must come from the provider startTelemetry registered: one taken earlier is a no-op for good.
-  durationHistogram = enabled
-    ? metrics.getMeter('ingram-conversations').createHistogram('http.server.request.duration', {
-        description: 'Duration of HTTP server requests.',
-        unit: 's',
-        advice: { explicitBucketBoundaries: SERVER_DURATION_BUCKETS_SECONDS },
-      })
-    : undefined;
+  durationHistogram = httpDurationHistogram(enabled, 'server');
 }
 
 const tracer = trace.getTracer('ingram-conversations-http');
