@@ -205,7 +205,7 @@ export class TurnProcessor {
  * Sends a model call now (its first `next()`), for the caller to read later with `events`; `cancel`
  * closes it when the caller will not read it after all (the signal must be aborted first).
  */
-function startStream<T>(stream: AsyncIterable<T>): { events: AsyncIterable<T>; cancel(): Promise<void> } {
+export function startStream<T>(stream: AsyncIterable<T>): { events: AsyncIterable<T>; cancel(): Promise<void> } {
   const iterator = stream[Symbol.asyncIterator]();
   const first = iterator.next();
   // Settled by whoever reads it; until then a rejection must not count as unhandled.
