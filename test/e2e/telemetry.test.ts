@@ -248,6 +248,13 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
       // A statement's parent (the job's span) can end, and so be exported, after the turn's own spans.
       await eventually(async () => (orphans().length === 0 ? true : undefined), 5000, 'every statement span\'s parent to be exported').catch(() => undefined);
       expect(orphans()).toEqual([]);
+      // A statement's span is named by its prepared label, under the request or job that ran it.
+      const acceptSpan = collector.spans.find((span) => isStatement(span) && span.name === 'runs.accept');
+      expect(acceptSpan?.attributes).toMatchObject({ 'db.system.name': 'postgresql', 'db.query.summary': 'runs.accept', 'db.operation.name': 'WITH', 'server.address': '127.0.0.1' });
+      expect(String(acceptSpan?.attributes['db.query.text'])).toContain('INSERT INTO runs');
+      expect(collector.spans.find((span) => span.spanId === acceptSpan?.parentSpanId)?.name).toBe('POST /v1/responses');
+      const claimSpan = collector.spans.find((span) => isStatement(span) && span.name === 'runs.claim');
+      expect(claimSpan?.parentSpanId).toBe(collector.spans.find((span) => span.name === 'turn.execute')?.parentSpanId);
       // One server span per request (libs/telemetry http-server.ts), with the semantic-convention attributes.
       const accepted = collector.spans.filter((span) => span.name === 'POST /v1/responses');
       expect(accepted).toHaveLength(1);

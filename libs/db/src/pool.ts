@@ -10,7 +10,7 @@ import {
 } from 'slonik';
 import { z } from 'zod';
 import { storeMetrics } from '@ic/telemetry';
-import { createUnpreparedInterceptor, installPreparedStatements } from './prepared';
+import { createUnpreparedInterceptor, installPgClientHooks } from './prepared';
 
 /** The sql tag every repository uses; `void` types statements that return no rows. */
 export const sql = createSqlTag({
@@ -71,7 +71,7 @@ export interface DbPoolOptions {
 export async function createDbPool(url: string, options: DbPoolOptions = {}): Promise<DatabasePool> {
   const typeParsers = [...createTypeParserPreset().filter((parser) => parser.name !== 'int8'), { name: 'int8', parse: Number }];
   const prepare = options.preparedStatements ?? true;
-  installPreparedStatements();
+  installPgClientHooks();
   return createPool(url, {
     interceptors: [...(prepare ? [] : [createUnpreparedInterceptor()]), createQueryMetricsInterceptor(), createResultParserInterceptor()],
     typeParsers,

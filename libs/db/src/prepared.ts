@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Interceptor } from 'slonik';
+import { traceDbStatement } from '@ic/telemetry';
 
 /**
  * Server-side prepared statements for the hot statements of the turn path and the CRUD API.
@@ -36,24 +37,46 @@ function statementName(text: string, label: string): string | null {
 }
 
 type QueryFunction = (this: pg.Client, config: unknown, values?: unknown, callback?: unknown) => unknown;
+type Callback = (error: unknown, result?: unknown) => void;
 let installed = false;
 
 /**
- * Makes pg's Client send marked statements by name. Installed once per process, around whatever
- * `query` is there (OpenTelemetry's pg instrumentation wraps it first and sees the named query).
+ * The one hook on pg's `Client.prototype.query`, installed once per process: marked statements are
+ * sent by name (prepared once per connection), and every statement inside a traced request or job
+ * gets its client span (libs/telemetry db-client.ts). Streams (submittable queries) pass untouched.
  */
-export function installPreparedStatements(): void {
+export function installPgClientHooks(): void {
   if (installed) return;
   installed = true;
   const prototype = pg.Client.prototype as unknown as { query: QueryFunction };
   const query = prototype.query;
-  prototype.query = function namedWhenMarked(this: pg.Client, config: unknown, values?: unknown, callback?: unknown) {
-    if (typeof config === 'string' && config.startsWith('/* prepared: ')) {
-      const label = MARKER.exec(config)?.[1];
-      const name = label === undefined ? null : statementName(config, label);
-      if (name !== null) return query.call(this, { name, text: config, values }, callback);
+  prototype.query = function namedAndTraced(this: pg.Client, config: unknown, values?: unknown, callback?: unknown) {
+    const text = typeof config === 'string' ? config : (config as { text?: unknown } | null)?.text;
+    if (typeof text !== 'string' || typeof (config as { submit?: unknown }).submit === 'function') return query.call(this, config, values, callback);
+    const label = text.startsWith('/* prepared: ') ? MARKER.exec(text)?.[1] : undefined;
+    const name = label === undefined ? null : statementName(text, label);
+    const sent = name !== null && typeof config === 'string' ? { name, text, values } : config;
+    const call = traceDbStatement(text, label, { database: this.database, host: this.host, port: this.port });
+    // pg takes (config, callback) as well as (config, values, callback).
+    const done = (typeof values === 'function' ? values : callback) as Callback | undefined;
+    if (done) {
+      const traced: Callback = (error, result) => {
+        call.end(error ?? undefined);
+        done(error, result);
+      };
+      return typeof values === 'function' ? query.call(this, sent, traced) : query.call(this, sent, values, traced);
     }
-    return query.call(this, config, values, callback);
+    const result = (sent === config ? query.call(this, config, values) : query.call(this, sent)) as Promise<unknown>;
+    return result.then(
+      (value) => {
+        call.end();
+        return value;
+      },
+      (error: unknown) => {
+        call.end(error);
+        throw error;
+      },
+    );
   };
 }
 

@@ -3,6 +3,7 @@ import { type Attributes, type Context, context, INVALID_SPAN_CONTEXT, type Link
 import type { Sampler, SamplingResult } from '@opentelemetry/sdk-trace-base';
 import { enableHttpServerTelemetry } from './http-server';
 import { enableHttpClientTelemetry } from './http-client';
+import { enableDbClientTelemetry } from './db-client';
 import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
 
 export interface TelemetryHandle {
@@ -89,14 +90,14 @@ export class RoutineSpanFilter implements Sampler {
 
 /**
  * Libraries whose own spans are not recorded. slonik wraps every query in five or six spans of its own
- * (connection, pool acquire, executeQuery, one per interceptor hook) around pg's, which already has the
+ * (connection, pool acquire, executeQuery, one per interceptor hook) around the statement span (db-client.ts), which has the
  * statement, its timing and its errors: six times the spans of a query for no more insight.
  */
 const SILENCED_TRACERS = new Set(['slonik.interceptors', 'pg-slonik-connection-pool']);
 
 /**
  * A tracer whose spans are neither recorded nor made active: work inside them stays in the caller's
- * span, so the pg span of a slonik query is a child of the request or job that ran it.
+ * span, so the statement span of a slonik query is a child of the request or job that ran it.
  */
 class PassThroughTracer implements Tracer {
   startSpan(_name: string, _options?: unknown, parent: Context = context.active()): Span {
@@ -128,14 +129,15 @@ export function instrumentationEnabled(name: InstrumentationName, env: NodeJS.Pr
 /**
  * Starts tracing and metrics when configured: OTEL_EXPORTER_OTLP_ENDPOINT (or
  * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) sends traces over OTLP/HTTP, OTEL_PROMETHEUS_PORT serves
- * /metrics. Without either it does nothing. Call it before loading express, pg, ioredis or the
- * openai client so their instrumentations can patch them.
+ * /metrics. Without either it does nothing. Call it before loading ioredis or undici so their
+ * instrumentations can patch them.
  *
  * Built from the SDK's parts rather than @opentelemetry/sdk-node, which pulls in every exporter
  * (gRPC, protobuf, Zipkin, logs) — most of the image's node_modules. Only the instrumentations this
- * code uses are installed: pg and ioredis (only inside a traced operation), undici (any fetch) and
+ * code uses are installed: ioredis (only inside a traced operation), undici (any fetch) and
  * runtime-node (event loop and heap metrics); incoming requests get the lean server span of
- * http-server.ts (probes and scrapes skipped), the model call the client span of http-client.ts.
+ * http-server.ts (probes and scrapes skipped), the model call the client span of http-client.ts, and
+ * each Postgres statement the client span of db-client.ts (only inside a traced operation).
  */
 export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = process.env): TelemetryHandle {
   const tracesEndpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT;
@@ -147,7 +149,6 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
   const { defaultResource, detectResources, envDetector, hostDetector, processDetector, resourceFromAttributes } =
     require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
   const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
-  const { PgInstrumentation } = require('@opentelemetry/instrumentation-pg') as typeof import('@opentelemetry/instrumentation-pg');
   const { IORedisInstrumentation } = require('@opentelemetry/instrumentation-ioredis') as typeof import('@opentelemetry/instrumentation-ioredis');
   const { UndiciInstrumentation } = require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici');
   const { RuntimeNodeInstrumentation } = require('@opentelemetry/instrumentation-runtime-node') as typeof import('@opentelemetry/instrumentation-runtime-node');
@@ -203,15 +204,14 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
   enableHttpServerTelemetry(enabled('http'));
   // Outgoing calls (the model upstream, over node:http): libs/telemetry's own client span (http-client.ts).
   enableHttpClientTelemetry(enabled('http'));
+  // Postgres statements: libs/telemetry's own client span (db-client.ts, from libs/db's pg hook), only
+  // inside a request or a job; no span per pool checkout (a wait for a connection shows as the gap before it).
+  enableDbClientTelemetry(enabled('pg'));
   registerInstrumentations({
     tracerProvider,
     meterProvider,
     instrumentations: [
-      // Queries and commands are traced only inside a request or a job, never from timers on their own
-      // (the sweeper, BullMQ's pollers, readiness checks).
-      // No span per pool checkout (pg-pool.connect): it would double the spans of every query, and a
-      // wait for a connection shows anyway as the gap before the query's span.
-      enabled('pg') && new PgInstrumentation({ requireParentSpan: true, ignoreConnectSpans: true }),
+      // Commands are traced only inside a request or a job, never from timers on their own (BullMQ's pollers).
       enabled('ioredis') && new IORedisInstrumentation({ requireParentSpan: true }),
       enabled('undici') && new UndiciInstrumentation({ requireParentforSpans: true }),
       enabled('runtime-node') && new RuntimeNodeInstrumentation(),

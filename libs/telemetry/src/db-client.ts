@@ -1,0 +1,89 @@
+import { context, metrics, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram } from '@opentelemetry/api';
+
+/** The buckets semantic conventions advise for db.client.operation.duration, seconds. */
+const DB_DURATION_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10];
+
+let dbSpansEnabled = false;
+let durationHistogram: Histogram | undefined;
+
+/** Turned on by startTelemetry with the `pg` instrumentation; until then traceDbStatement costs one branch. */
+export function enableDbClientTelemetry(enabled: boolean): void {
+  dbSpansEnabled = enabled;
+  durationHistogram = enabled
+    ? metrics.getMeter('ingram-conversations').createHistogram('db.client.operation.duration', {
+        description: 'Duration of database client operations.',
+        unit: 's',
+        advice: { explicitBucketBoundaries: DB_DURATION_BUCKETS_SECONDS },
+      })
+    : undefined;
+}
+
+const tracer = trace.getTracer('ingram-conversations-db');
+
+export interface DbStatementCall {
+  /** The statement is over; `error` when it failed. */
+  end(error?: unknown): void;
+}
+
+export interface DbTarget {
+  database?: string;
+  host?: string;
+  port?: number;
+}
+
+const NOT_TRACED: DbStatementCall = { end: () => undefined };
+const OPERATION = /^\s*(?:\/\*.*?\*\/\s*)?([A-Za-z]+)/s;
+
+/**
+ * One CLIENT span and one db.client.operation.duration record per Postgres statement, with the
+ * stable database semantic-convention attributes (plus `db.system`, which instrumentation-pg gave
+ * and queries may still use). Written by our own pg hook (libs/db prepared.ts) instead of
+ * instrumentation-pg, which cost more than the span itself. Like it did, a statement is traced only
+ * inside a traced operation (a request or a job), never from a timer on its own. `summary` names the
+ * span: the statement's `prepared:` label (`runs.accept`), else its first keyword.
+ */
+export function traceDbStatement(text: string, summary: string | undefined, target: DbTarget): DbStatementCall {
+  if (!dbSpansEnabled) return NOT_TRACED;
+  const startedAt = performance.now();
+  const operation = OPERATION.exec(text)?.[1]?.toUpperCase();
+  const metricAttributes: Attributes = { 'db.system.name': 'postgresql' };
+  if (operation) metricAttributes['db.operation.name'] = operation;
+  if (target.database) metricAttributes['db.namespace'] = target.database;
+  const active = context.active();
+  const parent = trace.getSpan(active);
+  const span = parent?.isRecording()
+    ? tracer.startSpan(summary ?? operation ?? 'postgresql', { kind: SpanKind.CLIENT, attributes: metricAttributes }, active)
+    : undefined;
+  if (span?.isRecording()) {
+    span.setAttributes({
+      'db.system': 'postgresql',
+      'db.query.text': text,
+      ...(summary ? { 'db.query.summary': summary } : {}),
+      ...(target.host ? { 'server.address': target.host } : {}),
+      ...(target.port ? { 'server.port': target.port } : {}),
+    });
+  }
+  let ended = false;
+  return {
+    end(error) {
+      if (ended) return;
+      ended = true;
+      const attributes = error === undefined ? metricAttributes : { ...metricAttributes, 'error.type': errorType(error) };
+      if (span) {
+        if (error !== undefined) {
+          span.setAttribute('error.type', attributes['error.type'] as string);
+          span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+        }
+        span.end();
+      }
+      durationHistogram?.record((performance.now() - startedAt) / 1000, attributes);
+    },
+  };
+}
+
+/** The SQLSTATE when Postgres answered with an error, else the error's class. */
+function errorType(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code.length > 0) return code;
+  return error instanceof Error ? error.name : 'error';
+}
