@@ -47,6 +47,20 @@ async function eventsBeforeError(stream: AsyncIterable<ModelEvent>): Promise<{ r
   return { received, error };
 }
 
+/** A hand-written upstream (for wire details the fake upstream does not script) and an adapter on it, closed after `use`. */
+async function withRawUpstream(handler: http.RequestListener, use: (adapter: OpenAICompatibleAdapter) => Promise<void>): Promise<void> {
+  const server = http.createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const raw = new OpenAICompatibleAdapter({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'k', timeoutMs: 5000 });
+  try {
+    await use(raw);
+  } finally {
+    raw.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
 describe('OpenAICompatibleAdapter streaming', () => {
   it('streams text as several deltas in order and maps usage, including cached tokens', async () => {
     fake.set({ reply: 'one two three four', cachedTokens: 3 });
@@ -280,31 +294,25 @@ describe('OpenAICompatibleAdapter errors', () => {
   });
 
   it('maps an error event inside a started stream to a retryable upstream_error quoting it', async () => {
-    const server = http.createServer((req, res) => {
+    const upstream: http.RequestListener = (req, res) => {
       req.resume();
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write('data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}\n\n');
       res.end('data: {"error":{"message":"The server overloaded mid-answer","type":"server_error"}}\n\n');
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as AddressInfo;
-    const failing = new OpenAICompatibleAdapter({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'k', timeoutMs: 5000 });
-    try {
+    };
+    await withRawUpstream(upstream, async (failing) => {
       const { received, error } = await eventsBeforeError(failing.stream(request()));
       expect(textDeltas(received)).toEqual(['Hel']);
       expect(error).toMatchObject({ code: 'upstream_error', retryable: true });
       expect(error.message).toBe('The model upstream reported an error mid-stream: The server overloaded mid-answer');
-    } finally {
-      failing.close();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    }
+    });
   });
 
   it('reads SSE split anywhere across packets, with CRLF line ends and comment lines', async () => {
     const chunk = (content: string, finish: string | null) =>
       `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content }, finish_reason: finish }] })}\r\n\r\n`;
     const wire = `: keep-alive\r\n\r\n${chunk('Hello ', null)}${chunk('wörld', null)}${chunk('', 'stop')}data: [DONE]\r\n\r\n`;
-    const server = http.createServer((req, res) => {
+    const upstream: http.RequestListener = (req, res) => {
       req.resume();
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       // One byte at a time, so frames, lines and multi-byte characters all split across writes.
@@ -317,18 +325,12 @@ describe('OpenAICompatibleAdapter errors', () => {
         setImmediate(next);
       };
       next();
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as AddressInfo;
-    const bytewise = new OpenAICompatibleAdapter({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'k', timeoutMs: 5000 });
-    try {
+    };
+    await withRawUpstream(upstream, async (bytewise) => {
       const events = await collect(bytewise, request());
       expect(textDeltas(events).join('')).toBe('Hello wörld');
       expect(done(events).finishReason).toBe('stop');
-    } finally {
-      bytewise.close();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    }
+    });
   });
 
   it('maps a connection dropped mid-stream to a retryable upstream_error after the deltas that arrived', async () => {

@@ -59,14 +59,15 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   private readonly apiKey: string;
   private readonly timeoutMs: number;
   private readonly agent: http.Agent;
+  private readonly transport: typeof http | typeof https;
 
   constructor(config: OpenAICompatibleConfig) {
     this.baseURL = config.baseURL.replace(/\/+$/, '');
     this.endpoint = new URL(`${this.baseURL}/chat/completions`);
     this.apiKey = config.apiKey;
     this.timeoutMs = config.timeoutMs;
-    const Agent = this.endpoint.protocol === 'https:' ? https.Agent : http.Agent;
-    this.agent = new Agent({ keepAlive: true });
+    this.transport = this.endpoint.protocol === 'https:' ? https : http;
+    this.agent = new this.transport.Agent({ keepAlive: true });
   }
 
   /** Upstream connections kept alive for the next call. */
@@ -185,8 +186,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
    */
   private post(body: string, signal: AbortSignal, call: HttpClientCall, retried = false): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
-      const transport = this.endpoint.protocol === 'https:' ? https : http;
-      const req = transport.request(this.endpoint, {
+      const req = this.transport.request(this.endpoint, {
         method: 'POST',
         agent: this.agent,
         headers: {

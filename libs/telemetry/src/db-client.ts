@@ -1,4 +1,5 @@
-import { context, metrics, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram } from '@opentelemetry/api';
+import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram } from '@opentelemetry/api';
+import { createDurationHistogram } from './duration-histogram';
 
 /** The buckets semantic conventions advise for db.client.operation.duration, seconds. */
 const DB_DURATION_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10];
@@ -9,13 +10,7 @@ let durationHistogram: Histogram | undefined;
 /** Turned on by startTelemetry with the `pg` instrumentation; until then traceDbStatement costs one branch. */
 export function enableDbClientTelemetry(enabled: boolean): void {
   dbSpansEnabled = enabled;
-  durationHistogram = enabled
-    ? metrics.getMeter('ingram-conversations').createHistogram('db.client.operation.duration', {
-        description: 'Duration of database client operations.',
-        unit: 's',
-        advice: { explicitBucketBoundaries: DB_DURATION_BUCKETS_SECONDS },
-      })
-    : undefined;
+  durationHistogram = createDurationHistogram(enabled, 'db.client.operation.duration', 'Duration of database client operations.', DB_DURATION_BUCKETS_SECONDS);
 }
 
 const tracer = trace.getTracer('ingram-conversations-db');

@@ -1,5 +1,5 @@
 import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
-import { httpDurationHistogram } from './http-duration';
+import { createDurationHistogram, HTTP_DURATION_BUCKETS_SECONDS } from './duration-histogram';
 
 let clientSpansEnabled = false;
 let durationHistogram: Histogram | undefined;
@@ -7,7 +7,7 @@ let durationHistogram: Histogram | undefined;
 /** Turned on by startTelemetry with the `http` instrumentation; until then traceHttpClient costs one branch. */
 export function enableHttpClientTelemetry(enabled: boolean): void {
   clientSpansEnabled = enabled;
-  durationHistogram = httpDurationHistogram(enabled, 'client');
+  durationHistogram = createDurationHistogram(enabled, 'http.client.request.duration', 'Duration of HTTP client requests.', HTTP_DURATION_BUCKETS_SECONDS);
 }
 
 const tracer = trace.getTracer('ingram-conversations-http');

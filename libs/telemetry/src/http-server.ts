@@ -1,6 +1,6 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
-import { httpDurationHistogram } from './http-duration';
+import { createDurationHistogram, HTTP_DURATION_BUCKETS_SECONDS } from './duration-histogram';
 
 /** Requests that are never traced: probes and scrapes arrive every few seconds and say nothing about users. */
 export const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
@@ -17,7 +17,7 @@ let durationHistogram: Histogram | undefined;
  */
 export function enableHttpServerTelemetry(enabled: boolean): void {
   serverSpansEnabled = enabled;
-  durationHistogram = httpDurationHistogram(enabled, 'server');
+  durationHistogram = createDurationHistogram(enabled, 'http.server.request.duration', 'Duration of HTTP server requests.', HTTP_DURATION_BUCKETS_SECONDS);
 }
 
 const tracer = trace.getTracer('ingram-conversations-http');

@@ -2,6 +2,7 @@ import { createRedis, RedisKeys, type StreamEvent } from '@ic/queue';
 import { createLogger } from '@ic/telemetry';
 import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
 import { OutputAssembler } from './events';
+import { HistoryLoader } from './history';
 
 type Delta = StreamEvent & { delta: string };
 const isTextDelta = (event: StreamEvent): event is Delta => event.type === 'response.output_text.delta';
@@ -26,6 +27,13 @@ describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis
   });
   beforeEach(() => stack.upstream.reset());
 
+  /** What a worker does to begin an attempt: the claim, then the attempt's event log. */
+  async function begin(runId: string) {
+    const { lifecycle } = stack.runtime;
+    const claimed = await lifecycle.claim(runId, (id) => new HistoryLoader(stack.db.pool, 0).claim(id, null));
+    return claimed.kind === 'claimed' ? { kind: 'started' as const, run: claimed.run, log: await lifecycle.startAttempt(claimed.run) } : claimed;
+  }
+
   /** As if the worker died (or Redis failed) between the stamp and its terminal events: the log loses its last `count` entries. */
   async function cutLogEnding(runId: string, count: number): Promise<void> {
     // Rewritten rather than XDEL'd: a stream remembers its highest id even after deletes.
@@ -42,7 +50,7 @@ describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis
     const accepted = await client.responses.create({ model: '', input: 'two workers', background: true });
     const { lifecycle } = stack.runtime;
 
-    const first = await lifecycle.begin(accepted.id);
+    const first = await begin(accepted.id);
     if (first.kind !== 'started') throw new Error('first attempt did not start');
     let firstToldStale = false;
     first.log.onStale(() => {
@@ -53,7 +61,7 @@ describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis
     await first.log.flush();
 
     // The first worker pauses past its lock; BullMQ hands the job to another worker, which claims attempt 2.
-    const second = await lifecycle.begin(accepted.id);
+    const second = await begin(accepted.id);
     if (second.kind !== 'started') throw new Error('second attempt did not start');
     expect(second.run.attempt).toBe(2);
 

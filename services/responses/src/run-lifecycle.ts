@@ -3,7 +3,7 @@ import type { QueueBackend, StreamEvent } from '@ic/queue';
 import type { RunRow, StoredItem } from '@ic/schemas';
 import { turnMetrics, type Logger } from '@ic/telemetry';
 import { completeLog, EventSequencer, inProgressSnapshot, isTerminalEvent, rebuildEvents, terminalEventType } from './events';
-import { HistoryLoader, type ClaimedTurn } from './history';
+import type { ClaimedTurn } from './history';
 import { outputItemWithId, presentOutputItems, presentResponse, type ResponseObject } from './presenter';
 import type { TurnScheduler } from './scheduler';
 
@@ -40,14 +40,18 @@ export interface StampedRun {
   nextRunUnknown: boolean;
 }
 
+/** What a claimed turn replays: the transcript before it and the turn's own input. */
+export interface TurnHistory {
+  prior: StoredItem[];
+  input: StoredItem[];
+}
+
 export type ClaimResult =
-  | { kind: 'claimed'; run: RunRow; history: { prior: StoredItem[]; input: StoredItem[] } }
+  | { kind: 'claimed'; run: RunRow; history: TurnHistory }
   /** An earlier turn of the conversation is unfinished: try again shortly. */
   | { kind: 'wait' }
   /** Nothing to run: finished (its event log was completed if it needed it), gone, or a later attempt owns it. */
   | { kind: 'nothing' };
-
-export type BeginResult = Exclude<ClaimResult, { kind: 'claimed' }> | { kind: 'started'; run: RunRow; log: AttemptLog; history: { prior: StoredItem[]; input: StoredItem[] } };
 
 /**
  * The one home of a run's lifecycle. Every transition — queued (accept), queued → in_progress
@@ -79,16 +83,9 @@ export class RunLifecycle {
   }
 
   /**
-   * queued → in_progress for a new attempt, then its event log (`startAttempt`), one after the other.
-   * The worker runs the two steps itself, so the model call need not wait for the log.
+   * queued → in_progress for a new attempt: one statement, the claim and the history the turn replays.
+   * The event log follows with `startAttempt`, which the worker runs while the model call goes out.
    */
-  async begin(runId: string, claim: (runId: string) => Promise<ClaimedTurn> = (id) => new HistoryLoader(this.deps.pool, 0).claim(id, null)): Promise<BeginResult> {
-    const claimed = await this.claim(runId, claim);
-    if (claimed.kind !== 'claimed') return claimed;
-    return { kind: 'started', run: claimed.run, history: claimed.history, log: await this.startAttempt(claimed.run) };
-  }
-
-  /** queued → in_progress for a new attempt: one statement, the claim and the history the turn replays. */
   async claim(runId: string, claim: (runId: string) => Promise<ClaimedTurn>): Promise<ClaimResult> {
     const claimed = await claim(runId);
     if (claimed.outcome === 'waiting') return { kind: 'wait' };

@@ -1,11 +1,11 @@
 import type { RunOutcome } from '@ic/db';
 import { ModelError, type ModelAdapter, type ModelEvent, type ModelRequest } from '@ic/model';
 import { RetryLater, type JobContext, type QueueBackend } from '@ic/queue';
-import type { JobPayload, RunRow, StoredItem, Usage } from '@ic/schemas';
+import type { JobPayload, RunRow, Usage } from '@ic/schemas';
 import { turnMetrics, withSpan, type Logger } from '@ic/telemetry';
 import { OutputAssembler } from './events';
 import { truncateHistory, type HistoryLoader } from './history';
-import type { AttemptLog, RunLifecycle } from './run-lifecycle';
+import type { AttemptLog, RunLifecycle, TurnHistory } from './run-lifecycle';
 
 export interface TurnProcessorDeps {
   backend: QueueBackend;
@@ -72,7 +72,7 @@ export class TurnProcessor {
     }
   };
 
-  private async execute(run: RunRow, history: { prior: StoredItem[]; input: StoredItem[] }, controller: AbortController, context: JobContext): Promise<void> {
+  private async execute(run: RunRow, history: TurnHistory, controller: AbortController, context: JobContext): Promise<void> {
     const { lifecycle, logger } = this.deps;
     const pickedUpAt = Date.now();
     if (run.attempt === 1) turnMetrics().queueWait.record((pickedUpAt - run.created_at) / 1000);
@@ -189,7 +189,7 @@ export class TurnProcessor {
   }
 
   /** What the model is asked: the history (trimmed to the context budget with `truncation: "auto"`) and the turn's input. */
-  private modelRequest(run: RunRow, history: { prior: StoredItem[]; input: StoredItem[] }, signal: AbortSignal): ModelRequest {
+  private modelRequest(run: RunRow, history: TurnHistory, signal: AbortSignal): ModelRequest {
     let prior = history.prior;
     if (run.params.truncation === 'auto') {
       const budget = this.deps.contextTokens - (run.params.max_output_tokens ?? 0);
