@@ -1,8 +1,11 @@
 /**
  * What OpenTelemetry costs on the hot path: the same CRUD load (gateway) and the same streaming-turn
  * load (single-process stack, BullMQ) with the SDK off and on, in alternating rounds. "On" is the
- * service's own configuration with OTEL_EXPORTER_OTLP_ENDPOINT set (full tracing, its default sampler,
- * auto-instrumentation) exporting to a dummy OTLP/HTTP sink in the upstream process.
+ * service's own configuration with OTEL_EXPORTER_OTLP_ENDPOINT set (full tracing, its default sampler
+ * `ic_tail`, auto-instrumentation) exporting to a dummy OTLP/HTTP sink in the upstream process.
+ * "Head-sampled" is the same with the standard OTEL_TRACES_SAMPLER=parentbased_traceidratio at 0.1,
+ * the cheaper setting an operator can choose: it shows what `ic_tail`'s recording of every span (so a
+ * failing or slow trace is exported whole) costs on top.
  */
 import { createTestDatabase } from '@ic/test-support';
 import { crudLoad, medianLoad, seedCrudFixture, type CrudOp, type LoadFigures } from './crud';
@@ -17,6 +20,19 @@ const QUICK = { connections: 4, seconds: 0.3, rounds: 1, conversations: 2, round
 const CRUD_OPS: CrudOp[] = ['get', 'create'];
 const TARGET_OVERHEAD = 0.1;
 
+/** off: no SDK; on: the service's defaults; head_sampled: parentbased_traceidratio 0.1. */
+const MODES = ['off', 'on', 'head_sampled'] as const;
+type Mode = (typeof MODES)[number];
+const TRACED_MODES = ['on', 'head_sampled'] as const;
+const SAMPLER_ENV: Record<Mode, Record<string, string | undefined>> = {
+  off: {},
+  on: { OTEL_TRACES_SAMPLER: undefined, OTEL_TRACES_SAMPLER_ARG: undefined },
+  head_sampled: { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' },
+};
+
+/** Each round visits every mode; the order rotates so no mode always follows the same one. */
+const roundOrder = (round: number): Mode[] => MODES.map((_, k) => MODES[(k + round) % MODES.length]!);
+
 export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
   const sizes = options.quick ? QUICK : FULL;
   const upstream = await startBenchUpstream();
@@ -27,56 +43,62 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     const result: Record<string, unknown> = {
       method:
         'off = no OTEL_* variables; on = OTEL_EXPORTER_OTLP_ENDPOINT to a local dummy sink (the service\'s own sampler and instrumentation settings); ' +
-        'alternating rounds; overhead = off/on throughput - 1; cpu ratio = on/off CPU per request or turn (the cost that shows when the process is CPU-bound; ' +
+        'head_sampled = the same with OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.1; ' +
+        'alternating rounds (the order rotates); overhead = off/on throughput - 1; cpu ratio = on/off CPU per request or turn (the cost that shows when the process is CPU-bound; ' +
         'throughput alone hides it while something else, e.g. worker concurrency, is the limit); the verdict takes the larger of the two',
       targets: { overhead_max: TARGET_OVERHEAD },
     };
     const exportsBefore = await upstream.sinkExports();
+    const tracing = (mode: Mode) => (mode === 'off' ? {} : { otlpEndpoint: upstream.sink, env: SAMPLER_ENV[mode] });
 
     const fixture = await seedCrudFixture(db.pool);
-    const gateways = {
-      off: await startBenchGateway({ name: 'gateway-otel-off', databaseUrl: db.url }),
-      on: await startBenchGateway({ name: 'gateway-otel-on', databaseUrl: db.url, otlpEndpoint: upstream.sink, profileDir: options.profileDir }),
-    };
-    servers.push(gateways.off, gateways.on);
+    const gateways = {} as Record<Mode, BenchServer>;
+    for (const mode of MODES) {
+      gateways[mode] = await startBenchGateway({ name: `gateway-otel-${mode}`, databaseUrl: db.url, ...tracing(mode), profileDir: mode === 'on' ? options.profileDir : undefined });
+      servers.push(gateways[mode]);
+    }
     const crud: Record<string, unknown> = {};
     for (const op of CRUD_OPS) {
-      for (const gateway of [gateways.off, gateways.on]) await crudLoad(gateway, fixture, op, sizes.warmupSeconds, sizes.connections);
-      const rounds: Record<'off' | 'on', LoadFigures[]> = { off: [], on: [] };
+      for (const mode of MODES) await crudLoad(gateways[mode], fixture, op, sizes.warmupSeconds, sizes.connections);
+      const rounds: Record<Mode, LoadFigures[]> = { off: [], on: [], head_sampled: [] };
       for (let round = 0; round < sizes.rounds; round++) {
-        for (const mode of round % 2 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
-          rounds[mode].push(await crudLoad(gateways[mode], fixture, op, sizes.seconds, sizes.connections));
-        }
+        for (const mode of roundOrder(round)) rounds[mode].push(await crudLoad(gateways[mode], fixture, op, sizes.seconds, sizes.connections));
       }
       const off = medianLoad(rounds.off);
-      const on = medianLoad(rounds.on);
-      crud[op] = { off, on, overhead: round2(off.requests_per_second / on.requests_per_second - 1), cpu_ratio: ratio(on.cpu_us_per_request, off.cpu_us_per_request) };
+      const [on, head] = TRACED_MODES.map((mode) => {
+        const figures = medianLoad(rounds[mode]);
+        return { figures, overhead: round2(off.requests_per_second / figures.requests_per_second - 1), cpu_ratio: ratio(figures.cpu_us_per_request, off.cpu_us_per_request) };
+      });
+      crud[op] = { off, on: on!.figures, overhead: on!.overhead, cpu_ratio: on!.cpu_ratio, head_sampled: { ...head!.figures, overhead: head!.overhead, cpu_ratio: head!.cpu_ratio } };
     }
     result.gateway_crud = crud;
     for (const gateway of servers.splice(0)) await gateway.close();
 
-    const turnStacks = {
-      off: await startBenchStack({ name: 'stack-otel-off', queue: 'bullmq', modelBaseUrl: upstream.instant }),
-      on: await startBenchStack({ name: 'stack-otel-on', queue: 'bullmq', modelBaseUrl: upstream.instant, otlpEndpoint: upstream.sink, profileDir: options.profileDir }),
-    };
-    stacks.push(turnStacks.off, turnStacks.on);
-    const sent: Record<'off' | 'on', Sent> = { off: new Map(), on: new Map() };
-    for (const mode of ['off', 'on'] as const) await throughputRound(turnStacks[mode], sizes.conversations, sizes.warmupSeconds * 1000, sent[mode]);
-    const turnRounds: Record<'off' | 'on', RoundFigures[]> = { off: [], on: [] };
+    const turnStacks = {} as Record<Mode, BenchStack>;
+    for (const mode of MODES) {
+      turnStacks[mode] = await startBenchStack({ name: `stack-otel-${mode}`, queue: 'bullmq', modelBaseUrl: upstream.instant, ...tracing(mode), profileDir: mode === 'on' ? options.profileDir : undefined });
+      stacks.push(turnStacks[mode]);
+    }
+    const sent: Record<Mode, Sent> = { off: new Map(), on: new Map(), head_sampled: new Map() };
+    for (const mode of MODES) await throughputRound(turnStacks[mode], sizes.conversations, sizes.warmupSeconds * 1000, sent[mode]);
+    const turnRounds: Record<Mode, RoundFigures[]> = { off: [], on: [], head_sampled: [] };
     for (let round = 0; round < sizes.rounds; round++) {
-      for (const mode of round % 2 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
-        turnRounds[mode].push(await throughputRound(turnStacks[mode], sizes.conversations, sizes.roundMs, sent[mode]));
-      }
+      for (const mode of roundOrder(round)) turnRounds[mode].push(await throughputRound(turnStacks[mode], sizes.conversations, sizes.roundMs, sent[mode]));
     }
     const off = medianFigures(turnRounds.off);
-    const on = medianFigures(turnRounds.on);
-    const problems = [...(await checkTranscripts(turnStacks.off, sent.off)).problems, ...(await checkTranscripts(turnStacks.on, sent.on)).problems];
+    const [on, head] = TRACED_MODES.map((mode) => {
+      const figures = medianFigures(turnRounds[mode]);
+      return { figures, overhead: round2(off.turns_per_second / figures.turns_per_second - 1), cpu_ratio: ratio(figures.cpu_ms_per_turn, off.cpu_ms_per_turn) };
+    });
+    const problems: string[] = [];
+    for (const mode of MODES) problems.push(...(await checkTranscripts(turnStacks[mode], sent[mode])).problems);
     if (problems.length > 0) process.exitCode = 1;
     result.streaming_turns = {
       off,
-      on,
-      overhead: round2(off.turns_per_second / on.turns_per_second - 1),
-      cpu_ratio: ratio(on.cpu_ms_per_turn, off.cpu_ms_per_turn),
+      on: on!.figures,
+      overhead: on!.overhead,
+      cpu_ratio: on!.cpu_ratio,
+      head_sampled: { ...head!.figures, overhead: head!.overhead, cpu_ratio: head!.cpu_ratio },
       transcripts_ok: problems.length === 0,
     };
     result.sink_exports = (await upstream.sinkExports()) - exportsBefore;
@@ -90,12 +112,15 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
 }
 
 type Overhead = { overhead: number; cpu_ratio: number };
+type Measured = Overhead & { head_sampled: Overhead };
 
 export function summarize(result: Record<string, unknown>): string[] {
-  const crud = result.gateway_crud as Record<string, Overhead>;
-  const turns = result.streaming_turns as Overhead;
-  const line = (what: string, figures: Overhead) =>
-    `OpenTelemetry on vs off, ${what}: throughput overhead ${Math.round(figures.overhead * 100)} %, CPU per unit ×${figures.cpu_ratio} ` +
-    `(target ≤ ${TARGET_OVERHEAD * 100} %: ${verdict(Math.max(figures.overhead, figures.cpu_ratio - 1) <= TARGET_OVERHEAD)})`;
-  return [...Object.entries(crud).map(([op, figures]) => line(`gateway ${op}`, figures)), line('streaming turns (BullMQ)', turns), `OTLP exports received by the sink: ${result.sink_exports}`];
+  const crud = result.gateway_crud as Record<string, Measured>;
+  const turns = result.streaming_turns as Measured;
+  const figures = (measured: Overhead) => `throughput overhead ${Math.round(measured.overhead * 100)} %, CPU per unit ×${measured.cpu_ratio}`;
+  const line = (what: string, measured: Measured) =>
+    `OpenTelemetry on vs off, ${what}: ${figures(measured)} ` +
+    `(target ≤ ${TARGET_OVERHEAD * 100} %: ${verdict(Math.max(measured.overhead, measured.cpu_ratio - 1) <= TARGET_OVERHEAD)}); ` +
+    `head-sampled at 10 %: ${figures(measured.head_sampled)}`;
+  return [...Object.entries(crud).map(([op, measured]) => line(`gateway ${op}`, measured)), line('streaming turns (BullMQ)', turns), `OTLP exports received by the sink: ${result.sink_exports}`];
 }
