@@ -23,9 +23,8 @@ export interface TitlerDeps {
  */
 export function createTitleHandler(deps: TitlerDeps) {
   return async ({ conversationId }: JobPayload<'titler.generate.v1'>): Promise<void> => {
-    const conversation = await createConversationsRepo(deps.pool).find(conversationId);
-    if (!conversation || conversation.title_source !== null) return;
-    const first = await createItemsRepo(deps.pool).firstUserMessage(conversationId);
+    // One read: nothing comes back once a title was chosen (or the conversation is gone).
+    const first = await createItemsRepo(deps.pool).firstUserMessageWhileUntitled(conversationId);
     if (!first) return;
     const text = messageText(first.body);
     let title = titleFromMessage(text);

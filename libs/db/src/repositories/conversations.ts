@@ -92,7 +92,7 @@ export function createConversationsRepo(db: CommonQueryMethods) {
 
     /** Sets a generated title only while no title was ever chosen by the user or generated before. */
     setAutoTitle: (id: string, title: string) =>
-      db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
+      db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`/* prepared: conversations.setAutoTitle */
         UPDATE conversations SET title = ${title}, title_source = 'auto'
         WHERE id = ${id} AND title_source IS NULL AND deleted_at IS NULL
         RETURNING id`),

@@ -184,3 +184,31 @@ describe('items repository: findInConversation', () => {
     expect(await repo.findInConversation(conversation.id, `${runId}.i0`)).toMatchObject({ position: 0, body: userMessage('hi') });
   });
 });
+
+describe('items repository: firstUserMessageWhileUntitled', () => {
+  it('returns the first user message only while the conversation has no chosen title', async () => {
+    const { smith } = await seedTenant(pool);
+    const repo = createItemsRepo(pool);
+    const conversations = createConversationsRepo(pool);
+    const untitled = await newConversation(smith);
+    await seedTranscript(pool, untitled, [{ input: [userMessage('first question')], output: [assistantMessage('an answer')] }]);
+    await seedTranscript(pool, untitled, [{ input: [userMessage('second question')], output: [assistantMessage('another')] }]);
+    expect((await repo.firstUserMessageWhileUntitled(untitled.id))?.body).toMatchObject({ role: 'user', content: [{ text: 'first question' }] });
+
+    await conversations.setAutoTitle(untitled.id, 'First question');
+    expect(await repo.firstUserMessageWhileUntitled(untitled.id)).toBeNull();
+
+    const renamed = await newConversation(smith);
+    await seedTranscript(pool, renamed, [{ input: [userMessage('hello')], output: [assistantMessage('hi')] }]);
+    await conversations.update(renamed.id, { title: null });
+    expect(await repo.firstUserMessageWhileUntitled(renamed.id)).toBeNull();
+
+    const deleted = await newConversation(smith);
+    await seedTranscript(pool, deleted, [{ input: [userMessage('gone soon')], output: [assistantMessage('ok')] }]);
+    await conversations.softDelete(smith.id, deleted.id);
+    expect(await repo.firstUserMessageWhileUntitled(deleted.id)).toBeNull();
+
+    expect(await repo.firstUserMessageWhileUntitled(newId('conversation'))).toBeNull();
+    expect(await repo.firstUserMessageWhileUntitled((await newConversation(smith)).id)).toBeNull();
+  });
+});

@@ -93,10 +93,12 @@ export function createItemsRepo(db: CommonQueryMethods) {
           AND (runs.deleted_at IS NULL
             OR EXISTS (SELECT 1 FROM conversations WHERE conversations.id = items.conversation_id AND conversations.deleted_at IS NULL))`),
 
-    firstUserMessage: (conversationId: string) =>
-      db.maybeOne(sql.type(ItemRow)`
+    /** The conversation's first user message, only while no title has been chosen (none for a missing or deleted conversation): the titler's one read. */
+    firstUserMessageWhileUntitled: (conversationId: string) =>
+      db.maybeOne(sql.type(ItemRow)`/* prepared: items.firstUserMessageWhileUntitled */
         SELECT ${columns} FROM items
         WHERE conversation_id = ${conversationId} AND body->>'type' = 'message' AND body->>'role' = 'user'
+          AND EXISTS (SELECT 1 FROM conversations WHERE id = ${conversationId} AND title_source IS NULL AND deleted_at IS NULL)
         ORDER BY position LIMIT 1`),
   };
 }
