@@ -3,6 +3,7 @@
  * baseline and upstream start as child processes, the probes answer, the transcript check runs.
  * It measures nothing: speed targets live in `npm run bench`, never in tests.
  */
+import { balancedOrders, wholeCycles } from './harness';
 import { medianOfRuns, parseArgs, runBenchmarks } from './run';
 
 jest.setTimeout(60000);
@@ -51,6 +52,28 @@ describe('npm run bench --quick', () => {
       a: 2,
       b: { c: 20, ok: false },
     });
+  });
+
+  it('alternates sides so that over a cycle each runs in every position and after every other equally often', () => {
+    for (let n = 2; n <= 6; n++) {
+      const sides = Array.from({ length: n }, (_, k) => `s${k}`);
+      const orders = balancedOrders(sides);
+      expect(orders).toHaveLength(wholeCycles(1, n));
+      const positions = new Map<string, number>();
+      const follows = new Map<string, number>();
+      for (const order of orders) {
+        expect([...order].sort()).toEqual(sides);
+        order.forEach((side, position) => positions.set(`${side}@${position}`, (positions.get(`${side}@${position}`) ?? 0) + 1));
+        for (let k = 1; k < n; k++) follows.set(`${order[k - 1]}>${order[k]}`, (follows.get(`${order[k - 1]}>${order[k]}`) ?? 0) + 1);
+      }
+      expect(positions.size).toBe(n * n);
+      expect(new Set(positions.values()).size).toBe(1);
+      expect(follows.size).toBe(n * (n - 1));
+      expect(new Set(follows.values()).size).toBe(1);
+    }
+    expect(wholeCycles(5, 3)).toBe(6);
+    expect(wholeCycles(40, 4)).toBe(40);
+    expect(wholeCycles(3, 2)).toBe(4);
   });
 
   it('refuses unknown suites and options', () => {

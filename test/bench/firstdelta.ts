@@ -2,14 +2,14 @@
  * First-delta overhead: time to the first text delta of a streamed turn through the service, minus the
  * same fake upstream (7 words, 5 ms apart) called directly, at 1, 8 and 32 concurrent streams (each in a
  * conversation of its own), with BullMQ on Redis and with the in-process queue. Driven with the `openai`
- * client, as a user would. Rounds alternate direct / BullMQ stack / in-process stack (the order rotates
- * each round) so machine noise hits all three alike; percentiles are over every stream of every round.
+ * client, as a user would. Rounds alternate direct / BullMQ stack / in-process stack (in balanced orders,
+ * harness.ts) so machine noise hits all three alike; percentiles are over every stream of every round.
  * The stacks (deploy/dist/stack.js), the upstream and this load generator are three processes.
  * With BENCH_COMPARE_STACK another build of the stack (BullMQ) joins the alternation as `compared`.
  */
 import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
-import { PACED_DELAY_MS, PACED_REPLY, percentile, round2, verdict, type BenchOptions } from './harness';
+import { balancedOrders, PACED_DELAY_MS, PACED_REPLY, percentile, round2, verdict, wholeCycles, type BenchOptions } from './harness';
 import { stackKinds, startBenchUpstream, startStackPerQueue, type BenchStack, type StackKind } from './services';
 
 const FULL = { levels: [1, 8, 32], roundsAt: { 1: 40, 8: 10, 32: 5 } as Record<number, number> };
@@ -63,7 +63,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     for (const kind of kinds) clients[kind] = new OpenAI({ apiKey: stacks[kind]!.smithToken, baseURL: stacks[kind]!.baseURL, maxRetries: 0 });
     const levels: Record<string, unknown> = {};
     for (const concurrency of sizes.levels) {
-      const rounds = sizes.roundsAt[concurrency]!;
+      const rounds = options.quick ? sizes.roundsAt[concurrency]! : wholeCycles(sizes.roundsAt[concurrency]!, paths.length);
       // Fresh conversations for every stream (warm-up round included), created before any timing.
       const conversations = {} as Record<StackKind, string[]>;
       for (const queue of kinds) {
@@ -77,9 +77,9 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
           Array.from({ length: concurrency }, () => (path === 'direct' ? direct(clients.direct) : throughService(clients[path], conversations[path].pop()!))),
         );
       for (const path of paths) await once(path); // warm-up, not recorded
+      const orders = balancedOrders(paths);
       for (let round = 0; round < rounds; round++) {
-        for (let k = 0; k < paths.length; k++) {
-          const path = paths[(round + k) % paths.length]!;
+        for (const path of orders[round % orders.length]!) {
           samples[path].push(...(await once(path)));
         }
       }
@@ -100,7 +100,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     return {
       method:
         'ms from request start to the first output_text.delta (service, openai client, streaming, fresh conversation each) or first content chunk (direct); ' +
-        'overhead = service percentile minus direct percentile; rounds alternate direct/BullMQ/in-process with the order rotating',
+        'overhead = service percentile minus direct percentile; rounds alternate direct/BullMQ/in-process in balanced orders (each after every other equally often)',
       upstream: { words: PACED_REPLY.split(' ').length, delay_ms: PACED_DELAY_MS },
       targets: { overhead_p50_ms_at_1: TARGETS.p50At1, overhead_p50_ms_at_32: TARGETS.p50At32, overhead_p99_ms_at_32: TARGETS.p99At32 },
       ...levels,

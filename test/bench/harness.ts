@@ -85,3 +85,31 @@ export const ratio = (a: number, b: number): number => round2(a / b);
 export function verdict(ok: boolean): string {
   return ok ? 'ok' : 'MISSED';
 }
+
+/**
+ * The orders in which alternating rounds visit `sides`: a Williams design, so that over a whole cycle
+ * every side runs in every position and directly after every other side equally often. A plain
+ * rotation (a b c, b c a, c a b) always puts the same side after the same other one, and what a side
+ * leaves behind (Redis expiring a round's event logs, Postgres vacuuming its writes) then always
+ * lands on the same successor: in a self-comparison (the same build as `compared`) the rotation
+ * gave `compared` 9–28 % more turns/s than `bullmq` in each of three runs.
+ */
+export function balancedOrders<T>(sides: readonly T[]): T[][] {
+  const n = sides.length;
+  if (n <= 1) return [sides.slice()];
+  // First row 0, 1, n-1, 2, n-2, …; the others shift it. For an odd count the mirrored rows complete the balance.
+  const base: number[] = [0];
+  for (let low = 1, high = n - 1; base.length < n; low++, high--) {
+    base.push(low);
+    if (base.length < n) base.push(high);
+  }
+  const rows = Array.from({ length: n }, (_, shift) => base.map((index) => (index + shift) % n));
+  const all = n % 2 === 0 ? rows : [...rows, ...rows.map((row) => row.slice().reverse())];
+  return all.map((row) => row.map((index) => sides[index]!));
+}
+
+/** `rounds` rounded up to whole cycles of balancedOrders over `sideCount` sides. */
+export function wholeCycles(rounds: number, sideCount: number): number {
+  const cycle = sideCount <= 1 ? 1 : sideCount % 2 === 0 ? sideCount : 2 * sideCount;
+  return Math.max(cycle, Math.ceil(rounds / cycle) * cycle);
+}

@@ -9,13 +9,13 @@
  */
 import { createTestDatabase } from '@ic/test-support';
 import { crudLoad, medianLoad, seedCrudFixture, type CrudOp, type LoadFigures } from './crud';
-import { ratio, round2, verdict, type BenchOptions } from './harness';
+import { balancedOrders, ratio, round2, verdict, type BenchOptions } from './harness';
 import { startBenchGateway, startBenchStack, startBenchUpstream, type BenchServer, type BenchStack } from './services';
 import { checkTranscripts, medianFigures, throughputRound, type RoundFigures, type Sent } from './throughput';
 
 // A service runs for days: each side is warmed up (JIT, pools, caches) for a few seconds per load before
 // any round counts, else the instrumented side's extra code is measured while it is still being compiled.
-const FULL = { connections: 64, seconds: 2, rounds: 5, conversations: 48, roundMs: 3000, warmupSeconds: 3 };
+const FULL = { connections: 64, seconds: 2, rounds: 6, conversations: 48, roundMs: 3000, warmupSeconds: 3 };
 const QUICK = { connections: 4, seconds: 0.3, rounds: 1, conversations: 2, roundMs: 300, warmupSeconds: 0.3 };
 const CRUD_OPS: CrudOp[] = ['get', 'create'];
 const TARGET_OVERHEAD = 0.1;
@@ -30,8 +30,9 @@ const SAMPLER_ENV: Record<Mode, Record<string, string | undefined>> = {
   head_sampled: { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' },
 };
 
-/** Each round visits every mode; the order rotates so no mode always follows the same one. */
-const roundOrder = (round: number): Mode[] => MODES.map((_, k) => MODES[(k + round) % MODES.length]!);
+/** Each round visits every mode, in balanced orders (harness.ts): no mode always follows the same one. */
+const ORDERS = balancedOrders(MODES);
+const roundOrder = (round: number): Mode[] => ORDERS[round % ORDERS.length]!;
 
 export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
   const sizes = options.quick ? QUICK : FULL;
@@ -44,7 +45,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       method:
         'off = no OTEL_* variables; on = OTEL_EXPORTER_OTLP_ENDPOINT to a local dummy sink (the service\'s own sampler and instrumentation settings); ' +
         'head_sampled = the same with OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.1; ' +
-        'alternating rounds (the order rotates); overhead = off/on throughput - 1; cpu ratio = on/off CPU per request or turn (the cost that shows when the process is CPU-bound; ' +
+        'alternating rounds (balanced orders: every mode after every other equally often); overhead = off/on throughput - 1; cpu ratio = on/off CPU per request or turn (the cost that shows when the process is CPU-bound; ' +
         'throughput alone hides it while something else, e.g. worker concurrency, is the limit); the verdict takes the larger of the two',
       targets: { overhead_max: TARGET_OVERHEAD },
     };

@@ -13,7 +13,7 @@ import { sql } from '@ic/db';
 import { z } from 'zod';
 import type { ProbeReading } from './probe';
 import { cpuBetween, snapshotCpu, type MachineCpu } from './machine-cpu';
-import { median, round2, verdict, type BenchOptions } from './harness';
+import { balancedOrders, median, round2, verdict, wholeCycles, type BenchOptions } from './harness';
 import { stackKinds, startBenchUpstream, startStackPerQueue, type BenchStack, type StackKind } from './services';
 
 const FULL = { conversations: 48, roundMs: 5000, rounds: 3 };
@@ -131,10 +131,11 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     if (!options.quick) {
       for (const kind of kinds) await throughputRound(stacks[kind]!, sizes.conversations, 1000, sent[kind], upstream.child.process.pid);
     }
-    // The order rotates each round, so machine noise hits every stack alike.
-    for (let round = 0; round < sizes.rounds; round++) {
-      for (let k = 0; k < kinds.length; k++) {
-        const kind = kinds[(round + k) % kinds.length]!;
+    // Balanced orders (harness.ts), so machine noise and each stack's after-effects hit every stack alike.
+    const orders = balancedOrders(kinds);
+    const roundCount = options.quick ? sizes.rounds : wholeCycles(sizes.rounds, kinds.length);
+    for (let round = 0; round < roundCount; round++) {
+      for (const kind of orders[round % orders.length]!) {
         rounds[kind].push(await throughputRound(stacks[kind]!, sizes.conversations, sizes.roundMs, sent[kind], upstream.child.process.pid));
       }
     }
