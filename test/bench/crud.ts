@@ -11,7 +11,7 @@ import autocannon from 'autocannon';
 import { seedTenant, createTestDatabase } from '@ic/test-support';
 import { createConversationsRepo } from '@ic/db';
 import { newId } from '@ic/schemas';
-import { balancedOrders, median, ratio, round2, verdict, wholeCycles, type BenchOptions } from './harness';
+import { median, ratio, round2, roundOrders, verdict, type BenchOptions } from './harness';
 import { startBaseline, startBenchGateway, type BenchServer } from './services';
 
 // Many short rounds rather than a few long ones: on a shared machine the median of alternating rounds is steadier.
@@ -108,11 +108,9 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     for (const op of CRUD_OPS) {
       if (sizes.warmupSeconds > 0) for (const server of contenders) await crudLoad(server, fixture, op, sizes.warmupSeconds, sizes.connections);
       const rounds = new Map<BenchServer, LoadFigures[]>(contenders.map((server) => [server, []]));
-      const orders = balancedOrders(contenders);
-      const roundCount = options.quick ? sizes.rounds : wholeCycles(sizes.rounds, contenders.length);
-      for (let round = 0; round < roundCount; round++) {
-        // Balanced orders (harness.ts): no contender always follows the same one.
-        for (const server of orders[round % orders.length]!) {
+      // Balanced orders (harness.ts): no contender always follows the same one.
+      for (const order of roundOrders(contenders, sizes.rounds, options.quick)) {
+        for (const server of order) {
           rounds.get(server)!.push(await crudLoad(server, fixture, op, sizes.seconds, sizes.connections));
         }
       }

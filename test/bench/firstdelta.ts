@@ -9,7 +9,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
-import { balancedOrders, PACED_DELAY_MS, PACED_REPLY, percentile, round2, verdict, wholeCycles, type BenchOptions } from './harness';
+import { PACED_DELAY_MS, PACED_REPLY, percentile, round2, roundOrders, verdict, type BenchOptions } from './harness';
 import { stackKinds, startBenchUpstream, startStackPerQueue, type BenchStack, type StackKind } from './services';
 
 const FULL = { levels: [1, 8, 32], roundsAt: { 1: 40, 8: 10, 32: 5 } as Record<number, number> };
@@ -63,7 +63,8 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     for (const kind of kinds) clients[kind] = new OpenAI({ apiKey: stacks[kind]!.smithToken, baseURL: stacks[kind]!.baseURL, maxRetries: 0 });
     const levels: Record<string, unknown> = {};
     for (const concurrency of sizes.levels) {
-      const rounds = options.quick ? sizes.roundsAt[concurrency]! : wholeCycles(sizes.roundsAt[concurrency]!, paths.length);
+      const orders = roundOrders(paths, sizes.roundsAt[concurrency]!, options.quick);
+      const rounds = orders.length;
       // Fresh conversations for every stream (warm-up round included), created before any timing.
       const conversations = {} as Record<StackKind, string[]>;
       for (const queue of kinds) {
@@ -77,9 +78,8 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
           Array.from({ length: concurrency }, () => (path === 'direct' ? direct(clients.direct) : throughService(clients[path], conversations[path].pop()!))),
         );
       for (const path of paths) await once(path); // warm-up, not recorded
-      const orders = balancedOrders(paths);
-      for (let round = 0; round < rounds; round++) {
-        for (const path of orders[round % orders.length]!) {
+      for (const order of orders) {
+        for (const path of order) {
           samples[path].push(...(await once(path)));
         }
       }

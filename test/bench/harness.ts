@@ -108,8 +108,12 @@ export function balancedOrders<T>(sides: readonly T[]): T[][] {
   return all.map((row) => row.map((index) => sides[index]!));
 }
 
-/** `rounds` rounded up to whole cycles of balancedOrders over `sideCount` sides. */
-export function wholeCycles(rounds: number, sideCount: number): number {
-  const cycle = sideCount <= 1 ? 1 : sideCount % 2 === 0 ? sideCount : 2 * sideCount;
-  return Math.max(cycle, Math.ceil(rounds / cycle) * cycle);
+/**
+ * The order of each alternating round: at least `rounds` of them, rounded up to whole cycles of
+ * balancedOrders (with `quick`, exactly `rounds`: the smoke test measures nothing).
+ */
+export function roundOrders<T>(sides: readonly T[], rounds: number, quick = false): T[][] {
+  const orders = balancedOrders(sides);
+  const count = quick ? rounds : Math.ceil(rounds / orders.length) * orders.length;
+  return Array.from({ length: count }, (_, round) => orders[round % orders.length]!);
 }

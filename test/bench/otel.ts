@@ -9,7 +9,7 @@
  */
 import { createTestDatabase } from '@ic/test-support';
 import { crudLoad, medianLoad, seedCrudFixture, type CrudOp, type LoadFigures } from './crud';
-import { balancedOrders, ratio, round2, verdict, type BenchOptions } from './harness';
+import { ratio, round2, roundOrders, verdict, type BenchOptions } from './harness';
 import { startBenchGateway, startBenchStack, startBenchUpstream, type BenchServer, type BenchStack } from './services';
 import { checkTranscripts, medianFigures, throughputRound, type RoundFigures, type Sent } from './throughput';
 
@@ -29,10 +29,6 @@ const SAMPLER_ENV: Record<Mode, Record<string, string | undefined>> = {
   on: { OTEL_TRACES_SAMPLER: undefined, OTEL_TRACES_SAMPLER_ARG: undefined },
   head_sampled: { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' },
 };
-
-/** Each round visits every mode, in balanced orders (harness.ts): no mode always follows the same one. */
-const ORDERS = balancedOrders(MODES);
-const roundOrder = (round: number): Mode[] => ORDERS[round % ORDERS.length]!;
 
 export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
   const sizes = options.quick ? QUICK : FULL;
@@ -62,8 +58,9 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     for (const op of CRUD_OPS) {
       for (const mode of MODES) await crudLoad(gateways[mode], fixture, op, sizes.warmupSeconds, sizes.connections);
       const rounds: Record<Mode, LoadFigures[]> = { off: [], on: [], head_sampled: [] };
-      for (let round = 0; round < sizes.rounds; round++) {
-        for (const mode of roundOrder(round)) rounds[mode].push(await crudLoad(gateways[mode], fixture, op, sizes.seconds, sizes.connections));
+      // Balanced orders (harness.ts): no mode always follows the same one.
+      for (const order of roundOrders(MODES, sizes.rounds, options.quick)) {
+        for (const mode of order) rounds[mode].push(await crudLoad(gateways[mode], fixture, op, sizes.seconds, sizes.connections));
       }
       const off = medianLoad(rounds.off);
       const [on, head] = TRACED_MODES.map((mode) => {
@@ -83,8 +80,8 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     const sent: Record<Mode, Sent> = { off: new Map(), on: new Map(), head_sampled: new Map() };
     for (const mode of MODES) await throughputRound(turnStacks[mode], sizes.conversations, sizes.warmupSeconds * 1000, sent[mode]);
     const turnRounds: Record<Mode, RoundFigures[]> = { off: [], on: [], head_sampled: [] };
-    for (let round = 0; round < sizes.rounds; round++) {
-      for (const mode of roundOrder(round)) turnRounds[mode].push(await throughputRound(turnStacks[mode], sizes.conversations, sizes.roundMs, sent[mode]));
+    for (const order of roundOrders(MODES, sizes.rounds, options.quick)) {
+      for (const mode of order) turnRounds[mode].push(await throughputRound(turnStacks[mode], sizes.conversations, sizes.roundMs, sent[mode]));
     }
     const off = medianFigures(turnRounds.off);
     const [on, head] = TRACED_MODES.map((mode) => {

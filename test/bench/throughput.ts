@@ -13,7 +13,7 @@ import { sql } from '@ic/db';
 import { z } from 'zod';
 import type { ProbeReading } from './probe';
 import { cpuBetween, snapshotCpu, type MachineCpu } from './machine-cpu';
-import { balancedOrders, median, round2, verdict, wholeCycles, type BenchOptions } from './harness';
+import { median, round2, roundOrders, verdict, type BenchOptions } from './harness';
 import { stackKinds, startBenchUpstream, startStackPerQueue, type BenchStack, type StackKind } from './services';
 
 const FULL = { conversations: 48, roundMs: 5000, rounds: 3 };
@@ -132,10 +132,8 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       for (const kind of kinds) await throughputRound(stacks[kind]!, sizes.conversations, 1000, sent[kind], upstream.child.process.pid);
     }
     // Balanced orders (harness.ts), so machine noise and each stack's after-effects hit every stack alike.
-    const orders = balancedOrders(kinds);
-    const roundCount = options.quick ? sizes.rounds : wholeCycles(sizes.rounds, kinds.length);
-    for (let round = 0; round < roundCount; round++) {
-      for (const kind of orders[round % orders.length]!) {
+    for (const order of roundOrders(kinds, sizes.rounds, options.quick)) {
+      for (const kind of order) {
         rounds[kind].push(await throughputRound(stacks[kind]!, sizes.conversations, sizes.roundMs, sent[kind], upstream.child.process.pid));
       }
     }
