@@ -18,6 +18,8 @@ describe('npm run bench --quick', () => {
       expect(throughput[queue].transcript_check).toMatchObject({ ok: true, problems: [] });
       expect(throughput[queue].pg_round_trips_per_turn).toBeGreaterThan(0);
       expect(throughput[queue].cpu_ms_per_turn).toBeGreaterThan(0);
+      // every turn commits rows, so the cluster's WAL must have moved
+      expect(throughput[queue].pg_wal_kb_per_turn).toBeGreaterThan(0);
     }
     expect(throughput.bullmq.redis_round_trips_per_turn).toBeGreaterThan(0);
     expect(throughput.inprocess.redis_round_trips_per_turn).toBe(0);

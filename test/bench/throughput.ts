@@ -29,6 +29,8 @@ export interface RoundFigures {
   redis_round_trips_per_turn: number;
   redis_commands_per_turn: number;
   socket_writes_per_turn: number;
+  /** WAL the whole Postgres cluster wrote over the round (pg_current_wal_lsn), per turn: what a turn costs the disk and every replica. */
+  pg_wal_kb_per_turn: number;
   rss_mb: number;
   /** The whole machine over the round (Linux): how busy, and CPU ms per turn by process group. */
   machine_cpu?: MachineCpu;
@@ -48,6 +50,7 @@ export async function throughputRound(stack: BenchStack, conversations: number, 
   let failed = 0;
   await stack.child.reset();
   const pids = { stack: stack.child.process.pid, load_generator: process.pid, upstream: upstreamPid };
+  const walBefore = await walPosition(stack);
   const cpuBefore = snapshotCpu(pids);
   const started = performance.now();
   const deadline = started + roundMs;
@@ -74,6 +77,7 @@ export async function throughputRound(stack: BenchStack, conversations: number, 
   );
   const elapsed = performance.now() - started;
   const machineCpu = cpuBetween(cpuBefore, snapshotCpu(pids), turns);
+  const walBytes = (await walPosition(stack)) - walBefore;
   const reading: ProbeReading = await stack.child.read();
   const per = (value: number) => round2(value / Math.max(1, turns));
   return {
@@ -85,9 +89,15 @@ export async function throughputRound(stack: BenchStack, conversations: number, 
     redis_round_trips_per_turn: per(reading.redis_round_trips),
     redis_commands_per_turn: per(reading.redis_commands),
     socket_writes_per_turn: per(reading.socket_writes),
+    pg_wal_kb_per_turn: per(walBytes / 1024),
     rss_mb: reading.rss_mb,
     ...(machineCpu ? { machine_cpu: machineCpu } : {}),
   };
+}
+
+/** The cluster's current WAL write position in bytes. */
+async function walPosition(stack: BenchStack): Promise<number> {
+  return Number(await stack.db.pool.oneFirst(sql.type(z.object({ bytes: z.string() }))`SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::text AS bytes`));
 }
 
 const TranscriptRow = z.object({ conversation_id: z.string(), position: z.number(), role: z.string().nullable(), text: z.string().nullable() });
@@ -141,7 +151,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       method:
         'conversations drive streamed turns back to back (openai client) for a fixed time per round; per-turn figures are the stack process\'s own ' +
         '(probe: process.cpuUsage; pg Client.prototype.query calls; ioredis commands sent alone + pipelines/MULTI flushed, each one round trip) ' +
-        'over the round divided by completed turns; medians over rounds; transcripts checked in Postgres afterwards. machine_cpu: the whole ' +
+        'over the round divided by completed turns; pg_wal_kb_per_turn: WAL the Postgres cluster wrote over the round (pg_current_wal_lsn) per turn; medians over rounds; transcripts checked in Postgres afterwards. machine_cpu: the whole ' +
         'machine over the round from /proc (busy share of all cores; CPU ms per turn of the stack, this load generator, the upstream, every ' +
         'postgres and redis-server process, and the rest)',
       conversations: sizes.conversations,
@@ -183,7 +193,7 @@ export function summarize(result: Record<string, unknown>): string[] {
     return (
       `streaming turns/s, ${queue}, ${result.conversations} conversations: ${figures.turns_per_second}${target}; ` +
       `CPU ${figures.cpu_ms_per_turn} ms/turn, Postgres ${figures.pg_round_trips_per_turn} round trips/turn (target ≤ ${TARGETS.pgRoundTripsPerTurn}: ${verdict(figures.pg_round_trips_per_turn <= TARGETS.pgRoundTripsPerTurn)}), ` +
-      `Redis ${figures.redis_round_trips_per_turn} round trips/turn (${figures.redis_commands_per_turn} commands); ` +
+      `Redis ${figures.redis_round_trips_per_turn} round trips/turn (${figures.redis_commands_per_turn} commands), Postgres WAL ${figures.pg_wal_kb_per_turn} KB/turn; ` +
       (figures.machine_cpu
         ? `machine ${Math.round(figures.machine_cpu.machine_busy * 100)} % busy, CPU ms/turn by process: ${Object.entries(figures.machine_cpu.ms_per_unit)
             .map(([group, ms]) => `${group} ${ms}`)
