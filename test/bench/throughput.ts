@@ -97,7 +97,7 @@ export async function throughputRound(stack: BenchStack, conversations: number, 
 
 /** The cluster's current WAL write position in bytes. */
 async function walPosition(stack: BenchStack): Promise<number> {
-  return Number(await stack.db.pool.oneFirst(sql.type(z.object({ bytes: z.string() }))`SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::text AS bytes`));
+  return stack.db.pool.oneFirst(sql.type(z.object({ bytes: z.number() }))`SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS bytes`);
 }
 
 const TranscriptRow = z.object({ conversation_id: z.string(), position: z.number(), role: z.string().nullable(), text: z.string().nullable() });
