@@ -23,6 +23,11 @@ describe('npm run bench --quick', () => {
     }
     expect(throughput.bullmq.redis_round_trips_per_turn).toBeGreaterThan(0);
     expect(throughput.inprocess.redis_round_trips_per_turn).toBe(0);
+    // finished logs are in Redis, kept for the finished expiry (the stack's default), not the in-flight one
+    expect(throughput.bullmq.redis_event_log_kb_per_turn).toBeGreaterThan(0);
+    expect(throughput.bullmq.redis_event_log_kept_s).toBeGreaterThan(0);
+    expect(throughput.bullmq.redis_event_log_kept_s).toBeLessThanOrEqual(60);
+    expect(throughput.inprocess.redis_event_log_kb_per_turn).toBeUndefined();
 
     const crud = results.crud as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
     for (const op of ['get', 'list', 'create']) {

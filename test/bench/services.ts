@@ -25,6 +25,8 @@ export interface BenchStack {
   smithToken: string;
   db: TestDatabase;
   child: BenchChild;
+  /** Where the stack keeps its queue and event logs (BullMQ stacks only). */
+  redis?: { url: string; prefix: string };
   close(): Promise<void>;
 }
 
@@ -81,6 +83,7 @@ export async function startBenchStack(options: StackOptions): Promise<BenchStack
     smithToken: state.smithToken,
     db,
     child,
+    ...(options.queue === 'bullmq' ? { redis: { url: redisUrl, prefix } } : {}),
     close: async () => {
       await child.stop();
       if (options.queue === 'bullmq') await deleteRedisKeys(redisUrl, prefix);

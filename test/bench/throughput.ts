@@ -8,6 +8,7 @@
  * With BENCH_COMPARE_STACK another build of the stack (BullMQ) joins the alternation as `compared`.
  */
 import { performance } from 'node:perf_hooks';
+import { Redis } from 'ioredis';
 import OpenAI from 'openai';
 import { sql } from '@ic/db';
 import { z } from 'zod';
@@ -32,6 +33,12 @@ export interface RoundFigures {
   /** WAL the whole Postgres cluster wrote over the round (pg_current_wal_lsn), per turn: what a turn costs the disk and every replica. */
   pg_wal_kb_per_turn: number;
   rss_mb: number;
+  /** Redis memory one finished turn's event log (stream + fence hash) holds until it expires; BullMQ stacks only. */
+  redis_event_log_kb_per_turn?: number;
+  /** How long that log is kept after the turn ends (the largest expiry left on a sample of just-finished logs). */
+  redis_event_log_kept_s?: number;
+  /** Redis memory the event logs settle at when turns keep arriving at this round's rate: rate × kept × size. */
+  redis_event_logs_mb_at_this_rate?: number;
   /** The whole machine over the round (Linux): how busy, and CPU ms per turn by process group. */
   machine_cpu?: MachineCpu;
 }
@@ -80,10 +87,12 @@ export async function throughputRound(stack: BenchStack, conversations: number, 
   const walBytes = (await walPosition(stack)) - walBefore;
   const reading: ProbeReading = await stack.child.read();
   const per = (value: number) => round2(value / Math.max(1, turns));
+  const turnsPerSecond = round2((turns / elapsed) * 1000);
+  const eventLogs = stack.redis ? await sampleEventLogs(stack.redis) : null;
   return {
     turns,
     failed_turns: failed,
-    turns_per_second: round2((turns / elapsed) * 1000),
+    turns_per_second: turnsPerSecond,
     cpu_ms_per_turn: per(reading.cpu_ms),
     pg_round_trips_per_turn: per(reading.pg_queries),
     redis_round_trips_per_turn: per(reading.redis_round_trips),
@@ -91,9 +100,53 @@ export async function throughputRound(stack: BenchStack, conversations: number, 
     socket_writes_per_turn: per(reading.socket_writes),
     pg_wal_kb_per_turn: per(walBytes / 1024),
     rss_mb: reading.rss_mb,
+    ...(eventLogs
+      ? {
+          redis_event_log_kb_per_turn: eventLogs.kbPerRun,
+          redis_event_log_kept_s: eventLogs.keptSeconds,
+          redis_event_logs_mb_at_this_rate: round2((turnsPerSecond * eventLogs.keptSeconds * eventLogs.kbPerRun) / 1024),
+        }
+      : {}),
     ...(machineCpu ? { machine_cpu: machineCpu } : {}),
   };
 }
+
+/**
+ * The event logs a stack left in Redis, read right after a round: MEMORY USAGE of a sample of runs'
+ * stream + fence hash (all finished: every client has read its turn to the end), and the longest
+ * expiry left on them, which for logs closed moments ago is how long a finished log is kept.
+ */
+async function sampleEventLogs(target: { url: string; prefix: string }): Promise<{ kbPerRun: number; keptSeconds: number } | null> {
+  const redis = new Redis(target.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    const streams: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${target.prefix}:{run_*}:events`, 'COUNT', 1000);
+      streams.push(...keys);
+      cursor = next;
+    } while (cursor !== '0' && streams.length < EVENT_LOG_SAMPLE);
+    const sample = streams.slice(0, EVENT_LOG_SAMPLE);
+    if (sample.length === 0) return null;
+    const pipeline = redis.pipeline();
+    for (const stream of sample) {
+      const fence = stream.replace(/:events$/, ':log');
+      pipeline.memory('USAGE', stream, 'SAMPLES', 0).memory('USAGE', fence, 'SAMPLES', 0).ttl(stream);
+    }
+    const replies = ((await pipeline.exec()) ?? []).map(([error, value]) => (error ? 0 : Number(value ?? 0)));
+    let bytes = 0;
+    let keptSeconds = 0;
+    for (let k = 0; k < replies.length; k += 3) {
+      bytes += replies[k]! + replies[k + 1]!;
+      keptSeconds = Math.max(keptSeconds, replies[k + 2]!);
+    }
+    return { kbPerRun: round2(bytes / sample.length / 1024), keptSeconds };
+  } finally {
+    redis.disconnect();
+  }
+}
+const EVENT_LOG_SAMPLE = 200;
 
 /** The cluster's current WAL write position in bytes. */
 async function walPosition(stack: BenchStack): Promise<number> {
@@ -194,6 +247,9 @@ export function summarize(result: Record<string, unknown>): string[] {
       `streaming turns/s, ${queue}, ${result.conversations} conversations: ${figures.turns_per_second}${target}; ` +
       `CPU ${figures.cpu_ms_per_turn} ms/turn, Postgres ${figures.pg_round_trips_per_turn} round trips/turn (target ≤ ${TARGETS.pgRoundTripsPerTurn}: ${verdict(figures.pg_round_trips_per_turn <= TARGETS.pgRoundTripsPerTurn)}), ` +
       `Redis ${figures.redis_round_trips_per_turn} round trips/turn (${figures.redis_commands_per_turn} commands), Postgres WAL ${figures.pg_wal_kb_per_turn} KB/turn; ` +
+      (figures.redis_event_log_kb_per_turn !== undefined
+        ? `event logs ${figures.redis_event_log_kb_per_turn} KB/turn kept ${figures.redis_event_log_kept_s} s: ${figures.redis_event_logs_mb_at_this_rate} MB of Redis at this rate; `
+        : '') +
       (figures.machine_cpu
         ? `machine ${Math.round(figures.machine_cpu.machine_busy * 100)} % busy, CPU ms/turn by process: ${Object.entries(figures.machine_cpu.ms_per_unit)
             .map(([group, ms]) => `${group} ${ms}`)

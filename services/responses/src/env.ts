@@ -54,12 +54,18 @@ export const ResponsesEnv = z.object({
    */
   RUN_STUCK_AFTER_MS: intEnv(900000, 1000),
   /**
-   * Every run's event log expires this long after its last append (set from its first write, refreshed
-   * by each one), so a finished run's log stays this long for exact resumes and a log nobody finishes
-   * still goes; afterwards a replay is rebuilt from Postgres. Redis memory grows with turns/s × this ×
-   * ~20 KB, so keep it short.
+   * An unfinished run's event log expires this long after its last append (set from its first write,
+   * refreshed by each one), so a log nobody finishes still goes. Must outlast the quietest stretch of
+   * a live turn (queue wait, model silence up to MODEL_TIMEOUT_MS).
    */
   RUN_EVENTS_TTL_SECONDS: intEnv(600, 1),
+  /**
+   * A finished run's log expires this long after the append that closes it (at most
+   * RUN_EVENTS_TTL_SECONDS): long enough for a dropped stream to reconnect and resume exactly; later
+   * replays are rebuilt from Postgres. Redis holds turns/s × this × a log's size (a few KB for short
+   * answers, ≈ 4 copies of the text for long ones), so this, not the in-flight expiry, sizes Redis.
+   */
+  RUN_EVENTS_FINISHED_TTL_SECONDS: intEnv(60, 1),
   /** SSE comment keep-alive interval while a stream is quiet. */
   STREAM_KEEPALIVE_MS: intEnv(15000, 100),
   /**

@@ -46,6 +46,7 @@ async function main(): Promise<void> {
     model: createModelAdapter(modelConfig),
     resolveModel: (name) => resolveUpstreamModel(name, env.MODEL_MAP),
     eventsTtlSeconds: env.RUN_EVENTS_TTL_SECONDS,
+    finishedEventsTtlSeconds: env.RUN_EVENTS_FINISHED_TTL_SECONDS,
     keepAliveMs: env.STREAM_KEEPALIVE_MS,
     syncWaitMs: env.SYNC_WAIT_MS,
     contextTokens: env.MODEL_CONTEXT_TOKENS,

@@ -3,6 +3,7 @@ import { createLogger } from '@ic/telemetry';
 import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
 import { OutputAssembler } from './events';
 import { HistoryLoader } from './history';
+import { FINISHED_EVENTS_TTL_SECONDS } from './run-lifecycle';
 
 type Delta = StreamEvent & { delta: string };
 const isTextDelta = (event: StreamEvent): event is Delta => event.type === 'response.output_text.delta';
@@ -193,10 +194,37 @@ describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis
     const client = stack.client();
     const queued = await client.responses.create({ model: '', input: 'nobody runs me yet', background: true });
     const ttl = await redis.ttl(streamKey(queued.id));
-    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeGreaterThan(FINISHED_EVENTS_TTL_SECONDS); // still the in-flight expiry
     expect(ttl).toBeLessThanOrEqual(120); // the stack's RUN_EVENTS_TTL_SECONDS
     expect((await client.responses.cancel(queued.id)).status).toBe('cancelled');
     expect((await readLog(queued.id)).at(-1)).toMatchObject({ type: 'response.failed', response: { status: 'cancelled' } });
+  });
+
+  it("keeps a finished run's log for the shorter finished expiry, whoever closes it", async () => {
+    const client = stack.client();
+    const expiries = async (runId: string) => [await redis.ttl(streamKey(runId)), await redis.ttl(logKey(runId))];
+    // Closed by the API: a queued run cancelled (its ending is completed from Postgres).
+    const cancelled = await client.responses.create({ model: '', input: 'cancel me', background: true });
+    for (const ttl of await expiries(cancelled.id)) expect(ttl).toBeGreaterThan(FINISHED_EVENTS_TTL_SECONDS);
+    await client.responses.cancel(cancelled.id);
+    for (const ttl of await expiries(cancelled.id)) {
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(FINISHED_EVENTS_TTL_SECONDS);
+    }
+    // Closed by the worker's stamp.
+    const worker = stack.startWorker();
+    try {
+      stack.upstream.set({ reply: 'done soon', tokenDelayMs: 0 });
+      const done = await client.responses.create({ model: '', input: 'finish me' });
+      expect(done.status).toBe('completed');
+      await eventually(async () => ((await readLog(done.id)).at(-1)?.type === 'response.completed' ? true : undefined), 5000, 'the closing append');
+      for (const ttl of await expiries(done.id)) {
+        expect(ttl).toBeGreaterThan(0);
+        expect(ttl).toBeLessThanOrEqual(FINISHED_EVENTS_TTL_SECONDS);
+      }
+    } finally {
+      await worker.close();
+    }
   });
 
   it('shows one response.in_progress while the upstream fails and is retried within the attempt', async () => {

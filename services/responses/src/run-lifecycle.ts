@@ -25,7 +25,20 @@ export interface RunLifecycleDeps {
   logger: Logger;
   /** Every append sets the run's event log to expire this long after it. */
   eventsTtlSeconds: number;
+  /**
+   * The append that closes a log sets it to expire this long after it instead (capped at
+   * eventsTtlSeconds; default FINISHED_EVENTS_TTL_SECONDS): a finished run's log only serves exact
+   * resumes, and replays after it are rebuilt from Postgres.
+   */
+  finishedEventsTtlSeconds?: number;
 }
+
+/**
+ * How long a finished run's event log stays in Redis by default. Long enough for a dropped stream to
+ * reconnect and resume exactly; Redis holds turns/s × this × a log's size, and a log kept for the
+ * in-flight expiry instead (600 s) made that the first shared limit at scale.
+ */
+export const FINISHED_EVENTS_TTL_SECONDS = 60;
 
 /** After a stamp commits: what the worker does next (history cache, title). */
 export interface StampedRun {
@@ -74,6 +87,10 @@ export class RunLifecycle {
     return this.deps.eventsTtlSeconds;
   }
 
+  private get finishedTtl(): number {
+    return Math.min(this.deps.finishedEventsTtlSeconds ?? FINISHED_EVENTS_TTL_SECONDS, this.deps.eventsTtlSeconds);
+  }
+
   /** After the accept transaction committed: the log starts with `response.created` (status queued). */
   async announceQueued(run: RunRow): Promise<void> {
     const sequencer = new EventSequencer(0);
@@ -109,7 +126,7 @@ export class RunLifecycle {
   async startAttempt(run: RunRow): Promise<AttemptLog> {
     const fence = await this.deps.backend.events.beginAttempt(run.id, run.attempt, this.ttl);
     const sequencer = new EventSequencer(fence.lastSequence + 1);
-    const log = new AttemptLog(run, sequencer, this.deps.backend, this.deps.logger, this.ttl);
+    const log = new AttemptLog(run, sequencer, this.deps.backend, this.deps.logger, { live: this.ttl, finished: this.finishedTtl });
     if (!fence.ok) {
       // Postgres gave this attempt the run, and Postgres is the truth: run it without live events
       // (the log disagrees — it was closed or fenced by a state Postgres does not have); the stamp
@@ -210,7 +227,7 @@ export class RunLifecycle {
       const sequencer = new EventSequencer(last.sequence_number + 1);
       completeLog(log, response, sequencer);
       const tail = sequencer.take();
-      const result = await this.deps.backend.events.append(run.id, tail, { authority: { finished: true }, closes: true, ttlSeconds: this.ttl });
+      const result = await this.deps.backend.events.append(run.id, tail, { authority: { finished: true }, closes: true, ttlSeconds: this.finishedTtl });
       if (result.ok) {
         this.deps.logger.info({ runId: run.id, appended: tail.length }, 'completed the event log of a finished run from Postgres');
         return [...log, ...tail];
@@ -270,7 +287,7 @@ export class AttemptLog {
     readonly events: EventSequencer,
     private readonly backend: QueueBackend,
     private readonly logger: Logger,
-    private readonly ttlSeconds: number,
+    private readonly ttlSeconds: { live: number; finished: number },
   ) {}
 
   onStale(listener: () => void): void {
@@ -327,7 +344,7 @@ export class AttemptLog {
       const batch = this.events.take();
       for (let tries = 0; tries < 4; tries++) {
         try {
-          const result = await this.backend.events.append(this.run.id, batch, { authority: { attempt: this.run.attempt }, closes: true, ttlSeconds: this.ttlSeconds });
+          const result = await this.backend.events.append(this.run.id, batch, { authority: { attempt: this.run.attempt }, closes: true, ttlSeconds: this.ttlSeconds.finished });
           if (result.ok || result.reason === 'closed') return;
           break;
         } catch (error) {
@@ -349,7 +366,7 @@ export class AttemptLog {
     const batch = this.events.take();
     if (batch.length === 0) return;
     try {
-      const result = await this.backend.events.append(this.run.id, batch, { authority: { attempt: this.run.attempt }, closes: false, ttlSeconds: this.ttlSeconds });
+      const result = await this.backend.events.append(this.run.id, batch, { authority: { attempt: this.run.attempt }, closes: false, ttlSeconds: this.ttlSeconds.live });
       this.failing = false;
       if (result.ok) return;
       if (result.reason === 'stale' || result.reason === 'closed') {

@@ -20,6 +20,8 @@ export interface ResponsesRuntimeDeps {
   model: ModelAdapter;
   resolveModel: (publicName: string) => string;
   eventsTtlSeconds: number;
+  /** A finished run's event log expires this long after its closing append (RunLifecycle's default when absent). */
+  finishedEventsTtlSeconds?: number;
   keepAliveMs: number;
   syncWaitMs: number;
   retryDedupWindowMs: number;
@@ -41,7 +43,10 @@ export class ResponsesRuntime {
 
   constructor(private readonly deps: ResponsesRuntimeDeps) {
     this.scheduler = new TurnScheduler(deps.pool, deps.backend, deps.logger);
-    this.lifecycle = new RunLifecycle({ pool: deps.pool, backend: deps.backend, scheduler: this.scheduler, logger: deps.logger, eventsTtlSeconds: deps.eventsTtlSeconds });
+    this.lifecycle = new RunLifecycle({ pool: deps.pool, backend: deps.backend, scheduler: this.scheduler, logger: deps.logger,
+      eventsTtlSeconds: deps.eventsTtlSeconds,
+      finishedEventsTtlSeconds: deps.finishedEventsTtlSeconds,
+    });
     this.service = new TurnsService({
       pool: deps.pool,
       backend: deps.backend,
