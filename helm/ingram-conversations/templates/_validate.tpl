@@ -158,6 +158,11 @@ anything the chart cannot see (the content of an existingSecret) is still caught
     {{- $errors = append $errors "responsesWorker.keda.turnsPerReplica and oldestWaitingSeconds must not be negative" -}}
   {{- end -}}
 {{- end -}}
+{{- with .Values.config.runEvents -}}
+  {{- if or (lt (int .ttlSeconds) 1) (lt (int .finishedTtlSeconds) 1) -}}
+    {{- $errors = append $errors "config.runEvents.ttlSeconds and finishedTtlSeconds must be at least 1" -}}
+  {{- end -}}
+{{- end -}}
 {{- if lt (int .Values.titler.concurrency) 1 -}}
   {{- $errors = append $errors "titler.concurrency must be at least 1" -}}
 {{- end -}}

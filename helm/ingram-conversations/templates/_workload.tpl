@@ -49,6 +49,10 @@ CONSOLE_ENABLED: {{ $root.Values.console.enabled | quote }}
 STREAM_KEEPALIVE_MS: {{ $v.streamKeepaliveMs | quote }}
 SYNC_WAIT_MS: {{ $v.syncWaitMs | quote }}
 {{- end }}
+{{- if has .key (list "responsesApi" "responsesWorker") }}
+RUN_EVENTS_TTL_SECONDS: {{ $c.runEvents.ttlSeconds | quote }}
+RUN_EVENTS_FINISHED_TTL_SECONDS: {{ $c.runEvents.finishedTtlSeconds | quote }}
+{{- end }}
 {{- if eq .key "responsesWorker" }}
 WORKER_CONCURRENCY: {{ $v.concurrency | quote }}
 WORKER_LOCK_DURATION_MS: {{ $v.lockDurationMs | quote }}
