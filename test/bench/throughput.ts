@@ -8,9 +8,10 @@
  * With BENCH_COMPARE_STACK another build of the stack (BullMQ) joins the alternation as `compared`.
  */
 import { performance } from 'node:perf_hooks';
-import { Redis } from 'ioredis';
 import OpenAI from 'openai';
 import { sql } from '@ic/db';
+import { createRedis, RedisKeys } from '@ic/queue';
+import { createLogger } from '@ic/telemetry';
 import { z } from 'zod';
 import type { ProbeReading } from './probe';
 import { cpuBetween, snapshotCpu, type MachineCpu } from './machine-cpu';
@@ -117,33 +118,38 @@ export async function throughputRound(stack: BenchStack, conversations: number, 
  * expiry left on them, which for logs closed moments ago is how long a finished log is kept.
  */
 async function sampleEventLogs(target: { url: string; prefix: string }): Promise<{ kbPerRun: number; keptSeconds: number } | null> {
-  const redis = new Redis(target.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const keys = new RedisKeys(target.prefix);
+  const redis = createRedis(target.url, 'worker', createLogger('bench', 'silent'));
   try {
-    await redis.connect();
-    const streams: string[] = [];
+    const runIds: string[] = [];
     let cursor = '0';
     do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${target.prefix}:{run_*}:events`, 'COUNT', 1000);
-      streams.push(...keys);
+      const [next, found] = await redis.scan(cursor, 'MATCH', keys.runEvents('run_*'), 'COUNT', 1000);
+      for (const key of found) runIds.push(/\{(run_[^}]+)\}/.exec(key)![1]!);
       cursor = next;
-    } while (cursor !== '0' && streams.length < EVENT_LOG_SAMPLE);
-    const sample = streams.slice(0, EVENT_LOG_SAMPLE);
-    if (sample.length === 0) return null;
+    } while (cursor !== '0' && runIds.length < EVENT_LOG_SAMPLE);
     const pipeline = redis.pipeline();
-    for (const stream of sample) {
-      const fence = stream.replace(/:events$/, ':log');
-      pipeline.memory('USAGE', stream, 'SAMPLES', 0).memory('USAGE', fence, 'SAMPLES', 0).ttl(stream);
+    for (const runId of runIds.slice(0, EVENT_LOG_SAMPLE)) {
+      pipeline.memory('USAGE', keys.runEvents(runId), 'SAMPLES', 0).memory('USAGE', keys.runLog(runId), 'SAMPLES', 0).ttl(keys.runEvents(runId));
     }
-    const replies = ((await pipeline.exec()) ?? []).map(([error, value]) => (error ? 0 : Number(value ?? 0)));
+    const replies = ((await pipeline.exec()) ?? []).map(([error, value]) => {
+      if (error) throw error;
+      return value === null ? null : Number(value);
+    });
     let bytes = 0;
+    let logs = 0;
     let keptSeconds = 0;
     for (let k = 0; k < replies.length; k += 3) {
-      bytes += replies[k]! + replies[k + 1]!;
-      keptSeconds = Math.max(keptSeconds, replies[k + 2]!);
+      const [stream, fence, ttl] = [replies[k], replies[k + 1], replies[k + 2]];
+      // A log from an earlier round may expire between the scan and the read: it is not an empty one.
+      if (stream === null || stream === undefined || fence === null || fence === undefined) continue;
+      bytes += stream + fence;
+      logs++;
+      keptSeconds = Math.max(keptSeconds, ttl ?? 0);
     }
-    return { kbPerRun: round2(bytes / sample.length / 1024), keptSeconds };
+    return logs === 0 ? null : { kbPerRun: round2(bytes / logs / 1024), keptSeconds };
   } finally {
-    redis.disconnect();
+    await redis.quit();
   }
 }
 const EVENT_LOG_SAMPLE = 200;

@@ -8,6 +8,11 @@ import { databaseEnv, httpEnv, intEnv, logEnv, modelEnv, parseEnv, redisEnv, req
  * rest is margin for longer histories and answers.
  */
 export const HEAP_PER_INFLIGHT_TURN_BYTES = 256 * 1024;
+/**
+ * RUN_EVENTS_FINISHED_TTL_SECONDS' default, also RunLifecycle's when none is given (the single-process
+ * stack, tests): a log kept for the in-flight expiry instead (600 s) made Redis the first shared limit.
+ */
+export const FINISHED_EVENTS_TTL_SECONDS = 60;
 const MIN_WORKER_CONCURRENCY = 8;
 const MAX_WORKER_CONCURRENCY = 10000;
 
@@ -62,10 +67,10 @@ export const ResponsesEnv = z.object({
   /**
    * A finished run's log expires this long after the append that closes it (at most
    * RUN_EVENTS_TTL_SECONDS): long enough for a dropped stream to reconnect and resume exactly; later
-   * replays are rebuilt from Postgres. Redis holds turns/s × this × a log's size (a few KB for short
-   * answers, ≈ 4 copies of the text for long ones), so this, not the in-flight expiry, sizes Redis.
+   * replays are rebuilt from Postgres. Redis holds turns/s × this × a log's size (≈ 9 KB plus about
+   * five times the answer's text), so this, not the in-flight expiry, sizes Redis.
    */
-  RUN_EVENTS_FINISHED_TTL_SECONDS: intEnv(60, 1),
+  RUN_EVENTS_FINISHED_TTL_SECONDS: intEnv(FINISHED_EVENTS_TTL_SECONDS, 1),
   /** SSE comment keep-alive interval while a stream is quiet. */
   STREAM_KEEPALIVE_MS: intEnv(15000, 100),
   /**

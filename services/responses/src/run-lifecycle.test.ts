@@ -1,9 +1,9 @@
 import { createRedis, RedisKeys, type StreamEvent } from '@ic/queue';
 import { createLogger } from '@ic/telemetry';
 import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
+import { FINISHED_EVENTS_TTL_SECONDS } from './env';
 import { OutputAssembler } from './events';
 import { HistoryLoader } from './history';
-import { FINISHED_EVENTS_TTL_SECONDS } from './run-lifecycle';
 
 type Delta = StreamEvent & { delta: string };
 const isTextDelta = (event: StreamEvent): event is Delta => event.type === 'response.output_text.delta';

@@ -3,6 +3,7 @@ import type { QueueBackend, StreamEvent } from '@ic/queue';
 import type { RunRow, StoredItem } from '@ic/schemas';
 import { turnMetrics, type Logger } from '@ic/telemetry';
 import { completeLog, EventSequencer, inProgressSnapshot, isTerminalEvent, rebuildEvents, terminalEventType } from './events';
+import { FINISHED_EVENTS_TTL_SECONDS } from './env';
 import type { ClaimedTurn } from './history';
 import { outputItemWithId, presentOutputItems, presentResponse, type ResponseObject } from './presenter';
 import type { TurnScheduler } from './scheduler';
@@ -32,13 +33,6 @@ export interface RunLifecycleDeps {
    */
   finishedEventsTtlSeconds?: number;
 }
-
-/**
- * How long a finished run's event log stays in Redis by default. Long enough for a dropped stream to
- * reconnect and resume exactly; Redis holds turns/s × this × a log's size, and a log kept for the
- * in-flight expiry instead (600 s) made that the first shared limit at scale.
- */
-export const FINISHED_EVENTS_TTL_SECONDS = 60;
 
 /** After a stamp commits: what the worker does next (history cache, title). */
 export interface StampedRun {

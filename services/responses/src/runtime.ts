@@ -43,7 +43,11 @@ export class ResponsesRuntime {
 
   constructor(private readonly deps: ResponsesRuntimeDeps) {
     this.scheduler = new TurnScheduler(deps.pool, deps.backend, deps.logger);
-    this.lifecycle = new RunLifecycle({ pool: deps.pool, backend: deps.backend, scheduler: this.scheduler, logger: deps.logger,
+    this.lifecycle = new RunLifecycle({
+      pool: deps.pool,
+      backend: deps.backend,
+      scheduler: this.scheduler,
+      logger: deps.logger,
       eventsTtlSeconds: deps.eventsTtlSeconds,
       finishedEventsTtlSeconds: deps.finishedEventsTtlSeconds,
     });
