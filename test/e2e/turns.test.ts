@@ -248,6 +248,31 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     expect(sentMessages(stack, 2)).toEqual([['user', 'good']]);
   });
 
+  it("waits out the upstream's Retry-After instead of failing the turn, and holds the worker's other turns meanwhile", async () => {
+    // A rate limit tripped for 4 s: the worker's own schedule (0.5, 1, 2 s) would spend all three
+    // retries inside it and fail the turn with rate_limit_exceeded.
+    stack.upstream.throttleFor(4000);
+    const [first, second] = await Promise.all([client.conversations.create(), client.conversations.create()]);
+    const throttledTurn = client.responses.create({ model: '', conversation: first.id, input: 'during the limit' });
+    await eventually(async () => (stack.upstream.throttledCount === 1 ? true : undefined), 5000, 'the first 429');
+    // A turn that starts while the limit holds waits for it rather than earning its own 429s.
+    const laterTurn = client.responses.create({ model: '', conversation: second.id, input: 'also during the limit' });
+    const [throttled, later] = await Promise.all([throttledTurn, laterTurn]);
+    expect(throttled).toMatchObject({ status: 'completed', output_text: 'Reply #1' });
+    expect(later).toMatchObject({ status: 'completed', output_text: 'Reply #1' });
+    expect(stack.upstream.throttledCount).toBe(1);
+    expect(stack.upstream.requests).toHaveLength(3);
+  }, 20000);
+
+  it("retries a failed call no sooner than its Retry-After, when that is longer than the worker's schedule", async () => {
+    // A 502 holds no other turn, but this turn's retry still waits the 1.5 s asked for, not the scheduled 0.5 s.
+    stack.upstream.failNext(502, 1, undefined, { 'retry-after': '1.5' });
+    const response = await client.responses.create({ model: '', input: 'after a bad gateway' });
+    expect(response.status).toBe('completed');
+    const [failedAt, retriedAt] = stack.upstream.requestTimes;
+    expect(retriedAt! - failedAt!).toBeGreaterThanOrEqual(1500);
+  });
+
   it('passes function tools to the model and stores and replays function_call / function_call_output items', async () => {
     const conversation = await client.conversations.create();
     const tools = [{ type: 'function' as const, name: 'get_weather', description: 'Weather', parameters: { type: 'object', properties: {} }, strict: false }];

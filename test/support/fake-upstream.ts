@@ -37,12 +37,22 @@ export interface FakeUpstream {
   readonly baseURL: string;
   /** Every chat completions request body, in arrival order. */
   readonly requests: ChatCompletionCreateParams[];
+  /** When each of `requests` arrived (Date.now()). */
+  readonly requestTimes: number[];
+  /** How many chat requests were answered 429 by `throttleFor`. */
+  readonly throttledCount: number;
   /** How many responses the client abandoned (closed the connection) before they were finished. */
   readonly abortedCount: number;
+  /**
+   * Acts as a tripped rate limiter for the next `windowMs`: every chat request arriving in that window
+   * gets a 429 naming the time left in `header` (`retry-after-ms`, whole seconds in `retry-after`, or
+   * OpenAI's `x-ratelimit-reset-requests` with `x-ratelimit-remaining-requests: 0`).
+   */
+  throttleFor(windowMs: number, header?: ThrottleHeader): void;
   /** Changes options for the following requests. */
   set(options: FakeUpstreamOptions): void;
-  /** The next `count` chat requests get `status` with `body` (default: an OpenAI-style error object). */
-  failNext(status: number, count?: number, body?: unknown): void;
+  /** The next `count` chat requests get `status` with `body` (default: an OpenAI-style error object) and any extra `headers`. */
+  failNext(status: number, count?: number, body?: unknown, headers?: Record<string, string>): void;
   /**
    * The next chat request is accepted and then never answered until the client gives up; with `afterChunks`,
    * a stream stalls after that many SSE chunks (the first chunk is the role chunk, then one per word).
@@ -59,12 +69,16 @@ export interface FakeUpstream {
   close(): Promise<void>;
 }
 
-type Script = { kind: 'fail'; status: number; body: unknown } | { kind: 'hang' | 'drop'; afterChunks: number };
+type Script = { kind: 'fail'; status: number; body: unknown; headers?: Record<string, string> } | { kind: 'hang' | 'drop'; afterChunks: number };
+export type ThrottleHeader = 'retry-after-ms' | 'retry-after' | 'x-ratelimit-reset-requests';
 
 export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
   let options: FakeUpstreamOptions = { ...initial };
   let scripts: Script[] = [];
   const requests: ChatCompletionCreateParams[] = [];
+  const requestTimes: number[] = [];
+  let throttle: { until: number; header: ThrottleHeader } | undefined;
+  let throttledCount = 0;
   let abortedCount = 0;
   let completionCount = 0;
   const waiters = new Set<() => boolean>();
@@ -96,6 +110,20 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
       return sendError(res, 400, 'We could not parse the JSON body of your request.', 'invalid_request_error', null);
     }
     requests.push(body);
+    requestTimes.push(Date.now());
+    const throttledFor = throttle ? throttle.until - Date.now() : 0;
+    if (throttle && throttledFor > 0) {
+      throttledCount++;
+      notify();
+      const headers: Record<string, string> =
+        throttle.header === 'retry-after-ms'
+          ? { 'retry-after-ms': String(throttledFor) }
+          : throttle.header === 'retry-after'
+            ? { 'retry-after': String(Math.ceil(throttledFor / 1000)) }
+            : { 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': `${throttledFor}ms` };
+      res.writeHead(429, { 'content-type': 'application/json', ...headers });
+      return res.end(JSON.stringify({ error: { message: 'Rate limit reached for requests.', type: 'requests', param: null, code: 'rate_limit_exceeded' } }));
+    }
     const invalidOrder = toolMessageOrderError(body.messages ?? []);
     if (invalidOrder) return sendJson(res, 400, { error: { ...invalidOrder, type: 'invalid_request_error', code: null } });
     // Count responses the client abandons, and stop working on them.
@@ -111,6 +139,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
 
     const script = scripts.shift();
     if (script?.kind === 'fail') {
+      for (const [name, value] of Object.entries(script.headers ?? {})) res.setHeader(name, value);
       if (script.body === undefined) {
         const type = script.status >= 500 ? 'server_error' : 'invalid_request_error';
         return sendError(res, script.status, `Fake upstream failure ${script.status}`, type, null);
@@ -155,14 +184,21 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
   return {
     baseURL: `http://127.0.0.1:${port}/v1`,
     requests,
+    requestTimes,
     get abortedCount() {
       return abortedCount;
+    },
+    get throttledCount() {
+      return throttledCount;
+    },
+    throttleFor(windowMs, header = 'retry-after-ms') {
+      throttle = { until: Date.now() + windowMs, header };
     },
     set(next) {
       options = { ...options, ...next };
     },
-    failNext(status, count = 1, body) {
-      for (let i = 0; i < count; i++) scripts.push({ kind: 'fail', status, body });
+    failNext(status, count = 1, body, headers) {
+      for (let i = 0; i < count; i++) scripts.push({ kind: 'fail', status, body, headers });
     },
     hangNext(afterChunks = 0) {
       scripts.push({ kind: 'hang', afterChunks });
@@ -176,6 +212,9 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
       options = { ...initial };
       scripts = [];
       requests.length = 0;
+      requestTimes.length = 0;
+      throttle = undefined;
+      throttledCount = 0;
       abortedCount = 0;
     },
     close() {

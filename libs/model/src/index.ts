@@ -6,6 +6,7 @@ export * from './types';
 export * from './chat-messages';
 export * from './openai-compatible';
 export * from './dev-model';
+export * from './upstream-backoff';
 
 export type ModelAdapterKind = 'openai-compatible' | 'development';
 

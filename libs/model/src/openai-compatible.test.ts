@@ -234,6 +234,67 @@ describe('OpenAICompatibleAdapter errors', () => {
     expect(done(events).finishReason).toBe('stop');
   });
 
+  describe('an upstream that asks us to back off', () => {
+    // Each test gets its own adapter: a back-off holds every call of the adapter that was told.
+    let throttled: OpenAICompatibleAdapter;
+    beforeEach(() => {
+      throttled = new OpenAICompatibleAdapter({ baseURL: fake.baseURL, apiKey: 'k', timeoutMs: 5000 });
+    });
+    afterEach(() => throttled.close());
+
+    it.each(['retry-after-ms', 'retry-after', 'x-ratelimit-reset-requests'] as const)('reports the wait a 429 names in %s on the error', async (header) => {
+      fake.throttleFor(1000, header);
+      const error = await modelError(collect(throttled, request()));
+      expect(error).toMatchObject({ code: 'rate_limit_exceeded', retryable: true });
+      expect(error.retryAfterMs).toBeGreaterThan(800);
+      expect(error.retryAfterMs).toBeLessThanOrEqual(1000);
+      expect(error.detail).toMatch(/asked us to wait \d+ ms/);
+      expect(error.message).not.toContain('asked us to wait'); // callers see the upstream's words only
+    });
+
+    it('holds every call of the process until the wait is over, so none earns another 429', async () => {
+      const windowMs = 400;
+      fake.throttleFor(windowMs);
+      const refused = await modelError(collect(throttled, request()));
+      const heldUntil = fake.requestTimes[0]! + refused.retryAfterMs!;
+      // Five turns call while the upstream still refuses: they wait instead of being refused again.
+      const results = await Promise.all(Array.from({ length: 5 }, () => collect(throttled, request())));
+      for (const events of results) expect(done(events).finishReason).toBe('stop');
+      expect(fake.throttledCount).toBe(1);
+      expect(fake.requestTimes).toHaveLength(6);
+      for (const arrived of fake.requestTimes.slice(1)) expect(arrived).toBeGreaterThanOrEqual(heldUntil);
+      expect(throttled.backoffRemainingMs).toBe(0);
+    });
+
+    it('lets a call cancelled while it waits go at once, without reaching the upstream', async () => {
+      fake.throttleFor(10_000);
+      await modelError(collect(throttled, request()));
+      const controller = new AbortController();
+      const started = Date.now();
+      setTimeout(() => controller.abort(), 50);
+      const error = await modelError(collect(throttled, request({ signal: controller.signal })));
+      expect(error.code).toBe('cancelled');
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(fake.requestTimes).toHaveLength(1);
+    });
+
+    it('holds nothing for a 429 that names no wait, nor for a 500 that does', async () => {
+      fake.failNext(429, 1);
+      const unnamed = await modelError(collect(throttled, request()));
+      expect(unnamed).toMatchObject({ code: 'rate_limit_exceeded', retryAfterMs: undefined });
+      expect(throttled.backoffRemainingMs).toBe(0);
+      await withRawUpstream(
+        (_req, res) => void res.writeHead(500, { 'content-type': 'application/json', 'retry-after': '30' }).end('{"error":{"message":"boom"}}'),
+        async (raw) => {
+          const error = await modelError(collect(raw, request()));
+          // The turn's own retry honours it; other calls are not held for one request's failure.
+          expect(error).toMatchObject({ code: 'upstream_error', retryAfterMs: 30_000 });
+          expect(raw.backoffRemainingMs).toBe(0);
+        },
+      );
+    });
+  });
+
   it('maps connection refused on a closed port to upstream_unreachable', async () => {
     const server = http.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

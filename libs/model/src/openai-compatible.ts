@@ -4,8 +4,9 @@ import { createParser } from 'eventsource-parser';
 import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import { toChatMessages, toChatRequestOptions } from './chat-messages';
 import { trace } from '@opentelemetry/api';
-import { traceHttpClient, type HttpClientCall } from '@ic/telemetry';
+import { traceHttpClient, turnMetrics, type HttpClientCall } from '@ic/telemetry';
 import { ModelError, type FinishReason, type ModelAdapter, type ModelErrorCode, type ModelEvent, type ModelRequest } from './types';
+import { THROTTLING_STATUSES, UpstreamGate, upstreamBackoffMs } from './upstream-backoff';
 
 export interface OpenAICompatibleConfig {
   /** Base URL including the version prefix, e.g. `http://127.0.0.1:11434/v1`. */
@@ -23,6 +24,8 @@ class UpstreamStatusError extends Error {
     readonly status: number,
     readonly detail: string,
     readonly code: string | null,
+    /** The wait its headers asked for (upstream-backoff.ts). */
+    readonly backoffMs?: number,
   ) {
     super(`${status} ${detail}`);
   }
@@ -60,6 +63,8 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   private readonly timeoutMs: number;
   private readonly agent: http.Agent;
   private readonly transport: typeof http | typeof https;
+  /** Closed while the upstream has asked us to back off (429/503 with a wait): no call of this process goes out. */
+  private readonly gate = new UpstreamGate();
 
   constructor(config: OpenAICompatibleConfig) {
     this.baseURL = config.baseURL.replace(/\/+$/, '');
@@ -80,8 +85,15 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     this.agent.destroy();
   }
 
+  /** Milliseconds new calls still wait because the upstream asked us to back off (0 when none). */
+  get backoffRemainingMs(): number {
+    return this.gate.remainingMs();
+  }
+
   async *stream(request: ModelRequest): AsyncGenerator<ModelEvent> {
     if (request.signal.aborted) throw cancelled();
+    // Before the idle timer starts: waiting out a back-off is not the upstream going quiet.
+    await this.gate.pass(request.signal, cancelled);
     const messages = toChatMessages(request.instructions, request.items);
 
     // One controller for the upstream call, aborted by the caller's signal or by the idle timer.
@@ -214,11 +226,17 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
         call.answered(status);
         if (status >= 200 && status < 300) resolve(response);
         else {
+          const backoffMs = upstreamBackoffMs(status, response.headers);
+          if (backoffMs !== undefined && THROTTLING_STATUSES.has(status)) {
+            // Before the body is read, so calls starting meanwhile already wait.
+            this.gate.hold(backoffMs);
+            turnMetrics().upstreamThrottled.add(1, { status: String(status) });
+          }
           const dropOnAbort = () => response.destroy(abortError());
           signal.addEventListener('abort', dropOnAbort, { once: true });
           readErrorBody(response)
             .finally(() => signal.removeEventListener('abort', dropOnAbort))
-            .then((text) => reject(statusError(status, text)), reject);
+            .then((text) => reject(statusError(status, text, backoffMs)), reject);
         }
       });
       req.end(body);
@@ -230,8 +248,8 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   }
 
   /** A ModelError whose public message cannot carry our upstream's address or key, whatever the upstream said. */
-  private failure(code: ModelErrorCode, retryable: boolean, message: string, detail: string): ModelError {
-    return new ModelError(this.redact(message), code, retryable, detail);
+  private failure(code: ModelErrorCode, retryable: boolean, message: string, detail: string, retryAfterMs?: number): ModelError {
+    return new ModelError(this.redact(message), code, retryable, detail, retryAfterMs);
   }
 
   private redact(text: string): string {
@@ -274,9 +292,10 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
       if (status === 401 || status === 403) {
         return this.failure('upstream_auth', false, `The model upstream refused our credentials (${status}).`, `${internally} (check MODEL_API_KEY)`);
       }
-      if (status === 429) return this.failure('rate_limit_exceeded', true, says, internally);
-      if (status === 408) return this.failure('upstream_timeout', true, says, internally);
-      if (status === 409 || status >= 500) return this.failure('upstream_error', true, says, internally);
+      const waited = error.backoffMs === undefined ? '' : ` (asked us to wait ${error.backoffMs} ms)`;
+      if (status === 429) return this.failure('rate_limit_exceeded', true, says, internally + waited, error.backoffMs);
+      if (status === 408) return this.failure('upstream_timeout', true, says, internally + waited, error.backoffMs);
+      if (status === 409 || status >= 500) return this.failure('upstream_error', true, says, internally + waited, error.backoffMs);
       return this.failure('upstream_bad_request', false, says, internally);
     }
     if (error instanceof UpstreamConnectionError) {
@@ -366,7 +385,7 @@ async function readErrorBody(response: http.IncomingMessage): Promise<string> {
 }
 
 /** The status and message of an error answer, read as the openai client reads them. */
-function statusError(status: number, text: string): UpstreamStatusError {
+function statusError(status: number, text: string, backoffMs?: number): UpstreamStatusError {
   let body: unknown = text;
   try {
     body = JSON.parse(text);
@@ -377,7 +396,7 @@ function statusError(status: number, text: string): UpstreamStatusError {
   const message = typeof error === 'object' && error !== null ? (error as { message?: unknown }).message : undefined;
   const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
   const detail = typeof message === 'string' ? message : typeof error === 'string' ? error.trim() || `status code ${status}` : JSON.stringify(error);
-  return new UpstreamStatusError(status, detail, typeof code === 'string' ? code : null);
+  return new UpstreamStatusError(status, detail, typeof code === 'string' ? code : null, backoffMs);
 }
 
 function abortError(): Error {

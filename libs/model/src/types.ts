@@ -52,6 +52,8 @@ export class ModelError extends Error {
     readonly code: ModelErrorCode,
     readonly retryable: boolean,
     detail?: string,
+    /** How long the upstream asked us to wait before calling again (its Retry-After), when it said. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.detail = detail ?? message;

@@ -69,9 +69,12 @@ function createTurnMetrics() {
     sweeperRequeued: meter.createCounter('ic_sweeper_requeued_total', { description: 'Runs the sweeper re-enqueued because they had no live job' }),
     staleAttempts: meter.createCounter('ic_turn_stale_attempts_total', { description: 'Turn attempts whose result was discarded because another attempt owned the run' }),
     attemptsExhausted: meter.createCounter('ic_turn_attempts_exhausted_total', { description: 'Runs failed after the attempt cap' }),
+    upstreamThrottled: meter.createCounter('ic_model_upstream_throttled_total', {
+      description: 'Model upstream answers (429/503, by status) that asked us to wait; new model calls from the process wait it out',
+    }),
   };
   // Counters that alerts rate() start at zero, so their series exist before the first event.
-  for (const counter of [created.sweeperRequeued, created.staleAttempts, created.attemptsExhausted]) counter.add(0);
+  for (const counter of [created.sweeperRequeued, created.staleAttempts, created.attemptsExhausted, created.upstreamThrottled]) counter.add(0);
   return created;
 }
 let turnMetricsInstance: ReturnType<typeof createTurnMetrics> | undefined;

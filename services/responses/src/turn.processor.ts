@@ -138,10 +138,12 @@ export class TurnProcessor {
         // Our own failures (database, bugs) are logged in full but shown to the caller only in general terms.
         if (!(error instanceof ModelError)) logger.error({ err: error, runId: run.id, attempt: run.attempt }, 'turn failed');
         const modelError = error instanceof ModelError ? error : new ModelError('The server had an error while processing this turn.', 'upstream_error', true);
-        const delay = retryDelays[retry];
+        const scheduled = retryDelays[retry];
+        // The upstream's own Retry-After, when longer than our schedule: retrying sooner only earns another 429.
+        const delay = scheduled === undefined ? undefined : Math.max(scheduled, modelError.retryAfterMs ?? 0);
         if (modelError.retryable && !assembler.producedAnything && delay !== undefined) {
           // Nothing was shown to the client yet: retry within this attempt, silently.
-          logger.warn({ runId: run.id, attempt: run.attempt, retry: retry + 1, code: modelError.code, detail: modelError.detail }, 'model call failed before any output; retrying');
+          logger.warn({ runId: run.id, attempt: run.attempt, retry: retry + 1, delayMs: delay, code: modelError.code, detail: modelError.detail }, 'model call failed before any output; retrying');
           if (await sleepUnlessAborted(delay, controller.signal)) continue;
           await lifecycle.finish(log, CANCELLED, []);
           return;

@@ -1,0 +1,74 @@
+import { MAX_UPSTREAM_BACKOFF_MS, UpstreamGate, upstreamBackoffMs } from './upstream-backoff';
+import { rejection } from './test-helpers';
+
+describe('upstreamBackoffMs: the wait an error answer asks for', () => {
+  const now = Date.parse('2026-12-03T12:00:00Z');
+
+  it('reads retry-after-ms first, then retry-after as seconds or as an HTTP date', () => {
+    expect(upstreamBackoffMs(429, { 'retry-after-ms': '1500', 'retry-after': '9' })).toBe(1500);
+    expect(upstreamBackoffMs(429, { 'retry-after-ms': '12.3' })).toBe(13);
+    expect(upstreamBackoffMs(503, { 'retry-after': '2' })).toBe(2000);
+    expect(upstreamBackoffMs(503, { 'retry-after': '0.5' })).toBe(500);
+    expect(upstreamBackoffMs(429, { 'retry-after': 'Thu, 03 Dec 2026 12:00:07 GMT' }, now)).toBe(7000);
+  });
+
+  it("reads OpenAI's reset duration of the limit that has nothing left, on a 429 only", () => {
+    const headers = {
+      'x-ratelimit-remaining-requests': '0',
+      'x-ratelimit-reset-requests': '1m2.5s',
+      'x-ratelimit-remaining-tokens': '4000',
+      'x-ratelimit-reset-tokens': '20ms',
+    };
+    expect(upstreamBackoffMs(429, headers)).toBe(MAX_UPSTREAM_BACKOFF_MS); // 62.5 s, capped
+    expect(upstreamBackoffMs(429, { ...headers, 'x-ratelimit-reset-requests': '1s' })).toBe(1000);
+    expect(upstreamBackoffMs(429, { 'x-ratelimit-remaining-tokens': '0', 'x-ratelimit-reset-tokens': '6m0s' })).toBe(MAX_UPSTREAM_BACKOFF_MS);
+    expect(upstreamBackoffMs(429, { 'x-ratelimit-remaining-tokens': '0', 'x-ratelimit-reset-tokens': '250ms' })).toBe(250);
+    // Neither limit is exhausted, or it is not a 429: the resets say nothing about this failure.
+    expect(upstreamBackoffMs(429, { 'x-ratelimit-remaining-requests': '3', 'x-ratelimit-reset-requests': '1s' })).toBeUndefined();
+    expect(upstreamBackoffMs(500, { 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '1s' })).toBeUndefined();
+  });
+
+  it('caps long waits and ignores absent, past, zero or malformed ones', () => {
+    expect(upstreamBackoffMs(429, { 'retry-after': '3600' })).toBe(MAX_UPSTREAM_BACKOFF_MS);
+    expect(upstreamBackoffMs(429, {})).toBeUndefined();
+    expect(upstreamBackoffMs(429, { 'retry-after': '0' })).toBeUndefined();
+    expect(upstreamBackoffMs(429, { 'retry-after': 'Thu, 03 Dec 2026 11:59:00 GMT' }, now)).toBeUndefined();
+    expect(upstreamBackoffMs(429, { 'retry-after': 'soon' })).toBeUndefined();
+    expect(upstreamBackoffMs(429, { 'retry-after-ms': '-5', 'retry-after': '1' })).toBe(1000);
+    expect(upstreamBackoffMs(429, { 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '5 minutes' })).toBeUndefined();
+  });
+});
+
+describe('UpstreamGate', () => {
+  it('keeps the longest hold and lets calls through once it has passed', async () => {
+    const gate = new UpstreamGate();
+    expect(gate.remainingMs()).toBe(0);
+    gate.hold(120);
+    gate.hold(30); // a shorter wait asked for later does not reopen the gate early
+    expect(gate.remainingMs()).toBeGreaterThan(90);
+    const started = Date.now();
+    await gate.pass(new AbortController().signal, () => new Error('aborted'));
+    expect(Date.now() - started).toBeGreaterThanOrEqual(90);
+    expect(gate.remainingMs()).toBe(0);
+  });
+
+  it('waits again when the hold is extended while it waits', async () => {
+    const gate = new UpstreamGate();
+    gate.hold(50);
+    const started = Date.now();
+    setTimeout(() => gate.hold(150), 20);
+    await gate.pass(new AbortController().signal, () => new Error('aborted'));
+    expect(Date.now() - started).toBeGreaterThanOrEqual(160);
+  });
+
+  it('gives up at once when the caller aborts', async () => {
+    const gate = new UpstreamGate();
+    gate.hold(10_000);
+    const controller = new AbortController();
+    const started = Date.now();
+    setTimeout(() => controller.abort(), 20);
+    const error = await rejection(gate.pass(controller.signal, () => new Error('cancelled while waiting')));
+    expect((error as Error).message).toBe('cancelled while waiting');
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+});

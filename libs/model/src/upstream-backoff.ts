@@ -1,0 +1,93 @@
+import type { IncomingHttpHeaders } from 'node:http';
+
+/**
+ * The longest back-off an upstream can impose on us: a longer Retry-After is cut to this. The openai
+ * client draws its line at 60 s too; past that a caller is better served by a failed turn it can see.
+ */
+export const MAX_UPSTREAM_BACKOFF_MS = 60_000;
+
+/** Statuses whose Retry-After asks every caller, not just this request, to slow down. */
+export const THROTTLING_STATUSES: ReadonlySet<number> = new Set([429, 503]);
+
+/**
+ * How long the upstream asked us to wait before the next call, from an error answer's headers:
+ * `retry-after-ms` (Azure OpenAI), `retry-after` (seconds or an HTTP date), or on a 429 OpenAI's
+ * `x-ratelimit-reset-requests` / `-tokens` ("1s", "6m0s", "20ms") for whichever limit has nothing
+ * remaining. Capped at MAX_UPSTREAM_BACKOFF_MS; undefined when the answer names no wait.
+ */
+export function upstreamBackoffMs(status: number, headers: IncomingHttpHeaders, now: number = Date.now()): number | undefined {
+  const capped = (ms: number | undefined) => (ms === undefined || !Number.isFinite(ms) || ms <= 0 ? undefined : Math.min(Math.ceil(ms), MAX_UPSTREAM_BACKOFF_MS));
+  const retryAfterMs = capped(parseNumber(header(headers, 'retry-after-ms')));
+  if (retryAfterMs !== undefined) return retryAfterMs;
+  const retryAfter = header(headers, 'retry-after');
+  if (retryAfter !== undefined) {
+    const seconds = parseNumber(retryAfter);
+    const ms = seconds !== undefined ? seconds * 1000 : Date.parse(retryAfter) - now;
+    const fromRetryAfter = capped(ms);
+    if (fromRetryAfter !== undefined) return fromRetryAfter;
+  }
+  if (status !== 429) return undefined;
+  const resets = (['requests', 'tokens'] as const)
+    .filter((limit) => header(headers, `x-ratelimit-remaining-${limit}`)?.trim() === '0')
+    .map((limit) => parseDuration(header(headers, `x-ratelimit-reset-${limit}`)))
+    .filter((ms): ms is number => ms !== undefined);
+  return resets.length > 0 ? capped(Math.max(...resets)) : undefined;
+}
+
+function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function parseNumber(text: string | undefined): number | undefined {
+  if (text === undefined || !/^\s*\d+(\.\d+)?\s*$/.test(text)) return undefined;
+  return Number(text);
+}
+
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** OpenAI's reset durations: "1s", "6m0s", "20ms", "1.5s", "2h3m". */
+function parseDuration(text: string | undefined): number | undefined {
+  const trimmed = text?.trim();
+  if (!trimmed || !/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(trimmed)) return undefined;
+  let total = 0;
+  for (const [, amount, , unit] of trimmed.matchAll(/(\d+(\.\d+)?)(ms|s|m|h)/g)) total += Number(amount) * DURATION_UNITS_MS[unit!]!;
+  return total;
+}
+
+/**
+ * Holds new calls while an upstream has asked us to back off. One throttled answer closes the gate
+ * for the whole process, so the hundreds of turns a worker runs at once wait it out together instead
+ * of each spending its retries on more 429s (a retry storm that keeps the upstream's limit tripped).
+ */
+export class UpstreamGate {
+  private openAt = 0;
+
+  /** The upstream asked for `ms` of quiet from now; a longer hold already in place stays. */
+  hold(ms: number, now: number = Date.now()): void {
+    this.openAt = Math.max(this.openAt, now + ms);
+  }
+
+  /** Milliseconds until calls may go out again (0 when open). */
+  remainingMs(now: number = Date.now()): number {
+    return Math.max(0, this.openAt - now);
+  }
+
+  /** Resolves once the gate is open (re-checked after each wait: another answer may extend it); rejects with `onAbort()` if the signal aborts first. */
+  async pass(signal: AbortSignal, onAbort: () => Error): Promise<void> {
+    for (let wait = this.remainingMs(); wait > 0; wait = this.remainingMs()) {
+      await new Promise<void>((resolve, reject) => {
+        if (signal.aborted) return reject(onAbort());
+        const abort = () => {
+          clearTimeout(timer);
+          reject(onAbort());
+        };
+        const timer = setTimeout(() => {
+          signal.removeEventListener('abort', abort);
+          resolve();
+        }, wait);
+        signal.addEventListener('abort', abort, { once: true });
+      });
+    }
+  }
+}
