@@ -131,6 +131,7 @@ async function main(): Promise<void> {
     keepAliveMs: 15000,
     syncWaitMs: 570000,
     contextTokens: env.MODEL_CONTEXT_TOKENS,
+    modelBackoffBudgetMs: env.MODEL_BACKOFF_BUDGET_MS,
     rateLimits,
     retryDedupWindowMs: 660000,
   });

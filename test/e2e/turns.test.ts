@@ -264,6 +264,21 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     expect(stack.upstream.requests).toHaveLength(3);
   }, 20000);
 
+  it('completes every turn of a burst five times larger than the upstream admits per second, waiting out its limit', async () => {
+    // 15 turns at once against 3 requests a second: the last 3 get their call through in the fifth
+    // window, which the ordinary retries (four calls in 3.5 s) would not reach.
+    const limited = await startAnotherStack({ workerConcurrency: 20, upstream: { rateLimit: { requests: 3, windowMs: 1000 }, reply: 'admitted' } });
+    try {
+      const burst = limited.client();
+      const conversations = await Promise.all(Array.from({ length: 15 }, () => burst.conversations.create()));
+      const answers = await Promise.all(conversations.map((conversation) => burst.responses.create({ model: '', conversation: conversation.id, input: 'burst' })));
+      expect(answers.map((answer) => `${answer.status}: ${answer.output_text}`)).toEqual(Array(15).fill('completed: admitted'));
+      expect(limited.upstream.requests.length - limited.upstream.throttledCount).toBe(15);
+    } finally {
+      await limited.close();
+    }
+  }, 30000);
+
   it("retries a failed call no sooner than its Retry-After, when that is longer than the worker's schedule", async () => {
     // A 502 holds no other turn, but this turn's retry still waits the 1.5 s asked for, not the scheduled 0.5 s.
     stack.upstream.failNext(502, 1, undefined, { 'retry-after': '1.5' });

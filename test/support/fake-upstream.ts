@@ -30,6 +30,11 @@ export interface FakeUpstreamOptions {
   omitUsage?: boolean;
   /** Reported as usage.prompt_tokens_details.cached_tokens. */
   cachedTokens?: number;
+  /**
+   * A requests-per-window limit, as OpenAI's: a chat request that would be the `requests + 1`-th within
+   * the last `windowMs` gets a 429 whose `retry-after-ms` says when the oldest of them leaves the window.
+   */
+  rateLimit?: { requests: number; windowMs: number };
 }
 
 export interface FakeUpstream {
@@ -39,7 +44,7 @@ export interface FakeUpstream {
   readonly requests: ChatCompletionCreateParams[];
   /** When each of `requests` arrived (Date.now()). */
   readonly requestTimes: number[];
-  /** How many chat requests were answered 429 by `throttleFor`. */
+  /** How many chat requests were answered 429 by `throttleFor` or `rateLimit`. */
   readonly throttledCount: number;
   /** How many responses the client abandoned (closed the connection) before they were finished. */
   readonly abortedCount: number;
@@ -79,6 +84,17 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
   const requestTimes: number[] = [];
   let throttle: { until: number; header: ThrottleHeader } | undefined;
   let throttledCount = 0;
+  /** When the requests `rateLimit` admitted arrived, oldest first. */
+  let admitted: number[] = [];
+  /** 0 and the request counts against the limit, or how long until it would be admitted. */
+  const rateLimitWait = (limit: { requests: number; windowMs: number }, now: number): number => {
+    admitted = admitted.filter((at) => at > now - limit.windowMs);
+    if (admitted.length < limit.requests) {
+      admitted.push(now);
+      return 0;
+    }
+    return admitted[0]! + limit.windowMs - now;
+  };
   let abortedCount = 0;
   let completionCount = 0;
   const waiters = new Set<() => boolean>();
@@ -110,15 +126,18 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
       return sendError(res, 400, 'We could not parse the JSON body of your request.', 'invalid_request_error', null);
     }
     requests.push(body);
-    requestTimes.push(Date.now());
-    const throttledFor = throttle ? throttle.until - Date.now() : 0;
-    if (throttle && throttledFor > 0) {
+    const arrived = Date.now();
+    requestTimes.push(arrived);
+    const limitedFor = options.rateLimit ? rateLimitWait(options.rateLimit, arrived) : 0;
+    const throttledFor = Math.max(throttle ? throttle.until - arrived : 0, limitedFor);
+    if (throttledFor > 0) {
       throttledCount++;
       notify();
+      const header = throttle?.header ?? 'retry-after-ms';
       const headers: Record<string, string> =
-        throttle.header === 'retry-after-ms'
+        header === 'retry-after-ms'
           ? { 'retry-after-ms': String(throttledFor) }
-          : throttle.header === 'retry-after'
+          : header === 'retry-after'
             ? { 'retry-after': String(Math.ceil(throttledFor / 1000)) }
             : { 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': `${throttledFor}ms` };
       res.writeHead(429, { 'content-type': 'application/json', ...headers });
@@ -215,6 +234,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
       requestTimes.length = 0;
       throttle = undefined;
       throttledCount = 0;
+      admitted = [];
       abortedCount = 0;
     },
     close() {

@@ -33,6 +33,8 @@ export interface TurnStackOptions {
   rateLimits?: { requestsPerMinute: number; turnsPerMinute: number };
   /** Context budget for truncation: "auto" (estimated tokens). */
   contextTokens?: number;
+  /** MODEL_BACKOFF_BUDGET_MS (the worker's default when absent). */
+  modelBackoffBudgetMs?: number;
   /** Token lookup cache; 0 (default) makes every request read the token row, as revocation tests need. */
   tokenCacheTtlMs?: number;
   /** Serve the built console at /console, on the API's origin (as the gateway and `npm start` do). */
@@ -89,6 +91,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
     syncWaitMs: 30000,
     retryDedupWindowMs: 60000,
     contextTokens: options.contextTokens ?? 128000,
+    modelBackoffBudgetMs: options.modelBackoffBudgetMs,
     rateLimits,
   });
   const app = createBaseApp({ logger, corsOrigins: ['*'], bodyLimit: '1mb', authenticator, ready: async () => undefined, rateLimits });

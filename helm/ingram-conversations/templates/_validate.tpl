@@ -163,6 +163,9 @@ anything the chart cannot see (the content of an existingSecret) is still caught
     {{- $errors = append $errors "config.runEvents.ttlSeconds and finishedTtlSeconds must be at least 1" -}}
   {{- end -}}
 {{- end -}}
+{{- if lt (int .Values.model.backoffBudgetMs) 0 -}}
+  {{- $errors = append $errors "model.backoffBudgetMs must be 0 or more" -}}
+{{- end -}}
 {{- if lt (int .Values.titler.concurrency) 1 -}}
   {{- $errors = append $errors "titler.concurrency must be at least 1" -}}
 {{- end -}}

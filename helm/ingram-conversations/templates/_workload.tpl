@@ -71,6 +71,9 @@ MODEL_BASE_URL: {{ . | quote }}
 MODEL_MAP: {{ toJson . | quote }}
 {{- end }}
 MODEL_TIMEOUT_MS: {{ $root.Values.model.timeoutMs | quote }}
+{{- if ne .key "titler" }}
+MODEL_BACKOFF_BUDGET_MS: {{ $root.Values.model.backoffBudgetMs | quote }}
+{{- end }}
 MODEL_CONTEXT_TOKENS: {{ $root.Values.model.contextTokens | quote }}
 {{- end }}
 {{- end -}}

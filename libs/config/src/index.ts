@@ -142,6 +142,12 @@ export const modelEnv = {
     }),
   /** Give up on an upstream call after this long without progress. */
   MODEL_TIMEOUT_MS: intEnv(120000, 100),
+  /**
+   * How long one turn attempt may spend waiting out the upstream's rate limit (429/503 naming a wait)
+   * before such an answer counts as an ordinary failure (three more retries, then rate_limit_exceeded).
+   * 0: every throttled answer is an ordinary failure.
+   */
+  MODEL_BACKOFF_BUDGET_MS: intEnv(120000, 0),
   /** Context window (tokens, estimated) that `truncation: "auto"` keeps a turn's history within. */
   MODEL_CONTEXT_TOKENS: intEnv(128000, 1000),
   /** Milliseconds the development model waits between streamed tokens. */

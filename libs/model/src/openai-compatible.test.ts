@@ -245,7 +245,7 @@ describe('OpenAICompatibleAdapter errors', () => {
     it.each(['retry-after-ms', 'retry-after', 'x-ratelimit-reset-requests'] as const)('reports the wait a 429 names in %s on the error', async (header) => {
       fake.throttleFor(1000, header);
       const error = await modelError(collect(throttled, request()));
-      expect(error).toMatchObject({ code: 'rate_limit_exceeded', retryable: true });
+      expect(error).toMatchObject({ code: 'rate_limit_exceeded', retryable: true, throttled: true });
       expect(error.retryAfterMs).toBeGreaterThan(800);
       expect(error.retryAfterMs).toBeLessThanOrEqual(1000);
       expect(error.detail).toMatch(/asked us to wait \d+ ms/);
@@ -281,14 +281,14 @@ describe('OpenAICompatibleAdapter errors', () => {
     it('holds nothing for a 429 that names no wait, nor for a 500 that does', async () => {
       fake.failNext(429, 1);
       const unnamed = await modelError(collect(throttled, request()));
-      expect(unnamed).toMatchObject({ code: 'rate_limit_exceeded', retryAfterMs: undefined });
+      expect(unnamed).toMatchObject({ code: 'rate_limit_exceeded', retryAfterMs: undefined, throttled: false });
       expect(throttled.backoffRemainingMs).toBe(0);
       await withRawUpstream(
         (_req, res) => void res.writeHead(500, { 'content-type': 'application/json', 'retry-after': '30' }).end('{"error":{"message":"boom"}}'),
         async (raw) => {
           const error = await modelError(collect(raw, request()));
           // The turn's own retry honours it; other calls are not held for one request's failure.
-          expect(error).toMatchObject({ code: 'upstream_error', retryAfterMs: 30_000 });
+          expect(error).toMatchObject({ code: 'upstream_error', retryAfterMs: 30_000, throttled: false });
           expect(raw.backoffRemainingMs).toBe(0);
         },
       );

@@ -248,8 +248,8 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   }
 
   /** A ModelError whose public message cannot carry our upstream's address or key, whatever the upstream said. */
-  private failure(code: ModelErrorCode, retryable: boolean, message: string, detail: string, retryAfterMs?: number): ModelError {
-    return new ModelError(this.redact(message), code, retryable, detail, retryAfterMs);
+  private failure(code: ModelErrorCode, retryable: boolean, message: string, detail: string, backoff?: { retryAfterMs: number; throttled: boolean }): ModelError {
+    return new ModelError(this.redact(message), code, retryable, detail, backoff);
   }
 
   private redact(text: string): string {
@@ -292,10 +292,11 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
       if (status === 401 || status === 403) {
         return this.failure('upstream_auth', false, `The model upstream refused our credentials (${status}).`, `${internally} (check MODEL_API_KEY)`);
       }
-      const waited = error.backoffMs === undefined ? '' : ` (asked us to wait ${error.backoffMs} ms)`;
-      if (status === 429) return this.failure('rate_limit_exceeded', true, says, internally + waited, error.backoffMs);
-      if (status === 408) return this.failure('upstream_timeout', true, says, internally + waited, error.backoffMs);
-      if (status === 409 || status >= 500) return this.failure('upstream_error', true, says, internally + waited, error.backoffMs);
+      const backoff = error.backoffMs === undefined ? undefined : { retryAfterMs: error.backoffMs, throttled: THROTTLING_STATUSES.has(status) };
+      const waited = backoff ? ` (asked us to wait ${backoff.retryAfterMs} ms)` : '';
+      if (status === 429) return this.failure('rate_limit_exceeded', true, says, internally + waited, backoff);
+      if (status === 408) return this.failure('upstream_timeout', true, says, internally + waited, backoff);
+      if (status === 409 || status >= 500) return this.failure('upstream_error', true, says, internally + waited, backoff);
       return this.failure('upstream_bad_request', false, says, internally);
     }
     if (error instanceof UpstreamConnectionError) {

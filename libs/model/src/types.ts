@@ -52,10 +52,19 @@ export class ModelError extends Error {
     readonly code: ModelErrorCode,
     readonly retryable: boolean,
     detail?: string,
-    /** How long the upstream asked us to wait before calling again (its Retry-After), when it said. */
-    readonly retryAfterMs?: number,
+    backoff?: { retryAfterMs: number; throttled: boolean },
   ) {
     super(message);
     this.detail = detail ?? message;
+    this.retryAfterMs = backoff?.retryAfterMs;
+    this.throttled = backoff?.throttled ?? false;
   }
+
+  /** How long the upstream asked us to wait before calling again (its Retry-After), when it said. */
+  readonly retryAfterMs: number | undefined;
+  /**
+   * The upstream is rate-limiting us (a 429 or 503 that named a wait), rather than failing: the call
+   * is worth repeating once the wait is over, however often that takes (within MODEL_BACKOFF_BUDGET_MS).
+   */
+  readonly throttled: boolean;
 }

@@ -50,6 +50,7 @@ async function main(): Promise<void> {
     keepAliveMs: env.STREAM_KEEPALIVE_MS,
     syncWaitMs: env.SYNC_WAIT_MS,
     contextTokens: env.MODEL_CONTEXT_TOKENS,
+    modelBackoffBudgetMs: env.MODEL_BACKOFF_BUDGET_MS,
     rateLimits,
     historyCacheItems: env.HISTORY_CACHE_ITEMS,
     retryDedupWindowMs: env.RETRY_DEDUP_WINDOW_MS,

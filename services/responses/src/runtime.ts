@@ -27,6 +27,8 @@ export interface ResponsesRuntimeDeps {
   retryDedupWindowMs: number;
   /** Context budget (estimated tokens) for `truncation: "auto"`. */
   contextTokens: number;
+  /** MODEL_BACKOFF_BUDGET_MS: how long a turn attempt may wait out the upstream's rate limit (TurnProcessor's default when absent). */
+  modelBackoffBudgetMs?: number;
   rateLimits?: RateLimits;
   /** Item budget of each worker's history cache. */
   historyCacheItems?: number;
@@ -87,6 +89,7 @@ export class ResponsesRuntime {
       history: new HistoryLoader(this.deps.pool, this.deps.historyCacheItems),
       logger: this.deps.logger,
       contextTokens: this.deps.contextTokens,
+      modelBackoffBudgetMs: this.deps.modelBackoffBudgetMs,
     });
     const worker = this.deps.backend.startWorker(TURN_QUEUE, { 'turn.execute.v1': processor.handle }, { concurrency });
     return {

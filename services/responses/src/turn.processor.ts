@@ -18,6 +18,11 @@ export interface TurnProcessorDeps {
   contextTokens: number;
   /** Waits before each silent retry of a model call that failed before it produced anything (default 0.5 s, 1 s, 2 s). */
   modelRetryDelaysMs?: readonly number[];
+  /**
+   * How long an attempt may spend waiting out the upstream's rate limit before a throttled answer
+   * counts as an ordinary failure (MODEL_BACKOFF_BUDGET_MS; default 120 s).
+   */
+  modelBackoffBudgetMs?: number;
 }
 
 const CANCELLED: RunOutcome = { status: 'cancelled', outputCount: 0, usage: null, error: null, incompleteDetails: null };
@@ -32,6 +37,7 @@ export const MAX_RUN_ATTEMPTS = 8;
 const ORDER_RECHECK_MS = 200;
 
 const DEFAULT_MODEL_RETRY_DELAYS_MS = [500, 1000, 2000];
+const DEFAULT_MODEL_BACKOFF_BUDGET_MS = 120_000;
 
 /**
  * Executes one turn: begin an attempt (RunLifecycle), replay history to the model, turn its output
@@ -107,12 +113,16 @@ export class TurnProcessor {
 
     const assembler = new OutputAssembler(run.id, log.events);
     const retryDelays = this.deps.modelRetryDelaysMs ?? DEFAULT_MODEL_RETRY_DELAYS_MS;
+    const backoffBudgetMs = this.deps.modelBackoffBudgetMs ?? DEFAULT_MODEL_BACKOFF_BUDGET_MS;
+    let backoffSpentMs = 0;
     let done: Extract<ModelEvent, { type: 'done' }> | undefined;
     let firstToken = true;
-    for (let retry = 0; ; retry++) {
+    let pendingFirstCall = firstCall;
+    for (let retry = 0; ; ) {
       try {
         // A silent retry replays the same history: nothing can be stamped before this turn.
-        const events = retry === 0 && firstCall ? firstCall.events : this.deps.model.stream(this.modelRequest(run, history, controller.signal));
+        const events = pendingFirstCall ? pendingFirstCall.events : this.deps.model.stream(this.modelRequest(run, history, controller.signal));
+        pendingFirstCall = null;
         for await (const event of events) {
           if (event.type === 'done') {
             done = event;
@@ -138,12 +148,22 @@ export class TurnProcessor {
         // Our own failures (database, bugs) are logged in full but shown to the caller only in general terms.
         if (!(error instanceof ModelError)) logger.error({ err: error, runId: run.id, attempt: run.attempt }, 'turn failed');
         const modelError = error instanceof ModelError ? error : new ModelError('The server had an error while processing this turn.', 'upstream_error', true);
-        const scheduled = retryDelays[retry];
+        const backoffMs = modelError.retryAfterMs ?? 0;
+        if (modelError.throttled && !assembler.producedAnything && backoffSpentMs + backoffMs <= backoffBudgetMs) {
+          // A rate limit, not a failure: wait as long as the upstream asks, without spending a retry.
+          // The model adapter holds this process's other calls for the same wait.
+          backoffSpentMs += backoffMs;
+          logger.debug({ runId: run.id, attempt: run.attempt, waitMs: backoffMs, spentMs: backoffSpentMs }, 'model upstream rate-limited the call; waiting it out');
+          if (await sleepUnlessAborted(backoffMs, controller.signal)) continue;
+          await lifecycle.finish(log, CANCELLED, []);
+          return;
+        }
+        const scheduled = retryDelays[retry++];
         // The upstream's own Retry-After, when longer than our schedule: retrying sooner only earns another 429.
         const delay = scheduled === undefined ? undefined : Math.max(scheduled, modelError.retryAfterMs ?? 0);
         if (modelError.retryable && !assembler.producedAnything && delay !== undefined) {
           // Nothing was shown to the client yet: retry within this attempt, silently.
-          logger.warn({ runId: run.id, attempt: run.attempt, retry: retry + 1, delayMs: delay, code: modelError.code, detail: modelError.detail }, 'model call failed before any output; retrying');
+          logger.warn({ runId: run.id, attempt: run.attempt, retry, delayMs: delay, code: modelError.code, detail: modelError.detail }, 'model call failed before any output; retrying');
           if (await sleepUnlessAborted(delay, controller.signal)) continue;
           await lifecycle.finish(log, CANCELLED, []);
           return;
