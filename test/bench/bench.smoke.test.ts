@@ -54,6 +54,17 @@ describe('npm run bench --quick', () => {
     expect(summary.filter((line) => line.startsWith('search: '))).toHaveLength(4);
   });
 
+  it("runs the upstream-limit suite: a burst larger than the upstream's limit completes", async () => {
+    const { results, summary } = await runBenchmarks(parseArgs(['upstream-limit', '--quick']));
+    const limited = results['upstream-limit'] as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    // 6 turns against 2 requests per 300 ms: some must have been refused, and none may fail for it.
+    expect(limited.bullmq).toMatchObject({ completed: 6, failed: 0 });
+    expect(limited.bullmq.upstream_429s).toBeGreaterThan(0);
+    expect(limited.bullmq.upstream_requests).toBe(6 + limited.bullmq.upstream_429s);
+    expect(limited.bullmq.seconds_to_last_answer).toBeGreaterThanOrEqual(limited.least_seconds_the_limit_allows);
+    expect(summary.filter((line) => line.startsWith('upstream-limit: '))).toHaveLength(1);
+  });
+
   it('takes the median of each figure across runs', () => {
     expect(medianOfRuns([{ a: 1, b: { c: 10, ok: true } }, { a: 5, b: { c: 30, ok: true } }, { a: 2, b: { c: 20, ok: false } }])).toEqual({
       a: 2,

@@ -23,13 +23,14 @@ import * as search from './search';
 import * as throughput from './throughput';
 import * as turns from './turns';
 import * as slowTurns from './slow-turns';
+import * as upstreamLimit from './upstream-limit';
 
 export interface Suite {
   run(options: BenchOptions): Promise<Record<string, unknown>>;
   summarize(result: Record<string, unknown>): string[];
 }
 
-export const SUITES: Record<string, Suite> = { firstdelta, throughput, crud, otel, turns, pagination, search, 'slow-turns': slowTurns };
+export const SUITES: Record<string, Suite> = { firstdelta, throughput, crud, otel, turns, pagination, search, 'slow-turns': slowTurns, 'upstream-limit': upstreamLimit };
 
 export interface BenchArgs {
   suites: string[];

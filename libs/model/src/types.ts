@@ -65,6 +65,8 @@ export class ModelError extends Error {
   /**
    * The upstream is rate-limiting us (a 429 or 503 that named a wait), rather than failing: the call
    * is worth repeating once the wait is over, however often that takes (within MODEL_BACKOFF_BUDGET_MS).
+   * An adapter sets it only if it holds its next calls until that wait is over, so a caller may call
+   * again at once.
    */
   readonly throttled: boolean;
 }

@@ -61,6 +61,20 @@ describe('UpstreamGate', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(160);
   });
 
+  it('releases held calls spread over up to a second after it opens, and open-gate calls at once', async () => {
+    const gate = new UpstreamGate();
+    const never = new AbortController().signal;
+    const elapsed = async (random: () => number) => {
+      const started = Date.now();
+      await gate.pass(never, () => new Error('aborted'), random);
+      return Date.now() - started;
+    };
+    gate.hold(200);
+    expect(await elapsed(() => 0.5)).toBeGreaterThanOrEqual(290); // 200 ms held + half of a 200 ms spread
+    // Open again: a new call goes at once, however its draw falls (a spread would add up to 198 ms).
+    expect(await elapsed(() => 0.99)).toBeLessThan(150);
+  });
+
   it('gives up at once when the caller aborts', async () => {
     const gate = new UpstreamGate();
     gate.hold(10_000);

@@ -55,17 +55,25 @@ function parseDuration(text: string | undefined): number | undefined {
   return total;
 }
 
+/** The most a call held by the gate waits past its opening, so that the held calls do not all go at once. */
+export const MAX_RELEASE_SPREAD_MS = 1000;
+
 /**
  * Holds new calls while an upstream has asked us to back off. One throttled answer closes the gate
  * for the whole process, so the hundreds of turns a worker runs at once wait it out together instead
  * of each spending its retries on more 429s (a retry storm that keeps the upstream's limit tripped).
+ * The held calls go out spread over up to a second after the gate opens (random, as in "full
+ * jitter" back-off): released together they would all reach the upstream before its first refusal
+ * could close the gate again, and every one it cannot admit would be refused.
  */
 export class UpstreamGate {
   private openAt = 0;
+  private spreadMs = 0;
 
   /** The upstream asked for `ms` of quiet from now; a longer hold already in place stays. */
   hold(ms: number, now: number = Date.now()): void {
     this.openAt = Math.max(this.openAt, now + ms);
+    this.spreadMs = Math.min(ms, MAX_RELEASE_SPREAD_MS);
   }
 
   /** Milliseconds until calls may go out again (0 when open). */
@@ -73,9 +81,14 @@ export class UpstreamGate {
     return Math.max(0, this.openAt - now);
   }
 
-  /** Resolves once the gate is open (re-checked after each wait: another answer may extend it); rejects with `onAbort()` if the signal aborts first. */
-  async pass(signal: AbortSignal, onAbort: () => Error): Promise<void> {
-    for (let wait = this.remainingMs(); wait > 0; wait = this.remainingMs()) {
+  /**
+   * Resolves at once when the gate is open; otherwise after it opens plus a random share of the spread,
+   * re-checked then (a call released earlier may have been refused and closed it again). Rejects with
+   * `onAbort()` if the signal aborts first.
+   */
+  async pass(signal: AbortSignal, onAbort: () => Error, random: () => number = Math.random): Promise<void> {
+    for (let remaining = this.remainingMs(); remaining > 0; remaining = this.remainingMs()) {
+      const wait = remaining + Math.floor(random() * this.spreadMs);
       await new Promise<void>((resolve, reject) => {
         if (signal.aborted) return reject(onAbort());
         const abort = () => {

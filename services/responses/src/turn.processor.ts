@@ -114,7 +114,7 @@ export class TurnProcessor {
     const assembler = new OutputAssembler(run.id, log.events);
     const retryDelays = this.deps.modelRetryDelaysMs ?? DEFAULT_MODEL_RETRY_DELAYS_MS;
     const backoffBudgetMs = this.deps.modelBackoffBudgetMs ?? DEFAULT_MODEL_BACKOFF_BUDGET_MS;
-    let backoffSpentMs = 0;
+    let firstThrottledAt: number | undefined;
     let done: Extract<ModelEvent, { type: 'done' }> | undefined;
     let firstToken = true;
     let pendingFirstCall = firstCall;
@@ -148,15 +148,15 @@ export class TurnProcessor {
         // Our own failures (database, bugs) are logged in full but shown to the caller only in general terms.
         if (!(error instanceof ModelError)) logger.error({ err: error, runId: run.id, attempt: run.attempt }, 'turn failed');
         const modelError = error instanceof ModelError ? error : new ModelError('The server had an error while processing this turn.', 'upstream_error', true);
-        const backoffMs = modelError.retryAfterMs ?? 0;
-        if (modelError.throttled && !assembler.producedAnything && backoffSpentMs + backoffMs <= backoffBudgetMs) {
-          // A rate limit, not a failure: wait as long as the upstream asks, without spending a retry.
-          // The model adapter holds this process's other calls for the same wait.
-          backoffSpentMs += backoffMs;
-          logger.debug({ runId: run.id, attempt: run.attempt, waitMs: backoffMs, spentMs: backoffSpentMs }, 'model upstream rate-limited the call; waiting it out');
-          if (await sleepUnlessAborted(backoffMs, controller.signal)) continue;
-          await lifecycle.finish(log, CANCELLED, []);
-          return;
+        if (modelError.throttled && !assembler.producedAnything) {
+          firstThrottledAt ??= Date.now();
+          const waitedMs = Date.now() - firstThrottledAt;
+          if (waitedMs + (modelError.retryAfterMs ?? 0) <= backoffBudgetMs) {
+            // A rate limit, not a failure: call again without spending a retry. The adapter holds the
+            // call (with every other of this process) until the upstream's wait is over.
+            logger.debug({ runId: run.id, attempt: run.attempt, waitMs: modelError.retryAfterMs, waitedMs }, 'model upstream rate-limited the call; waiting it out');
+            continue;
+          }
         }
         const scheduled = retryDelays[retry++];
         // The upstream's own Retry-After, when longer than our schedule: retrying sooner only earns another 429.

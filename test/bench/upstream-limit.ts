@@ -1,0 +1,121 @@
+/**
+ * A burst of turns against a model upstream with a requests-per-second limit (OpenAI's RPM limit in
+ * miniature: a 429 with `retry-after-ms` once the window is full). Counts the turns that complete and
+ * fail, the 429s the upstream had to answer, and how long the burst took against the least the limit
+ * allows. The single-process stack with BullMQ; with BENCH_COMPARE_STACK another build (e.g. the one
+ * before a change) runs the same bursts in alternating rounds as `compared`. The limited upstream runs
+ * in this process: the figures here are counts and wall time, not CPU.
+ */
+import { performance } from 'node:perf_hooks';
+import OpenAI from 'openai';
+import { startFakeUpstream } from '@ic/test-support';
+import { median, percentile, round2, roundOrders, type BenchOptions } from './harness';
+import { comparedStackScript, startBenchStack, type BenchStack } from './services';
+
+const FULL = { turns: 200, requestsPerWindow: 10, windowMs: 1000, rounds: 2 };
+const QUICK = { turns: 6, requestsPerWindow: 2, windowMs: 300, rounds: 1 };
+
+interface BurstFigures {
+  completed: number;
+  failed: number;
+  /** Failure codes of the turns that did not complete, with how many each. */
+  failures: Record<string, number>;
+  upstream_requests: number;
+  upstream_429s: number;
+  seconds_to_last_answer: number;
+  turn_seconds_p50: number;
+  turn_seconds_p99: number;
+}
+
+async function burst(stack: BenchStack, turns: number): Promise<Omit<BurstFigures, 'upstream_requests' | 'upstream_429s'>> {
+  const client = new OpenAI({ apiKey: stack.smithToken, baseURL: stack.baseURL, maxRetries: 0, timeout: 600_000 });
+  const started = performance.now();
+  const outcomes = await Promise.all(
+    Array.from({ length: turns }, async () => {
+      const turnStarted = performance.now();
+      const outcome = await client.responses.create({ model: '', input: 'burst' }).then(
+        (response) => (response.status === 'completed' ? 'completed' : `${response.status}: ${response.error?.code ?? 'no error code'}`),
+        (error: unknown) => (error instanceof OpenAI.APIError ? `${error.status}: ${error.code ?? error.type ?? error.message}` : String(error)),
+      );
+      return { outcome, seconds: (performance.now() - turnStarted) / 1000 };
+    }),
+  );
+  const failures: Record<string, number> = {};
+  for (const { outcome } of outcomes) if (outcome !== 'completed') failures[outcome] = (failures[outcome] ?? 0) + 1;
+  const seconds = outcomes.map((outcome) => outcome.seconds);
+  return {
+    completed: outcomes.filter((outcome) => outcome.outcome === 'completed').length,
+    failed: outcomes.filter((outcome) => outcome.outcome !== 'completed').length,
+    failures,
+    seconds_to_last_answer: round2((performance.now() - started) / 1000),
+    turn_seconds_p50: round2(percentile(seconds, 0.5)),
+    turn_seconds_p99: round2(percentile(seconds, 0.99)),
+  };
+}
+
+function medianBurst(rounds: BurstFigures[]): BurstFigures {
+  const numeric = (key: Exclude<keyof BurstFigures, 'failures'>) => round2(median(rounds.map((round) => round[key])));
+  return {
+    completed: numeric('completed'),
+    failed: numeric('failed'),
+    failures: rounds[rounds.length - 1]!.failures,
+    upstream_requests: numeric('upstream_requests'),
+    upstream_429s: numeric('upstream_429s'),
+    seconds_to_last_answer: numeric('seconds_to_last_answer'),
+    turn_seconds_p50: numeric('turn_seconds_p50'),
+    turn_seconds_p99: numeric('turn_seconds_p99'),
+  };
+}
+
+export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
+  const sizes = options.quick ? QUICK : FULL;
+  const upstream = await startFakeUpstream({ tokenDelayMs: 0, rateLimit: { requests: sizes.requestsPerWindow, windowMs: sizes.windowMs } });
+  const stacks: BenchStack[] = [];
+  try {
+    const compareScript = comparedStackScript();
+    const [ours, compared] = await Promise.all([
+      startBenchStack({ name: 'stack-bullmq', queue: 'bullmq', modelBaseUrl: upstream.baseURL, profileDir: options.profileDir }).then((stack) => (stacks.push(stack), stack)),
+      compareScript
+        ? startBenchStack({ name: 'stack-compared', queue: 'bullmq', modelBaseUrl: upstream.baseURL, profileDir: options.profileDir, script: compareScript }).then((stack) => (stacks.push(stack), stack))
+        : undefined,
+    ]);
+    const sides = compared ? [ours, compared] : [ours];
+    const rounds = new Map<BenchStack, BurstFigures[]>(sides.map((stack) => [stack, []]));
+    for (const order of roundOrders(sides, sizes.rounds, options.quick)) {
+      for (const stack of order) {
+        upstream.reset(); // an empty window and fresh counts for each burst
+        // The window the previous burst filled must have passed, so each burst starts from a full allowance.
+        await new Promise((resolve) => setTimeout(resolve, sizes.windowMs));
+        const figures = await burst(stack, sizes.turns);
+        rounds.get(stack)!.push({ ...figures, upstream_requests: upstream.requests.length, upstream_429s: upstream.throttledCount });
+      }
+    }
+    const windows = Math.ceil(sizes.turns / sizes.requestsPerWindow);
+    return {
+      method:
+        `${sizes.turns} non-streaming turns sent at once (openai client, no client retries) against an upstream admitting ` +
+        `${sizes.requestsPerWindow} requests per ${sizes.windowMs} ms (sliding window; a 429 with retry-after-ms beyond it); medians over rounds`,
+      turns: sizes.turns,
+      limit: { requests: sizes.requestsPerWindow, window_ms: sizes.windowMs },
+      least_seconds_the_limit_allows: round2(((windows - 1) * sizes.windowMs) / 1000),
+      bullmq: medianBurst(rounds.get(ours)!),
+      ...(compared ? { compared: medianBurst(rounds.get(compared)!) } : {}),
+    };
+  } finally {
+    await Promise.all(stacks.map((stack) => stack.close()));
+    await upstream.close();
+  }
+}
+
+export function summarize(result: Record<string, unknown>): string[] {
+  const least = result.least_seconds_the_limit_allows as number;
+  const turns = result.turns as number;
+  return (['bullmq', 'compared'] as const).flatMap((side) => {
+    const figures = result[side] as BurstFigures | undefined;
+    if (!figures) return [];
+    return [
+      `${side}: ${figures.completed}/${turns} turns completed under the upstream's limit (${figures.failed} failed), ` +
+        `${figures.upstream_429s} 429s, last answer after ${figures.seconds_to_last_answer} s (the limit allows ${least} s)`,
+    ];
+  });
+}
