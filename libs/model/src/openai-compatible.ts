@@ -93,7 +93,8 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   async *stream(request: ModelRequest): AsyncGenerator<ModelEvent> {
     if (request.signal.aborted) throw cancelled();
     // Before the idle timer starts: waiting out a back-off is not the upstream going quiet.
-    await this.gate.pass(request.signal, cancelled);
+    // (Checked first so that the usual open gate costs the turn no extra await.)
+    if (this.gate.remainingMs() > 0) await this.gate.pass(request.signal, cancelled);
     const messages = toChatMessages(request.instructions, request.items);
 
     // One controller for the upstream call, aborted by the caller's signal or by the idle timer.
