@@ -100,6 +100,6 @@ describe('npm run bench --quick', () => {
     expect(() => parseArgs(['nope'])).toThrow(/Unknown suite nope/);
     expect(() => parseArgs(['--fast'])).toThrow(/Unknown option/);
     expect(parseArgs(['crud', '--runs', '3'])).toMatchObject({ suites: ['crud'], runs: 3, quick: false });
-    expect(parseArgs([]).suites).toEqual(['firstdelta', 'throughput', 'crud', 'otel', 'turns', 'pagination', 'search', 'slow-turns']);
+    expect(parseArgs([]).suites).toEqual(['firstdelta', 'throughput', 'crud', 'otel', 'turns', 'pagination', 'search', 'slow-turns', 'upstream-limit']);
   });
 });
