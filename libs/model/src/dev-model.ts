@@ -1,5 +1,6 @@
 import { messageText, type StoredItem } from '@ic/schemas';
 import { ModelError, type ModelAdapter, type ModelEvent, type ModelRequest } from './types';
+import { abortableDelay } from './abortable-delay';
 
 export interface DevModelConfig {
   /** Milliseconds between streamed words (DEV_MODEL_TOKEN_DELAY_MS); 0 streams as fast as the consumer reads. */
@@ -60,17 +61,7 @@ export class DevModelAdapter implements ModelAdapter {
   private pause(signal: AbortSignal): Promise<void> {
     if (signal.aborted) return Promise.reject(cancelled());
     if (this.tokenDelayMs <= 0) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const onAbort = () => {
-        clearTimeout(timer);
-        reject(cancelled());
-      };
-      const timer = setTimeout(() => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      }, this.tokenDelayMs);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
+    return abortableDelay(this.tokenDelayMs, signal, cancelled);
   }
 }
 

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { abortableDelay } from './abortable-delay';
 
 /**
  * The longest back-off an upstream can impose on us: a longer Retry-After is cut to this. The openai
@@ -88,19 +89,7 @@ export class UpstreamGate {
    */
   async pass(signal: AbortSignal, onAbort: () => Error, random: () => number = Math.random): Promise<void> {
     for (let remaining = this.remainingMs(); remaining > 0; remaining = this.remainingMs()) {
-      const wait = remaining + Math.floor(random() * this.spreadMs);
-      await new Promise<void>((resolve, reject) => {
-        if (signal.aborted) return reject(onAbort());
-        const abort = () => {
-          clearTimeout(timer);
-          reject(onAbort());
-        };
-        const timer = setTimeout(() => {
-          signal.removeEventListener('abort', abort);
-          resolve();
-        }, wait);
-        signal.addEventListener('abort', abort, { once: true });
-      });
+      await abortableDelay(remaining + Math.floor(random() * this.spreadMs), signal, onAbort);
     }
   }
 }
