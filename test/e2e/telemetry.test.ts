@@ -131,6 +131,14 @@ describe('metrics of the deployed processes (OTEL_PROMETHEUS_PORT)', () => {
     expect(scrapes.worker).toMatch(/^ic_turn_time_to_first_token_seconds_bucket\{[^}]*le="120"[^}]*\} 1$/m);
     expect(scrapes.worker).not.toMatch(/^ic_turn_duration_seconds_bucket\{[^}]*le="750"/m);
   });
+
+  it("counts the model upstream's throttled answers, by status, on the worker that got them", async () => {
+    expect(await scrape(ports.metrics.worker)).toMatch(/^ic_model_upstream_throttled_total\{[^}]*\} 0$/m);
+    upstream.throttleFor(300);
+    expect((await postTurn(ports.api, seeded.smithToken, 'after a 429')).status).toBe('completed');
+    expect(upstream.throttledCount).toBe(1);
+    expect(await scrape(ports.metrics.worker)).toMatch(/^ic_model_upstream_throttled_total\{[^}]*status="429"[^}]*\} 1$/m);
+  });
 });
 
 /** A stand-in OTLP/HTTP collector: keeps the spans of every JSON export it receives. */
