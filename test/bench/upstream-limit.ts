@@ -18,7 +18,7 @@ const QUICK = { turns: 6, requestsPerWindow: 2, windowMs: 300, rounds: 1 };
 interface BurstFigures {
   completed: number;
   failed: number;
-  /** Failure codes of the turns that did not complete, with how many each. */
+  /** Failure codes of the turns that did not complete, with how many each (in the medians: summed over every round). */
   failures: Record<string, number>;
   upstream_requests: number;
   upstream_429s: number;
@@ -40,8 +40,7 @@ async function burst(stack: BenchStack, turns: number): Promise<Omit<BurstFigure
       return { outcome, seconds: (performance.now() - turnStarted) / 1000 };
     }),
   );
-  const failures: Record<string, number> = {};
-  for (const { outcome } of outcomes) if (outcome !== 'completed') failures[outcome] = (failures[outcome] ?? 0) + 1;
+  const failures = sumCounts(outcomes.filter(({ outcome }) => outcome !== 'completed').map(({ outcome }) => ({ [outcome]: 1 })));
   const seconds = outcomes.map((outcome) => outcome.seconds);
   return {
     completed: outcomes.filter((outcome) => outcome.outcome === 'completed').length,
@@ -53,12 +52,18 @@ async function burst(stack: BenchStack, turns: number): Promise<Omit<BurstFigure
   };
 }
 
+function sumCounts(counts: ReadonlyArray<Record<string, number>>): Record<string, number> {
+  const sums: Record<string, number> = {};
+  for (const count of counts) for (const [key, value] of Object.entries(count)) sums[key] = (sums[key] ?? 0) + value;
+  return sums;
+}
+
 function medianBurst(rounds: BurstFigures[]): BurstFigures {
   const numeric = (key: Exclude<keyof BurstFigures, 'failures'>) => round2(median(rounds.map((round) => round[key])));
   return {
     completed: numeric('completed'),
     failed: numeric('failed'),
-    failures: rounds[rounds.length - 1]!.failures,
+    failures: sumCounts(rounds.map((round) => round.failures)),
     upstream_requests: numeric('upstream_requests'),
     upstream_429s: numeric('upstream_429s'),
     seconds_to_last_answer: numeric('seconds_to_last_answer'),

@@ -128,8 +128,9 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
     requests.push(body);
     const arrived = Date.now();
     requestTimes.push(arrived);
-    const limitedFor = options.rateLimit ? rateLimitWait(options.rateLimit, arrived) : 0;
-    const throttledFor = Math.max(throttle ? throttle.until - arrived : 0, limitedFor);
+    // A request refused by `throttleFor` does not count against `rateLimit`'s window.
+    const trippedFor = throttle ? throttle.until - arrived : 0;
+    const throttledFor = trippedFor > 0 ? trippedFor : options.rateLimit ? rateLimitWait(options.rateLimit, arrived) : 0;
     if (throttledFor > 0) {
       throttledCount++;
       notify();
@@ -140,8 +141,8 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
           : header === 'retry-after'
             ? { 'retry-after': String(Math.ceil(throttledFor / 1000)) }
             : { 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': `${throttledFor}ms` };
-      res.writeHead(429, { 'content-type': 'application/json', ...headers });
-      return res.end(JSON.stringify({ error: { message: 'Rate limit reached for requests.', type: 'requests', param: null, code: 'rate_limit_exceeded' } }));
+      for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+      return sendError(res, 429, 'Rate limit reached for requests.', 'requests', 'rate_limit_exceeded');
     }
     const invalidOrder = toolMessageOrderError(body.messages ?? []);
     if (invalidOrder) return sendJson(res, 400, { error: { ...invalidOrder, type: 'invalid_request_error', code: null } });

@@ -72,14 +72,14 @@ export class UpstreamGate {
   private spreadMs = 0;
 
   /** The upstream asked for `ms` of quiet from now; a longer hold already in place stays. */
-  hold(ms: number, now: number = Date.now()): void {
-    this.openAt = Math.max(this.openAt, now + ms);
+  hold(ms: number): void {
+    this.openAt = Math.max(this.openAt, Date.now() + ms);
     this.spreadMs = Math.min(ms, MAX_RELEASE_SPREAD_MS);
   }
 
   /** Milliseconds until calls may go out again (0 when open). */
-  remainingMs(now: number = Date.now()): number {
-    return Math.max(0, this.openAt - now);
+  remainingMs(): number {
+    return Math.max(0, this.openAt - Date.now());
   }
 
   /**
