@@ -119,7 +119,8 @@ async function main(): Promise<void> {
   const adapter: ModelAdapterKind = env.MODEL_ADAPTER ?? (env.MODEL_BASE_URL ? 'openai-compatible' : 'development');
   const modelConfig = { adapter, baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: env.DEV_MODEL_TOKEN_DELAY_MS };
   logger.info(describeModelAdapter(modelConfig), 'model adapter');
-  const model = createModelAdapter(modelConfig);
+  // With BullMQ, worker processes started beside the stack share its back-off holds.
+  const model = createModelAdapter(modelConfig, { peers: backend.signals });
   const runtime = new ResponsesRuntime({
     pool,
     backend,

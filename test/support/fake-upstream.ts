@@ -51,9 +51,10 @@ export interface FakeUpstream {
   /**
    * Acts as a tripped rate limiter for the next `windowMs`: every chat request arriving in that window
    * gets a 429 naming the time left in `header` (`retry-after-ms`, whole seconds in `retry-after`, or
-   * OpenAI's `x-ratelimit-reset-requests` with `x-ratelimit-remaining-requests: 0`).
+   * OpenAI's `x-ratelimit-reset-requests` with `x-ratelimit-remaining-requests: 0`). With `model`, only
+   * requests for that model are refused, as OpenAI meters each model's quota apart.
    */
-  throttleFor(windowMs: number, header?: ThrottleHeader): void;
+  throttleFor(windowMs: number, header?: ThrottleHeader, model?: string): void;
   /** Changes options for the following requests. */
   set(options: FakeUpstreamOptions): void;
   /** The next `count` chat requests get `status` with `body` (default: an OpenAI-style error object) and any extra `headers`. */
@@ -82,7 +83,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
   let scripts: Script[] = [];
   const requests: ChatCompletionCreateParams[] = [];
   const requestTimes: number[] = [];
-  let throttle: { until: number; header: ThrottleHeader } | undefined;
+  let throttle: { until: number; header: ThrottleHeader; model?: string } | undefined;
   let throttledCount = 0;
   /** When the requests `rateLimit` admitted arrived, oldest first. */
   let admitted: number[] = [];
@@ -129,7 +130,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
     const arrived = Date.now();
     requestTimes.push(arrived);
     // A request refused by `throttleFor` does not count against `rateLimit`'s window.
-    const trippedFor = throttle ? throttle.until - arrived : 0;
+    const trippedFor = throttle && (throttle.model === undefined || throttle.model === body.model) ? throttle.until - arrived : 0;
     const throttledFor = trippedFor > 0 ? trippedFor : options.rateLimit ? rateLimitWait(options.rateLimit, arrived) : 0;
     if (throttledFor > 0) {
       throttledCount++;
@@ -211,8 +212,8 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
     get throttledCount() {
       return throttledCount;
     },
-    throttleFor(windowMs, header = 'retry-after-ms') {
-      throttle = { until: Date.now() + windowMs, header };
+    throttleFor(windowMs, header = 'retry-after-ms', model) {
+      throttle = { until: Date.now() + windowMs, header, model };
     },
     set(next) {
       options = { ...options, ...next };

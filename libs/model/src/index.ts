@@ -1,6 +1,7 @@
 import { DevModelAdapter } from './dev-model';
 import { OpenAICompatibleAdapter } from './openai-compatible';
 import type { ModelAdapter } from './types';
+import type { UpstreamHoldPeers } from './upstream-backoff';
 
 export * from './types';
 export * from './chat-messages';
@@ -23,11 +24,14 @@ export interface ModelAdapterConfig {
   devTokenDelayMs: number;
 }
 
-/** The adapter the environment asks for: an OpenAI-compatible upstream, or the development model. */
-export function createModelAdapter(config: ModelAdapterConfig): ModelAdapter {
+/**
+ * The adapter the environment asks for: an OpenAI-compatible upstream, or the development model.
+ * `peers` (the queue backend's signals) shares the upstream's back-off holds between processes.
+ */
+export function createModelAdapter(config: ModelAdapterConfig, deps: { peers?: UpstreamHoldPeers } = {}): ModelAdapter {
   if (config.adapter === 'development') return new DevModelAdapter({ tokenDelayMs: config.devTokenDelayMs });
   if (!config.baseUrl) throw new Error('MODEL_BASE_URL is required with MODEL_ADAPTER=openai-compatible (or set MODEL_ADAPTER=development).');
-  return new OpenAICompatibleAdapter({ baseURL: config.baseUrl, apiKey: config.apiKey, timeoutMs: config.timeoutMs });
+  return new OpenAICompatibleAdapter({ baseURL: config.baseUrl, apiKey: config.apiKey, timeoutMs: config.timeoutMs, peers: deps.peers });
 }
 
 /** What to log at boot about the model: the adapter and the upstream without credentials. */

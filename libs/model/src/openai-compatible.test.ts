@@ -1,9 +1,12 @@
+import { EventEmitter } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startFakeUpstream, type FakeUpstream } from '@ic/test-support';
+import type { UpstreamHold } from '@ic/schemas';
 import { OpenAICompatibleAdapter } from './openai-compatible';
 import { assistant, baseParams, call, collect, output, rejection, request, textDeltas, user } from './test-helpers';
 import { ModelError, type ModelEvent } from './types';
+import type { UpstreamHoldPeers } from './upstream-backoff';
 
 let fake: FakeUpstream;
 /** Generous timeout, so that a loaded machine cannot turn ordinary tests into timeouts. */
@@ -263,7 +266,7 @@ describe('OpenAICompatibleAdapter errors', () => {
       expect(fake.throttledCount).toBe(1);
       expect(fake.requestTimes).toHaveLength(6);
       for (const arrived of fake.requestTimes.slice(1)) expect(arrived).toBeGreaterThanOrEqual(heldUntil);
-      expect(throttled.backoffRemainingMs).toBe(0);
+      expect(throttled.backoffRemainingMs('fake-model')).toBe(0);
     });
 
     it('lets a call cancelled while it waits go at once, without reaching the upstream', async () => {
@@ -282,16 +285,112 @@ describe('OpenAICompatibleAdapter errors', () => {
       fake.failNext(429, 1);
       const unnamed = await modelError(collect(throttled, request()));
       expect(unnamed).toMatchObject({ code: 'rate_limit_exceeded', retryAfterMs: undefined, throttled: false });
-      expect(throttled.backoffRemainingMs).toBe(0);
+      expect(throttled.backoffRemainingMs('fake-model')).toBe(0);
       await withRawUpstream(
         (_req, res) => void res.writeHead(500, { 'content-type': 'application/json', 'retry-after': '30' }).end('{"error":{"message":"boom"}}'),
         async (raw) => {
           const error = await modelError(collect(raw, request()));
           // The turn's own retry honours it; other calls are not held for one request's failure.
           expect(error).toMatchObject({ code: 'upstream_error', retryAfterMs: 30_000, throttled: false });
-          expect(raw.backoffRemainingMs).toBe(0);
+          expect(raw.backoffRemainingMs('fake-model')).toBe(0);
         },
       );
+    });
+
+    it("holds only the model whose quota a 429 named: another model's calls go out meanwhile", async () => {
+      fake.throttleFor(2000, 'retry-after-ms', 'model-a');
+      const refused = await modelError(collect(throttled, request({ model: 'model-a' })));
+      const heldUntil = fake.requestTimes[0]! + refused.retryAfterMs!;
+      const events = await collect(throttled, request({ model: 'model-b' }));
+      expect(done(events).finishReason).toBe('stop');
+      expect(fake.requestTimes[1]!).toBeLessThan(heldUntil);
+      expect(throttled.backoffRemainingMs('model-a')).toBeGreaterThan(0);
+      expect(throttled.backoffRemainingMs('model-b')).toBe(0);
+    });
+
+    it('holds every model for a 503 that names a wait (the server itself is overloaded)', async () => {
+      fake.failNext(503, 1, undefined, { 'retry-after-ms': '400' });
+      const refused = await modelError(collect(throttled, request({ model: 'model-a' })));
+      expect(refused).toMatchObject({ code: 'upstream_error', throttled: true });
+      const heldUntil = fake.requestTimes[0]! + refused.retryAfterMs!;
+      expect(done(await collect(throttled, request({ model: 'model-b' }))).finishReason).toBe('stop');
+      expect(fake.requestTimes[1]!).toBeGreaterThanOrEqual(heldUntil);
+    });
+
+    describe('shared with the other processes calling the upstream', () => {
+      /** Stands in for the queue backend's signals (its Redis channel is tested in libs/queue). */
+      function peerBus(): UpstreamHoldPeers & { published: UpstreamHold[] } {
+        const emitter = new EventEmitter();
+        const published: UpstreamHold[] = [];
+        return {
+          published,
+          async publishUpstreamHold(hold) {
+            published.push(hold);
+            emitter.emit('hold', hold);
+          },
+          onUpstreamHold(listener) {
+            emitter.on('hold', listener);
+            return () => emitter.off('hold', listener);
+          },
+        };
+      }
+      const peerOf = (peers: UpstreamHoldPeers, baseURL = fake.baseURL) => new OpenAICompatibleAdapter({ baseURL, apiKey: 'k', timeoutMs: 5000, peers });
+
+      it("holds a peer's calls after one process meets the limit, so the peer earns no 429 of its own", async () => {
+        const bus = peerBus();
+        const [first, second] = [peerOf(bus), peerOf(bus)];
+        try {
+          fake.throttleFor(400);
+          const refused = await modelError(collect(first, request()));
+          const heldUntil = fake.requestTimes[0]! + refused.retryAfterMs!;
+          expect(bus.published).toEqual([expect.objectContaining({ model: 'fake-model', ms: refused.retryAfterMs })]);
+          const results = await Promise.all(Array.from({ length: 3 }, () => collect(second, request())));
+          for (const events of results) expect(done(events).finishReason).toBe('stop');
+          expect(fake.throttledCount).toBe(1);
+          for (const arrived of fake.requestTimes.slice(1)) expect(arrived).toBeGreaterThanOrEqual(heldUntil);
+        } finally {
+          first.close();
+          second.close();
+        }
+      });
+
+      it('tells the peers once per hold, not once per refused call in flight', async () => {
+        const bus = peerBus();
+        const sharing = peerOf(bus);
+        try {
+          fake.throttleFor(3000);
+          // Five calls reach the upstream before its first refusal comes back: five 429s, one hold.
+          const refused = await Promise.all(Array.from({ length: 5 }, () => modelError(collect(sharing, request()))));
+          expect(refused.every((error) => error.throttled)).toBe(true);
+          expect(fake.throttledCount).toBe(5);
+          expect(bus.published).toHaveLength(1);
+        } finally {
+          sharing.close();
+        }
+      });
+
+      it("ignores a hold for another upstream, its own hold coming back, and any hold once closed", async () => {
+        const bus = peerBus();
+        const other = peerOf(bus, 'http://127.0.0.1:9/v1');
+        const closed = peerOf(bus);
+        closed.close();
+        const sharing = peerOf(bus);
+        try {
+          fake.throttleFor(3000);
+          await modelError(collect(sharing, request()));
+          expect(bus.published).toHaveLength(1);
+          expect(other.backoffRemainingMs('fake-model')).toBe(0);
+          expect(closed.backoffRemainingMs('fake-model')).toBe(0);
+          // Its own hold, heard back from the channel, neither extends nor re-publishes it.
+          const remaining = sharing.backoffRemainingMs('fake-model');
+          await bus.publishUpstreamHold({ ...bus.published[0]!, ms: 50_000 });
+          expect(sharing.backoffRemainingMs('fake-model')).toBeLessThanOrEqual(remaining);
+          expect(bus.published).toHaveLength(2);
+        } finally {
+          other.close();
+          sharing.close();
+        }
+      });
     });
   });
 

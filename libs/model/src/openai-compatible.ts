@@ -1,12 +1,14 @@
+import { createHash, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import { createParser } from 'eventsource-parser';
 import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import { toChatMessages, toChatRequestOptions } from './chat-messages';
 import { trace } from '@opentelemetry/api';
+import type { UpstreamHold } from '@ic/schemas';
 import { traceHttpClient, turnMetrics, type HttpClientCall } from '@ic/telemetry';
 import { ModelError, type FinishReason, type ModelAdapter, type ModelErrorCode, type ModelEvent, type ModelRequest } from './types';
-import { THROTTLING_STATUSES, UpstreamGate, upstreamBackoffMs } from './upstream-backoff';
+import { MAX_UPSTREAM_BACKOFF_MS, THROTTLING_STATUSES, UpstreamGates, upstreamBackoffMs, type UpstreamHoldPeers } from './upstream-backoff';
 
 export interface OpenAICompatibleConfig {
   /** Base URL including the version prefix, e.g. `http://127.0.0.1:11434/v1`. */
@@ -14,6 +16,8 @@ export interface OpenAICompatibleConfig {
   apiKey: string;
   /** Idle timeout: give up when no response or chunk arrives for this long (MODEL_TIMEOUT_MS). */
   timeoutMs: number;
+  /** The other processes calling this upstream: they hear our holds and we hear theirs. */
+  peers?: UpstreamHoldPeers;
 }
 
 type Usage = Extract<ModelEvent, { type: 'done' }>['usage'];
@@ -63,8 +67,14 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   private readonly timeoutMs: number;
   private readonly agent: http.Agent;
   private readonly transport: typeof http | typeof https;
-  /** Closed while the upstream has asked us to back off (429/503 with a wait): no call of this process goes out. */
-  private readonly gate = new UpstreamGate();
+  /** Closed while the upstream has asked us to back off (429/503 with a wait): no such call of this process goes out. */
+  private readonly gates = new UpstreamGates();
+  private readonly peers: UpstreamHoldPeers | undefined;
+  private readonly stopHearingPeers: () => void;
+  /** This adapter, as the origin of the holds it shares. */
+  private readonly holdOrigin = randomUUID();
+  /** This upstream, as holds name it; the URL itself stays out of Redis. */
+  private readonly upstreamDigest: string;
 
   constructor(config: OpenAICompatibleConfig) {
     this.baseURL = config.baseURL.replace(/\/+$/, '');
@@ -73,6 +83,9 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     this.timeoutMs = config.timeoutMs;
     this.transport = this.endpoint.protocol === 'https:' ? https : http;
     this.agent = new this.transport.Agent({ keepAlive: true });
+    this.upstreamDigest = createHash('sha256').update(this.baseURL).digest('hex').slice(0, 16);
+    this.peers = config.peers;
+    this.stopHearingPeers = this.peers?.onUpstreamHold((hold) => this.heardHold(hold)) ?? (() => undefined);
   }
 
   /** Upstream connections kept alive for the next call. */
@@ -80,21 +93,35 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     return Object.values(this.agent.freeSockets).reduce((sum, sockets) => sum + (sockets?.length ?? 0), 0);
   }
 
-  /** Closes idle upstream connections (shutdown, tests). */
+  /** Closes idle upstream connections and stops hearing peers' holds (shutdown, tests). */
   close(): void {
     this.agent.destroy();
+    this.stopHearingPeers();
   }
 
-  /** Milliseconds new calls still wait because the upstream asked us to back off (0 when none). */
-  get backoffRemainingMs(): number {
-    return this.gate.remainingMs();
+  /** Milliseconds new calls to `model` still wait because the upstream asked us (or a peer) to back off (0 when none). */
+  backoffRemainingMs(model: string): number {
+    return this.gates.remainingMs(model);
+  }
+
+  /** A throttled answer: hold our calls, and tell the peers when the hold is news to them. */
+  private hold(model: string | null, ms: number): void {
+    if (!this.gates.hold(model, ms) || !this.peers) return;
+    const hold: UpstreamHold = { origin: this.holdOrigin, upstream: this.upstreamDigest, model, ms };
+    // Best effort: a peer that does not hear it meets the limit itself and holds its own gate.
+    this.peers.publishUpstreamHold(hold).catch(() => undefined);
+  }
+
+  private heardHold(hold: UpstreamHold): void {
+    if (hold.origin === this.holdOrigin || hold.upstream !== this.upstreamDigest) return;
+    this.gates.hold(hold.model, Math.min(hold.ms, MAX_UPSTREAM_BACKOFF_MS));
   }
 
   async *stream(request: ModelRequest): AsyncGenerator<ModelEvent> {
     if (request.signal.aborted) throw cancelled();
     // Before the idle timer starts: waiting out a back-off is not the upstream going quiet.
     // (Checked first so that the usual open gate costs the turn no extra await.)
-    if (this.gate.remainingMs() > 0) await this.gate.pass(request.signal, cancelled);
+    if (this.gates.remainingMs(request.model) > 0) await this.gates.pass(request.model, request.signal, cancelled);
     const messages = toChatMessages(request.instructions, request.items);
 
     // One controller for the upstream call, aborted by the caller's signal or by the idle timer.
@@ -127,7 +154,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
         stream_options: { include_usage: true },
       });
       call = traceHttpClient('POST', this.endpoint);
-      const response = await this.post(body, controller.signal, call);
+      const response = await this.post(body, request.model, controller.signal, call);
       const chunks = readChunks(response, controller.signal);
       for (;;) {
         // The timer only runs while we wait on the upstream, not while our consumer handles an event.
@@ -197,7 +224,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
    * and the body's message otherwise. A kept-alive connection the upstream closed just as we reused it
    * fails before any answer (`reusedSocket`): that request is sent once more on a fresh connection.
    */
-  private post(body: string, signal: AbortSignal, call: HttpClientCall, retried = false): Promise<http.IncomingMessage> {
+  private post(body: string, model: string, signal: AbortSignal, call: HttpClientCall, retried = false): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
       const req = this.transport.request(this.endpoint, {
         method: 'POST',
@@ -216,7 +243,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
       req.on('error', (error: NodeJS.ErrnoException) => {
         signal.removeEventListener('abort', onAbort);
         if (answered) return; // the response stream reports it
-        if (!retried && req.reusedSocket && error.code === 'ECONNRESET' && !signal.aborted) resolve(this.post(body, signal, call, true));
+        if (!retried && req.reusedSocket && error.code === 'ECONNRESET' && !signal.aborted) resolve(this.post(body, model, signal, call, true));
         else reject(new UpstreamConnectionError(error));
       });
       req.on('response', (response) => {
@@ -229,8 +256,9 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
         else {
           const backoffMs = upstreamBackoffMs(status, response.headers);
           if (backoffMs !== undefined && THROTTLING_STATUSES.has(status)) {
-            // Before the body is read, so calls starting meanwhile already wait.
-            this.gate.hold(backoffMs);
+            // Before the body is read, so calls starting meanwhile already wait. A 429 is the model's
+            // quota (metered per model); a 503 is the whole server.
+            this.hold(status === 429 ? model : null, backoffMs);
             turnMetrics().upstreamThrottled.add(1, { status: String(status) });
           }
           const dropOnAbort = () => response.destroy(abortError());

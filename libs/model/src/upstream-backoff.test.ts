@@ -1,4 +1,4 @@
-import { MAX_UPSTREAM_BACKOFF_MS, UpstreamGate, upstreamBackoffMs } from './upstream-backoff';
+import { MAX_UPSTREAM_BACKOFF_MS, UpstreamGate, UpstreamGates, upstreamBackoffMs } from './upstream-backoff';
 import { rejection } from './test-helpers';
 
 describe('upstreamBackoffMs: the wait an error answer asks for', () => {
@@ -80,6 +80,14 @@ describe('UpstreamGate', () => {
     expect(order).toEqual(['passed', 'next turn of the event loop']);
   });
 
+  it('says whether a hold is news: it closed the gate, or put the opening at least a second later', () => {
+    const gate = new UpstreamGate();
+    expect(gate.hold(5000)).toBe(true); // closed an open gate
+    expect(gate.hold(5000)).toBe(false); // the same answer again, from a call that was already in flight
+    expect(gate.hold(1000)).toBe(false); // shorter: the hold in place stays
+    expect(gate.hold(7000)).toBe(true); // ≈ 2 s later than the hold in place
+  });
+
   it('gives up at once when the caller aborts', async () => {
     const gate = new UpstreamGate();
     gate.hold(10_000);
@@ -89,5 +97,33 @@ describe('UpstreamGate', () => {
     const error = await rejection(gate.pass(controller.signal, () => new Error('cancelled while waiting')));
     expect((error as Error).message).toBe('cancelled while waiting');
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+});
+
+describe('UpstreamGates', () => {
+  const never = new AbortController().signal;
+
+  it("holds only the model a 429 named, and every model for a 503's hold (model null)", async () => {
+    const gates = new UpstreamGates();
+    gates.hold('gpt-4o', 10_000);
+    expect(gates.remainingMs('gpt-4o')).toBeGreaterThan(9000);
+    expect(gates.remainingMs('gpt-4o-mini')).toBe(0);
+    gates.hold(null, 150);
+    expect(gates.remainingMs('gpt-4o-mini')).toBeGreaterThan(100);
+    expect(gates.remainingMs('gpt-4o')).toBeGreaterThan(9000); // the longer of the two
+    const started = Date.now();
+    await gates.pass('gpt-4o-mini', never, () => new Error('aborted'));
+    expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+    expect(gates.remainingMs('gpt-4o-mini')).toBe(0);
+    expect(gates.remainingMs('gpt-4o')).toBeGreaterThan(8000);
+  });
+
+  it('waits out both gates when both are closed', async () => {
+    const gates = new UpstreamGates();
+    gates.hold(null, 60);
+    gates.hold('m', 160);
+    const started = Date.now();
+    await gates.pass('m', never, () => new Error('aborted'));
+    expect(Date.now() - started).toBeGreaterThanOrEqual(150);
   });
 });

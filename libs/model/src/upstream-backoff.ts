@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import type { UpstreamHold } from '@ic/schemas';
 import { abortableDelay } from './abortable-delay';
 
 /**
@@ -71,10 +72,17 @@ export class UpstreamGate {
   private openAt = 0;
   private spreadMs = 0;
 
-  /** The upstream asked for `ms` of quiet from now; a longer hold already in place stays. */
-  hold(ms: number): void {
-    this.openAt = Math.max(this.openAt, Date.now() + ms);
+  /**
+   * The upstream asked for `ms` of quiet from now; a longer hold already in place stays. Returns whether
+   * the hold is news: it closed an open gate, or moved its opening at least a release spread later (the
+   * calls already in flight when the gate closed bring more of the same answer, a few ms apart).
+   */
+  hold(ms: number): boolean {
+    const now = Date.now();
+    const before = this.openAt;
+    this.openAt = Math.max(before, now + ms);
     this.spreadMs = Math.min(ms, MAX_RELEASE_SPREAD_MS);
+    return before <= now || this.openAt - before >= MAX_RELEASE_SPREAD_MS;
   }
 
   /** Milliseconds until calls may go out again (0 when open). */
@@ -92,4 +100,51 @@ export class UpstreamGate {
       await abortableDelay(remaining + Math.floor(random() * this.spreadMs), signal, onAbort);
     }
   }
+}
+
+/**
+ * The gates of one upstream. A 429 holds only the model it named: OpenAI and Azure OpenAI meter
+ * requests and tokens per model (per deployment), so one model's exhausted quota says nothing about
+ * the others. A 503 holds every call: the server itself is overloaded.
+ */
+export class UpstreamGates {
+  private readonly everyModel = new UpstreamGate();
+  private readonly byModel = new Map<string, UpstreamGate>();
+
+  /** Holds `model`'s calls (every call when null) for `ms`; returns UpstreamGate.hold's "is news". */
+  hold(model: string | null, ms: number): boolean {
+    if (model === null) return this.everyModel.hold(ms);
+    // Open gates go, so the map holds only the models being throttled now.
+    for (const [name, gate] of this.byModel) if (gate.remainingMs() === 0) this.byModel.delete(name);
+    let gate = this.byModel.get(model);
+    if (!gate) this.byModel.set(model, (gate = new UpstreamGate()));
+    return gate.hold(ms);
+  }
+
+  /** Milliseconds until a call to `model` may go out (0 when open). */
+  remainingMs(model: string): number {
+    const everyModel = this.everyModel.remainingMs();
+    if (this.byModel.size === 0) return everyModel;
+    return Math.max(everyModel, this.byModel.get(model)?.remainingMs() ?? 0);
+  }
+
+  /** Resolves once both the model's gate and the upstream's are open (UpstreamGate.pass, one after the other). */
+  async pass(model: string, signal: AbortSignal, onAbort: () => Error): Promise<void> {
+    for (;;) {
+      const modelGate = this.byModel.get(model);
+      const closed = this.everyModel.remainingMs() > 0 ? this.everyModel : modelGate && modelGate.remainingMs() > 0 ? modelGate : undefined;
+      if (!closed) return;
+      await closed.pass(signal, onAbort);
+    }
+  }
+}
+
+/**
+ * How processes sharing an upstream hear each other's holds (the queue backend's signals). A worker
+ * that meets a 429 closes the gate of every worker pod, instead of each pod spending its own calls to
+ * learn the same thing, and again at every reopening.
+ */
+export interface UpstreamHoldPeers {
+  publishUpstreamHold(hold: UpstreamHold): Promise<void>;
+  onUpstreamHold(listener: (hold: UpstreamHold) => void): () => void;
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { BullMQOtel } from 'bullmq-otel';
 import { z } from 'zod';
-import { jobCatalog, RunId, type JobName, type JobPayload } from '@ic/schemas';
+import { jobCatalog, RunId, UpstreamHold, type JobName, type JobPayload } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
 import { RedisKeys } from './keys';
 import { createRedis, waitUntilReady, type Redis, type RedisTarget } from './redis';
@@ -88,13 +88,14 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
     },
   };
 
-  const signals = new RedisSignals(producer, subscriber, keys);
+  const signals = new RedisSignals(producer, logger, keys);
   const events = new RedisEventLog(producer, subscriber, keys, options.maxEventsPerRun ?? 20000);
+  const signalChannels = new Set(signals.channels);
   subscriber.on('message', (channel: string, message: string) => {
-    if (channel === signals.channel) signals.dispatch(message);
+    if (signalChannels.has(channel)) signals.dispatch(channel, message);
     else events.dispatch(channel, message);
   });
-  await subscriber.subscribe(signals.channel);
+  await subscriber.subscribe(...signals.channels);
 
   return {
     kind: 'bullmq',
@@ -514,18 +515,30 @@ class RedisCursor implements EventCursor {
 
 class RedisSignals implements RunSignals {
   readonly channel: string;
+  readonly upstreamHoldChannel: string;
   private readonly emitter = new EventEmitter().setMaxListeners(0);
 
   constructor(
     private readonly redis: Redis,
-    _subscriber: Redis,
+    private readonly logger: Logger,
     keys: RedisKeys,
   ) {
     this.channel = keys.cancelChannel();
+    this.upstreamHoldChannel = keys.upstreamHoldChannel();
   }
 
-  dispatch(runId: string): void {
-    if (RunId.safeParse(runId).success) this.emitter.emit('cancel', runId);
+  get channels(): string[] {
+    return [this.channel, this.upstreamHoldChannel];
+  }
+
+  dispatch(channel: string, message: string): void {
+    if (channel === this.channel) {
+      if (RunId.safeParse(message).success) this.emitter.emit('cancel', message);
+      return;
+    }
+    const hold = parseUpstreamHold(message);
+    if (hold) this.emitter.emit('upstream-hold', hold);
+    else this.logger.warn({ channel }, 'ignored a malformed upstream hold');
   }
 
   async publishCancel(runId: string): Promise<void> {
@@ -535,5 +548,23 @@ class RedisSignals implements RunSignals {
   onCancel(listener: (runId: string) => void): () => void {
     this.emitter.on('cancel', listener);
     return () => this.emitter.off('cancel', listener);
+  }
+
+  async publishUpstreamHold(hold: UpstreamHold): Promise<void> {
+    await this.redis.publish(this.upstreamHoldChannel, JSON.stringify(UpstreamHold.parse(hold)));
+  }
+
+  onUpstreamHold(listener: (hold: UpstreamHold) => void): () => void {
+    this.emitter.on('upstream-hold', listener);
+    return () => this.emitter.off('upstream-hold', listener);
+  }
+}
+
+function parseUpstreamHold(message: string): UpstreamHold | null {
+  try {
+    const parsed = UpstreamHold.safeParse(JSON.parse(message));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
   }
 }

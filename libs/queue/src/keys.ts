@@ -8,6 +8,7 @@
  *   ic:{run_…}:log                                        its attempt fence and closed flag (same slot: one Lua script uses both)
  *   ic:{run_…}:appended                                   its wake-up channel
  *   ic:signals:cancel                                     cancel broadcasts (one channel, no key)
+ *   ic:signals:upstream-hold                              model upstream back-off holds shared between processes
  *
  * Pub/sub uses plain PUBLISH/SUBSCRIBE, which a cluster relays to every node: a subscriber on any node
  * hears every run's wake-ups, at the cost of cluster-bus traffic per event batch.
@@ -40,5 +41,9 @@ export class RedisKeys {
 
   cancelChannel(): string {
     return `${this.prefix}:signals:cancel`;
+  }
+
+  upstreamHoldChannel(): string {
+    return `${this.prefix}:signals:upstream-hold`;
   }
 }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { jobCatalog, type JobName, type JobPayload } from '@ic/schemas';
+import { jobCatalog, type JobName, type JobPayload, type UpstreamHold } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
 import {
   RetryLater,
@@ -280,5 +280,12 @@ class MemorySignals implements RunSignals {
   onCancel(listener: (runId: string) => void): () => void {
     this.emitter.on('cancel', listener);
     return () => this.emitter.off('cancel', listener);
+  }
+  async publishUpstreamHold(hold: UpstreamHold): Promise<void> {
+    this.emitter.emit('upstream-hold', hold);
+  }
+  onUpstreamHold(listener: (hold: UpstreamHold) => void): () => void {
+    this.emitter.on('upstream-hold', listener);
+    return () => this.emitter.off('upstream-hold', listener);
   }
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { JobName, JobPayload } from '@ic/schemas';
+import type { JobName, JobPayload, UpstreamHold } from '@ic/schemas';
 
 /** One Responses streaming event as stored and relayed; `sequence_number` counts from 0 per run. */
 export const StreamEvent = z.object({ type: z.string().min(1), sequence_number: z.number().int().min(0) }).passthrough();
@@ -139,10 +139,15 @@ export interface RunEventLog {
   expire(runId: string, ttlSeconds: number): Promise<void>;
 }
 
-/** Cross-process notification that a run should stop (cancel). */
+/**
+ * Cross-process notifications: a run should stop (cancel); the model upstream asked one process to
+ * back off (UpstreamHold, which every process calling that upstream honours: libs/model UpstreamHoldPeers).
+ */
 export interface RunSignals {
   publishCancel(runId: string): Promise<void>;
   onCancel(listener: (runId: string) => void): () => void;
+  publishUpstreamHold(hold: UpstreamHold): Promise<void>;
+  onUpstreamHold(listener: (hold: UpstreamHold) => void): () => void;
 }
 
 export interface QueueBackend {

@@ -22,3 +22,19 @@ export const jobCatalog = {
 
 export type JobName = keyof typeof jobCatalog;
 export type JobPayload<N extends JobName> = z.infer<(typeof jobCatalog)[N]['schema']>;
+
+/**
+ * A back-off hold one process shares with the others calling the same model upstream (a pub/sub
+ * signal, not a job: it is parsed when it comes out of Redis all the same).
+ */
+export const UpstreamHold = z.object({
+  /** The adapter that met the answer: it ignores its own hold when the broadcast comes back. */
+  origin: z.string().min(1).max(64),
+  /** Which upstream (a digest of its base URL): a process calling another one ignores the hold. */
+  upstream: z.string().min(1).max(64),
+  /** The model whose limit tripped (a 429), or null for every call (a 503). */
+  model: z.string().min(1).max(512).nullable(),
+  /** Milliseconds of quiet, counted from when the hold was sent. */
+  ms: z.number().int().positive(),
+});
+export type UpstreamHold = z.infer<typeof UpstreamHold>;

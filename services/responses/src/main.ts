@@ -43,7 +43,8 @@ async function main(): Promise<void> {
     backend,
     authenticator,
     logger,
-    model: createModelAdapter(modelConfig),
+    // Every process calling the upstream shares its back-off holds (a 429 met by one worker holds them all).
+    model: createModelAdapter(modelConfig, { peers: backend.signals }),
     resolveModel: (name) => resolveUpstreamModel(name, env.MODEL_MAP),
     eventsTtlSeconds: env.RUN_EVENTS_TTL_SECONDS,
     finishedEventsTtlSeconds: env.RUN_EVENTS_FINISHED_TTL_SECONDS,

@@ -25,7 +25,8 @@ async function main(): Promise<void> {
     await backend.ping();
   };
   await ready();
-  const model = modelConfig ? createModelAdapter(modelConfig) : undefined;
+  // The titler calls the same upstream as the turn workers: it hears their back-off holds and they hear its.
+  const model = modelConfig ? createModelAdapter(modelConfig, { peers: backend.signals }) : undefined;
   const handler = createTitleHandler({
     pool,
     logger,
