@@ -1,6 +1,6 @@
 /**
  * The deployed shape, as separate processes the way Kubernetes runs them: api-gateway, responses
- * (api), responses (worker) and titler, sharing PostgreSQL and Redis; requests go to the gateway or
+ * (api), two responses (worker) and titler, sharing PostgreSQL and Redis; requests go to the gateway or
  * the responses API by path, as the Ingress routes them.
  */
 import OpenAI from 'openai';
@@ -47,6 +47,7 @@ describe('services as separate processes', () => {
     start('api-gateway', { PORT: String(gatewayPort) });
     start('responses', { RESPONSES_ROLE: 'api', PORT: String(responsesPort) });
     start('responses', { RESPONSES_ROLE: 'worker' });
+    start('responses', { RESPONSES_ROLE: 'worker' });
     start('titler', {});
     for (const port of [gatewayPort, responsesPort]) await waitUntilReady(port, 15000);
   });
@@ -56,7 +57,7 @@ describe('services as separate processes', () => {
     await deleteRedisKeys(process.env.REDIS_URL!, prefix);
     await upstream.close();
     await db.drop();
-    expect(codes).toEqual([143, 143, 143, 143]); // every process drains and exits on SIGTERM
+    expect(codes).toEqual([143, 143, 143, 143, 143]); // every process drains and exits on SIGTERM
   });
 
   it('creates on the gateway, runs turns through the responses API and workers, and titles through the titler', async () => {
@@ -73,5 +74,21 @@ describe('services as separate processes', () => {
     expect(items.data.map((item) => item.id)).toEqual([`${first.id}.i0`, `${first.id}.o`, `${streamed.id}.i0`, `${streamed.id}.o`]);
     const title = await eventually(async () => ((await gateway.conversations.retrieve(conversation.id)) as unknown as { title: string | null }).title ?? undefined);
     expect(title).toBe('Which services are running?');
+  });
+
+  it("holds every worker's model calls once one worker meets the upstream's rate limit", async () => {
+    const responses = new OpenAI({ apiKey: seeded.smithToken, baseURL: `http://127.0.0.1:${responsesPort}/v1`, maxRetries: 0 });
+    upstream.reset();
+    const heldUntil = Date.now() + 1500;
+    upstream.throttleFor(1500);
+    const turn = () => responses.responses.create({ model: '', input: 'burst' });
+    const first = turn();
+    await eventually(async () => (upstream.throttledCount === 1 ? true : undefined));
+    // Spread over both worker processes by the queue: without the shared hold, the worker that has
+    // not met the limit yet sends its turns straight into it.
+    const rest = await Promise.all(Array.from({ length: 8 }, turn));
+    for (const response of [await first, ...rest]) expect(response.status).toBe('completed');
+    expect(upstream.throttledCount).toBe(1);
+    for (const arrived of upstream.requestTimes.slice(1)) expect(arrived).toBeGreaterThanOrEqual(heldUntil);
   });
 });
