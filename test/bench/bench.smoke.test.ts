@@ -62,7 +62,13 @@ describe('npm run bench --quick', () => {
     expect(limited.bullmq.upstream_429s).toBeGreaterThan(0);
     expect(limited.bullmq.upstream_requests).toBe(6 + limited.bullmq.upstream_429s);
     expect(limited.bullmq.seconds_to_last_answer).toBeGreaterThanOrEqual(limited.least_seconds_the_limit_allows);
-    expect(summary.filter((line) => line.startsWith('upstream-limit: '))).toHaveLength(1);
+    // The same with a worker process beside the stack.
+    const several = limited.worker_processes;
+    expect(several.processes).toBe(2);
+    expect(several.bullmq).toMatchObject({ completed: 6, failed: 0 });
+    expect(several.bullmq.upstream_requests).toBe(6 + several.bullmq.upstream_429s);
+    expect(several.bullmq.seconds_to_last_answer).toBeGreaterThanOrEqual(limited.least_seconds_the_limit_allows);
+    expect(summary.filter((line) => line.startsWith('upstream-limit: '))).toHaveLength(2);
   });
 
   it('takes the median of each figure across runs', () => {

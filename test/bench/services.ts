@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createTestDatabase, deleteRedisKeys, freePort, type TestDatabase } from '@ic/test-support';
+import { createTestDatabase, deleteRedisKeys, freePort, spawnService, type TestDatabase } from '@ic/test-support';
 import { SCRIPTS, startChild, waitUntilReady, type BenchChild } from './children';
 import { isUpstreamReady, type UpstreamReady } from './harness';
 
@@ -92,6 +92,37 @@ export async function startBenchStack(options: StackOptions): Promise<BenchStack
     },
   };
 }
+
+/**
+ * `count` turn worker processes (services/responses in the worker role) beside a BullMQ stack, on its
+ * database and queue: the deployed shape of several worker pods. `root` names another checkout whose
+ * build they run (the compared stack's), this one's by default.
+ */
+export async function startBenchWorkers(stack: BenchStack, count: number, options: { modelBaseUrl: string; root?: string }): Promise<{ close(): Promise<void> }> {
+  if (!stack.redis) throw new Error(`${stack.name} has no Redis queue for worker processes to share`);
+  const env = {
+    DATABASE_URL: stack.db.url,
+    REDIS_URL: stack.redis.url,
+    REDIS_PREFIX: stack.redis.prefix,
+    RESPONSES_ROLE: 'worker',
+    MODEL_BASE_URL: options.modelBaseUrl,
+    MODEL_API_KEY: 'bench',
+    HEALTH_PORT: '0',
+    LOG_LEVEL: 'info', // 'turn worker started' says it is taking turns
+  };
+  const workers = Array.from({ length: count }, () => spawnService('responses', env, { root: options.root }));
+  const close = async () => void (await Promise.all(workers.map((worker) => worker.stop())));
+  try {
+    await Promise.all(workers.map((worker) => worker.waitForLog('turn worker started', 60000)));
+  } catch (error) {
+    await close();
+    throw error;
+  }
+  return { close };
+}
+
+/** The checkout a BENCH_COMPARE_STACK script belongs to (its deploy/dist/stack.js is two levels down). */
+export const comparedRoot = (stackScript: string): string => path.resolve(path.dirname(stackScript), '../..');
 
 export interface BenchServer {
   name: string;

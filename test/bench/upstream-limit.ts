@@ -2,18 +2,20 @@
  * A burst of turns against a model upstream with a requests-per-second limit (OpenAI's RPM limit in
  * miniature: a 429 with `retry-after-ms` once the window is full). Counts the turns that complete and
  * fail, the 429s the upstream had to answer, and how long the burst took against the least the limit
- * allows. The single-process stack with BullMQ; with BENCH_COMPARE_STACK another build (e.g. the one
- * before a change) runs the same bursts in alternating rounds as `compared`. The limited upstream runs
- * in this process: the figures here are counts and wall time, not CPU.
+ * allows. The single-process stack with BullMQ, then the same stack with worker processes beside it
+ * (the deployed shape of several worker pods, which must share what the upstream told one of them);
+ * with BENCH_COMPARE_STACK another build (e.g. the one before a change) runs the same bursts in
+ * alternating rounds as `compared`, with its own build's workers. The limited upstream runs in this
+ * process: the figures here are counts and wall time, not CPU.
  */
 import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
 import { startFakeUpstream } from '@ic/test-support';
 import { median, percentile, round2, roundOrders, type BenchOptions } from './harness';
-import { comparedStackScript, startBenchStack, type BenchStack } from './services';
+import { comparedRoot, comparedStackScript, startBenchStack, startBenchWorkers, type BenchStack } from './services';
 
-const FULL = { turns: 200, requestsPerWindow: 10, windowMs: 1000, rounds: 2 };
-const QUICK = { turns: 6, requestsPerWindow: 2, windowMs: 300, rounds: 1 };
+const FULL = { turns: 200, requestsPerWindow: 10, windowMs: 1000, rounds: 2, extraWorkers: 3 };
+const QUICK = { turns: 6, requestsPerWindow: 2, windowMs: 300, rounds: 1, extraWorkers: 1 };
 
 interface BurstFigures {
   completed: number;
@@ -85,15 +87,29 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
         : undefined,
     ]);
     const sides = compared ? [ours, compared] : [ours];
-    const rounds = new Map<BenchStack, BurstFigures[]>(sides.map((stack) => [stack, []]));
-    for (const order of roundOrders(sides, sizes.rounds, options.quick)) {
-      for (const stack of order) {
-        upstream.reset(); // an empty window and fresh counts for each burst
-        // The window the previous burst filled must have passed, so each burst starts from a full allowance.
-        await new Promise((resolve) => setTimeout(resolve, sizes.windowMs));
-        const figures = await burst(stack, sizes.turns);
-        rounds.get(stack)!.push({ ...figures, upstream_requests: upstream.requests.length, upstream_429s: upstream.throttledCount });
+    const measure = async () => {
+      const rounds = new Map<BenchStack, BurstFigures[]>(sides.map((stack) => [stack, []]));
+      for (const order of roundOrders(sides, sizes.rounds, options.quick)) {
+        for (const stack of order) {
+          upstream.reset(); // an empty window and fresh counts for each burst
+          // The window the previous burst filled must have passed, so each burst starts from a full allowance.
+          await new Promise((resolve) => setTimeout(resolve, sizes.windowMs));
+          const figures = await burst(stack, sizes.turns);
+          rounds.get(stack)!.push({ ...figures, upstream_requests: upstream.requests.length, upstream_429s: upstream.throttledCount });
+        }
       }
+      return rounds;
+    };
+    const single = await measure();
+    // The same bursts with worker processes beside each stack: turns spread over several processes.
+    const workers = await Promise.all(
+      sides.map((stack) => startBenchWorkers(stack, sizes.extraWorkers, { modelBaseUrl: upstream.baseURL, root: stack === compared ? comparedRoot(compareScript!) : undefined })),
+    );
+    let several: Map<BenchStack, BurstFigures[]>;
+    try {
+      several = await measure();
+    } finally {
+      await Promise.all(workers.map((pool) => pool.close()));
     }
     const windows = Math.ceil(sizes.turns / sizes.requestsPerWindow);
     return {
@@ -103,8 +119,13 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       turns: sizes.turns,
       limit: { requests: sizes.requestsPerWindow, window_ms: sizes.windowMs },
       least_seconds_the_limit_allows: round2(((windows - 1) * sizes.windowMs) / 1000),
-      bullmq: medianBurst(rounds.get(ours)!),
-      ...(compared ? { compared: medianBurst(rounds.get(compared)!) } : {}),
+      bullmq: medianBurst(single.get(ours)!),
+      ...(compared ? { compared: medianBurst(single.get(compared)!) } : {}),
+      worker_processes: {
+        processes: sizes.extraWorkers + 1,
+        bullmq: medianBurst(several.get(ours)!),
+        ...(compared ? { compared: medianBurst(several.get(compared)!) } : {}),
+      },
     };
   } finally {
     await Promise.all(stacks.map((stack) => stack.close()));
@@ -115,12 +136,15 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
 export function summarize(result: Record<string, unknown>): string[] {
   const least = result.least_seconds_the_limit_allows as number;
   const turns = result.turns as number;
-  return (['bullmq', 'compared'] as const).flatMap((side) => {
-    const figures = result[side] as BurstFigures | undefined;
-    if (!figures) return [];
-    return [
-      `${side}: ${figures.completed}/${turns} turns completed under the upstream's limit (${figures.failed} failed), ` +
-        `${figures.upstream_429s} 429s, last answer after ${figures.seconds_to_last_answer} s (the limit allows ${least} s)`,
-    ];
-  });
+  const several = result.worker_processes as Record<string, unknown> & { processes: number };
+  const lines = (figuresOf: Record<string, unknown>, shape: string) =>
+    (['bullmq', 'compared'] as const).flatMap((side) => {
+      const figures = figuresOf[side] as BurstFigures | undefined;
+      if (!figures) return [];
+      return [
+        `${side}, ${shape}: ${figures.completed}/${turns} turns completed under the upstream's limit (${figures.failed} failed), ` +
+          `${figures.upstream_429s} 429s, last answer after ${figures.seconds_to_last_answer} s (the limit allows ${least} s)`,
+      ];
+    });
+  return [...lines(result, 'one process'), ...lines(several, `${several.processes} worker processes`)];
 }

@@ -39,9 +39,10 @@ export interface ServiceProcess {
 
 /**
  * Starts a service with exactly `env` (plus PATH); stderr is inherited so a crash shows in the test output.
+ * `root`: another checkout's build of the service (a benchmark's before/after), this one's by default.
  */
-export function spawnService(name: ServiceName, env: Record<string, string | undefined>): ServiceProcess {
-  const child = spawn(process.execPath, [path.join(ROOT, SERVICE_ENTRIES[name])], {
+export function spawnService(name: ServiceName, env: Record<string, string | undefined>, options: { root?: string } = {}): ServiceProcess {
+  const child = spawn(process.execPath, [path.join(options.root ?? ROOT, SERVICE_ENTRIES[name])], {
     env: { PATH: process.env.PATH, LOG_LEVEL: 'error', ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
