@@ -3,7 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 
-const ROOT = path.resolve(__dirname, '../..');
+// test/support under jest, test/dist/support when compiled (the benchmarks).
+const ROOT = path.resolve(__dirname, path.basename(path.dirname(__dirname)) === 'dist' ? '../../..' : '../..');
 
 export const SERVICE_ENTRIES = {
   'api-gateway': 'services/api-gateway/dist/main.js',
