@@ -60,13 +60,15 @@ describe('npm run bench --quick', () => {
     // 6 turns against 2 requests per 300 ms: some must have been refused, and none may fail for it.
     expect(limited.bullmq).toMatchObject({ completed: 6, failed: 0 });
     expect(limited.bullmq.upstream_429s).toBeGreaterThan(0);
-    expect(limited.bullmq.upstream_requests).toBe(6 + limited.bullmq.upstream_429s);
+    expect(limited.bullmq.upstream_requests).toBe(6 + 2 + limited.bullmq.upstream_429s); // and the other model's 2
     expect(limited.bullmq.seconds_to_last_answer).toBeGreaterThanOrEqual(limited.least_seconds_the_limit_allows);
+    expect(limited.bullmq.other_model_failed).toBe(0); // its own window: never refused
+    expect(limited.bullmq.other_model_turn_seconds_p50).toBeGreaterThan(0);
     // The same with a worker process beside the stack.
     const several = limited.worker_processes;
     expect(several.processes).toBe(2);
     expect(several.bullmq).toMatchObject({ completed: 6, failed: 0 });
-    expect(several.bullmq.upstream_requests).toBe(6 + several.bullmq.upstream_429s);
+    expect(several.bullmq.upstream_requests).toBe(6 + 2 + several.bullmq.upstream_429s); // and the other model's 2
     expect(several.bullmq.seconds_to_last_answer).toBeGreaterThanOrEqual(limited.least_seconds_the_limit_allows);
     expect(summary.filter((line) => line.startsWith('upstream-limit: '))).toHaveLength(2);
   });

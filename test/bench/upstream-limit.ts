@@ -14,8 +14,8 @@ import { startFakeUpstream } from '@ic/test-support';
 import { median, percentile, round2, roundOrders, type BenchOptions } from './harness';
 import { comparedRoot, comparedStackScript, startBenchStack, startBenchWorkers, type BenchStack } from './services';
 
-const FULL = { turns: 200, requestsPerWindow: 10, windowMs: 1000, rounds: 2, extraWorkers: 3 };
-const QUICK = { turns: 6, requestsPerWindow: 2, windowMs: 300, rounds: 1, extraWorkers: 1 };
+const FULL = { turns: 200, requestsPerWindow: 10, windowMs: 1000, rounds: 2, extraWorkers: 3, otherModelTurns: 5, otherModelAfterMs: 2000 };
+const QUICK = { turns: 6, requestsPerWindow: 2, windowMs: 300, rounds: 1, extraWorkers: 1, otherModelTurns: 2, otherModelAfterMs: 100 };
 
 interface BurstFigures {
   completed: number;
@@ -27,11 +27,36 @@ interface BurstFigures {
   seconds_to_last_answer: number;
   turn_seconds_p50: number;
   turn_seconds_p99: number;
+  /**
+   * Turns on another model, sent one after another while the burst's model is at its limit: the
+   * upstream meters each model apart, so they should not wait for the burst (median, slowest).
+   */
+  other_model_turn_seconds_p50: number;
+  other_model_turn_seconds_max: number;
+  other_model_failed: number;
 }
 
-async function burst(stack: BenchStack, turns: number): Promise<Omit<BurstFigures, 'upstream_requests' | 'upstream_429s'>> {
+/** The model the burst does not use; the fake upstream keeps a separate window for it. */
+const OTHER_MODEL = 'bench-other-model';
+
+async function otherModelTurns(client: OpenAI, count: number, afterMs: number): Promise<{ seconds: number[]; failed: number }> {
+  await new Promise((resolve) => setTimeout(resolve, afterMs));
+  const seconds: number[] = [];
+  let failed = 0;
+  for (let turn = 0; turn < count; turn++) {
+    const started = performance.now();
+    const response = await client.responses.create({ model: OTHER_MODEL, input: 'meanwhile' }).catch(() => null);
+    seconds.push((performance.now() - started) / 1000); // a failure's time counts too
+    if (response?.status !== 'completed') failed++;
+  }
+  return { seconds, failed };
+}
+
+async function burst(stack: BenchStack, sizes: typeof FULL): Promise<Omit<BurstFigures, 'upstream_requests' | 'upstream_429s'>> {
+  const turns = sizes.turns;
   const client = new OpenAI({ apiKey: stack.smithToken, baseURL: stack.baseURL, maxRetries: 0, timeout: 600_000 });
   const started = performance.now();
+  const meanwhile = otherModelTurns(client, sizes.otherModelTurns, sizes.otherModelAfterMs);
   const outcomes = await Promise.all(
     Array.from({ length: turns }, async () => {
       const turnStarted = performance.now();
@@ -44,6 +69,7 @@ async function burst(stack: BenchStack, turns: number): Promise<Omit<BurstFigure
   );
   const failures = sumCounts(outcomes.filter(({ outcome }) => outcome !== 'completed').map(({ outcome }) => ({ [outcome]: 1 })));
   const seconds = outcomes.map((outcome) => outcome.seconds);
+  const other = await meanwhile;
   return {
     completed: outcomes.filter((outcome) => outcome.outcome === 'completed').length,
     failed: outcomes.filter((outcome) => outcome.outcome !== 'completed').length,
@@ -51,6 +77,9 @@ async function burst(stack: BenchStack, turns: number): Promise<Omit<BurstFigure
     seconds_to_last_answer: round2((performance.now() - started) / 1000),
     turn_seconds_p50: round2(percentile(seconds, 0.5)),
     turn_seconds_p99: round2(percentile(seconds, 0.99)),
+    other_model_turn_seconds_p50: round2(percentile(other.seconds, 0.5)),
+    other_model_turn_seconds_max: round2(Math.max(...other.seconds)),
+    other_model_failed: other.failed,
   };
 }
 
@@ -71,6 +100,9 @@ function medianBurst(rounds: BurstFigures[]): BurstFigures {
     seconds_to_last_answer: numeric('seconds_to_last_answer'),
     turn_seconds_p50: numeric('turn_seconds_p50'),
     turn_seconds_p99: numeric('turn_seconds_p99'),
+    other_model_turn_seconds_p50: numeric('other_model_turn_seconds_p50'),
+    other_model_turn_seconds_max: numeric('other_model_turn_seconds_max'),
+    other_model_failed: numeric('other_model_failed'),
   };
 }
 
@@ -94,7 +126,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
           upstream.reset(); // an empty window and fresh counts for each burst
           // The window the previous burst filled must have passed, so each burst starts from a full allowance.
           await new Promise((resolve) => setTimeout(resolve, sizes.windowMs));
-          const figures = await burst(stack, sizes.turns);
+          const figures = await burst(stack, sizes);
           rounds.get(stack)!.push({ ...figures, upstream_requests: upstream.requests.length, upstream_429s: upstream.throttledCount });
         }
       }
@@ -115,7 +147,9 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     return {
       method:
         `${sizes.turns} non-streaming turns sent at once (openai client, no client retries) against an upstream admitting ` +
-        `${sizes.requestsPerWindow} requests per ${sizes.windowMs} ms (sliding window; a 429 with retry-after-ms beyond it); medians over rounds`,
+        `${sizes.requestsPerWindow} requests per ${sizes.windowMs} ms per model (sliding window; a 429 with retry-after-ms beyond it), ` +
+        `with ${sizes.otherModelTurns} turns on another model sent one after another from ${sizes.otherModelAfterMs} ms into it; ` +
+        `then the same with ${sizes.extraWorkers} worker processes beside the stack; medians over rounds`,
       turns: sizes.turns,
       limit: { requests: sizes.requestsPerWindow, window_ms: sizes.windowMs },
       least_seconds_the_limit_allows: round2(((windows - 1) * sizes.windowMs) / 1000),
@@ -143,7 +177,8 @@ export function summarize(result: Record<string, unknown>): string[] {
       if (!figures) return [];
       return [
         `${side}, ${shape}: ${figures.completed}/${turns} turns completed under the upstream's limit (${figures.failed} failed), ` +
-          `${figures.upstream_429s} 429s, last answer after ${figures.seconds_to_last_answer} s (the limit allows ${least} s)`,
+          `${figures.upstream_429s} 429s, last answer after ${figures.seconds_to_last_answer} s (the limit allows ${least} s); ` +
+          `another model's turns meanwhile ${figures.other_model_turn_seconds_p50} s (slowest ${figures.other_model_turn_seconds_max} s)`,
       ];
     });
   return [...lines(result, 'one process'), ...lines(several, `${several.processes} worker processes`)];

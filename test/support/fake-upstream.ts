@@ -31,8 +31,9 @@ export interface FakeUpstreamOptions {
   /** Reported as usage.prompt_tokens_details.cached_tokens. */
   cachedTokens?: number;
   /**
-   * A requests-per-window limit, as OpenAI's: a chat request that would be the `requests + 1`-th within
-   * the last `windowMs` gets a 429 whose `retry-after-ms` says when the oldest of them leaves the window.
+   * A requests-per-window limit, as OpenAI's (one window per model, as OpenAI meters each model apart):
+   * a chat request that would be the `requests + 1`-th for its model within the last `windowMs` gets a
+   * 429 whose `retry-after-ms` says when the oldest of them leaves the window.
    */
   rateLimit?: { requests: number; windowMs: number };
 }
@@ -85,16 +86,17 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
   const requestTimes: number[] = [];
   let throttle: { until: number; header: ThrottleHeader; model?: string } | undefined;
   let throttledCount = 0;
-  /** When the requests `rateLimit` admitted arrived, oldest first. */
-  let admitted: number[] = [];
-  /** 0 and the request counts against the limit, or how long until it would be admitted. */
-  const rateLimitWait = (limit: { requests: number; windowMs: number }, now: number): number => {
-    admitted = admitted.filter((at) => at > now - limit.windowMs);
-    if (admitted.length < limit.requests) {
-      admitted.push(now);
+  /** When the requests `rateLimit` admitted arrived, per model, oldest first. */
+  let admitted = new Map<string, number[]>();
+  /** 0 and the request counts against its model's limit, or how long until it would be admitted. */
+  const rateLimitWait = (limit: { requests: number; windowMs: number }, model: string, now: number): number => {
+    const window = (admitted.get(model) ?? []).filter((at) => at > now - limit.windowMs);
+    admitted.set(model, window);
+    if (window.length < limit.requests) {
+      window.push(now);
       return 0;
     }
-    return admitted[0]! + limit.windowMs - now;
+    return window[0]! + limit.windowMs - now;
   };
   let abortedCount = 0;
   let completionCount = 0;
@@ -131,7 +133,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
     requestTimes.push(arrived);
     // A request refused by `throttleFor` does not count against `rateLimit`'s window.
     const trippedFor = throttle && (throttle.model === undefined || throttle.model === body.model) ? throttle.until - arrived : 0;
-    const throttledFor = trippedFor > 0 ? trippedFor : options.rateLimit ? rateLimitWait(options.rateLimit, arrived) : 0;
+    const throttledFor = trippedFor > 0 ? trippedFor : options.rateLimit ? rateLimitWait(options.rateLimit, body.model, arrived) : 0;
     if (throttledFor > 0) {
       throttledCount++;
       notify();
@@ -236,7 +238,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
       requestTimes.length = 0;
       throttle = undefined;
       throttledCount = 0;
-      admitted = [];
+      admitted = new Map();
       abortedCount = 0;
     },
     close() {
