@@ -19,7 +19,7 @@ import { createModelAdapter, describeModelAdapter, resolveUpstreamModel, type Mo
 import { createQueueBackend } from '@ic/queue';
 import { newId } from '@ic/schemas';
 import { consoleRouter, gatewayRouter } from '@ic/api-gateway';
-import { ResponsesRuntime } from '@ic/responses';
+import { ResponsesRuntime, workerConcurrencyEnv } from '@ic/responses';
 import { createTitleHandler, TITLE_QUEUE } from '@ic/titler';
 
 const StackEnv = z.object({
@@ -35,7 +35,8 @@ const StackEnv = z.object({
   STACK_DATA_DIR: z.string().default(path.resolve(process.cwd(), '.data')),
   /** Port of the embedded PostgreSQL; away from 5432 so a system Postgres is left alone. */
   EMBEDDED_PG_PORT: intEnv(54329, 1024, 65535),
-  WORKER_CONCURRENCY: intEnv(8, 1, 512),
+  /** As in the deployed workers: derived from the heap unless set, since a turn mostly waits on the model. */
+  WORKER_CONCURRENCY: workerConcurrencyEnv(),
   /** Unset: an upstream when MODEL_BASE_URL is given, otherwise the development model. */
   MODEL_ADAPTER: z.enum(['openai-compatible', 'development']).optional(),
   DEV_MODEL_NAME: z.string().default('ingram-dev'),

@@ -47,6 +47,8 @@ export interface FakeUpstream {
   readonly requestTimes: number[];
   /** How many chat requests were answered 429 by `throttleFor` or `rateLimit`. */
   readonly throttledCount: number;
+  /** When each of those 429s was answered (Date.now()), oldest first. */
+  readonly throttledTimes: number[];
   /** How many responses the client abandoned (closed the connection) before they were finished. */
   readonly abortedCount: number;
   /**
@@ -86,6 +88,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
   const requestTimes: number[] = [];
   let throttle: { until: number; header: ThrottleHeader; model?: string } | undefined;
   let throttledCount = 0;
+  const throttledTimes: number[] = [];
   /** When the requests `rateLimit` admitted arrived, per model, oldest first. */
   let admitted = new Map<string, number[]>();
   /** 0 and the request counts against its model's limit, or how long until it would be admitted. */
@@ -136,6 +139,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
     const throttledFor = trippedFor > 0 ? trippedFor : options.rateLimit ? rateLimitWait(options.rateLimit, body.model, arrived) : 0;
     if (throttledFor > 0) {
       throttledCount++;
+      throttledTimes.push(arrived);
       notify();
       const header = throttle?.header ?? 'retry-after-ms';
       const headers: Record<string, string> =
@@ -214,6 +218,9 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
     get throttledCount() {
       return throttledCount;
     },
+    get throttledTimes() {
+      return throttledTimes;
+    },
     throttleFor(windowMs, header = 'retry-after-ms', model) {
       throttle = { until: Date.now() + windowMs, header, model };
     },
@@ -238,6 +245,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
       requestTimes.length = 0;
       throttle = undefined;
       throttledCount = 0;
+      throttledTimes.length = 0;
       admitted = new Map();
       abortedCount = 0;
     },

@@ -27,6 +27,9 @@ export function derivedWorkerConcurrency(heapLimitBytes: number = getHeapStatist
   return Math.min(MAX_WORKER_CONCURRENCY, Math.max(MIN_WORKER_CONCURRENCY, fit));
 }
 
+/** WORKER_CONCURRENCY: 0 or unset derives it from the heap (derivedWorkerConcurrency); shared with the embedded stack. */
+export const workerConcurrencyEnv = () => intEnv(0, 0, MAX_WORKER_CONCURRENCY).transform((value) => (value === 0 ? derivedWorkerConcurrency() : value));
+
 export const ResponsesEnv = z.object({
   ...databaseEnv,
   ...httpEnv,
@@ -42,7 +45,7 @@ export const ResponsesEnv = z.object({
    * Postgres connection meanwhile (each of its statements borrows one briefly), so this is bounded by
    * memory, not CPU. Lower it for CPU-bound local models.
    */
-  WORKER_CONCURRENCY: intEnv(0, 0, MAX_WORKER_CONCURRENCY).transform((value) => (value === 0 ? derivedWorkerConcurrency() : value)),
+  WORKER_CONCURRENCY: workerConcurrencyEnv(),
   /** Port for /healthz and /readyz when the process runs only the worker role. */
   HEALTH_PORT: intEnv(8081, 0, 65535),
   /** How long a worker's lock on a turn lasts; a crashed worker's turn is picked up again after about this long. */
