@@ -80,6 +80,16 @@ describe('UpstreamGate', () => {
     expect(order).toEqual(['passed', 'next turn of the event loop']);
   });
 
+  it('spreads the release over 10 ms per call it held, so a short hold does not release them all at once', async () => {
+    const gate = new UpstreamGate();
+    const never = new AbortController().signal;
+    gate.hold(20);
+    const started = Date.now();
+    // 50 held calls: a spread of 500 ms (the hold alone would give 20), each drawing its middle.
+    const waits = await Promise.all(Array.from({ length: 50 }, () => gate.pass(never, () => new Error('aborted'), () => 0.5).then(() => Date.now() - started)));
+    for (const waited of waits) expect(waited).toBeGreaterThanOrEqual(260);
+  });
+
   it('says whether a hold is news: it closed the gate, or put the opening at least a second later', () => {
     const gate = new UpstreamGate();
     expect(gate.hold(5000)).toBe(true); // closed an open gate

@@ -61,16 +61,26 @@ function parseDuration(text: string | undefined): number | undefined {
 export const MAX_RELEASE_SPREAD_MS = 1000;
 
 /**
+ * The release spread per held call: about how long a refused call takes to come back and close the
+ * gate again, so that about one held call goes out in that time.
+ */
+export const RELEASE_SPREAD_PER_CALL_MS = 10;
+
+/**
  * Holds new calls while an upstream has asked us to back off. One throttled answer closes the gate
  * for the whole process, so the hundreds of turns a worker runs at once wait it out together instead
  * of each spending its retries on more 429s (a retry storm that keeps the upstream's limit tripped).
- * The held calls go out spread over up to a second after the gate opens (random, as in "full
- * jitter" back-off): released together they would all reach the upstream before its first refusal
- * could close the gate again, and every one it cannot admit would be refused.
+ * The held calls go out spread over the time after the gate opens (random, as in "full jitter"
+ * back-off): released together they would all reach the upstream before its first refusal could close
+ * the gate again, and every one it cannot admit would be refused. The spread is 10 ms per held call,
+ * at least the hold itself and at most a second: a limit that frees one slot a few ms from now (a
+ * sliding window's usual answer) would otherwise release hundreds of held calls within those few ms.
  */
 export class UpstreamGate {
   private openAt = 0;
   private spreadMs = 0;
+  /** Calls waiting in `pass` now. */
+  private waiting = 0;
 
   /**
    * The upstream asked for `ms` of quiet from now; a longer hold already in place stays. Returns whether
@@ -91,13 +101,22 @@ export class UpstreamGate {
   }
 
   /**
-   * Resolves at once when the gate is open; otherwise after it opens plus a random share of the spread,
-   * re-checked then (a call released earlier may have been refused and closed it again). Rejects with
-   * `onAbort()` if the signal aborts first.
+   * Resolves at once when the gate is open; otherwise after it opens plus a random share of the spread
+   * (reckoned then, from the calls held at the opening), re-checked then (a call released earlier may
+   * have been refused and closed it again). Rejects with `onAbort()` if the signal aborts first.
    */
   async pass(signal: AbortSignal, onAbort: () => Error, random: () => number = Math.random): Promise<void> {
-    for (let remaining = this.remainingMs(); remaining > 0; remaining = this.remainingMs()) {
-      await abortableDelay(remaining + Math.floor(random() * this.spreadMs), signal, onAbort);
+    if (this.remainingMs() === 0) return;
+    this.waiting++;
+    try {
+      for (let remaining = this.remainingMs(); remaining > 0; remaining = this.remainingMs()) {
+        await abortableDelay(remaining, signal, onAbort);
+        if (this.remainingMs() > 0) continue; // held longer meanwhile
+        const spreadMs = Math.min(MAX_RELEASE_SPREAD_MS, Math.max(this.spreadMs, this.waiting * RELEASE_SPREAD_PER_CALL_MS));
+        await abortableDelay(Math.floor(random() * spreadMs), signal, onAbort);
+      }
+    } finally {
+      this.waiting--;
     }
   }
 }
