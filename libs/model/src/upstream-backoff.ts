@@ -68,8 +68,9 @@ export const RELEASE_SPREAD_PER_CALL_MS = 10;
 
 /**
  * Holds new calls while an upstream has asked us to back off. One throttled answer closes the gate
- * for the whole process, so the hundreds of turns a worker runs at once wait it out together instead
- * of each spending its retries on more 429s (a retry storm that keeps the upstream's limit tripped).
+ * for the whole process (UpstreamGates: its model's, or every call's), so the hundreds of turns a
+ * worker runs at once wait it out together instead of each spending its retries on more 429s (a
+ * retry storm that keeps the upstream's limit tripped).
  * The held calls go out spread over the time after the gate opens (random, as in "full jitter"
  * back-off): released together they would all reach the upstream before its first refusal could close
  * the gate again, and every one it cannot admit would be refused. The spread is 10 ms per held call,
@@ -98,6 +99,11 @@ export class UpstreamGate {
   /** Milliseconds until calls may go out again (0 when open). */
   remainingMs(): number {
     return Math.max(0, this.openAt - Date.now());
+  }
+
+  /** Open, and no call still in its release spread. */
+  get idle(): boolean {
+    return this.waiting === 0 && this.remainingMs() === 0;
   }
 
   /**
@@ -133,8 +139,9 @@ export class UpstreamGates {
   /** Holds `model`'s calls (every call when null) for `ms`; returns UpstreamGate.hold's "is news". */
   hold(model: string | null, ms: number): boolean {
     if (model === null) return this.everyModel.hold(ms);
-    // Open gates go, so the map holds only the models being throttled now.
-    for (const [name, gate] of this.byModel) if (gate.remainingMs() === 0) this.byModel.delete(name);
+    // Idle gates go, so the map holds only the models being throttled now. (A gate whose calls are
+    // still in their release spread stays: its next hold must count them.)
+    for (const [name, gate] of this.byModel) if (gate.idle) this.byModel.delete(name);
     let gate = this.byModel.get(model);
     if (!gate) this.byModel.set(model, (gate = new UpstreamGate()));
     return gate.hold(ms);
