@@ -28,6 +28,20 @@ describe('upstreamBackoffMs: the wait an error answer asks for', () => {
     expect(upstreamBackoffMs(500, { 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '1s' })).toBeUndefined();
   });
 
+  it('waits for one request, not for the whole refill, when the request limit is named', () => {
+    // 10,000 a minute, all spent: full again in 60 s, one more request in 6 ms.
+    const spent = { 'x-ratelimit-limit-requests': '10000', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '59.996s' };
+    expect(upstreamBackoffMs(429, spent)).toBe(6);
+    expect(upstreamBackoffMs(429, { ...spent, 'x-ratelimit-limit-requests': '60', 'x-ratelimit-reset-requests': '1m0s' })).toBe(1000);
+    // The slower limit decides: tokens spent too (their need is unknown, so their whole reset).
+    expect(upstreamBackoffMs(429, { ...spent, 'x-ratelimit-remaining-tokens': '0', 'x-ratelimit-reset-tokens': '450ms' })).toBe(450);
+    // An unusable limit is ignored: the whole reset, as without it.
+    expect(upstreamBackoffMs(429, { ...spent, 'x-ratelimit-limit-requests': '0' })).toBe(59_996);
+    expect(upstreamBackoffMs(429, { ...spent, 'x-ratelimit-limit-requests': 'many' })).toBe(59_996);
+    // retry-after, when present, still comes first.
+    expect(upstreamBackoffMs(429, { ...spent, 'retry-after': '2' })).toBe(2000);
+  });
+
   it('caps long waits and ignores absent, past, zero or malformed ones', () => {
     expect(upstreamBackoffMs(429, { 'retry-after': '3600' })).toBe(MAX_UPSTREAM_BACKOFF_MS);
     expect(upstreamBackoffMs(429, {})).toBeUndefined();

@@ -16,6 +16,12 @@ export const THROTTLING_STATUSES: ReadonlySet<number> = new Set([429, 503]);
  * `retry-after-ms` (Azure OpenAI), `retry-after` (seconds or an HTTP date), or on a 429 OpenAI's
  * `x-ratelimit-reset-requests` / `-tokens` ("1s", "6m0s", "20ms") for whichever limit has nothing
  * remaining. Capped at MAX_UPSTREAM_BACKOFF_MS; undefined when the answer names no wait.
+ *
+ * OpenAI's reset is the time until the limit is full again ("resets to its initial state": limit 60,
+ * remaining 59, reset 1s), and it refills evenly. With nothing left, one more request is allowed after
+ * reset ÷ limit, so that is the wait when `x-ratelimit-limit-requests` says the limit: a spent
+ * 10,000-per-minute limit reports ≈ 60 s but admits a request every 6 ms. The tokens a request needs
+ * are not known here, so an exhausted token limit waits its whole reset.
  */
 export function upstreamBackoffMs(status: number, headers: IncomingHttpHeaders, now: number = Date.now()): number | undefined {
   const capped = (ms: number | undefined) => (ms === undefined || !Number.isFinite(ms) || ms <= 0 ? undefined : Math.min(Math.ceil(ms), MAX_UPSTREAM_BACKOFF_MS));
@@ -31,7 +37,11 @@ export function upstreamBackoffMs(status: number, headers: IncomingHttpHeaders, 
   if (status !== 429) return undefined;
   const resets = (['requests', 'tokens'] as const)
     .filter((limit) => header(headers, `x-ratelimit-remaining-${limit}`)?.trim() === '0')
-    .map((limit) => parseDuration(header(headers, `x-ratelimit-reset-${limit}`)))
+    .map((limit) => {
+      const untilFull = parseDuration(header(headers, `x-ratelimit-reset-${limit}`));
+      const size = limit === 'requests' ? parseNumber(header(headers, 'x-ratelimit-limit-requests')) : undefined;
+      return untilFull !== undefined && size !== undefined && Number.isInteger(size) && size > 0 ? untilFull / size : untilFull;
+    })
     .filter((ms): ms is number => ms !== undefined);
   return resets.length > 0 ? capped(Math.max(...resets)) : undefined;
 }
