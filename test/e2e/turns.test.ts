@@ -279,6 +279,22 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     }
   }, 30000);
 
+  it('fails the turn with rate_limit_exceeded after the ordinary retries once the wait is past MODEL_BACKOFF_BUDGET_MS', async () => {
+    // A budget of 0: every throttled answer is an ordinary failure. Five 429s each asking for 100 ms:
+    // within the budget the fifth call would get through; past it the first call and the three
+    // scheduled retries (0.5, 1, 2 s) are all there is.
+    const impatient = await startAnotherStack({ modelBackoffBudgetMs: 0 });
+    try {
+      impatient.upstream.failNext(429, 5, undefined, { 'retry-after-ms': '100' });
+      const response = await impatient.client().responses.create({ model: '', input: 'over budget' }).catch((error: unknown) => error);
+      expect(response).toBeInstanceOf(OpenAI.APIError);
+      expect(response).toMatchObject({ code: 'rate_limit_exceeded' });
+      expect(impatient.upstream.requests).toHaveLength(4);
+    } finally {
+      await impatient.close();
+    }
+  }, 30000);
+
   it("retries a failed call no sooner than its Retry-After, when that is longer than the worker's schedule", async () => {
     // A 502 holds no other turn, but this turn's retry still waits the 1.5 s asked for, not the scheduled 0.5 s.
     stack.upstream.failNext(502, 1, undefined, { 'retry-after': '1.5' });

@@ -87,7 +87,6 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
   const requests: ChatCompletionCreateParams[] = [];
   const requestTimes: number[] = [];
   let throttle: { until: number; header: ThrottleHeader; model?: string } | undefined;
-  let throttledCount = 0;
   const throttledTimes: number[] = [];
   /** When the requests `rateLimit` admitted arrived, per model, oldest first. */
   let admitted = new Map<string, number[]>();
@@ -138,7 +137,6 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
     const trippedFor = throttle && (throttle.model === undefined || throttle.model === body.model) ? throttle.until - arrived : 0;
     const throttledFor = trippedFor > 0 ? trippedFor : options.rateLimit ? rateLimitWait(options.rateLimit, body.model, arrived) : 0;
     if (throttledFor > 0) {
-      throttledCount++;
       throttledTimes.push(arrived);
       notify();
       const header = throttle?.header ?? 'retry-after-ms';
@@ -216,7 +214,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
       return abortedCount;
     },
     get throttledCount() {
-      return throttledCount;
+      return throttledTimes.length;
     },
     get throttledTimes() {
       return throttledTimes;
@@ -244,7 +242,6 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
       requests.length = 0;
       requestTimes.length = 0;
       throttle = undefined;
-      throttledCount = 0;
       throttledTimes.length = 0;
       admitted = new Map();
       abortedCount = 0;

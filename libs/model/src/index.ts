@@ -8,6 +8,7 @@ export * from './chat-messages';
 export * from './openai-compatible';
 export * from './dev-model';
 export * from './upstream-backoff';
+export * from './abortable-delay';
 
 export type ModelAdapterKind = 'openai-compatible' | 'development';
 

@@ -1,5 +1,5 @@
 import type { RunOutcome } from '@ic/db';
-import { ModelError, type ModelAdapter, type ModelEvent, type ModelRequest } from '@ic/model';
+import { abortableDelay, ModelError, type ModelAdapter, type ModelEvent, type ModelRequest } from '@ic/model';
 import { RetryLater, type JobContext, type QueueBackend } from '@ic/queue';
 import type { JobPayload, RunRow, Usage } from '@ic/schemas';
 import { turnMetrics, withSpan, type Logger } from '@ic/telemetry';
@@ -250,19 +250,16 @@ export function startStream<T>(stream: AsyncIterable<T>): { events: AsyncIterabl
 }
 
 /** Resolves true after `ms`, or false at once when the signal aborts. */
+const ABORTED = new Error('aborted');
+
 function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (signal.aborted) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      resolve(false);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve(true);
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
+  return abortableDelay(ms, signal, () => ABORTED).then(
+    () => true,
+    (error: unknown) => {
+      if (error === ABORTED) return false;
+      throw error;
+    },
+  );
 }
 
 /** Error codes on a failed Response, from OpenAI's ResponseErrorCode where one fits. */
