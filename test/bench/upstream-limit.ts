@@ -14,8 +14,15 @@ import { startFakeUpstream } from '@ic/test-support';
 import { median, percentile, round2, roundOrders, type BenchOptions } from './harness';
 import { comparedRoot, comparedStackScript, startBenchStack, startBenchWorkers, type BenchStack } from './services';
 
-const FULL = { turns: 200, requestsPerWindow: 10, windowMs: 1000, rounds: 2, extraWorkers: 3, otherModelTurns: 5, otherModelAfterMs: 2000 };
-const QUICK = { turns: 6, requestsPerWindow: 2, windowMs: 300, rounds: 1, extraWorkers: 1, otherModelTurns: 2, otherModelAfterMs: 100 };
+const FULL = { turns: 200, requestsPerWindow: 10, windowMs: 1000, rounds: 2, extraWorkers: 3, otherModelTurns: 5, otherModelAfterMs: 2000, answerMs: 1000 };
+const QUICK = { turns: 6, requestsPerWindow: 2, windowMs: 300, rounds: 1, extraWorkers: 1, otherModelTurns: 2, otherModelAfterMs: 100, answerMs: 50 };
+
+/**
+ * The two limits the bursts meet, one after the other: a sliding window whose 429 says when to come
+ * back (`retry-after-ms`, as Azure OpenAI does), and OpenAI's own, a bucket refilled evenly whose every
+ * answer says what is left (`x-ratelimit-*`), with answers that take `answerMs` as a model's do.
+ */
+type LimitStyle = 'window' | 'bucket';
 
 interface BurstFigures {
   completed: number;
@@ -106,9 +113,21 @@ function medianBurst(rounds: BurstFigures[]): BurstFigures {
   };
 }
 
+/** BENCH_UPSTREAM_LIMITS=window or =bucket runs only that limit's bursts (both by default). */
 export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
   const sizes = options.quick ? QUICK : FULL;
-  const upstream = await startFakeUpstream({ tokenDelayMs: 0, rateLimit: { requests: sizes.requestsPerWindow, windowMs: sizes.windowMs } });
+  const only = process.env.BENCH_UPSTREAM_LIMITS?.trim();
+  const window = only === 'bucket' ? {} : await runLimit(options, sizes, 'window');
+  const bucket = only === 'window' ? undefined : await runLimit(options, sizes, 'bucket');
+  return { ...window, ...(bucket ? { openai_bucket: bucket } : {}) };
+}
+
+async function runLimit(options: BenchOptions, sizes: typeof FULL, style: LimitStyle): Promise<Record<string, unknown>> {
+  const upstream = await startFakeUpstream({
+    tokenDelayMs: 0,
+    rateLimit: { requests: sizes.requestsPerWindow, windowMs: sizes.windowMs, style },
+    ...(style === 'bucket' ? { answerDelayMs: sizes.answerMs } : {}),
+  });
   const stacks: BenchStack[] = [];
   try {
     const compareScript = comparedStackScript();
@@ -147,12 +166,16 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     return {
       method:
         `${sizes.turns} non-streaming turns sent at once (openai client, no client retries) against an upstream admitting ` +
-        `${sizes.requestsPerWindow} requests per ${sizes.windowMs} ms per model (sliding window; a 429 with retry-after-ms beyond it), ` +
+        `${sizes.requestsPerWindow} requests per ${sizes.windowMs} ms per model ` +
+        (style === 'window'
+          ? '(sliding window; a 429 with retry-after-ms beyond it), '
+          : `(OpenAI's bucket, refilled evenly; x-ratelimit-* headers on every answer, a 429 with nothing else; answers take ${sizes.answerMs} ms), `) +
         `with ${sizes.otherModelTurns} turns on another model sent one after another from ${sizes.otherModelAfterMs} ms into it; ` +
         `then the same with ${sizes.extraWorkers} worker processes beside the stack; medians over rounds`,
       turns: sizes.turns,
       limit: { requests: sizes.requestsPerWindow, window_ms: sizes.windowMs },
-      least_seconds_the_limit_allows: round2(((windows - 1) * sizes.windowMs) / 1000),
+      // A full bucket admits `requests` at once, then one per window/requests: the same least time as the window's.
+      least_seconds_the_limit_allows: round2(((windows - 1) * sizes.windowMs) / 1000 + (style === 'bucket' ? sizes.answerMs / 1000 : 0)),
       bullmq: medianBurst(single.get(ours)!),
       ...(compared ? { compared: medianBurst(single.get(compared)!) } : {}),
       worker_processes: {
@@ -169,17 +192,27 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
 
 export function summarize(result: Record<string, unknown>): string[] {
   const least = result.least_seconds_the_limit_allows as number;
-  const turns = result.turns as number;
-  const several = result.worker_processes as Record<string, unknown> & { processes: number };
-  const lines = (figuresOf: Record<string, unknown>, shape: string) =>
+  const bucket = result.openai_bucket as (Record<string, unknown> & { turns: number; worker_processes: Record<string, unknown> & { processes: number } }) | undefined;
+  const turns = (result.turns ?? bucket?.turns) as number;
+  const several = result.worker_processes as (Record<string, unknown> & { processes: number }) | undefined;
+  const lines = (figuresOf: Record<string, unknown>, shape: string, limitAllows = least) =>
     (['bullmq', 'compared'] as const).flatMap((side) => {
       const figures = figuresOf[side] as BurstFigures | undefined;
       if (!figures) return [];
       return [
         `${side}, ${shape}: ${figures.completed}/${turns} turns completed under the upstream's limit (${figures.failed} failed), ` +
-          `${figures.upstream_429s} 429s, last answer after ${figures.seconds_to_last_answer} s (the limit allows ${least} s); ` +
+          `${figures.upstream_429s} 429s, last answer after ${figures.seconds_to_last_answer} s (the limit allows ${limitAllows} s); ` +
           `another model's turns meanwhile ${figures.other_model_turn_seconds_p50} s (slowest ${figures.other_model_turn_seconds_max} s)`,
       ];
     });
-  return [...lines(result, 'one process'), ...lines(several, `${several.processes} worker processes`)];
+  return [
+    ...lines(result, 'one process'),
+    ...(several ? lines(several, `${several.processes} worker processes`) : []),
+    ...(bucket
+      ? [
+          ...lines(bucket, "OpenAI's bucket, one process", bucket.least_seconds_the_limit_allows as number),
+          ...lines(bucket.worker_processes, `OpenAI's bucket, ${bucket.worker_processes.processes} worker processes`, bucket.least_seconds_the_limit_allows as number),
+        ]
+      : []),
+  ];
 }

@@ -31,11 +31,17 @@ export interface FakeUpstreamOptions {
   /** Reported as usage.prompt_tokens_details.cached_tokens. */
   cachedTokens?: number;
   /**
-   * A requests-per-window limit, as OpenAI's (one window per model, as OpenAI meters each model apart):
-   * a chat request that would be the `requests + 1`-th for its model within the last `windowMs` gets a
-   * 429 whose `retry-after-ms` says when the oldest of them leaves the window.
+   * A requests-per-window limit, one per model (OpenAI meters each model apart).
+   * - `window` (default): a chat request that would be the `requests + 1`-th for its model within the
+   *   last `windowMs` gets a 429 whose `retry-after-ms` says when the oldest of them leaves the window.
+   * - `bucket`, OpenAI's own: `requests` of capacity, refilled evenly over `windowMs`. Every answer,
+   *   admitted or refused, carries `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests` and
+   *   `x-ratelimit-reset-requests` (the time until the bucket is full again); a 429 names its wait only
+   *   through them. A refused request takes nothing from the bucket.
    */
-  rateLimit?: { requests: number; windowMs: number };
+  rateLimit?: { requests: number; windowMs: number; style?: 'window' | 'bucket' };
+  /** How long an admitted request waits before its answer starts, status and headers included (a model's time to first token). */
+  answerDelayMs?: number;
 }
 
 export interface FakeUpstream {
@@ -90,6 +96,24 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
   const throttledTimes: number[] = [];
   /** When the requests `rateLimit` admitted arrived, per model, oldest first. */
   let admitted = new Map<string, number[]>();
+  /** The `bucket` style's level per model, and when it was last refilled. */
+  let buckets = new Map<string, { level: number; at: number }>();
+  /** `bucket` style: takes one request from the model's bucket if it holds one; the wait (0 when admitted) and OpenAI's headers. */
+  const takeFromBucket = (limit: { requests: number; windowMs: number }, model: string, now: number): { waitMs: number; headers: Record<string, string> } => {
+    const perMs = limit.requests / limit.windowMs;
+    const bucket = buckets.get(model) ?? { level: limit.requests, at: now };
+    bucket.level = Math.min(limit.requests, bucket.level + (now - bucket.at) * perMs);
+    bucket.at = now;
+    buckets.set(model, bucket);
+    const admitted = bucket.level >= 1;
+    if (admitted) bucket.level -= 1;
+    const headers = {
+      'x-ratelimit-limit-requests': String(limit.requests),
+      'x-ratelimit-remaining-requests': String(Math.floor(bucket.level)),
+      'x-ratelimit-reset-requests': `${Math.ceil((limit.requests - bucket.level) / perMs)}ms`,
+    };
+    return { waitMs: admitted ? 0 : Math.ceil((1 - bucket.level) / perMs), headers };
+  };
   /** 0 and the request counts against its model's limit, or how long until it would be admitted. */
   const rateLimitWait = (limit: { requests: number; windowMs: number }, model: string, now: number): number => {
     const window = (admitted.get(model) ?? []).filter((at) => at > now - limit.windowMs);
@@ -135,13 +159,17 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
     requestTimes.push(arrived);
     // A request refused by `throttleFor` does not count against `rateLimit`'s window.
     const trippedFor = throttle && (throttle.model === undefined || throttle.model === body.model) ? throttle.until - arrived : 0;
-    const throttledFor = trippedFor > 0 ? trippedFor : options.rateLimit ? rateLimitWait(options.rateLimit, body.model, arrived) : 0;
+    const bucket = trippedFor <= 0 && options.rateLimit?.style === 'bucket' ? takeFromBucket(options.rateLimit, body.model, arrived) : undefined;
+    for (const [name, value] of Object.entries(bucket?.headers ?? {})) res.setHeader(name, value);
+    const throttledFor =
+      trippedFor > 0 ? trippedFor : bucket ? bucket.waitMs : options.rateLimit ? rateLimitWait(options.rateLimit, body.model, arrived) : 0;
     if (throttledFor > 0) {
       throttledTimes.push(arrived);
       notify();
       const header = throttle?.header ?? 'retry-after-ms';
-      const headers: Record<string, string> =
-        header === 'retry-after-ms'
+      const headers: Record<string, string> = bucket
+        ? {}
+        : header === 'retry-after-ms'
           ? { 'retry-after-ms': String(throttledFor) }
           : header === 'retry-after'
             ? { 'retry-after': String(Math.ceil(throttledFor / 1000)) }
@@ -182,6 +210,8 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
 
     const reply = typeof options.reply === 'function' ? options.reply(body) : (options.reply ?? defaultReply(body));
     const completion = build(body, reply, ++completionCount, options.cachedTokens ?? 0);
+    if (options.answerDelayMs) await sleep(options.answerDelayMs, gone.signal);
+    if (gone.signal.aborted) return;
     if (!body.stream) return sendJson(res, 200, completion.full);
 
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
@@ -244,6 +274,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
       throttle = undefined;
       throttledTimes.length = 0;
       admitted = new Map();
+      buckets = new Map();
       abortedCount = 0;
     },
     close() {

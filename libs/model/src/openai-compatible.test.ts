@@ -297,6 +297,23 @@ describe('OpenAICompatibleAdapter errors', () => {
       );
     });
 
+    it("paces calls by the request limit OpenAI's headers report on every answer: none meets a 429", async () => {
+      // OpenAI's bucket: 3 requests, refilled one per 200 ms; every answer says what is left.
+      fake.set({ rateLimit: { requests: 3, windowMs: 600, style: 'bucket' } });
+      expect(done(await collect(throttled, request())).finishReason).toBe('stop'); // 2 left
+      const started = Date.now();
+      const results = await Promise.all(Array.from({ length: 6 }, () => collect(throttled, request())));
+      for (const events of results) expect(done(events).finishReason).toBe('stop');
+      expect(fake.throttledCount).toBe(0);
+      expect(fake.requestTimes).toHaveLength(7);
+      // Two went at once; the other four one refill apart.
+      expect(Date.now() - started).toBeGreaterThanOrEqual(4 * 200 - 50);
+      // Another model's limit is its own: it is not paced by this one's.
+      const other = Date.now();
+      expect(done(await collect(throttled, request({ model: 'model-b' }))).finishReason).toBe('stop');
+      expect(Date.now() - other).toBeLessThan(150);
+    });
+
     it("holds only the model whose quota a 429 named: another model's calls go out meanwhile", async () => {
       fake.throttleFor(2000, 'retry-after-ms', 'model-a');
       const refused = await modelError(collect(throttled, request({ model: 'model-a' })));

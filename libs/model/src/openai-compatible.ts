@@ -9,6 +9,7 @@ import type { UpstreamHold } from '@ic/schemas';
 import { traceHttpClient, turnMetrics, type HttpClientCall } from '@ic/telemetry';
 import { ModelError, type FinishReason, type ModelAdapter, type ModelErrorCode, type ModelEvent, type ModelRequest } from './types';
 import { MAX_UPSTREAM_BACKOFF_MS, THROTTLING_STATUSES, UpstreamGates, upstreamBackoffMs, type UpstreamHoldPeers } from './upstream-backoff';
+import { RequestPacer, requestLimitReading } from './upstream-pacing';
 
 export interface OpenAICompatibleConfig {
   /** Base URL including the version prefix, e.g. `http://127.0.0.1:11434/v1`. */
@@ -69,6 +70,8 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   private readonly transport: typeof http | typeof https;
   /** Closed while the upstream has asked us to back off (429/503 with a wait): no such call of this process goes out. */
   private readonly gates = new UpstreamGates();
+  /** Each model's request limit as the upstream's answers report it: calls wait for it here rather than meet a 429. */
+  private readonly pacers = new Map<string, RequestPacer>();
   private readonly peers: UpstreamHoldPeers | undefined;
   private readonly stopHearingPeers: () => void;
   /** This adapter, as the origin of the holds it shares. */
@@ -97,6 +100,17 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   close(): void {
     this.agent.destroy();
     this.stopHearingPeers();
+    for (const pacer of this.pacers.values()) pacer.close(cancelled);
+    this.pacers.clear();
+  }
+
+  /** The model's pacer; pacers with nothing to remember go, so the map holds only the models near their limit. */
+  private pacerFor(model: string): RequestPacer {
+    let pacer = this.pacers.get(model);
+    if (pacer) return pacer;
+    for (const [name, other] of this.pacers) if (other.idle) this.pacers.delete(name);
+    this.pacers.set(model, (pacer = new RequestPacer()));
+    return pacer;
   }
 
   /** Milliseconds new calls to `model` still wait because the upstream asked us (or a peer) to back off (0 when none). */
@@ -123,6 +137,15 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     // (Checked first so that the usual open gate costs the turn no extra await.)
     if (this.gates.remainingMs(request.model) > 0) await this.gates.pass(request.model, request.signal, cancelled);
     const messages = toChatMessages(request.instructions, request.items);
+    // Like the gate's wait, before the idle timer: a wait for the model's request limit is not the upstream going quiet.
+    const pacer = this.pacerFor(request.model);
+    const taken = pacer.take(request.signal, cancelled);
+    let ticket: number;
+    if (typeof taken === 'number') ticket = taken;
+    else {
+      turnMetrics().upstreamPaced.add(1);
+      ticket = await taken;
+    }
 
     // One controller for the upstream call, aborted by the caller's signal or by the idle timer.
     const controller = new AbortController();
@@ -154,7 +177,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
         stream_options: { include_usage: true },
       });
       call = traceHttpClient('POST', this.endpoint);
-      const response = await this.post(body, request.model, controller.signal, call);
+      const response = await this.post(body, request.model, controller.signal, call, (reading) => pacer.answered(ticket, reading));
       const chunks = readChunks(response, controller.signal);
       for (;;) {
         // The timer only runs while we wait on the upstream, not while our consumer handles an event.
@@ -201,6 +224,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
       throw failure;
     } finally {
       stopIdleTimer();
+      pacer.answered(ticket, undefined); // no-op once its answer came
       request.signal.removeEventListener('abort', onAbort);
       controller.abort(); // releases the connection if the consumer stopped early
       call?.end(); // no-op when it already ended with the failure
@@ -224,7 +248,14 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
    * and the body's message otherwise. A kept-alive connection the upstream closed just as we reused it
    * fails before any answer (`reusedSocket`): that request is sent once more on a fresh connection.
    */
-  private post(body: string, model: string, signal: AbortSignal, call: HttpClientCall, retried = false): Promise<http.IncomingMessage> {
+  private post(
+    body: string,
+    model: string,
+    signal: AbortSignal,
+    call: HttpClientCall,
+    onAnswer: (reading: ReturnType<typeof requestLimitReading>) => void,
+    retried = false,
+  ): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
       const req = this.transport.request(this.endpoint, {
         method: 'POST',
@@ -243,7 +274,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
       req.on('error', (error: NodeJS.ErrnoException) => {
         signal.removeEventListener('abort', onAbort);
         if (answered) return; // the response stream reports it
-        if (!retried && req.reusedSocket && error.code === 'ECONNRESET' && !signal.aborted) resolve(this.post(body, model, signal, call, true));
+        if (!retried && req.reusedSocket && error.code === 'ECONNRESET' && !signal.aborted) resolve(this.post(body, model, signal, call, onAnswer, true));
         else reject(new UpstreamConnectionError(error));
       });
       req.on('response', (response) => {
@@ -252,6 +283,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
         signal.removeEventListener('abort', onAbort);
         const status = response.statusCode ?? 0;
         call.answered(status);
+        onAnswer(requestLimitReading(response.headers));
         if (status >= 200 && status < 300) resolve(response);
         else {
           const backoffMs = upstreamBackoffMs(status, response.headers);

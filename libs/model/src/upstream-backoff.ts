@@ -25,33 +25,37 @@ export const THROTTLING_STATUSES: ReadonlySet<number> = new Set([429, 503]);
  */
 export function upstreamBackoffMs(status: number, headers: IncomingHttpHeaders, now: number = Date.now()): number | undefined {
   const capped = (ms: number | undefined) => (ms === undefined || !Number.isFinite(ms) || ms <= 0 ? undefined : Math.min(Math.ceil(ms), MAX_UPSTREAM_BACKOFF_MS));
-  const retryAfterMs = capped(parseNumber(header(headers, 'retry-after-ms')));
+  const retryAfterMs = capped(parseNumber(headerValue(headers, 'retry-after-ms')));
   if (retryAfterMs !== undefined) return retryAfterMs;
-  const retryAfter = header(headers, 'retry-after');
+  const retryAfter = headerValue(headers, 'retry-after');
   if (retryAfter !== undefined) {
     const seconds = parseNumber(retryAfter);
     const ms = seconds !== undefined ? seconds * 1000 : Date.parse(retryAfter) - now;
     const fromRetryAfter = capped(ms);
     if (fromRetryAfter !== undefined) return fromRetryAfter;
   }
-  if (status !== 429) return undefined;
-  const resets = (['requests', 'tokens'] as const)
-    .filter((limit) => header(headers, `x-ratelimit-remaining-${limit}`)?.trim() === '0')
-    .map((limit) => {
-      const untilFull = parseDuration(header(headers, `x-ratelimit-reset-${limit}`));
-      const size = limit === 'requests' ? parseNumber(header(headers, 'x-ratelimit-limit-requests')) : undefined;
-      return untilFull !== undefined && size !== undefined && Number.isInteger(size) && size > 0 ? untilFull / size : untilFull;
-    })
-    .filter((ms): ms is number => ms !== undefined);
-  return resets.length > 0 ? capped(Math.max(...resets)) : undefined;
+  return status === 429 ? exhaustedLimitWaitMs(headers) : undefined;
 }
 
-function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+/** From a 429's `x-ratelimit-*` headers: how long until the exhausted limit admits one more request (see upstreamBackoffMs). */
+function exhaustedLimitWaitMs(headers: IncomingHttpHeaders): number | undefined {
+  const resets = (['requests', 'tokens'] as const)
+    .filter((limit) => headerValue(headers, `x-ratelimit-remaining-${limit}`)?.trim() === '0')
+    .map((limit) => {
+      const untilFull = parseResetDuration(headerValue(headers, `x-ratelimit-reset-${limit}`));
+      const size = limit === 'requests' ? parseNumber(headerValue(headers, 'x-ratelimit-limit-requests')) : undefined;
+      return untilFull !== undefined && size !== undefined && Number.isInteger(size) && size > 0 ? untilFull / size : untilFull;
+    })
+    .filter((ms): ms is number => ms !== undefined && Number.isFinite(ms) && ms > 0);
+  return resets.length > 0 ? Math.min(Math.ceil(Math.max(...resets)), MAX_UPSTREAM_BACKOFF_MS) : undefined;
+}
+
+export function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
   const value = headers[name];
   return Array.isArray(value) ? value[0] : value;
 }
 
-function parseNumber(text: string | undefined): number | undefined {
+export function parseNumber(text: string | undefined): number | undefined {
   if (text === undefined || !/^\s*\d+(\.\d+)?\s*$/.test(text)) return undefined;
   return Number(text);
 }
@@ -59,7 +63,7 @@ function parseNumber(text: string | undefined): number | undefined {
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /** OpenAI's reset durations: "1s", "6m0s", "20ms", "1.5s", "2h3m". */
-function parseDuration(text: string | undefined): number | undefined {
+export function parseResetDuration(text: string | undefined): number | undefined {
   const trimmed = text?.trim();
   if (!trimmed || !/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(trimmed)) return undefined;
   let total = 0;

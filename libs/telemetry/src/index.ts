@@ -72,9 +72,12 @@ function createTurnMetrics() {
     upstreamThrottled: meter.createCounter('ic_model_upstream_throttled_total', {
       description: 'Model upstream answers (429/503, by status) that asked us to wait; new model calls from the process wait it out',
     }),
+    upstreamPaced: meter.createCounter('ic_model_upstream_paced_total', {
+      description: "Model calls that waited for the upstream's request limit, as its x-ratelimit-* headers report it, before going out",
+    }),
   };
   // Counters that alerts rate() start at zero, so their series exist before the first event.
-  for (const counter of [created.sweeperRequeued, created.staleAttempts, created.attemptsExhausted, created.upstreamThrottled]) counter.add(0);
+  for (const counter of [created.sweeperRequeued, created.staleAttempts, created.attemptsExhausted, created.upstreamThrottled, created.upstreamPaced]) counter.add(0);
   return created;
 }
 let turnMetricsInstance: ReturnType<typeof createTurnMetrics> | undefined;

@@ -1,0 +1,134 @@
+import { RequestPacer, requestLimitReading } from './upstream-pacing';
+
+const cancelled = () => new Error('cancelled');
+const signal = () => new AbortController().signal;
+
+/** A pacer on a clock the test moves; `take` resolves only through timers, so those are faked too. */
+function pacerOnFakeClock() {
+  jest.useFakeTimers({ now: 1_000_000 });
+  return new RequestPacer(() => Date.now());
+}
+
+/** Takes `count` requests; the tickets of those that went out at once (the rest wait in line). */
+function takeAtOnce(pacer: RequestPacer, count: number): { tickets: number[]; waiting: Array<Promise<number>> } {
+  const tickets: number[] = [];
+  const waiting: Array<Promise<number>> = [];
+  for (let call = 0; call < count; call++) {
+    const taken = pacer.take(signal(), cancelled);
+    if (typeof taken === 'number') tickets.push(taken);
+    else waiting.push(taken);
+  }
+  return { tickets, waiting };
+}
+
+afterEach(() => jest.useRealTimers());
+
+describe("requestLimitReading: OpenAI's request limit from an answer's headers", () => {
+  it('reads the limit, what remains and the time until it is full', () => {
+    expect(requestLimitReading({ 'x-ratelimit-limit-requests': '60', 'x-ratelimit-remaining-requests': '59', 'x-ratelimit-reset-requests': '1s' })).toEqual({
+      limit: 60,
+      remaining: 59,
+      untilFullMs: 1000,
+    });
+    expect(requestLimitReading({ 'x-ratelimit-limit-requests': '10000', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '6m0s' })).toEqual({
+      limit: 10000,
+      remaining: 0,
+      untilFullMs: 360_000,
+    });
+  });
+
+  it('is undefined when a header is missing or makes no sense', () => {
+    const full = { 'x-ratelimit-limit-requests': '60', 'x-ratelimit-remaining-requests': '59', 'x-ratelimit-reset-requests': '1s' };
+    expect(requestLimitReading({})).toBeUndefined();
+    expect(requestLimitReading({ ...full, 'x-ratelimit-limit-requests': undefined })).toBeUndefined();
+    expect(requestLimitReading({ ...full, 'x-ratelimit-reset-requests': 'soon' })).toBeUndefined();
+    expect(requestLimitReading({ ...full, 'x-ratelimit-limit-requests': '0' })).toBeUndefined();
+    expect(requestLimitReading({ ...full, 'x-ratelimit-remaining-requests': '61' })).toBeUndefined();
+  });
+});
+
+describe("RequestPacer: calls wait for the model's request limit instead of meeting a 429", () => {
+  it('lets every call through until an answer reports a limit', () => {
+    const pacer = pacerOnFakeClock();
+    const { tickets, waiting } = takeAtOnce(pacer, 500);
+    expect(tickets).toHaveLength(500);
+    expect(waiting).toHaveLength(0);
+  });
+
+  it('sends no more than what remains, then one call per refill, in the order they came', async () => {
+    const pacer = pacerOnFakeClock();
+    const first = takeAtOnce(pacer, 1).tickets[0]!;
+    // 10 a second: 3 left, full again in 700 ms (one request per 100 ms).
+    pacer.answered(first, { limit: 10, remaining: 3, untilFullMs: 700 });
+    const { tickets, waiting } = takeAtOnce(pacer, 8);
+    expect(tickets).toHaveLength(3);
+    expect(pacer.waiting).toBe(5);
+    const releasedAt: number[] = [];
+    waiting.forEach((taken) => void taken.then(() => releasedAt.push(Date.now() - 1_000_000)));
+    await jest.advanceTimersByTimeAsync(99);
+    expect(releasedAt).toEqual([]);
+    await jest.advanceTimersByTimeAsync(401);
+    expect(releasedAt).toEqual([100, 200, 300, 400, 500]);
+    expect(await Promise.all(waiting)).toEqual([...waiting.keys()].map((index) => tickets[2]! + 1 + index));
+  });
+
+  it('counts the calls sent after the answered one as taken, and ignores an older answer', async () => {
+    const pacer = pacerOnFakeClock();
+    const { tickets } = takeAtOnce(pacer, 5);
+    // The 2nd call's answer: 3 left after it; calls 3, 4 and 5 went out after it, so nothing is left.
+    pacer.answered(tickets[1]!, { limit: 10, remaining: 3, untilFullMs: 700 });
+    expect(typeof pacer.take(signal(), cancelled)).not.toBe('number');
+    // The 1st call's answer came later but says less: it changes nothing.
+    pacer.answered(tickets[0]!, { limit: 10, remaining: 9, untilFullMs: 100 });
+    expect(pacer.waiting).toBe(1);
+    // Calls 3–5 were refused (a 429 takes nothing): the 5th call's answer says 2 remain.
+    pacer.answered(tickets[4]!, { limit: 10, remaining: 2, untilFullMs: 800 });
+    await jest.advanceTimersByTimeAsync(0);
+    expect(pacer.waiting).toBe(0);
+  });
+
+  it('reckons the refill from when the answered call was sent, not from when its answer came', async () => {
+    const pacer = pacerOnFakeClock();
+    const ticket = takeAtOnce(pacer, 1).tickets[0]!;
+    // The answer (after the model's first token) comes 500 ms after the upstream admitted the call and
+    // said nothing was left: at 10 a second, 5 requests have come back since.
+    await jest.advanceTimersByTimeAsync(500);
+    pacer.answered(ticket, { limit: 10, remaining: 0, untilFullMs: 1000 });
+    const { tickets, waiting } = takeAtOnce(pacer, 8);
+    expect(tickets).toHaveLength(5);
+    expect(pacer.waiting).toBe(3);
+    pacer.close(cancelled);
+    await Promise.all(waiting.map((taken) => expect(taken).rejects.toThrow('cancelled')));
+  });
+
+  it('lets a call in line go when its signal aborts, and rejects it', async () => {
+    const pacer = pacerOnFakeClock();
+    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 0, untilFullMs: 1000 });
+    const controller = new AbortController();
+    const aborted = pacer.take(controller.signal, cancelled) as Promise<number>;
+    const next = pacer.take(signal(), cancelled) as Promise<number>;
+    controller.abort();
+    await expect(aborted).rejects.toThrow('cancelled');
+    expect(pacer.waiting).toBe(1);
+    await jest.advanceTimersByTimeAsync(100);
+    await expect(next).resolves.toEqual(expect.any(Number));
+  });
+
+  it('is idle once nothing waits or is in flight and the mirror has refilled', async () => {
+    const pacer = pacerOnFakeClock();
+    const ticket = takeAtOnce(pacer, 1).tickets[0]!;
+    expect(pacer.idle).toBe(false);
+    pacer.answered(ticket, { limit: 10, remaining: 0, untilFullMs: 1000 });
+    expect(pacer.idle).toBe(false);
+    await jest.advanceTimersByTimeAsync(1000);
+    expect(pacer.idle).toBe(true);
+  });
+
+  it('rejects the calls in line on close', async () => {
+    const pacer = pacerOnFakeClock();
+    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 0, untilFullMs: 1000 });
+    const waiting = pacer.take(signal(), cancelled) as Promise<number>;
+    pacer.close(cancelled);
+    await expect(waiting).rejects.toThrow('cancelled');
+  });
+});

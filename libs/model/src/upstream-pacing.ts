@@ -1,0 +1,157 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { headerValue, parseNumber, parseResetDuration } from './upstream-backoff';
+
+/**
+ * A request limit as one answer reported it, in OpenAI's `x-ratelimit-*-requests` headers (sent on
+ * every answer, admitted or refused): the limit, what is left of it, and the time until it is full
+ * again. The limit refills evenly, so the rate is (limit − remaining) ÷ that time.
+ */
+export interface RequestLimitReading {
+  limit: number;
+  remaining: number;
+  untilFullMs: number;
+}
+
+export function requestLimitReading(headers: IncomingHttpHeaders): RequestLimitReading | undefined {
+  const limit = parseNumber(headerValue(headers, 'x-ratelimit-limit-requests'));
+  const remaining = parseNumber(headerValue(headers, 'x-ratelimit-remaining-requests'));
+  const untilFullMs = parseResetDuration(headerValue(headers, 'x-ratelimit-reset-requests'));
+  if (limit === undefined || remaining === undefined || untilFullMs === undefined || !(limit >= 1) || remaining > limit) return undefined;
+  return { limit, remaining, untilFullMs };
+}
+
+/** OpenAI's request limits are per minute; the refill rate of a limit reported full (nothing to reckon it from). */
+const DEFAULT_REFILL_WINDOW_MS = 60_000;
+
+/**
+ * One model's request limit, mirrored from the upstream's answers, so this process sends no more
+ * requests than the limit admits instead of learning of it from 429s.
+ *
+ * Each answer that reports the limit (requestLimitReading) resets the mirror: what remains, less the
+ * calls sent after that one and not yet answered (the upstream counted them, or will). Between answers
+ * the mirror refills at the reported rate and each call takes one request from it; a call that finds it
+ * empty waits in line for the refill. Calls are released one at a time, in the order they came.
+ *
+ * Until an answer reports a limit, or for an upstream that reports none, calls pass at once. Only the
+ * newest answer counts: an older call's answer (a slow stream's headers) says less than one already
+ * heard. The mirror sees this process's calls only; other processes sharing the quota show up as a
+ * lower `remaining` in the next answer (and their 429s reach us as holds, UpstreamGates).
+ */
+export class RequestPacer {
+  private limit = 0;
+  private perMs = 0;
+  /** Requests left as of `levelAt` (negative: owed to calls already sent). */
+  private level = 0;
+  private levelAt = 0;
+  /** The newest call whose answer set the level. */
+  private basisTicket = 0;
+  private nextTicket = 0;
+  /** Calls sent and not yet answered: ticket → when it was sent. */
+  private readonly unanswered = new Map<number, number>();
+  private readonly line: Array<{ resolve: (ticket: number) => void; reject: (error: Error) => void; signal: AbortSignal; onAbort: () => void }> = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** Nothing waiting or in flight, and the mirror full: forgetting it loses nothing. */
+  get idle(): boolean {
+    if (this.line.length > 0 || this.unanswered.size > 0) return false;
+    this.refill();
+    return this.limit === 0 || this.level >= this.limit;
+  }
+
+  /** Calls waiting for the refill now. */
+  get waiting(): number {
+    return this.line.length;
+  }
+
+  /**
+   * Takes one request for a call about to be sent: at once while the mirror holds one, else in line.
+   * Resolves with the call's ticket (for `answered`); rejects with `onAbort()` if the signal aborts first.
+   */
+  take(signal: AbortSignal, onAbort: () => Error): Promise<number> | number {
+    if (this.line.length === 0 && this.tryTake()) return this.issue();
+    return new Promise<number>((resolve, reject) => {
+      const waiter = {
+        resolve,
+        reject,
+        signal,
+        onAbort: () => {
+          const index = this.line.indexOf(waiter);
+          if (index !== -1) this.line.splice(index, 1);
+          reject(onAbort());
+        },
+      };
+      signal.addEventListener('abort', waiter.onAbort, { once: true });
+      this.line.push(waiter);
+      this.schedule();
+    });
+  }
+
+  /** The call with `ticket` was answered (or failed without an answer); `reading` is what its answer reported. */
+  answered(ticket: number, reading: RequestLimitReading | undefined): void {
+    const sentAt = this.unanswered.get(ticket);
+    this.unanswered.delete(ticket);
+    if (!reading || sentAt === undefined || ticket <= this.basisTicket) return;
+    this.basisTicket = ticket;
+    this.limit = reading.limit;
+    if (reading.remaining < reading.limit && reading.untilFullMs > 0) this.perMs = (reading.limit - reading.remaining) / reading.untilFullMs;
+    else if (this.perMs === 0) this.perMs = reading.limit / DEFAULT_REFILL_WINDOW_MS;
+    // What remained when the upstream admitted the call (about when it was sent: its answer may come
+    // seconds later, after the model's first token), less every call sent since, refilled since.
+    let sentSince = 0;
+    for (const other of this.unanswered.keys()) if (other > ticket) sentSince++;
+    this.level = reading.remaining - sentSince;
+    this.levelAt = sentAt;
+    this.refill();
+    if (this.line.length > 0) this.schedule(true);
+  }
+
+  /** Drops the calls in line (shutdown). */
+  close(error: () => Error): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const waiter of this.line.splice(0)) {
+      waiter.signal.removeEventListener('abort', waiter.onAbort);
+      waiter.reject(error());
+    }
+  }
+
+  private issue(): number {
+    const ticket = ++this.nextTicket;
+    this.unanswered.set(ticket, this.now());
+    return ticket;
+  }
+
+  private refill(): void {
+    const now = this.now();
+    if (this.limit > 0 && this.level < this.limit) this.level = Math.min(this.limit, this.level + (now - this.levelAt) * this.perMs);
+    this.levelAt = now;
+  }
+
+  private tryTake(): boolean {
+    if (this.limit === 0) return true;
+    this.refill();
+    if (this.level < 1) return false;
+    this.level -= 1;
+    return true;
+  }
+
+  /** Releases the head of the line for as long as the mirror holds requests, then waits for the next one. */
+  private schedule(reschedule = false): void {
+    if (this.timer && !reschedule) return;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    while (this.line.length > 0 && this.tryTake()) {
+      const waiter = this.line.shift()!;
+      waiter.signal.removeEventListener('abort', waiter.onAbort);
+      waiter.resolve(this.issue());
+    }
+    if (this.line.length === 0) return;
+    const untilNextMs = Math.max(1, Math.ceil((1 - this.level) / this.perMs));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.schedule();
+    }, untilNextMs);
+  }
+}
