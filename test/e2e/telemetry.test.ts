@@ -139,6 +139,21 @@ describe('metrics of the deployed processes (OTEL_PROMETHEUS_PORT)', () => {
     expect(upstream.throttledCount).toBe(1);
     expect(await scrape(ports.metrics.worker)).toMatch(/^ic_model_upstream_throttled_total\{[^}]*status="429"[^}]*\} 1$/m);
   });
+
+  it("counts the model calls that waited for the request limit the upstream's answers report", async () => {
+    expect(await scrape(ports.metrics.worker)).toMatch(/^ic_model_upstream_paced_total\{[^}]*\} 0$/m);
+    const throttledBefore = upstream.throttledCount;
+    // One request, refilled in 500 ms: the first turn's answer says nothing is left, so the second waits.
+    upstream.set({ rateLimit: { requests: 1, windowMs: 500, style: 'bucket' } });
+    try {
+      expect((await postTurn(ports.api, seeded.smithToken, 'spends the limit')).status).toBe('completed');
+      expect((await postTurn(ports.api, seeded.smithToken, 'waits for it')).status).toBe('completed');
+    } finally {
+      upstream.set({ rateLimit: undefined });
+    }
+    expect(upstream.throttledCount).toBe(throttledBefore);
+    expect(await scrape(ports.metrics.worker)).toMatch(/^ic_model_upstream_paced_total\{[^}]*\} 1$/m);
+  });
 });
 
 /** A stand-in OTLP/HTTP collector: keeps the spans of every JSON export it receives. */

@@ -279,6 +279,25 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     }
   }, 30000);
 
+  it("paces a burst to the request limit OpenAI's answers report, so that once it is known no call is refused", async () => {
+    // OpenAI's bucket: 3 requests, one more every 200 ms; every answer reports what is left.
+    const paced = await startAnotherStack({ workerConcurrency: 20, upstream: { rateLimit: { requests: 3, windowMs: 600, style: 'bucket' }, reply: 'admitted' } });
+    try {
+      const burst = paced.client();
+      expect(await burst.responses.create({ model: '', input: 'the first answer reports the limit' })).toMatchObject({ status: 'completed' });
+      const conversations = await Promise.all(Array.from({ length: 9 }, () => burst.conversations.create()));
+      const started = Date.now();
+      const answers = await Promise.all(conversations.map((conversation) => burst.responses.create({ model: '', conversation: conversation.id, input: 'burst' })));
+      expect(answers.map((answer) => `${answer.status}: ${answer.output_text}`)).toEqual(Array(9).fill('completed: admitted'));
+      expect(paced.upstream.throttledCount).toBe(0);
+      expect(paced.upstream.requests).toHaveLength(10);
+      // Two of the nine went at once, the other seven one refill (200 ms) apart.
+      expect(Date.now() - started).toBeGreaterThanOrEqual(7 * 200 - 100);
+    } finally {
+      await paced.close();
+    }
+  }, 30000);
+
   it('fails the turn with rate_limit_exceeded after the ordinary retries once the wait is past MODEL_BACKOFF_BUDGET_MS', async () => {
     // A budget of 0: every throttled answer is an ordinary failure. Five 429s each asking for 100 ms:
     // within the budget the fifth call would get through; past it the first call and the three

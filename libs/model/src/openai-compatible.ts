@@ -177,7 +177,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
         stream_options: { include_usage: true },
       });
       call = traceHttpClient('POST', this.endpoint);
-      const response = await this.post(body, request.model, controller.signal, call, (reading) => pacer.answered(ticket, reading));
+      const response = await this.post(body, request.model, controller.signal, call, (reading, refused) => pacer.answered(ticket, reading, refused));
       const chunks = readChunks(response, controller.signal);
       for (;;) {
         // The timer only runs while we wait on the upstream, not while our consumer handles an event.
@@ -253,7 +253,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     model: string,
     signal: AbortSignal,
     call: HttpClientCall,
-    onAnswer: (reading: ReturnType<typeof requestLimitReading>) => void,
+    onAnswer: (reading: ReturnType<typeof requestLimitReading>, refused: boolean) => void,
     retried = false,
   ): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
@@ -283,7 +283,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
         signal.removeEventListener('abort', onAbort);
         const status = response.statusCode ?? 0;
         call.answered(status);
-        onAnswer(requestLimitReading(response.headers));
+        onAnswer(requestLimitReading(response.headers), status === 429);
         if (status >= 200 && status < 300) resolve(response);
         else {
           const backoffMs = upstreamBackoffMs(status, response.headers);

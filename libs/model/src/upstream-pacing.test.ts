@@ -101,6 +101,72 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
     await Promise.all(waiting.map((taken) => expect(taken).rejects.toThrow('cancelled')));
   });
 
+  it('halves its share of the refill on 429s for calls it let go, once per overdraft, and earns it back per admitted call', async () => {
+    const pacer = pacerOnFakeClock();
+    // 10 a second (9 left, full again in 100 ms).
+    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 9, untilFullMs: 100 });
+    const overdraft = takeAtOnce(pacer, 9).tickets;
+    // Another process took those requests: all nine are refused, one overdraft, one halving.
+    for (const ticket of overdraft) pacer.answered(ticket, { limit: 10, remaining: 0, untilFullMs: 1000 }, true);
+    // At half the refill (5 a second), the next request is 200 ms away, not 100 (nor 1,600 after nine halvings).
+    const next = pacer.take(signal(), cancelled) as Promise<number>;
+    let nextTicket: number | undefined;
+    void next.then((ticket) => (nextTicket = ticket));
+    await jest.advanceTimersByTimeAsync(199);
+    expect(nextTicket).toBeUndefined();
+    await jest.advanceTimersByTimeAsync(1);
+    expect(nextTicket).toEqual(expect.any(Number));
+    // Its answer, admitted, gives back 1/10 of the share: 6 a second, the next one 167 ms away.
+    pacer.answered(nextTicket!, { limit: 10, remaining: 0, untilFullMs: 1000 });
+    const after = pacer.take(signal(), cancelled) as Promise<number>;
+    let afterTicket: number | undefined;
+    void after.then((ticket) => (afterTicket = ticket));
+    await jest.advanceTimersByTimeAsync(166);
+    expect(afterTicket).toBeUndefined();
+    await jest.advanceTimersByTimeAsync(1);
+    expect(afterTicket).toEqual(expect.any(Number));
+  });
+
+  it('lets processes sharing one limit settle on shares of it instead of each taking all of it', async () => {
+    jest.useFakeTimers({ now: 1_000_000 });
+    const start = Date.now();
+    // The upstream: OpenAI's bucket of 10, refilled 10 a second; a refused request takes nothing.
+    const bucket = { level: 10, at: start };
+    const perMs = 10 / 1000;
+    let admitted = 0;
+    let refusedAfterFirstWave = 0;
+    const call = () => {
+      bucket.level = Math.min(10, bucket.level + (Date.now() - bucket.at) * perMs);
+      bucket.at = Date.now();
+      const refused = bucket.level < 1;
+      if (refused && Date.now() - start > 500) refusedAfterFirstWave++;
+      if (!refused) (bucket.level -= 1), admitted++;
+      return { reading: { limit: 10, remaining: Math.floor(bucket.level), untilFullMs: Math.ceil((10 - bucket.level) / perMs) }, refused };
+    };
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    // Four processes with 50 turns each at once; an admitted call's answer comes after 300 ms (the
+    // model's first token), a refusal's after 2 ms, and a refused turn tries again 100 ms later.
+    let lastAnswer = 0;
+    const turn = async (pacer: RequestPacer): Promise<void> => {
+      for (;;) {
+        const ticket = await pacer.take(signal(), cancelled);
+        const answer = call();
+        await sleep(answer.refused ? 2 : 300);
+        pacer.answered(ticket, answer.reading, answer.refused);
+        if (!answer.refused) return void (lastAnswer = Date.now());
+        await sleep(100);
+      }
+    };
+    const processes = Array.from({ length: 4 }, () => new RequestPacer(() => Date.now()));
+    const turns = processes.flatMap((pacer) => Array.from({ length: 50 }, () => turn(pacer)));
+    await jest.advanceTimersByTimeAsync(120_000);
+    await Promise.all(turns);
+    expect(admitted).toBe(200);
+    // Each taking all of the refill, 258 calls were refused after the first wave; as fast as the limit allows.
+    expect(refusedAfterFirstWave).toBeLessThan(100);
+    expect(lastAnswer - start).toBeLessThan((190 / 10) * 1000 + 300 + 1000);
+  });
+
   it('lets a call in line go when its signal aborts, and rejects it', async () => {
     const pacer = pacerOnFakeClock();
     pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 0, untilFullMs: 1000 });

@@ -20,6 +20,9 @@ export function requestLimitReading(headers: IncomingHttpHeaders): RequestLimitR
   return { limit, remaining, untilFullMs };
 }
 
+/** The least share of a limit a process keeps taking (see RequestPacer): 1/16, enough for 16 pods at the limit. */
+const MIN_SHARE = 1 / 16;
+
 /** OpenAI's request limits are per minute; the refill rate of a limit reported full (nothing to reckon it from). */
 const DEFAULT_REFILL_WINDOW_MS = 60_000;
 
@@ -27,27 +30,38 @@ const DEFAULT_REFILL_WINDOW_MS = 60_000;
  * One model's request limit, mirrored from the upstream's answers, so this process sends no more
  * requests than the limit admits instead of learning of it from 429s.
  *
- * Each answer that reports the limit (requestLimitReading) resets the mirror: what remains, less the
- * calls sent after that one and not yet answered (the upstream counted them, or will). Between answers
- * the mirror refills at the reported rate and each call takes one request from it; a call that finds it
- * empty waits in line for the refill. Calls are released one at a time, in the order they came.
+ * Each answer that reports the limit (requestLimitReading) resets the mirror: (this process's share of)
+ * what remained when that call was sent, less the calls sent after it and not yet answered (the
+ * upstream counted them, or will), refilled since. Between answers the mirror refills at (its share
+ * of) the reported rate and each call takes one request from it; a call that finds it empty waits in
+ * line for the refill. Calls are released one at a time, in the order they came.
  *
  * Until an answer reports a limit, or for an upstream that reports none, calls pass at once. Only the
  * newest answer counts: an older call's answer (a slow stream's headers) says less than one already
- * heard. The mirror sees this process's calls only; other processes sharing the quota show up as a
- * lower `remaining` in the next answer (and their 429s reach us as holds, UpstreamGates).
+ * heard.
+ *
+ * The mirror sees this process's calls only, but worker pods share the quota: each would take the
+ * whole refill, and all but one of them would be refused. So the process takes a share of it, found
+ * as TCP finds its share of a link (additive increase, multiplicative decrease): a 429 for a call the
+ * mirror let go halves the share (once per round of calls in flight: the refusals of one overdraft
+ * come together), each admitted call gives back 1/limit of it. Alone, a process keeps (nearly) the
+ * whole limit; N processes settle around 1/N each.
  */
 export class RequestPacer {
   private limit = 0;
   private perMs = 0;
+  /** The part of the limit this process takes (MIN_SHARE..1). */
+  private share = 1;
+  /** The newest call sent when the share was last halved: refusals of calls up to it are the same overdraft. */
+  private shareCutThrough = 0;
   /** Requests left as of `levelAt` (negative: owed to calls already sent). */
   private level = 0;
   private levelAt = 0;
   /** The newest call whose answer set the level. */
   private basisTicket = 0;
   private nextTicket = 0;
-  /** Calls sent and not yet answered: ticket → when it was sent. */
-  private readonly unanswered = new Map<number, number>();
+  /** Calls sent and not yet answered: ticket → when it was sent and whether the mirror knew the limit then. */
+  private readonly unanswered = new Map<number, { sentAt: number; paced: boolean }>();
   private readonly line: Array<{ resolve: (ticket: number) => void; reject: (error: Error) => void; signal: AbortSignal; onAbort: () => void }> = [];
   private timer: NodeJS.Timeout | undefined;
 
@@ -88,11 +102,20 @@ export class RequestPacer {
     });
   }
 
-  /** The call with `ticket` was answered (or failed without an answer); `reading` is what its answer reported. */
-  answered(ticket: number, reading: RequestLimitReading | undefined): void {
-    const sentAt = this.unanswered.get(ticket);
+  /**
+   * The call with `ticket` was answered (or failed without an answer): `reading` is what its answer
+   * reported, `refused` whether it was a 429.
+   */
+  answered(ticket: number, reading: RequestLimitReading | undefined, refused = false): void {
+    const call = this.unanswered.get(ticket);
     this.unanswered.delete(ticket);
-    if (!reading || sentAt === undefined || ticket <= this.basisTicket) return;
+    if (!reading || call === undefined) return;
+    if (refused && call.paced && ticket > this.shareCutThrough) {
+      this.share = Math.max(MIN_SHARE, this.share / 2);
+      this.shareCutThrough = this.nextTicket;
+    } else if (!refused) this.share = Math.min(1, this.share + 1 / reading.limit);
+    if (ticket <= this.basisTicket) return;
+    const sentAt = call.sentAt;
     this.basisTicket = ticket;
     this.limit = reading.limit;
     if (reading.remaining < reading.limit && reading.untilFullMs > 0) this.perMs = (reading.limit - reading.remaining) / reading.untilFullMs;
@@ -101,7 +124,7 @@ export class RequestPacer {
     // seconds later, after the model's first token), less every call sent since, refilled since.
     let sentSince = 0;
     for (const other of this.unanswered.keys()) if (other > ticket) sentSince++;
-    this.level = reading.remaining - sentSince;
+    this.level = Math.floor(reading.remaining * this.share) - sentSince;
     this.levelAt = sentAt;
     this.refill();
     if (this.line.length > 0) this.schedule(true);
@@ -119,13 +142,13 @@ export class RequestPacer {
 
   private issue(): number {
     const ticket = ++this.nextTicket;
-    this.unanswered.set(ticket, this.now());
+    this.unanswered.set(ticket, { sentAt: this.now(), paced: this.limit > 0 });
     return ticket;
   }
 
   private refill(): void {
     const now = this.now();
-    if (this.limit > 0 && this.level < this.limit) this.level = Math.min(this.limit, this.level + (now - this.levelAt) * this.perMs);
+    if (this.limit > 0 && this.level < this.limit) this.level = Math.min(this.limit, this.level + (now - this.levelAt) * this.perMs * this.share);
     this.levelAt = now;
   }
 
@@ -148,7 +171,7 @@ export class RequestPacer {
       waiter.resolve(this.issue());
     }
     if (this.line.length === 0) return;
-    const untilNextMs = Math.max(1, Math.ceil((1 - this.level) / this.perMs));
+    const untilNextMs = Math.max(1, Math.ceil((1 - this.level) / (this.perMs * this.share)));
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.schedule();
