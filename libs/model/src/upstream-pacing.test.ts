@@ -140,7 +140,10 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
       bucket.at = Date.now();
       const refused = bucket.level < 1;
       if (refused && Date.now() - start > 500) refusedAfterFirstWave++;
-      if (!refused) (bucket.level -= 1), admitted++;
+      if (!refused) {
+        bucket.level -= 1;
+        admitted++;
+      }
       return { reading: { limit: 10, remaining: Math.floor(bucket.level), untilFullMs: Math.ceil((10 - bucket.level) / perMs) }, refused };
     };
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
