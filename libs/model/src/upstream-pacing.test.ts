@@ -58,8 +58,8 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
   it('sends no more than what remains, then one call per refill, in the order they came', async () => {
     const pacer = pacerOnFakeClock();
     const first = takeAtOnce(pacer, 1).tickets[0]!;
-    // 10 a second: 3 left, full again in 700 ms (one request per 100 ms).
-    pacer.answered(first, { limit: 10, remaining: 3, untilFullMs: 700 });
+    // 10 a second: 3 left (and nearly a fourth: full again in 600 ms), one more request per 100 ms.
+    pacer.answered(first, { limit: 10, remaining: 3, untilFullMs: 600 });
     const { tickets, waiting } = takeAtOnce(pacer, 8);
     expect(tickets).toHaveLength(3);
     expect(pacer.waiting).toBe(5);
@@ -87,16 +87,17 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
     expect(pacer.waiting).toBe(0);
   });
 
-  it('reckons the refill from when the answered call was sent, not from when its answer came', async () => {
+  it('reckons the refill from about when the answered call was admitted, not from when its answer came', async () => {
     const pacer = pacerOnFakeClock();
     const ticket = takeAtOnce(pacer, 1).tickets[0]!;
-    // The answer (after the model's first token) comes 500 ms after the upstream admitted the call and
-    // said nothing was left: at 10 a second, 5 requests have come back since.
+    // The answer (after the model's first token) comes 500 ms after the call was sent, and says nothing
+    // was left when the upstream admitted it, taken as 50 ms after it was sent: at 10 a second, 4.5
+    // requests have come back since, so 4 calls go at once (not 0, as reckoned from the answer).
     await jest.advanceTimersByTimeAsync(500);
     pacer.answered(ticket, { limit: 10, remaining: 0, untilFullMs: 1000 });
     const { tickets, waiting } = takeAtOnce(pacer, 8);
-    expect(tickets).toHaveLength(5);
-    expect(pacer.waiting).toBe(3);
+    expect(tickets).toHaveLength(4);
+    expect(pacer.waiting).toBe(4);
     pacer.close(cancelled);
     await Promise.all(waiting.map((taken) => expect(taken).rejects.toThrow('cancelled')));
   });
@@ -107,7 +108,7 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
     pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 9, untilFullMs: 100 });
     const overdraft = takeAtOnce(pacer, 9).tickets;
     // Another process took those requests: all nine are refused, one overdraft, one halving.
-    for (const ticket of overdraft) pacer.answered(ticket, { limit: 10, remaining: 0, untilFullMs: 1000 }, true);
+    for (const ticket of overdraft) pacer.answered(ticket, { limit: 10, remaining: 0, untilFullMs: 900 }, true);
     // At half the refill (5 a second), the next request is 200 ms away, not 100 (nor 1,600 after nine halvings).
     const next = pacer.take(signal(), cancelled) as Promise<number>;
     let nextTicket: number | undefined;
@@ -127,16 +128,20 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
     expect(afterTicket).toEqual(expect.any(Number));
   });
 
-  it('lets processes sharing one limit settle on shares of it instead of each taking all of it', async () => {
+  /**
+   * OpenAI's bucket of `limit` requests refilled `limit` a second (a refused request takes nothing), and
+   * `processes` pacers with `turnsEach` turns at once. An admitted call's answer comes after 300–337 ms
+   * (the model's first token), a refusal's after 2 ms, and a refused turn tries again 100 ms later.
+   */
+  async function simulateSharedLimit(processes: number, turnsEach: number, limit: number) {
     jest.useFakeTimers({ now: 1_000_000 });
     const start = Date.now();
-    // The upstream: OpenAI's bucket of 10, refilled 10 a second; a refused request takes nothing.
-    const bucket = { level: 10, at: start };
-    const perMs = 10 / 1000;
+    const bucket = { level: limit, at: start };
+    const perMs = limit / 1000;
     let admitted = 0;
     let refusedAfterFirstWave = 0;
     const call = () => {
-      bucket.level = Math.min(10, bucket.level + (Date.now() - bucket.at) * perMs);
+      bucket.level = Math.min(limit, bucket.level + (Date.now() - bucket.at) * perMs);
       bucket.at = Date.now();
       const refused = bucket.level < 1;
       if (refused && Date.now() - start > 500) refusedAfterFirstWave++;
@@ -144,35 +149,49 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
         bucket.level -= 1;
         admitted++;
       }
-      return { reading: { limit: 10, remaining: Math.floor(bucket.level), untilFullMs: Math.ceil((10 - bucket.level) / perMs) }, refused };
+      return { reading: { limit, remaining: Math.floor(bucket.level), untilFullMs: Math.ceil((limit - bucket.level) / perMs) }, refused };
     };
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-    // Four processes with 50 turns each at once; an admitted call's answer comes after 300 ms (the
-    // model's first token), a refusal's after 2 ms, and a refused turn tries again 100 ms later.
-    let lastAnswer = 0;
+    // Answers take 300–337 ms (a fixed sequence, so that every run is the same): levels fall between whole requests.
+    let jitter = 0;
+    const answerMs = () => 300 + (jitter = (jitter * 7 + 13) % 38);
+    let lastAnswerMs = 0;
     const turn = async (pacer: RequestPacer): Promise<void> => {
       for (;;) {
         const ticket = await pacer.take(signal(), cancelled);
         const answer = call();
-        await sleep(answer.refused ? 2 : 300);
+        await sleep(answer.refused ? 2 : answerMs());
         pacer.answered(ticket, answer.reading, answer.refused);
-        if (!answer.refused) return void (lastAnswer = Date.now());
+        if (!answer.refused) return void (lastAnswerMs = Date.now() - start);
         await sleep(100);
       }
     };
-    const processes = Array.from({ length: 4 }, () => new RequestPacer(() => Date.now()));
-    const turns = processes.flatMap((pacer) => Array.from({ length: 50 }, () => turn(pacer)));
-    await jest.advanceTimersByTimeAsync(120_000);
+    const pacers = Array.from({ length: processes }, () => new RequestPacer(() => Date.now()));
+    const turns = pacers.flatMap((pacer) => Array.from({ length: turnsEach }, () => turn(pacer)));
+    await jest.advanceTimersByTimeAsync(300_000);
     await Promise.all(turns);
+    return { admitted, refusedAfterFirstWave, lastAnswerMs };
+  }
+
+  it('lets processes sharing one limit settle on shares of it instead of each taking all of it', async () => {
+    const { admitted, refusedAfterFirstWave, lastAnswerMs } = await simulateSharedLimit(4, 50, 10);
     expect(admitted).toBe(200);
     // Each taking all of the refill, 258 calls were refused after the first wave; as fast as the limit allows.
     expect(refusedAfterFirstWave).toBeLessThan(100);
-    expect(lastAnswer - start).toBeLessThan((190 / 10) * 1000 + 300 + 1000);
+    expect(lastAnswerMs).toBeLessThan((190 / 10) * 1000 + 337 + 1000);
+  });
+
+  it('alone, meets no 429 once the limit is known, even a small one whose readings fall between whole requests', async () => {
+    // 3 a second: "1 left, full in 350 ms" is 1.95 left at 3 a second, but could be read as 1.0 left at almost 6.
+    const { admitted, refusedAfterFirstWave, lastAnswerMs } = await simulateSharedLimit(1, 60, 3);
+    expect(admitted).toBe(60);
+    expect(refusedAfterFirstWave).toBe(0);
+    expect(lastAnswerMs).toBeLessThan((57 / 3) * 1000 + 337 + 2000);
   });
 
   it('lets a call in line go when its signal aborts, and rejects it', async () => {
     const pacer = pacerOnFakeClock();
-    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 0, untilFullMs: 1000 });
+    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 0, untilFullMs: 900 });
     const controller = new AbortController();
     const aborted = pacer.take(controller.signal, cancelled) as Promise<number>;
     const next = pacer.take(signal(), cancelled) as Promise<number>;
@@ -187,7 +206,7 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
     const pacer = pacerOnFakeClock();
     const ticket = takeAtOnce(pacer, 1).tickets[0]!;
     expect(pacer.idle).toBe(false);
-    pacer.answered(ticket, { limit: 10, remaining: 0, untilFullMs: 1000 });
+    pacer.answered(ticket, { limit: 10, remaining: 0, untilFullMs: 900 });
     expect(pacer.idle).toBe(false);
     await jest.advanceTimersByTimeAsync(1000);
     expect(pacer.idle).toBe(true);

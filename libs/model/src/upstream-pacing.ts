@@ -23,6 +23,9 @@ export function requestLimitReading(headers: IncomingHttpHeaders): RequestLimitR
 /** The least share of a limit a process keeps taking (see RequestPacer): 1/16, enough for 16 pods at the limit. */
 const MIN_SHARE = 1 / 16;
 
+/** How long after a call was sent the upstream is taken to have admitted it: the way there, and a queue at the upstream's door. */
+const ADMISSION_ALLOWANCE_MS = 50;
+
 /** OpenAI's request limits are per minute; the refill rate of a limit reported full (nothing to reckon it from). */
 const DEFAULT_REFILL_WINDOW_MS = 60_000;
 
@@ -49,7 +52,10 @@ const DEFAULT_REFILL_WINDOW_MS = 60_000;
  */
 export class RequestPacer {
   private limit = 0;
+  /** The refill rate the mirror uses (requests per ms), and what the readings so far say of the real one. */
   private perMs = 0;
+  private rateAtLeast = 0;
+  private rateAtMost = Infinity;
   /** The part of the limit this process takes (MIN_SHARE..1). */
   private share = 1;
   /** The newest call sent when the share was last halved: refusals of calls up to it are the same overdraft. */
@@ -117,17 +123,47 @@ export class RequestPacer {
     if (ticket <= this.basisTicket) return;
     const sentAt = call.sentAt;
     this.basisTicket = ticket;
-    this.limit = reading.limit;
-    if (reading.remaining < reading.limit && reading.untilFullMs > 0) this.perMs = (reading.limit - reading.remaining) / reading.untilFullMs;
-    else if (this.perMs === 0) this.perMs = reading.limit / DEFAULT_REFILL_WINDOW_MS;
-    // What remained when the upstream admitted the call (about when it was sent: its answer may come
-    // seconds later, after the model's first token), less every call sent since, refilled since.
+    this.learnRate(reading);
+    // What remained when the upstream admitted the call, less every call sent since, refilled since.
+    // It was admitted between being sent and being answered (which may be seconds later, after the
+    // model's first token): taken as ADMISSION_ALLOWANCE_MS after it was sent, or at the answer if that
+    // came sooner. A mirror ahead of the upstream would send a call into a 429; one behind it costs
+    // each waiting call that much delay, not any rate.
     let sentSince = 0;
     for (const other of this.unanswered.keys()) if (other > ticket) sentSince++;
     this.level = Math.floor(reading.remaining * this.share) - sentSince;
-    this.levelAt = sentAt;
+    this.levelAt = Math.min(this.now(), sentAt + ADMISSION_ALLOWANCE_MS);
     this.refill();
     if (this.line.length > 0) this.schedule(true);
+  }
+
+  /**
+   * The refill rate, from what a reading implies about it. `remaining` is whole requests, the level
+   * behind it anywhere in [remaining, remaining + 1), so one reading only bounds the rate:
+   * (limit − remaining − 1) ÷ reset < rate ≤ (limit − remaining) ÷ reset. Readings narrow the bounds
+   * down, and the mirror refills at the lower one: a mirror ahead of the upstream would send calls
+   * into 429s (with a small limit the upper bound can be several times the rate). Until a reading
+   * bounds it from below, a limit is taken to be per minute, as OpenAI's are.
+   */
+  private learnRate(reading: RequestLimitReading): void {
+    if (reading.limit !== this.limit) {
+      this.limit = reading.limit;
+      this.rateAtLeast = 0;
+      this.rateAtMost = Infinity;
+    }
+    if (reading.remaining < reading.limit && reading.untilFullMs > 0) {
+      const atLeast = (reading.limit - reading.remaining - 1) / reading.untilFullMs;
+      const atMost = (reading.limit - reading.remaining) / reading.untilFullMs;
+      if (atLeast > this.rateAtMost || atMost < this.rateAtLeast) {
+        // The limit's window changed under the same size: start over.
+        this.rateAtLeast = atLeast;
+        this.rateAtMost = atMost;
+      } else {
+        this.rateAtLeast = Math.max(this.rateAtLeast, atLeast);
+        this.rateAtMost = Math.min(this.rateAtMost, atMost);
+      }
+    }
+    this.perMs = this.rateAtLeast > 0 ? this.rateAtLeast : reading.limit / DEFAULT_REFILL_WINDOW_MS;
   }
 
   /** Drops the calls in line (shutdown). */
