@@ -314,6 +314,21 @@ describe('OpenAICompatibleAdapter errors', () => {
       expect(Date.now() - other).toBeLessThan(150);
     });
 
+    it('fails a call at once, as rate_limit_exceeded, when the line for the request limit is longer than it may wait', async () => {
+      // One request a second, just spent.
+      fake.set({ rateLimit: { requests: 1, windowMs: 1000, style: 'bucket' } });
+      expect(done(await collect(throttled, request())).finishReason).toBe('stop');
+      const started = Date.now();
+      const error = await modelError(collect(throttled, request({ maxRateLimitWaitMs: 200 })));
+      expect(error).toMatchObject({ code: 'rate_limit_exceeded', retryable: true, throttled: false });
+      expect(error.message).toMatch(/request limit would hold this call about (0\.9|1\.0) s, longer than the 0\.2 s it may wait/);
+      expect(Date.now() - started).toBeLessThan(150);
+      expect(fake.requestTimes).toHaveLength(1);
+      // Without a bound it waits its turn.
+      expect(done(await collect(throttled, request())).finishReason).toBe('stop');
+      expect(fake.throttledCount).toBe(0);
+    });
+
     it("holds only the model whose quota a 429 named: another model's calls go out meanwhile", async () => {
       fake.throttleFor(2000, 'retry-after-ms', 'model-a');
       const refused = await modelError(collect(throttled, request({ model: 'model-a' })));

@@ -139,7 +139,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     const messages = toChatMessages(request.instructions, request.items);
     // Like the gate's wait, before the idle timer: a wait for the model's request limit is not the upstream going quiet.
     const pacer = this.pacerFor(request.model);
-    const taken = pacer.take(request.signal, cancelled);
+    const taken = pacer.take(request.signal, cancelled, request.maxRateLimitWaitMs, (expectedMs) => this.pacedTooLong(expectedMs, request.maxRateLimitWaitMs!));
     let ticket: number;
     if (typeof taken === 'number') ticket = taken;
     else {
@@ -318,6 +318,13 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     const secrets = [this.baseURL, url.origin, url.host, url.hostname, this.apiKey].filter((secret) => secret.length >= 4);
     // Longest first, so the URL goes before the host it contains.
     return secrets.sort((a, b) => b.length - a.length).reduce((out, secret) => out.split(secret).join('[upstream]'), text);
+  }
+
+  /** A call whose turn in the line for the model's request limit would come too late. */
+  private pacedTooLong(expectedMs: number, maxWaitMs: number): ModelError {
+    const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+    const message = `The model upstream's request limit would hold this call about ${seconds(expectedMs)}, longer than the ${seconds(maxWaitMs)} it may wait.`;
+    return this.failure('rate_limit_exceeded', true, message, `${this.upstream}: ${message}`);
   }
 
   private timeoutError(): ModelError {

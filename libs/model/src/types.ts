@@ -10,6 +10,12 @@ export interface ModelRequest {
   params: RunParams;
   /** Aborted on cancel or shutdown; adapters must stop promptly and throw ModelError('cancelled'). */
   signal: AbortSignal;
+  /**
+   * The longest the call may wait for the upstream's rate limit before it goes out (an adapter that
+   * paces calls to the limit); a longer wait fails it at once with `rate_limit_exceeded`, not
+   * throttled. Default: no limit.
+   */
+  maxRateLimitWaitMs?: number;
 }
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter';

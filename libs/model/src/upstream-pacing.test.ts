@@ -212,6 +212,18 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
     expect(pacer.idle).toBe(true);
   });
 
+  it('refuses at once a call whose turn in line would come after the longest wait it may have', async () => {
+    const pacer = pacerOnFakeClock();
+    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 0, untilFullMs: 900 }); // one per 100 ms
+    const tooLong = (expectedMs: number) => new Error(`would wait ${expectedMs} ms`);
+    const first = pacer.take(signal(), cancelled, 250, tooLong) as Promise<number>; // 100 ms
+    const second = pacer.take(signal(), cancelled, 250, tooLong) as Promise<number>; // 200 ms
+    await expect(pacer.take(signal(), cancelled, 250, tooLong)).rejects.toThrow('would wait 300 ms');
+    expect(pacer.waiting).toBe(2);
+    await jest.advanceTimersByTimeAsync(200);
+    await expect(Promise.all([first, second])).resolves.toEqual([expect.any(Number), expect.any(Number)]);
+  });
+
   it('rejects the calls in line on close', async () => {
     const pacer = pacerOnFakeClock();
     pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 0, untilFullMs: 1000 });

@@ -87,10 +87,14 @@ export class RequestPacer {
 
   /**
    * Takes one request for a call about to be sent: at once while the mirror holds one, else in line.
-   * Resolves with the call's ticket (for `answered`); rejects with `onAbort()` if the signal aborts first.
+   * Resolves with the call's ticket (for `answered`); rejects with `onAbort()` if the signal aborts
+   * first, and at once with `tooLong(ms)` when its turn in line would come only after more than
+   * `maxWaitMs`.
    */
-  take(signal: AbortSignal, onAbort: () => Error): Promise<number> | number {
+  take(signal: AbortSignal, onAbort: () => Error, maxWaitMs = Infinity, tooLong?: (expectedMs: number) => Error): Promise<number> | number {
     if (this.line.length === 0 && this.tryTake()) return this.issue();
+    const expectedMs = (this.line.length + 1 - this.level) / (this.perMs * this.share);
+    if (expectedMs > maxWaitMs && tooLong) return Promise.reject(tooLong(Math.ceil(expectedMs)));
     return new Promise<number>((resolve, reject) => {
       const waiter = {
         resolve,
@@ -143,7 +147,9 @@ export class RequestPacer {
    * (limit − remaining − 1) ÷ reset < rate ≤ (limit − remaining) ÷ reset. Readings narrow the bounds
    * down, and the mirror refills at the lower one: a mirror ahead of the upstream would send calls
    * into 429s (with a small limit the upper bound can be several times the rate). Until a reading
-   * bounds it from below, a limit is taken to be per minute, as OpenAI's are.
+   * bounds it from below (a limit of 1 never is), it refills at the least upper bound, which the
+   * answer to a call admitted from a full bucket gives exactly; until a reading bounds it at all, a
+   * limit is taken to be per minute, as OpenAI's are.
    */
   private learnRate(reading: RequestLimitReading): void {
     if (reading.limit !== this.limit) {
@@ -163,7 +169,7 @@ export class RequestPacer {
         this.rateAtMost = Math.min(this.rateAtMost, atMost);
       }
     }
-    this.perMs = this.rateAtLeast > 0 ? this.rateAtLeast : reading.limit / DEFAULT_REFILL_WINDOW_MS;
+    this.perMs = this.rateAtLeast > 0 ? this.rateAtLeast : Number.isFinite(this.rateAtMost) ? this.rateAtMost : reading.limit / DEFAULT_REFILL_WINDOW_MS;
   }
 
   /** Drops the calls in line (shutdown). */

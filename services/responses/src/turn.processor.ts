@@ -20,7 +20,8 @@ export interface TurnProcessorDeps {
   modelRetryDelaysMs?: readonly number[];
   /**
    * How long an attempt may spend waiting out the upstream's rate limit before a throttled answer
-   * counts as an ordinary failure (MODEL_BACKOFF_BUDGET_MS; default 120 s).
+   * counts as an ordinary failure (MODEL_BACKOFF_BUDGET_MS; default 120 s). What is left of it also
+   * bounds a call's wait in the adapter's line for the upstream's request limit.
    */
   modelBackoffBudgetMs?: number;
 }
@@ -87,7 +88,8 @@ export class TurnProcessor {
     const exhausted = run.attempt > MAX_RUN_ATTEMPTS;
     // The model call goes out while the attempt's event log is fenced: the fence (a Redis round trip)
     // is settled before the first model event is looked at, so nothing is written unfenced.
-    const firstCall = cancelled || exhausted ? null : startStream(this.deps.model.stream(this.modelRequest(run, history, controller.signal)));
+    const backoffBudgetMs = this.deps.modelBackoffBudgetMs ?? DEFAULT_MODEL_BACKOFF_BUDGET_MS;
+    const firstCall = cancelled || exhausted ? null : startStream(this.deps.model.stream(this.modelRequest(run, history, controller.signal, backoffBudgetMs)));
     let log: AttemptLog;
     try {
       log = await lifecycle.startAttempt(run);
@@ -113,7 +115,6 @@ export class TurnProcessor {
 
     const assembler = new OutputAssembler(run.id, log.events);
     const retryDelays = this.deps.modelRetryDelaysMs ?? DEFAULT_MODEL_RETRY_DELAYS_MS;
-    const backoffBudgetMs = this.deps.modelBackoffBudgetMs ?? DEFAULT_MODEL_BACKOFF_BUDGET_MS;
     let firstThrottledAt: number | undefined;
     let done: Extract<ModelEvent, { type: 'done' }> | undefined;
     let firstToken = true;
@@ -121,7 +122,9 @@ export class TurnProcessor {
     for (let retry = 0; ; ) {
       try {
         // A silent retry replays the same history: nothing can be stamped before this turn.
-        const events = pendingFirstCall ? pendingFirstCall.events : this.deps.model.stream(this.modelRequest(run, history, controller.signal));
+        // What is left of the budget bounds a wait in the adapter's line for the upstream's request limit too.
+        const budgetLeftMs = Math.max(0, backoffBudgetMs - (firstThrottledAt === undefined ? 0 : Date.now() - firstThrottledAt));
+        const events = pendingFirstCall ? pendingFirstCall.events : this.deps.model.stream(this.modelRequest(run, history, controller.signal, budgetLeftMs));
         pendingFirstCall = null;
         for await (const event of events) {
           if (event.type === 'done') {
@@ -211,7 +214,7 @@ export class TurnProcessor {
   }
 
   /** What the model is asked: the history (trimmed to the context budget with `truncation: "auto"`) and the turn's input. */
-  private modelRequest(run: RunRow, history: TurnHistory, signal: AbortSignal): ModelRequest {
+  private modelRequest(run: RunRow, history: TurnHistory, signal: AbortSignal, maxRateLimitWaitMs: number): ModelRequest {
     let prior = history.prior;
     if (run.params.truncation === 'auto') {
       const budget = this.deps.contextTokens - (run.params.max_output_tokens ?? 0);
@@ -219,7 +222,7 @@ export class TurnProcessor {
       if (dropped > 0) this.deps.logger.debug({ runId: run.id, dropped }, 'truncated history to fit the context budget');
       prior = kept;
     }
-    return { model: this.deps.resolveModel(run.model), instructions: run.instructions, items: [...prior, ...history.input], params: run.params, signal };
+    return { model: this.deps.resolveModel(run.model), instructions: run.instructions, items: [...prior, ...history.input], params: run.params, signal, maxRateLimitWaitMs };
   }
 }
 
