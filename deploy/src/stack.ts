@@ -118,7 +118,7 @@ async function main(): Promise<void> {
   // One process, so in-memory counters are exact here.
   const rateLimits = new RateLimits({ requestsPerMinute: env.RATE_LIMIT_REQUESTS_PER_MINUTE, turnsPerMinute: env.RATE_LIMIT_TURNS_PER_MINUTE, keyPrefix: env.REDIS_PREFIX, logger });
   const adapter: ModelAdapterKind = env.MODEL_ADAPTER ?? (env.MODEL_BASE_URL ? 'openai-compatible' : 'development');
-  const modelConfig = { adapter, baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: env.DEV_MODEL_TOKEN_DELAY_MS };
+  const modelConfig = { adapter, baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: env.DEV_MODEL_TOKEN_DELAY_MS, rateLimitPacing: env.MODEL_RATE_LIMIT_PACING };
   logger.info(describeModelAdapter(modelConfig), 'model adapter');
   // With BullMQ, worker processes started beside the stack share its back-off holds.
   const model = createModelAdapter(modelConfig, { peers: backend.signals });

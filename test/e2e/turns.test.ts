@@ -298,6 +298,24 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     }
   }, 30000);
 
+  it('fails a turn whose wait for the reported request limit would outlast MODEL_BACKOFF_BUDGET_MS, instead of queueing it for that long', async () => {
+    // 2 requests, one more every 10 s; a turn may wait 1 s for the limit.
+    const slow = await startAnotherStack({ modelBackoffBudgetMs: 1000, upstream: { rateLimit: { requests: 2, windowMs: 20_000, style: 'bucket' } } });
+    try {
+      const client = slow.client();
+      for (const input of ['first', 'second']) expect(await client.responses.create({ model: '', input })).toMatchObject({ status: 'completed' });
+      const started = Date.now();
+      const third = await client.responses.create({ model: '', input: 'no request left for 10 s' }).catch((error: unknown) => error);
+      expect(third).toBeInstanceOf(OpenAI.APIError);
+      expect(third).toMatchObject({ code: 'rate_limit_exceeded' });
+      // The call and its three scheduled retries (0.5, 1, 2 s) were each refused by the line at once.
+      expect(Date.now() - started).toBeLessThan(9000);
+      expect(slow.upstream.requests).toHaveLength(2);
+    } finally {
+      await slow.close();
+    }
+  }, 30000);
+
   it('fails the turn with rate_limit_exceeded after the ordinary retries once the wait is past MODEL_BACKOFF_BUDGET_MS', async () => {
     // A budget of 0: every throttled answer is an ordinary failure. Five 429s each asking for 100 ms:
     // within the budget the fifth call would get through; past it the first call and the three

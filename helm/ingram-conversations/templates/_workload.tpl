@@ -74,6 +74,7 @@ MODEL_TIMEOUT_MS: {{ $root.Values.model.timeoutMs | quote }}
 {{- if ne .key "titler" }}
 MODEL_BACKOFF_BUDGET_MS: {{ $root.Values.model.backoffBudgetMs | quote }}
 {{- end }}
+MODEL_RATE_LIMIT_PACING: {{ $root.Values.model.rateLimitPacing | quote }}
 MODEL_CONTEXT_TOKENS: {{ $root.Values.model.contextTokens | quote }}
 {{- end }}
 {{- end -}}

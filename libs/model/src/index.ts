@@ -23,6 +23,8 @@ export interface ModelAdapterConfig {
   timeoutMs: number;
   /** DEV_MODEL_TOKEN_DELAY_MS */
   devTokenDelayMs: number;
+  /** MODEL_RATE_LIMIT_PACING (default true): pace calls to the request limit the upstream reports. */
+  rateLimitPacing?: boolean;
 }
 
 /**
@@ -32,7 +34,7 @@ export interface ModelAdapterConfig {
 export function createModelAdapter(config: ModelAdapterConfig, deps: { peers?: UpstreamHoldPeers } = {}): ModelAdapter {
   if (config.adapter === 'development') return new DevModelAdapter({ tokenDelayMs: config.devTokenDelayMs });
   if (!config.baseUrl) throw new Error('MODEL_BASE_URL is required with MODEL_ADAPTER=openai-compatible (or set MODEL_ADAPTER=development).');
-  return new OpenAICompatibleAdapter({ baseURL: config.baseUrl, apiKey: config.apiKey, timeoutMs: config.timeoutMs, peers: deps.peers });
+  return new OpenAICompatibleAdapter({ baseURL: config.baseUrl, apiKey: config.apiKey, timeoutMs: config.timeoutMs, peers: deps.peers, rateLimitPacing: config.rateLimitPacing });
 }
 
 /** What to log at boot about the model: the adapter and the upstream without credentials. */

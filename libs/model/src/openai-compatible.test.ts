@@ -314,6 +314,18 @@ describe('OpenAICompatibleAdapter errors', () => {
       expect(Date.now() - other).toBeLessThan(150);
     });
 
+    it('does not pace with rateLimitPacing off: the calls meet the limit', async () => {
+      const unpaced = new OpenAICompatibleAdapter({ baseURL: fake.baseURL, apiKey: 'k', timeoutMs: 5000, rateLimitPacing: false });
+      try {
+        fake.set({ rateLimit: { requests: 3, windowMs: 600, style: 'bucket' } });
+        expect(done(await collect(unpaced, request())).finishReason).toBe('stop'); // 2 left
+        const outcomes = await Promise.all(Array.from({ length: 4 }, () => collect(unpaced, request()).then(() => 'stop', (error: ModelError) => error.code)));
+        expect(outcomes.sort()).toEqual(['rate_limit_exceeded', 'rate_limit_exceeded', 'stop', 'stop']);
+      } finally {
+        unpaced.close();
+      }
+    });
+
     it('fails a call at once, as rate_limit_exceeded, when the line for the request limit is longer than it may wait', async () => {
       // One request a second, just spent.
       fake.set({ rateLimit: { requests: 1, windowMs: 1000, style: 'bucket' } });

@@ -19,6 +19,8 @@ export interface OpenAICompatibleConfig {
   timeoutMs: number;
   /** The other processes calling this upstream: they hear our holds and we hear theirs. */
   peers?: UpstreamHoldPeers;
+  /** Pace calls to the request limit the upstream's answers report (upstream-pacing.ts). Default true. */
+  rateLimitPacing?: boolean;
 }
 
 type Usage = Extract<ModelEvent, { type: 'done' }>['usage'];
@@ -72,6 +74,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   private readonly gates = new UpstreamGates();
   /** Each model's request limit as the upstream's answers report it: calls wait for it here rather than meet a 429. */
   private readonly pacers = new Map<string, RequestPacer>();
+  private readonly rateLimitPacing: boolean;
   private readonly peers: UpstreamHoldPeers | undefined;
   private readonly stopHearingPeers: () => void;
   /** This adapter, as the origin of the holds it shares. */
@@ -88,6 +91,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     this.agent = new this.transport.Agent({ keepAlive: true });
     this.upstreamDigest = createHash('sha256').update(this.baseURL).digest('hex').slice(0, 16);
     this.peers = config.peers;
+    this.rateLimitPacing = config.rateLimitPacing ?? true;
     this.stopHearingPeers = this.peers?.onUpstreamHold((hold) => this.heardHold(hold)) ?? (() => undefined);
   }
 
@@ -138,8 +142,8 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     if (this.gates.remainingMs(request.model) > 0) await this.gates.pass(request.model, request.signal, cancelled);
     const messages = toChatMessages(request.instructions, request.items);
     // Like the gate's wait, before the idle timer: a wait for the model's request limit is not the upstream going quiet.
-    const pacer = this.pacerFor(request.model);
-    const taken = pacer.take(request.signal, cancelled, request.maxRateLimitWaitMs, (expectedMs) => this.pacedTooLong(expectedMs, request.maxRateLimitWaitMs!));
+    const pacer = this.rateLimitPacing ? this.pacerFor(request.model) : undefined;
+    const taken = pacer?.take(request.signal, cancelled, request.maxRateLimitWaitMs, (expectedMs) => this.pacedTooLong(expectedMs, request.maxRateLimitWaitMs!)) ?? 0;
     let ticket: number;
     if (typeof taken === 'number') ticket = taken;
     else {
@@ -177,7 +181,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
         stream_options: { include_usage: true },
       });
       call = traceHttpClient('POST', this.endpoint);
-      const response = await this.post(body, request.model, controller.signal, call, (reading, refused) => pacer.answered(ticket, reading, refused));
+      const response = await this.post(body, request.model, controller.signal, call, (reading, refused) => pacer?.answered(ticket, reading, refused));
       const chunks = readChunks(response, controller.signal);
       for (;;) {
         // The timer only runs while we wait on the upstream, not while our consumer handles an event.
@@ -224,7 +228,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
       throw failure;
     } finally {
       stopIdleTimer();
-      pacer.answered(ticket, undefined); // no-op once its answer came
+      pacer?.answered(ticket, undefined); // no-op once its answer came
       request.signal.removeEventListener('abort', onAbort);
       controller.abort(); // releases the connection if the consumer stopped early
       call?.end(); // no-op when it already ended with the failure

@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   // Draining running turns takes most of the pod's grace period (the chart passes it in).
   const shutdown = new ShutdownRegistry(logger, shutdownDeadlineMs(env.SHUTDOWN_GRACE_PERIOD_MS));
   turnMetrics(); // created now, so the zero-valued counters are in the first scrape
-  const modelConfig = { adapter: env.MODEL_ADAPTER, baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: env.DEV_MODEL_TOKEN_DELAY_MS };
+  const modelConfig = { adapter: env.MODEL_ADAPTER, baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: env.DEV_MODEL_TOKEN_DELAY_MS, rateLimitPacing: env.MODEL_RATE_LIMIT_PACING };
   logger.info({ role: env.RESPONSES_ROLE, ...describeModelAdapter(modelConfig) }, 'model adapter');
   const pool = await createDbPool(env.DATABASE_URL, { maximumPoolSize: env.DATABASE_POOL_SIZE, preparedStatements: env.DATABASE_PREPARED_STATEMENTS });
   const backend = await createQueueBackend({ redisUrl: env.REDIS_URL, clusterNodes: env.REDIS_CLUSTER_NODES, prefix: env.REDIS_PREFIX, logger, lockDurationMs: env.WORKER_LOCK_DURATION_MS });

@@ -16,7 +16,7 @@ async function main(): Promise<void> {
   }
   const shutdown = new ShutdownRegistry(logger, shutdownDeadlineMs(env.SHUTDOWN_GRACE_PERIOD_MS));
   // The model is asked only in `model` mode; message titles need none.
-  const modelConfig = env.TITLER_MODE === 'model' ? { adapter: env.MODEL_ADAPTER, baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: 0 } : undefined;
+  const modelConfig = env.TITLER_MODE === 'model' ? { adapter: env.MODEL_ADAPTER, baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: 0, rateLimitPacing: env.MODEL_RATE_LIMIT_PACING } : undefined;
   logger.info({ mode: env.TITLER_MODE, ...(modelConfig ? describeModelAdapter(modelConfig) : { modelAdapter: 'none' }) }, 'model adapter');
   const pool = await createDbPool(env.DATABASE_URL, { maximumPoolSize: env.DATABASE_POOL_SIZE, preparedStatements: env.DATABASE_PREPARED_STATEMENTS });
   const backend = await createQueueBackend({ redisUrl: env.REDIS_URL, clusterNodes: env.REDIS_CLUSTER_NODES, prefix: env.REDIS_PREFIX, logger });
