@@ -87,6 +87,38 @@ export interface FakeUpstream {
 type Script = { kind: 'fail'; status: number; body: unknown; headers?: Record<string, string> } | { kind: 'hang' | 'drop'; afterChunks: number };
 export type ThrottleHeader = 'retry-after-ms' | 'retry-after' | 'x-ratelimit-reset-requests';
 
+/**
+ * OpenAI's request limit for one model: `limit` requests of capacity, refilled evenly over `windowMs`,
+ * full at first. A refused request takes nothing. What `take` returns is what OpenAI reports on every
+ * answer (whole requests remaining, the time until full) and, when refused, the wait for one more.
+ */
+export class RequestBucket {
+  private level: number;
+  private readonly perMs: number;
+
+  constructor(
+    readonly limit: number,
+    windowMs: number,
+    private at: number,
+  ) {
+    this.level = limit;
+    this.perMs = limit / windowMs;
+  }
+
+  take(now: number): { admitted: boolean; remaining: number; untilFullMs: number; waitMs: number } {
+    this.level = Math.min(this.limit, this.level + (now - this.at) * this.perMs);
+    this.at = now;
+    const admitted = this.level >= 1;
+    if (admitted) this.level -= 1;
+    return {
+      admitted,
+      remaining: Math.floor(this.level),
+      untilFullMs: Math.ceil((this.limit - this.level) / this.perMs),
+      waitMs: admitted ? 0 : Math.ceil((1 - this.level) / this.perMs),
+    };
+  }
+}
+
 export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
   let options: FakeUpstreamOptions = { ...initial };
   let scripts: Script[] = [];
@@ -96,23 +128,19 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
   const throttledTimes: number[] = [];
   /** When the requests `rateLimit` admitted arrived, per model, oldest first. */
   let admitted = new Map<string, number[]>();
-  /** The `bucket` style's level per model, and when it was last refilled. */
-  let buckets = new Map<string, { level: number; at: number }>();
+  /** The `bucket` style's bucket per model. */
+  let buckets = new Map<string, RequestBucket>();
   /** `bucket` style: takes one request from the model's bucket if it holds one; the wait (0 when admitted) and OpenAI's headers. */
   const takeFromBucket = (limit: { requests: number; windowMs: number }, model: string, now: number): { waitMs: number; headers: Record<string, string> } => {
-    const perMs = limit.requests / limit.windowMs;
-    const bucket = buckets.get(model) ?? { level: limit.requests, at: now };
-    bucket.level = Math.min(limit.requests, bucket.level + (now - bucket.at) * perMs);
-    bucket.at = now;
-    buckets.set(model, bucket);
-    const admitted = bucket.level >= 1;
-    if (admitted) bucket.level -= 1;
+    let bucket = buckets.get(model);
+    if (!bucket) buckets.set(model, (bucket = new RequestBucket(limit.requests, limit.windowMs, now)));
+    const taken = bucket.take(now);
     const headers = {
       'x-ratelimit-limit-requests': String(limit.requests),
-      'x-ratelimit-remaining-requests': String(Math.floor(bucket.level)),
-      'x-ratelimit-reset-requests': `${Math.ceil((limit.requests - bucket.level) / perMs)}ms`,
+      'x-ratelimit-remaining-requests': String(taken.remaining),
+      'x-ratelimit-reset-requests': `${taken.untilFullMs}ms`,
     };
-    return { waitMs: admitted ? 0 : Math.ceil((1 - bucket.level) / perMs), headers };
+    return { waitMs: taken.waitMs, headers };
   };
   /** 0 and the request counts against its model's limit, or how long until it would be admitted. */
   const rateLimitWait = (limit: { requests: number; windowMs: number }, model: string, now: number): number => {

@@ -1,3 +1,4 @@
+import { RequestBucket } from '@ic/test-support';
 import { RequestPacer, requestLimitReading } from './upstream-pacing';
 
 const cancelled = () => new Error('cancelled');
@@ -128,27 +129,21 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
   });
 
   /**
-   * OpenAI's bucket of `limit` requests refilled `limit` a second (a refused request takes nothing), and
+   * OpenAI's bucket of `limit` requests refilled `limit` a second (the fake upstream's RequestBucket), and
    * `processes` pacers with `turnsEach` turns at once. An admitted call's answer comes after 300–337 ms
    * (the model's first token), a refusal's after 2 ms, and a refused turn tries again 100 ms later.
    */
   async function simulateSharedLimit(processes: number, turnsEach: number, limit: number) {
     jest.useFakeTimers({ now: 1_000_000 });
     const start = Date.now();
-    const bucket = { level: limit, at: start };
-    const perMs = limit / 1000;
+    const bucket = new RequestBucket(limit, 1000, start);
     let admitted = 0;
     let refusedAfterFirstWave = 0;
     const call = () => {
-      bucket.level = Math.min(limit, bucket.level + (Date.now() - bucket.at) * perMs);
-      bucket.at = Date.now();
-      const refused = bucket.level < 1;
-      if (refused && Date.now() - start > 500) refusedAfterFirstWave++;
-      if (!refused) {
-        bucket.level -= 1;
-        admitted++;
-      }
-      return { reading: { limit, remaining: Math.floor(bucket.level), untilFullMs: Math.ceil((limit - bucket.level) / perMs) }, refused };
+      const taken = bucket.take(Date.now());
+      if (taken.admitted) admitted++;
+      else if (Date.now() - start > 500) refusedAfterFirstWave++;
+      return { reading: { limit, remaining: taken.remaining, untilFullMs: taken.untilFullMs }, refused: !taken.admitted };
     };
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
     // Answers take 300–337 ms (a fixed sequence, so that every run is the same): levels fall between whole requests.

@@ -133,9 +133,7 @@ export class RequestPacer {
     // model's first token): taken as ADMISSION_ALLOWANCE_MS after it was sent, or at the answer if that
     // came sooner. A mirror ahead of the upstream would send a call into a 429; one behind it costs
     // each waiting call that much delay, not any rate.
-    let sentSince = 0;
-    for (const other of this.unanswered.keys()) if (other > ticket) sentSince++;
-    this.level = Math.floor(reading.remaining * this.share) - sentSince;
+    this.level = Math.floor(reading.remaining * this.share) - this.unansweredAfter(ticket);
     this.levelAt = Math.min(this.now(), sentAt + ADMISSION_ALLOWANCE_MS);
     this.refill();
     if (this.line.length > 0) this.schedule(true);
@@ -180,6 +178,19 @@ export class RequestPacer {
       waiter.signal.removeEventListener('abort', waiter.onAbort);
       waiter.reject(error());
     }
+  }
+
+  /**
+   * Calls sent after `ticket` and not yet answered. The map holds tickets in the order they were issued,
+   * so only the older calls still in flight (few: answers come back about in order) are walked.
+   */
+  private unansweredAfter(ticket: number): number {
+    let older = 0;
+    for (const other of this.unanswered.keys()) {
+      if (other > ticket) break;
+      older++;
+    }
+    return this.unanswered.size - older;
   }
 
   private issue(): number {

@@ -252,9 +252,9 @@ export function startStream<T>(stream: AsyncIterable<T>): { events: AsyncIterabl
   };
 }
 
-/** Resolves true after `ms`, or false at once when the signal aborts. */
 const ABORTED = new Error('aborted');
 
+/** Resolves true after `ms`, or false at once when the signal aborts. */
 function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<boolean> {
   return abortableDelay(ms, signal, () => ABORTED).then(
     () => true,
