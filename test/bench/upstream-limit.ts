@@ -14,15 +14,21 @@ import { startFakeUpstream } from '@ic/test-support';
 import { median, percentile, round2, roundOrders, type BenchOptions } from './harness';
 import { comparedRoot, comparedStackScript, startBenchStack, startBenchWorkers, type BenchStack } from './services';
 
-const FULL = { turns: 200, requestsPerWindow: 10, windowMs: 1000, rounds: 2, extraWorkers: 3, otherModelTurns: 5, otherModelAfterMs: 2000, answerMs: 1000 };
-const QUICK = { turns: 6, requestsPerWindow: 2, windowMs: 300, rounds: 1, extraWorkers: 1, otherModelTurns: 2, otherModelAfterMs: 100, answerMs: 50 };
+const FULL = { turns: 200, requestsPerWindow: 10, windowMs: 1000, rounds: 2, extraWorkers: 3, otherModelTurns: 5, otherModelAfterMs: 2000, answerMs: 1000, promptChars: 2000, maxOutputTokens: 100 };
+const QUICK = { turns: 6, requestsPerWindow: 2, windowMs: 300, rounds: 1, extraWorkers: 1, otherModelTurns: 2, otherModelAfterMs: 100, answerMs: 50, promptChars: 200, maxOutputTokens: 16 };
+
+/** The `tokens` limit's burst turns: a prompt of `promptChars` characters and `max_output_tokens`, so each call needs tokens ≈ promptChars ÷ 4 + maxOutputTokens. */
+const tokenCharge = (sizes: typeof FULL) => Math.ceil(sizes.promptChars / 4) + sizes.maxOutputTokens;
 
 /**
- * The two limits the bursts meet, one after the other: a sliding window whose 429 says when to come
- * back (`retry-after-ms`, as Azure OpenAI does), and OpenAI's own, a bucket refilled evenly whose every
- * answer says what is left (`x-ratelimit-*`), with answers that take `answerMs` as a model's do.
+ * The limits the bursts meet, one after the other: a sliding window whose 429 says when to come back
+ * (`retry-after-ms`, as Azure OpenAI does); OpenAI's own, a bucket refilled evenly whose every answer
+ * says what is left (`x-ratelimit-*`), with answers that take `answerMs` as a model's do; and OpenAI's
+ * token limit (tokens per minute), the same bucket in tokens, which a burst of long prompts meets first:
+ * its request limit is 100× what the burst needs, its token limit admits `requestsPerWindow` of the
+ * burst's calls per window.
  */
-type LimitStyle = 'window' | 'bucket';
+type LimitStyle = 'window' | 'bucket' | 'tokens';
 
 interface BurstFigures {
   completed: number;
@@ -59,15 +65,16 @@ async function otherModelTurns(client: OpenAI, count: number, afterMs: number): 
   return { seconds, failed };
 }
 
-async function burst(stack: BenchStack, sizes: typeof FULL): Promise<Omit<BurstFigures, 'upstream_requests' | 'upstream_429s'>> {
+async function burst(stack: BenchStack, sizes: typeof FULL, style: LimitStyle): Promise<Omit<BurstFigures, 'upstream_requests' | 'upstream_429s'>> {
   const turns = sizes.turns;
+  const request = style === 'tokens' ? { input: `burst ${'x'.repeat(sizes.promptChars - 6)}`, max_output_tokens: sizes.maxOutputTokens } : { input: 'burst' };
   const client = new OpenAI({ apiKey: stack.smithToken, baseURL: stack.baseURL, maxRetries: 0, timeout: 600_000 });
   const started = performance.now();
   const meanwhile = otherModelTurns(client, sizes.otherModelTurns, sizes.otherModelAfterMs);
   const outcomes = await Promise.all(
     Array.from({ length: turns }, async () => {
       const turnStarted = performance.now();
-      const outcome = await client.responses.create({ model: '', input: 'burst' }).then(
+      const outcome = await client.responses.create({ model: '', ...request }).then(
         (response) => (response.status === 'completed' ? 'completed' : `${response.status}: ${response.error?.code ?? 'no error code'}`),
         (error: unknown) => (error instanceof OpenAI.APIError ? `${error.status}: ${error.code ?? error.type ?? error.message}` : String(error)),
       );
@@ -113,20 +120,26 @@ function medianBurst(rounds: BurstFigures[]): BurstFigures {
   };
 }
 
-/** BENCH_UPSTREAM_LIMITS=window or =bucket runs only that limit's bursts (both by default). */
+/** BENCH_UPSTREAM_LIMITS=window, =bucket or =tokens (or a comma-separated list) runs only those limits' bursts (all by default). */
 export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
   const sizes = options.quick ? QUICK : FULL;
-  const only = process.env.BENCH_UPSTREAM_LIMITS?.trim();
-  const window = only === 'bucket' ? {} : await runLimit(options, sizes, 'window');
-  const bucket = only === 'window' ? undefined : await runLimit(options, sizes, 'bucket');
-  return { ...window, ...(bucket ? { openai_bucket: bucket } : {}) };
+  const only = process.env.BENCH_UPSTREAM_LIMITS?.split(',').map((style) => style.trim());
+  const runs = (style: LimitStyle) => !only || only.includes(style);
+  const window = runs('window') ? await runLimit(options, sizes, 'window') : {};
+  const bucket = runs('bucket') ? await runLimit(options, sizes, 'bucket') : undefined;
+  const tokens = runs('tokens') ? await runLimit(options, sizes, 'tokens') : undefined;
+  return { ...window, ...(bucket ? { openai_bucket: bucket } : {}), ...(tokens ? { openai_tokens: tokens } : {}) };
 }
 
 async function runLimit(options: BenchOptions, sizes: typeof FULL, style: LimitStyle): Promise<Record<string, unknown>> {
+  const tokensPerWindow = sizes.requestsPerWindow * tokenCharge(sizes);
   const upstream = await startFakeUpstream({
     tokenDelayMs: 0,
-    rateLimit: { requests: sizes.requestsPerWindow, windowMs: sizes.windowMs, style },
-    ...(style === 'bucket' ? { answerDelayMs: sizes.answerMs } : {}),
+    rateLimit:
+      style === 'tokens'
+        ? { requests: sizes.requestsPerWindow * 100, windowMs: sizes.windowMs, style: 'bucket', tokens: tokensPerWindow }
+        : { requests: sizes.requestsPerWindow, windowMs: sizes.windowMs, style },
+    ...(style === 'window' ? {} : { answerDelayMs: sizes.answerMs }),
   });
   const stacks: BenchStack[] = [];
   try {
@@ -145,7 +158,7 @@ async function runLimit(options: BenchOptions, sizes: typeof FULL, style: LimitS
           upstream.reset(); // an empty window and fresh counts for each burst
           // The window the previous burst filled must have passed, so each burst starts from a full allowance.
           await new Promise((resolve) => setTimeout(resolve, sizes.windowMs));
-          const figures = await burst(stack, sizes);
+          const figures = await burst(stack, sizes, style);
           rounds.get(stack)!.push({ ...figures, upstream_requests: upstream.requests.length, upstream_429s: upstream.throttledCount });
         }
       }
@@ -169,13 +182,18 @@ async function runLimit(options: BenchOptions, sizes: typeof FULL, style: LimitS
         `${sizes.requestsPerWindow} requests per ${sizes.windowMs} ms per model ` +
         (style === 'window'
           ? '(sliding window; a 429 with retry-after-ms beyond it), '
-          : `(OpenAI's bucket, refilled evenly; x-ratelimit-* headers on every answer, a 429 with nothing else; answers take ${sizes.answerMs} ms), `) +
+          : style === 'bucket'
+            ? `(OpenAI's bucket, refilled evenly; x-ratelimit-* headers on every answer, a 429 with nothing else; answers take ${sizes.answerMs} ms), `
+            : `(100× that in requests, but ${tokensPerWindow} tokens per ${sizes.windowMs} ms: OpenAI's buckets, refilled evenly, x-ratelimit-* headers for both ` +
+              `on every answer, a 429 with nothing else; each burst turn has a ${sizes.promptChars}-character prompt and max_output_tokens ${sizes.maxOutputTokens}, ` +
+              `so the upstream reserves ${tokenCharge(sizes)} tokens for each call; answers take ${sizes.answerMs} ms), `) +
         `with ${sizes.otherModelTurns} turns on another model sent one after another from ${sizes.otherModelAfterMs} ms into it; ` +
         `then the same with ${sizes.extraWorkers} worker processes beside the stack; medians over rounds`,
       turns: sizes.turns,
-      limit: { requests: sizes.requestsPerWindow, window_ms: sizes.windowMs },
+      limit: style === 'tokens' ? { requests: sizes.requestsPerWindow * 100, tokens: tokensPerWindow, window_ms: sizes.windowMs } : { requests: sizes.requestsPerWindow, window_ms: sizes.windowMs },
       // A full bucket admits `requests` at once, then one per window/requests: the same least time as the window's.
-      least_seconds_the_limit_allows: round2(((windows - 1) * sizes.windowMs) / 1000 + (style === 'bucket' ? sizes.answerMs / 1000 : 0)),
+      // (The token limit admits as many of the burst's calls per window.)
+      least_seconds_the_limit_allows: round2(((windows - 1) * sizes.windowMs) / 1000 + (style === 'window' ? 0 : sizes.answerMs / 1000)),
       bullmq: medianBurst(single.get(ours)!),
       ...(compared ? { compared: medianBurst(single.get(compared)!) } : {}),
       worker_processes: {
@@ -192,8 +210,10 @@ async function runLimit(options: BenchOptions, sizes: typeof FULL, style: LimitS
 
 export function summarize(result: Record<string, unknown>): string[] {
   const least = result.least_seconds_the_limit_allows as number;
-  const bucket = result.openai_bucket as (Record<string, unknown> & { turns: number; worker_processes: Record<string, unknown> & { processes: number } }) | undefined;
-  const turns = (result.turns ?? bucket?.turns) as number;
+  type LimitResult = Record<string, unknown> & { turns: number; least_seconds_the_limit_allows: number; worker_processes: Record<string, unknown> & { processes: number } };
+  const bucket = result.openai_bucket as LimitResult | undefined;
+  const tokens = result.openai_tokens as LimitResult | undefined;
+  const turns = (result.turns ?? bucket?.turns ?? tokens?.turns) as number;
   const several = result.worker_processes as (Record<string, unknown> & { processes: number }) | undefined;
   const lines = (figuresOf: Record<string, unknown>, shape: string, limitAllows = least) =>
     (['bullmq', 'compared'] as const).flatMap((side) => {
@@ -208,11 +228,18 @@ export function summarize(result: Record<string, unknown>): string[] {
   return [
     ...lines(result, 'one process'),
     ...(several ? lines(several, `${several.processes} worker processes`) : []),
-    ...(bucket
-      ? [
-          ...lines(bucket, "OpenAI's bucket, one process", bucket.least_seconds_the_limit_allows as number),
-          ...lines(bucket.worker_processes, `OpenAI's bucket, ${bucket.worker_processes.processes} worker processes`, bucket.least_seconds_the_limit_allows as number),
-        ]
-      : []),
+    ...(
+      [
+        [bucket, "OpenAI's bucket"],
+        [tokens, "OpenAI's token limit"],
+      ] as const
+    ).flatMap(([limited, name]) =>
+      limited
+        ? [
+            ...lines(limited, `${name}, one process`, limited.least_seconds_the_limit_allows),
+            ...lines(limited.worker_processes, `${name}, ${limited.worker_processes.processes} worker processes`, limited.least_seconds_the_limit_allows),
+          ]
+        : [],
+    ),
   ];
 }

@@ -38,8 +38,13 @@ export interface FakeUpstreamOptions {
    *   admitted or refused, carries `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests` and
    *   `x-ratelimit-reset-requests` (the time until the bucket is full again); a 429 names its wait only
    *   through them. A refused request takes nothing from the bucket.
+   *   With `tokens`, a second bucket of that many tokens, refilled evenly over the same window, as
+   *   OpenAI's tokens-per-minute limit: a request is charged when admitted what OpenAI reserves for it,
+   *   its prompt's characters ÷ 4 plus its `max_completion_tokens` (requestTokenCharge), and is admitted
+   *   only if both buckets hold what it needs. Every answer then carries the `x-ratelimit-*-tokens`
+   *   headers too.
    */
-  rateLimit?: { requests: number; windowMs: number; style?: 'window' | 'bucket' };
+  rateLimit?: { requests: number; windowMs: number; style?: 'window' | 'bucket'; tokens?: number };
   /** How long an admitted request waits before its answer starts, status and headers included (a model's time to first token). */
   answerDelayMs?: number;
 }
@@ -88,9 +93,10 @@ type Script = { kind: 'fail'; status: number; body: unknown; headers?: Record<st
 export type ThrottleHeader = 'retry-after-ms' | 'retry-after' | 'x-ratelimit-reset-requests';
 
 /**
- * OpenAI's request limit for one model: `limit` requests of capacity, refilled evenly over `windowMs`,
- * full at first. A refused request takes nothing. What `take` returns is what OpenAI reports on every
- * answer (whole requests remaining, the time until full) and, when refused, the wait for one more.
+ * One of OpenAI's limits for one model: `limit` requests (or tokens) of capacity, refilled evenly over
+ * `windowMs`, full at first. A refused request takes nothing. What `take` returns is what OpenAI reports
+ * on every answer (whole units remaining, the time until full) and, when refused, the wait until it
+ * holds `amount`.
  */
 export class RequestBucket {
   private level: number;
@@ -105,18 +111,37 @@ export class RequestBucket {
     this.perMs = limit / windowMs;
   }
 
-  take(now: number): { admitted: boolean; remaining: number; untilFullMs: number; waitMs: number } {
+  /** Whether `amount` could be taken now. */
+  holds(now: number, amount = 1): boolean {
+    this.refill(now);
+    return this.level >= amount;
+  }
+
+  take(now: number, amount = 1): { admitted: boolean; remaining: number; untilFullMs: number; waitMs: number } {
+    const admitted = this.holds(now, amount);
+    if (admitted) this.level -= amount;
+    return { admitted, ...this.reading(), waitMs: admitted ? 0 : Math.ceil((amount - this.level) / this.perMs) };
+  }
+
+  /** What OpenAI reports without taking: whole units remaining and the time until full. */
+  reading(): { remaining: number; untilFullMs: number } {
+    return { remaining: Math.floor(this.level), untilFullMs: Math.ceil((this.limit - this.level) / this.perMs) };
+  }
+
+  private refill(now: number): void {
     this.level = Math.min(this.limit, this.level + (now - this.at) * this.perMs);
     this.at = now;
-    const admitted = this.level >= 1;
-    if (admitted) this.level -= 1;
-    return {
-      admitted,
-      remaining: Math.floor(this.level),
-      untilFullMs: Math.ceil((this.limit - this.level) / this.perMs),
-      waitMs: admitted ? 0 : Math.ceil((1 - this.level) / this.perMs),
-    };
   }
+}
+
+/**
+ * What OpenAI's token limit reserves for a chat request when it admits it: the estimate from its
+ * prompt's characters (÷ 4) plus the completion tokens it may produce. (The service estimates the same
+ * reservation on its own, from the request it sends.)
+ */
+export function requestTokenCharge(body: ChatCompletionCreateParams): number {
+  const promptChars = (body.messages ?? []).reduce((sum, message) => sum + contentText(message.content).length, 0);
+  return Math.ceil(promptChars / 4) + (body.max_completion_tokens ?? body.max_tokens ?? 0);
 }
 
 export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
@@ -128,19 +153,38 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
   const throttledTimes: number[] = [];
   /** When the requests `rateLimit` admitted arrived, per model, oldest first. */
   let admitted = new Map<string, number[]>();
-  /** The `bucket` style's bucket per model. */
-  let buckets = new Map<string, RequestBucket>();
-  /** `bucket` style: takes one request from the model's bucket if it holds one; the wait (0 when admitted) and OpenAI's headers. */
-  const takeFromBucket = (limit: { requests: number; windowMs: number }, model: string, now: number): { waitMs: number; headers: Record<string, string> } => {
-    let bucket = buckets.get(model);
-    if (!bucket) buckets.set(model, (bucket = new RequestBucket(limit.requests, limit.windowMs, now)));
-    const taken = bucket.take(now);
-    const headers = {
+  /** The `bucket` style's buckets per model: requests, and tokens when the limit has them. */
+  let buckets = new Map<string, { requests: RequestBucket; tokens?: RequestBucket }>();
+  /**
+   * `bucket` style: takes one request, and the request's tokens, from the model's buckets if both hold
+   * them (else nothing); the wait (0 when admitted) and OpenAI's headers.
+   */
+  const takeFromBucket = (
+    limit: NonNullable<FakeUpstreamOptions['rateLimit']>,
+    body: ChatCompletionCreateParams,
+    now: number,
+  ): { waitMs: number; refusedFor: 'requests' | 'tokens'; headers: Record<string, string> } => {
+    let bucket = buckets.get(body.model);
+    if (!bucket) {
+      bucket = { requests: new RequestBucket(limit.requests, limit.windowMs, now), tokens: limit.tokens ? new RequestBucket(limit.tokens, limit.windowMs, now) : undefined };
+      buckets.set(body.model, bucket);
+    }
+    const charge = bucket.tokens ? requestTokenCharge(body) : 0;
+    // Admitted only if both hold what it needs; a refusal takes from neither.
+    const tokensHeld = bucket.tokens?.holds(now, charge) ?? true;
+    const requests = tokensHeld ? bucket.requests.take(now) : { ...bucket.requests.reading(), waitMs: 0 };
+    const tokens = bucket.tokens && (requests.waitMs === 0 ? bucket.tokens.take(now, charge) : { ...bucket.tokens.reading(), waitMs: 0 });
+    const headers: Record<string, string> = {
       'x-ratelimit-limit-requests': String(limit.requests),
-      'x-ratelimit-remaining-requests': String(taken.remaining),
-      'x-ratelimit-reset-requests': `${taken.untilFullMs}ms`,
+      'x-ratelimit-remaining-requests': String(requests.remaining),
+      'x-ratelimit-reset-requests': `${requests.untilFullMs}ms`,
     };
-    return { waitMs: taken.waitMs, headers };
+    if (tokens) {
+      headers['x-ratelimit-limit-tokens'] = String(limit.tokens);
+      headers['x-ratelimit-remaining-tokens'] = String(tokens.remaining);
+      headers['x-ratelimit-reset-tokens'] = `${tokens.untilFullMs}ms`;
+    }
+    return { waitMs: Math.max(requests.waitMs, tokens?.waitMs ?? 0), refusedFor: tokensHeld ? 'requests' : 'tokens', headers };
   };
   /** 0 and the request counts against its model's limit, or how long until it would be admitted. */
   const rateLimitWait = (limit: { requests: number; windowMs: number }, model: string, now: number): number => {
@@ -187,7 +231,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
     requestTimes.push(arrived);
     // A request refused by `throttleFor` does not count against `rateLimit`'s window.
     const trippedFor = throttle && (throttle.model === undefined || throttle.model === body.model) ? throttle.until - arrived : 0;
-    const bucket = trippedFor <= 0 && options.rateLimit?.style === 'bucket' ? takeFromBucket(options.rateLimit, body.model, arrived) : undefined;
+    const bucket = trippedFor <= 0 && options.rateLimit?.style === 'bucket' ? takeFromBucket(options.rateLimit, body, arrived) : undefined;
     for (const [name, value] of Object.entries(bucket?.headers ?? {})) res.setHeader(name, value);
     const throttledFor =
       trippedFor > 0 ? trippedFor : bucket ? bucket.waitMs : options.rateLimit ? rateLimitWait(options.rateLimit, body.model, arrived) : 0;
@@ -203,7 +247,9 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
             ? { 'retry-after': String(Math.ceil(throttledFor / 1000)) }
             : { 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': `${throttledFor}ms` };
       for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
-      return sendError(res, 429, 'Rate limit reached for requests.', 'requests', 'rate_limit_exceeded');
+      // OpenAI's wording names the limit: "Rate limit reached for gpt-4o … on tokens per min (TPM): …".
+      const per = bucket?.refusedFor === 'tokens' ? 'tokens' : 'requests';
+      return sendError(res, 429, `Rate limit reached for ${body.model} on ${per} per min.`, per, 'rate_limit_exceeded');
     }
     const invalidOrder = toolMessageOrderError(body.messages ?? []);
     if (invalidOrder) return sendJson(res, 400, { error: { ...invalidOrder, type: 'invalid_request_error', code: null } });

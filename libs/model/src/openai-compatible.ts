@@ -3,13 +3,13 @@ import http from 'node:http';
 import https from 'node:https';
 import { createParser } from 'eventsource-parser';
 import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
-import { toChatMessages, toChatRequestOptions } from './chat-messages';
+import { toChatMessages, toChatRequestOptions, type ChatRequestOptions } from './chat-messages';
 import { trace } from '@opentelemetry/api';
 import type { UpstreamHold } from '@ic/schemas';
 import { traceHttpClient, turnMetrics, type HttpClientCall } from '@ic/telemetry';
 import { ModelError, type FinishReason, type ModelAdapter, type ModelErrorCode, type ModelEvent, type ModelRequest } from './types';
 import { MAX_UPSTREAM_BACKOFF_MS, THROTTLING_STATUSES, UpstreamGates, upstreamBackoffMs, type UpstreamHoldPeers } from './upstream-backoff';
-import { RequestPacer, requestLimitReading } from './upstream-pacing';
+import { RateLimitPacer, limitReadings, type LimitReadings } from './upstream-pacing';
 
 export interface OpenAICompatibleConfig {
   /** Base URL including the version prefix, e.g. `http://127.0.0.1:11434/v1`. */
@@ -72,8 +72,8 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   private readonly transport: typeof http | typeof https;
   /** Closed while the upstream has asked us to back off (429/503 with a wait): no such call of this process goes out. */
   private readonly gates = new UpstreamGates();
-  /** Each model's request limit as the upstream's answers report it: calls wait for it here rather than meet a 429. */
-  private readonly pacers = new Map<string, RequestPacer>();
+  /** Each model's request and token limits as the upstream's answers report them: calls wait for them here rather than meet a 429. */
+  private readonly pacers = new Map<string, RateLimitPacer>();
   private readonly rateLimitPacing: boolean;
   private readonly peers: UpstreamHoldPeers | undefined;
   private readonly stopHearingPeers: () => void;
@@ -109,11 +109,11 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   }
 
   /** The model's pacer; pacers with nothing to remember go, so the map holds only the models near their limit. */
-  private pacerFor(model: string): RequestPacer {
+  private pacerFor(model: string): RateLimitPacer {
     let pacer = this.pacers.get(model);
     if (pacer) return pacer;
     for (const [name, other] of this.pacers) if (other.idle) this.pacers.delete(name);
-    this.pacers.set(model, (pacer = new RequestPacer()));
+    this.pacers.set(model, (pacer = new RateLimitPacer()));
     return pacer;
   }
 
@@ -141,9 +141,12 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     // (Checked first so that the usual open gate costs the turn no extra await.)
     if (this.gates.remainingMs(request.model) > 0) await this.gates.pass(request.model, request.signal, cancelled);
     const messages = toChatMessages(request.instructions, request.items);
-    // Like the gate's wait, before the idle timer: a wait for the model's request limit is not the upstream going quiet.
+    const options = toChatRequestOptions(request.params);
+    const tokens = reservedTokens(messages, options);
+    // Like the gate's wait, before the idle timer: a wait for the model's limits is not the upstream going quiet.
     const pacer = this.rateLimitPacing ? this.pacerFor(request.model) : undefined;
-    const taken = pacer?.take(request.signal, cancelled, request.maxRateLimitWaitMs, (expectedMs) => this.pacedTooLong(expectedMs, request.maxRateLimitWaitMs!)) ?? 0;
+    const maxWaitMs = request.maxRateLimitWaitMs;
+    const taken = pacer?.take(request.signal, cancelled, { tokens, maxWaitMs, tooLong: (expectedMs) => this.pacedTooLong(expectedMs, maxWaitMs!) }) ?? 0;
     let ticket: number;
     if (typeof taken === 'number') ticket = taken;
     else {
@@ -174,14 +177,14 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     try {
       armIdleTimer();
       const body = JSON.stringify({
-        ...toChatRequestOptions(request.params),
+        ...options,
         model: request.model,
         messages,
         stream: true,
         stream_options: { include_usage: true },
       });
       call = traceHttpClient('POST', this.endpoint);
-      const response = await this.post(body, request.model, controller.signal, call, (reading, refused) => pacer?.answered(ticket, reading, refused));
+      const response = await this.post(body, request.model, tokens, controller.signal, call, (readings, refused) => pacer?.answered(ticket, readings, refused));
       const chunks = readChunks(response, controller.signal);
       for (;;) {
         // The timer only runs while we wait on the upstream, not while our consumer handles an event.
@@ -255,9 +258,10 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   private post(
     body: string,
     model: string,
+    tokens: number,
     signal: AbortSignal,
     call: HttpClientCall,
-    onAnswer: (reading: ReturnType<typeof requestLimitReading>, refused: boolean) => void,
+    onAnswer: (readings: LimitReadings | undefined, refused: boolean) => void,
     retried = false,
   ): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
@@ -278,7 +282,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
       req.on('error', (error: NodeJS.ErrnoException) => {
         signal.removeEventListener('abort', onAbort);
         if (answered) return; // the response stream reports it
-        if (!retried && req.reusedSocket && error.code === 'ECONNRESET' && !signal.aborted) resolve(this.post(body, model, signal, call, onAnswer, true));
+        if (!retried && req.reusedSocket && error.code === 'ECONNRESET' && !signal.aborted) resolve(this.post(body, model, tokens, signal, call, onAnswer, true));
         else reject(new UpstreamConnectionError(error));
       });
       req.on('response', (response) => {
@@ -287,10 +291,10 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
         signal.removeEventListener('abort', onAbort);
         const status = response.statusCode ?? 0;
         call.answered(status);
-        onAnswer(requestLimitReading(response.headers), status === 429);
+        onAnswer(limitReadings(response.headers), status === 429);
         if (status >= 200 && status < 300) resolve(response);
         else {
-          const backoffMs = upstreamBackoffMs(status, response.headers);
+          const backoffMs = upstreamBackoffMs(status, response.headers, { tokensNeeded: tokens });
           if (backoffMs !== undefined && THROTTLING_STATUSES.has(status)) {
             // Before the body is read, so calls starting meanwhile already wait. A 429 is the model's
             // quota (metered per model); a 503 is the whole server.
@@ -495,21 +499,41 @@ function describeCause(error: unknown): string {
 }
 
 /** Used when the upstream sends no usage: roughly four characters per token. */
-function estimateUsage(messages: ChatCompletionMessageParam[], outputChars: number): Usage {
-  let inputChars = 0;
+/** The characters of the prompt a model reads: message text and tool calls' names and arguments. */
+function promptChars(messages: ChatCompletionMessageParam[]): number {
+  let chars = 0;
   for (const message of messages) {
     const content = message.content;
-    if (typeof content === 'string') inputChars += content.length;
+    if (typeof content === 'string') chars += content.length;
     else if (Array.isArray(content)) {
-      for (const part of content) if (part.type === 'text') inputChars += part.text.length;
+      for (const part of content) if (part.type === 'text') chars += part.text.length;
     }
     if (message.role === 'assistant') {
       for (const call of message.tool_calls ?? []) {
-        if (call.type === 'function') inputChars += call.function.name.length + call.function.arguments.length;
+        if (call.type === 'function') chars += call.function.name.length + call.function.arguments.length;
       }
     }
   }
-  return { inputTokens: Math.ceil(inputChars / 4), outputTokens: Math.ceil(outputChars / 4), cachedTokens: 0 };
+  return chars;
+}
+
+function estimateUsage(messages: ChatCompletionMessageParam[], outputChars: number): Usage {
+  return { inputTokens: Math.ceil(promptChars(messages) / 4), outputTokens: Math.ceil(outputChars / 4), cachedTokens: 0 };
+}
+
+/** Tokens a chat format adds per message (role, separators), as OpenAI's cookbook counts them. */
+const TOKENS_PER_MESSAGE = 4;
+
+/**
+ * What the upstream's token limit reserves for a call when it admits it, reckoned before sending:
+ * OpenAI counts the prompt's tokens estimated from its characters, plus `max_completion_tokens` (the
+ * most the answer may take). Characters ÷ 4, the per-message overhead and the tool definitions make it
+ * an estimate on the high side, as it should be: too high costs a little pace near the limit, too low
+ * a 429. The readings of the upstream's answers correct the mirror whichever it is.
+ */
+export function reservedTokens(messages: ChatCompletionMessageParam[], options: ChatRequestOptions): number {
+  const toolChars = options.tools ? JSON.stringify(options.tools).length : 0;
+  return Math.ceil((promptChars(messages) + toolChars) / 4) + TOKENS_PER_MESSAGE * messages.length + (options.max_completion_tokens ?? 0);
 }
 
 /**

@@ -9,7 +9,7 @@ describe('upstreamBackoffMs: the wait an error answer asks for', () => {
     expect(upstreamBackoffMs(429, { 'retry-after-ms': '12.3' })).toBe(13);
     expect(upstreamBackoffMs(503, { 'retry-after': '2' })).toBe(2000);
     expect(upstreamBackoffMs(503, { 'retry-after': '0.5' })).toBe(500);
-    expect(upstreamBackoffMs(429, { 'retry-after': 'Thu, 03 Dec 2026 12:00:07 GMT' }, now)).toBe(7000);
+    expect(upstreamBackoffMs(429, { 'retry-after': 'Thu, 03 Dec 2026 12:00:07 GMT' }, { now })).toBe(7000);
   });
 
   it("reads OpenAI's reset duration of the limit that has nothing left, on a 429 only", () => {
@@ -42,11 +42,28 @@ describe('upstreamBackoffMs: the wait an error answer asks for', () => {
     expect(upstreamBackoffMs(429, { ...spent, 'retry-after': '2' })).toBe(2000);
   });
 
+  it('waits for the tokens the refused call needs, when it says how many: the token limit refused it even with some left', () => {
+    // 30,000 tokens a minute, 1,000 left (full again in 58 s: 500 a second); the call needs 2,500.
+    const short = { 'x-ratelimit-limit-tokens': '30000', 'x-ratelimit-remaining-tokens': '1000', 'x-ratelimit-reset-tokens': '58s' };
+    expect(upstreamBackoffMs(429, short, { tokensNeeded: 2500 })).toBe(3000);
+    // Without the call's need, some tokens left says nothing; none left, the whole reset.
+    expect(upstreamBackoffMs(429, short)).toBeUndefined();
+    expect(upstreamBackoffMs(429, { ...short, 'x-ratelimit-remaining-tokens': '0', 'x-ratelimit-reset-tokens': '1m0s' })).toBe(MAX_UPSTREAM_BACKOFF_MS);
+    // Enough tokens left: not the token limit's refusal.
+    expect(upstreamBackoffMs(429, short, { tokensNeeded: 900 })).toBeUndefined();
+    // A call larger than the whole limit is never admitted: no wait would help, so none is named.
+    expect(upstreamBackoffMs(429, { ...short, 'x-ratelimit-remaining-tokens': '30000', 'x-ratelimit-reset-tokens': '0s' }, { tokensNeeded: 40_000 })).toBeUndefined();
+    // The slower of the two limits decides.
+    const requestsSpent = { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '10s' };
+    expect(upstreamBackoffMs(429, { ...short, ...requestsSpent }, { tokensNeeded: 2500 })).toBe(3000);
+    expect(upstreamBackoffMs(429, { ...short, ...requestsSpent }, { tokensNeeded: 1100 })).toBe(200);
+  });
+
   it('caps long waits and ignores absent, past, zero or malformed ones', () => {
     expect(upstreamBackoffMs(429, { 'retry-after': '3600' })).toBe(MAX_UPSTREAM_BACKOFF_MS);
     expect(upstreamBackoffMs(429, {})).toBeUndefined();
     expect(upstreamBackoffMs(429, { 'retry-after': '0' })).toBeUndefined();
-    expect(upstreamBackoffMs(429, { 'retry-after': 'Thu, 03 Dec 2026 11:59:00 GMT' }, now)).toBeUndefined();
+    expect(upstreamBackoffMs(429, { 'retry-after': 'Thu, 03 Dec 2026 11:59:00 GMT' }, { now })).toBeUndefined();
     expect(upstreamBackoffMs(429, { 'retry-after': 'soon' })).toBeUndefined();
     expect(upstreamBackoffMs(429, { 'retry-after-ms': '-5', 'retry-after': '1' })).toBe(1000);
     expect(upstreamBackoffMs(429, { 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '5 minutes' })).toBeUndefined();

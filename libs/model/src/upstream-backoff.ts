@@ -14,40 +14,46 @@ export const THROTTLING_STATUSES: ReadonlySet<number> = new Set([429, 503]);
 /**
  * How long the upstream asked us to wait before the next call, from an error answer's headers:
  * `retry-after-ms` (Azure OpenAI), `retry-after` (seconds or an HTTP date), or on a 429 OpenAI's
- * `x-ratelimit-reset-requests` / `-tokens` ("1s", "6m0s", "20ms") for whichever limit has nothing
- * remaining. Capped at MAX_UPSTREAM_BACKOFF_MS; undefined when the answer names no wait.
+ * `x-ratelimit-reset-requests` / `-tokens` ("1s", "6m0s", "20ms") for whichever limit could not admit
+ * the call. Capped at MAX_UPSTREAM_BACKOFF_MS; undefined when the answer names no wait.
  *
  * OpenAI's reset is the time until the limit is full again ("resets to its initial state": limit 60,
  * remaining 59, reset 1s), and it refills evenly. With nothing left, one more request is allowed after
  * reset ÷ limit, so that is the wait when `x-ratelimit-limit-requests` says the limit: a spent
- * 10,000-per-minute limit reports ≈ 60 s but admits a request every 6 ms. The tokens a request needs
- * are not known here, so an exhausted token limit waits its whole reset.
+ * 10,000-per-minute limit reports ≈ 60 s but admits a request every 6 ms. Likewise for tokens, given
+ * the tokens the refused call needs (`tokensNeeded`, as reckoned for the pacer): the token limit
+ * refused it if fewer remain, and admits it once they have refilled, which is usually far sooner than
+ * full. Without them, an exhausted token limit (nothing remaining) waits its whole reset.
  */
-export function upstreamBackoffMs(status: number, headers: IncomingHttpHeaders, now: number = Date.now()): number | undefined {
+export function upstreamBackoffMs(status: number, headers: IncomingHttpHeaders, options: { now?: number; tokensNeeded?: number } = {}): number | undefined {
   const capped = (ms: number | undefined) => (ms === undefined || !Number.isFinite(ms) || ms <= 0 ? undefined : Math.min(Math.ceil(ms), MAX_UPSTREAM_BACKOFF_MS));
   const retryAfterMs = capped(parseNumber(headerValue(headers, 'retry-after-ms')));
   if (retryAfterMs !== undefined) return retryAfterMs;
   const retryAfter = headerValue(headers, 'retry-after');
   if (retryAfter !== undefined) {
     const seconds = parseNumber(retryAfter);
-    const ms = seconds !== undefined ? seconds * 1000 : Date.parse(retryAfter) - now;
+    const ms = seconds !== undefined ? seconds * 1000 : Date.parse(retryAfter) - (options.now ?? Date.now());
     const fromRetryAfter = capped(ms);
     if (fromRetryAfter !== undefined) return fromRetryAfter;
   }
-  return status === 429 ? exhaustedLimitWaitMs(headers) : undefined;
+  return status === 429 ? exhaustedLimitWaitMs(headers, options.tokensNeeded) : undefined;
 }
 
-/** From a 429's `x-ratelimit-*` headers: how long until the exhausted limit admits one more request (see upstreamBackoffMs). */
-function exhaustedLimitWaitMs(headers: IncomingHttpHeaders): number | undefined {
-  const resets = (['requests', 'tokens'] as const)
-    .filter((limit) => headerValue(headers, `x-ratelimit-remaining-${limit}`)?.trim() === '0')
-    .map((limit) => {
-      const untilFull = parseResetDuration(headerValue(headers, `x-ratelimit-reset-${limit}`));
-      const size = limit === 'requests' ? parseNumber(headerValue(headers, 'x-ratelimit-limit-requests')) : undefined;
-      return untilFull !== undefined && size !== undefined && Number.isInteger(size) && size > 0 ? untilFull / size : untilFull;
-    })
-    .filter((ms): ms is number => ms !== undefined && Number.isFinite(ms) && ms > 0);
-  return resets.length > 0 ? Math.min(Math.ceil(Math.max(...resets)), MAX_UPSTREAM_BACKOFF_MS) : undefined;
+/** From a 429's `x-ratelimit-*` headers: how long until the limit that refused the call admits it (see upstreamBackoffMs). */
+function exhaustedLimitWaitMs(headers: IncomingHttpHeaders, tokensNeeded: number | undefined): number | undefined {
+  const waits = (['requests', 'tokens'] as const).map((unit) => {
+    const needed = unit === 'requests' ? 1 : (tokensNeeded ?? 1);
+    const remaining = parseNumber(headerValue(headers, `x-ratelimit-remaining-${unit}`));
+    const untilFull = parseResetDuration(headerValue(headers, `x-ratelimit-reset-${unit}`));
+    if (remaining === undefined || remaining >= needed || untilFull === undefined) return undefined;
+    // Without the limit's size (or the call's tokens) only "full again" is known; with them, the refill
+    // of what the call lacks: the limit refills (limit − remaining) in `untilFull`.
+    const size = parseNumber(headerValue(headers, `x-ratelimit-limit-${unit}`));
+    if (size === undefined || !(size > remaining) || (unit === 'tokens' && tokensNeeded === undefined)) return untilFull;
+    return Math.min(untilFull, ((needed - remaining) * untilFull) / (size - remaining));
+  });
+  const known = waits.filter((ms): ms is number => ms !== undefined && Number.isFinite(ms) && ms > 0);
+  return known.length > 0 ? Math.min(Math.ceil(Math.max(...known)), MAX_UPSTREAM_BACKOFF_MS) : undefined;
 }
 
 export function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {

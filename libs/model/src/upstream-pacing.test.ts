@@ -1,5 +1,5 @@
 import { RequestBucket } from '@ic/test-support';
-import { RequestPacer, requestLimitReading } from './upstream-pacing';
+import { RateLimitPacer, requestLimitReading } from './upstream-pacing';
 
 const cancelled = () => new Error('cancelled');
 const signal = () => new AbortController().signal;
@@ -7,28 +7,31 @@ const signal = () => new AbortController().signal;
 /** A pacer on a clock the test moves; `take` resolves only through timers, so those are faked too. */
 function pacerOnFakeClock() {
   jest.useFakeTimers({ now: 1_000_000 });
-  return new RequestPacer(() => Date.now());
+  return new RateLimitPacer(() => Date.now());
 }
 
-/** Takes `count` requests; the tickets of those that went out at once (the rest wait in line). */
-function takeAtOnce(pacer: RequestPacer, count: number): { tickets: number[]; waiting: Array<Promise<number>> } {
+/** Takes `count` requests (each needing `tokens`); the tickets of those that went out at once (the rest wait in line). */
+function takeAtOnce(pacer: RateLimitPacer, count: number, tokens = 0): { tickets: number[]; waiting: Array<Promise<number>> } {
   const tickets: number[] = [];
   const waiting: Array<Promise<number>> = [];
   for (let call = 0; call < count; call++) {
-    const taken = pacer.take(signal(), cancelled);
+    const taken = pacer.take(signal(), cancelled, { tokens });
     if (typeof taken === 'number') tickets.push(taken);
     else waiting.push(taken);
   }
   return { tickets, waiting };
 }
 
-/** Takes a request that must wait exactly `ms` for it (on the fake clock); its ticket. */
-async function releasedAfter(pacer: RequestPacer, ms: number): Promise<number> {
+/**
+ * Takes a request (needing `tokens`) that must wait exactly `ms` for it (on the fake clock), or up to
+ * `slackMs` more (a rate the readings only bound); its ticket.
+ */
+async function releasedAfter(pacer: RateLimitPacer, ms: number, tokens = 0, slackMs = 0): Promise<number> {
   let ticket: number | undefined;
-  void (pacer.take(signal(), cancelled) as Promise<number>).then((taken) => (ticket = taken));
+  void (pacer.take(signal(), cancelled, { tokens }) as Promise<number>).then((taken) => (ticket = taken));
   await jest.advanceTimersByTimeAsync(ms - 1);
   expect(ticket).toBeUndefined();
-  await jest.advanceTimersByTimeAsync(1);
+  await jest.advanceTimersByTimeAsync(1 + slackMs);
   expect(ticket).toEqual(expect.any(Number));
   return ticket!;
 }
@@ -59,7 +62,7 @@ describe("requestLimitReading: OpenAI's request limit from an answer's headers",
   });
 });
 
-describe("RequestPacer: calls wait for the model's request limit instead of meeting a 429", () => {
+describe("RateLimitPacer: calls wait for the model's request limit instead of meeting a 429", () => {
   it('lets every call through until an answer reports a limit', () => {
     const pacer = pacerOnFakeClock();
     const { tickets, waiting } = takeAtOnce(pacer, 500);
@@ -71,7 +74,7 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
     const pacer = pacerOnFakeClock();
     const first = takeAtOnce(pacer, 1).tickets[0]!;
     // 10 a second: 3 left (and nearly a fourth: full again in 600 ms), one more request per 100 ms.
-    pacer.answered(first, { limit: 10, remaining: 3, untilFullMs: 600 });
+    pacer.answered(first, { requests: { limit: 10, remaining: 3, untilFullMs: 600 } });
     const { tickets, waiting } = takeAtOnce(pacer, 8);
     expect(tickets).toHaveLength(3);
     expect(pacer.waiting).toBe(5);
@@ -88,13 +91,13 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
     const pacer = pacerOnFakeClock();
     const { tickets } = takeAtOnce(pacer, 5);
     // The 2nd call's answer: 3 left after it; calls 3, 4 and 5 went out after it, so nothing is left.
-    pacer.answered(tickets[1]!, { limit: 10, remaining: 3, untilFullMs: 700 });
+    pacer.answered(tickets[1]!, { requests: { limit: 10, remaining: 3, untilFullMs: 700 } });
     expect(typeof pacer.take(signal(), cancelled)).not.toBe('number');
     // The 1st call's answer came later but says less: it changes nothing.
-    pacer.answered(tickets[0]!, { limit: 10, remaining: 9, untilFullMs: 100 });
+    pacer.answered(tickets[0]!, { requests: { limit: 10, remaining: 9, untilFullMs: 100 } });
     expect(pacer.waiting).toBe(1);
     // Calls 3–5 were refused (a 429 takes nothing): the 5th call's answer says 2 remain.
-    pacer.answered(tickets[4]!, { limit: 10, remaining: 2, untilFullMs: 800 });
+    pacer.answered(tickets[4]!, { requests: { limit: 10, remaining: 2, untilFullMs: 800 } });
     await jest.advanceTimersByTimeAsync(0);
     expect(pacer.waiting).toBe(0);
   });
@@ -106,7 +109,7 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
     // was left when the upstream admitted it, taken as 50 ms after it was sent: at 10 a second, 4.5
     // requests have come back since, so 4 calls go at once (not 0, as reckoned from the answer).
     await jest.advanceTimersByTimeAsync(500);
-    pacer.answered(ticket, { limit: 10, remaining: 0, untilFullMs: 1000 });
+    pacer.answered(ticket, { requests: { limit: 10, remaining: 0, untilFullMs: 1000 } });
     const { tickets, waiting } = takeAtOnce(pacer, 8);
     expect(tickets).toHaveLength(4);
     expect(pacer.waiting).toBe(4);
@@ -117,14 +120,14 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
   it('halves its share of the refill on 429s for calls it let go, once per overdraft, and earns it back per admitted call', async () => {
     const pacer = pacerOnFakeClock();
     // 10 a second (9 left, full again in 100 ms).
-    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 9, untilFullMs: 100 });
+    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { requests: { limit: 10, remaining: 9, untilFullMs: 100 } });
     const overdraft = takeAtOnce(pacer, 9).tickets;
     // Another process took those requests: all nine are refused, one overdraft, one halving.
-    for (const ticket of overdraft) pacer.answered(ticket, { limit: 10, remaining: 0, untilFullMs: 900 }, true);
+    for (const ticket of overdraft) pacer.answered(ticket, { requests: { limit: 10, remaining: 0, untilFullMs: 900 } }, true);
     // At half the refill (5 a second), the next request is 200 ms away, not 100 (nor 1,600 after nine halvings).
     const next = await releasedAfter(pacer, 200);
     // Its answer, admitted, gives back 1/10 of the share: 6 a second, the next one 167 ms away.
-    pacer.answered(next, { limit: 10, remaining: 0, untilFullMs: 1000 });
+    pacer.answered(next, { requests: { limit: 10, remaining: 0, untilFullMs: 1000 } });
     await releasedAfter(pacer, 167);
   });
 
@@ -150,17 +153,17 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
     let jitter = 0;
     const answerMs = () => 300 + (jitter = (jitter * 7 + 13) % 38);
     let lastAnswerMs = 0;
-    const turn = async (pacer: RequestPacer): Promise<void> => {
+    const turn = async (pacer: RateLimitPacer): Promise<void> => {
       for (;;) {
         const ticket = await pacer.take(signal(), cancelled);
         const answer = call();
         await sleep(answer.refused ? 2 : answerMs());
-        pacer.answered(ticket, answer.reading, answer.refused);
+        pacer.answered(ticket, { requests: answer.reading }, answer.refused);
         if (!answer.refused) return void (lastAnswerMs = Date.now() - start);
         await sleep(100);
       }
     };
-    const pacers = Array.from({ length: processes }, () => new RequestPacer(() => Date.now()));
+    const pacers = Array.from({ length: processes }, () => new RateLimitPacer(() => Date.now()));
     const turns = pacers.flatMap((pacer) => Array.from({ length: turnsEach }, () => turn(pacer)));
     await jest.advanceTimersByTimeAsync(300_000);
     await Promise.all(turns);
@@ -185,7 +188,7 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
 
   it('lets a call in line go when its signal aborts, and rejects it', async () => {
     const pacer = pacerOnFakeClock();
-    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 0, untilFullMs: 900 });
+    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { requests: { limit: 10, remaining: 0, untilFullMs: 900 } });
     const controller = new AbortController();
     const aborted = pacer.take(controller.signal, cancelled) as Promise<number>;
     const next = pacer.take(signal(), cancelled) as Promise<number>;
@@ -200,7 +203,7 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
     const pacer = pacerOnFakeClock();
     const ticket = takeAtOnce(pacer, 1).tickets[0]!;
     expect(pacer.idle).toBe(false);
-    pacer.answered(ticket, { limit: 10, remaining: 0, untilFullMs: 900 });
+    pacer.answered(ticket, { requests: { limit: 10, remaining: 0, untilFullMs: 900 } });
     expect(pacer.idle).toBe(false);
     await jest.advanceTimersByTimeAsync(1000);
     expect(pacer.idle).toBe(true);
@@ -208,11 +211,11 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
 
   it('refuses at once a call whose turn in line would come after the longest wait it may have', async () => {
     const pacer = pacerOnFakeClock();
-    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 0, untilFullMs: 900 }); // one per 100 ms
+    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { requests: { limit: 10, remaining: 0, untilFullMs: 900 } }); // one per 100 ms
     const tooLong = (expectedMs: number) => new Error(`would wait ${expectedMs} ms`);
-    const first = pacer.take(signal(), cancelled, 250, tooLong) as Promise<number>; // 100 ms
-    const second = pacer.take(signal(), cancelled, 250, tooLong) as Promise<number>; // 200 ms
-    await expect(pacer.take(signal(), cancelled, 250, tooLong)).rejects.toThrow('would wait 300 ms');
+    const first = pacer.take(signal(), cancelled, { maxWaitMs: 250, tooLong }) as Promise<number>; // 100 ms
+    const second = pacer.take(signal(), cancelled, { maxWaitMs: 250, tooLong }) as Promise<number>; // 200 ms
+    await expect(pacer.take(signal(), cancelled, { maxWaitMs: 250, tooLong })).rejects.toThrow('would wait 300 ms');
     expect(pacer.waiting).toBe(2);
     await jest.advanceTimersByTimeAsync(200);
     await expect(Promise.all([first, second])).resolves.toEqual([expect.any(Number), expect.any(Number)]);
@@ -220,9 +223,74 @@ describe("RequestPacer: calls wait for the model's request limit instead of meet
 
   it('rejects the calls in line on close', async () => {
     const pacer = pacerOnFakeClock();
-    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { limit: 10, remaining: 0, untilFullMs: 1000 });
+    pacer.answered(takeAtOnce(pacer, 1).tickets[0]!, { requests: { limit: 10, remaining: 0, untilFullMs: 1000 } });
     const waiting = pacer.take(signal(), cancelled) as Promise<number>;
     pacer.close(cancelled);
     await expect(waiting).rejects.toThrow('cancelled');
+  });
+});
+
+describe("RateLimitPacer: calls wait for the model's token limit, each for the tokens it needs", () => {
+  /** 60,000 tokens a minute: one a millisecond (the reading bounds the rate to within 1/60,000 of it). */
+  const tokenReading = (remaining: number) => ({ tokens: { limit: 60_000, remaining, untilFullMs: 60_000 - remaining } });
+
+  it('sends what the tokens left cover, then each call once its tokens have refilled, in the order the calls came', async () => {
+    const pacer = pacerOnFakeClock();
+    pacer.answered(takeAtOnce(pacer, 1, 100).tickets[0]!, tokenReading(4000));
+    expect(takeAtOnce(pacer, 1, 3000).tickets).toHaveLength(1); // 1,000 left
+    const releasedAt: Record<string, number> = {};
+    const track = (name: string, tokens: number) => void (pacer.take(signal(), cancelled, { tokens }) as Promise<number>).then(() => (releasedAt[name] = Date.now() - 1_000_000));
+    track('big', 3000); // 2,000 short: 2 s
+    track('small', 10); // behind it, though 10 tokens are there now
+    expect(pacer.waiting).toBe(2);
+    await jest.advanceTimersByTimeAsync(1999);
+    expect(releasedAt).toEqual({});
+    await jest.advanceTimersByTimeAsync(3);
+    expect(releasedAt.big).toBeGreaterThanOrEqual(2000);
+    expect(releasedAt.small).toBeUndefined(); // the big call took what had refilled
+    await jest.advanceTimersByTimeAsync(20);
+    expect(releasedAt.small! - releasedAt.big!).toBeGreaterThanOrEqual(9);
+    expect(releasedAt.small! - releasedAt.big!).toBeLessThanOrEqual(12);
+  });
+
+  it('counts the tokens of the calls sent after the answered one as taken', async () => {
+    const pacer = pacerOnFakeClock();
+    const { tickets } = takeAtOnce(pacer, 3, 2500);
+    // The 1st call's answer: 5,500 left after it; calls 2 and 3 took 5,000 of them.
+    pacer.answered(tickets[0]!, tokenReading(5500));
+    expect(takeAtOnce(pacer, 1, 400).tickets).toHaveLength(1);
+    const { waiting } = takeAtOnce(pacer, 1, 400);
+    expect(waiting).toHaveLength(1);
+    pacer.close(cancelled);
+    await expect(waiting[0]).rejects.toThrow('cancelled');
+  });
+
+  it('lets a call that needs more than the whole limit go once the limit is full, instead of never', async () => {
+    const pacer = pacerOnFakeClock();
+    pacer.answered(takeAtOnce(pacer, 1, 100).tickets[0]!, { tokens: { limit: 1000, remaining: 0, untilFullMs: 1000 } });
+    let released = false;
+    void (pacer.take(signal(), cancelled, { tokens: 5000 }) as Promise<number>).then(() => (released = true));
+    await jest.advanceTimersByTimeAsync(990);
+    expect(released).toBe(false);
+    await jest.advanceTimersByTimeAsync(20);
+    expect(released).toBe(true);
+  });
+
+  it('halves its share of the token limit on a 429 the token limit gave a call it let go', async () => {
+    const pacer = pacerOnFakeClock();
+    const { tickets } = takeAtOnce(pacer, 1, 100);
+    pacer.answered(tickets[0]!, tokenReading(59_000));
+    const overdrawn = takeAtOnce(pacer, 1, 1000).tickets[0]!;
+    // Another process took the tokens: refused, with 500 left (fewer than the 1,000 it needs).
+    pacer.answered(overdrawn, { tokens: { limit: 60_000, remaining: 500, untilFullMs: 59_500 }, requests: { limit: 1000, remaining: 990, untilFullMs: 600 } }, true);
+    // Half the share: 250 of the 500 left, refilled at half a token a millisecond. 750 more: 1.5 s
+    // (the whole limit would have sent it in 0.5 s).
+    await releasedAfter(pacer, 1500, 1000, 1);
+  });
+
+  it('estimates nothing from an upstream that reports no token limit: calls of any size pass at once', () => {
+    const pacer = pacerOnFakeClock();
+    pacer.answered(takeAtOnce(pacer, 1, 100).tickets[0]!, { requests: { limit: 10_000, remaining: 9_999, untilFullMs: 6 } });
+    expect(takeAtOnce(pacer, 5, 1_000_000).tickets).toHaveLength(5);
   });
 });

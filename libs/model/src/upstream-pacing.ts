@@ -2,22 +2,39 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { headerValue, parseNumber, parseResetDuration } from './upstream-backoff';
 
 /**
- * A request limit as one answer reported it, in OpenAI's `x-ratelimit-*-requests` headers (sent on
- * every answer, admitted or refused): the limit, what is left of it, and the time until it is full
- * again. The limit refills evenly, so the rate is (limit − remaining) ÷ that time.
+ * One of OpenAI's limits as one answer reported it, in its `x-ratelimit-*-requests` or `-tokens`
+ * headers (sent on every answer, admitted or refused): the limit, what is left of it, and the time until
+ * it is full again. A limit refills evenly, so its rate is (limit − remaining) ÷ that time.
  */
-export interface RequestLimitReading {
+export interface LimitReading {
   limit: number;
   remaining: number;
   untilFullMs: number;
 }
 
-export function requestLimitReading(headers: IncomingHttpHeaders): RequestLimitReading | undefined {
-  const limit = parseNumber(headerValue(headers, 'x-ratelimit-limit-requests'));
-  const remaining = parseNumber(headerValue(headers, 'x-ratelimit-remaining-requests'));
-  const untilFullMs = parseResetDuration(headerValue(headers, 'x-ratelimit-reset-requests'));
+/** OpenAI meters each model's requests and tokens per minute apart; an answer reports both. */
+export interface LimitReadings {
+  requests?: LimitReading;
+  tokens?: LimitReading;
+}
+
+function limitReading(headers: IncomingHttpHeaders, unit: 'requests' | 'tokens'): LimitReading | undefined {
+  const limit = parseNumber(headerValue(headers, `x-ratelimit-limit-${unit}`));
+  const remaining = parseNumber(headerValue(headers, `x-ratelimit-remaining-${unit}`));
+  const untilFullMs = parseResetDuration(headerValue(headers, `x-ratelimit-reset-${unit}`));
   if (limit === undefined || remaining === undefined || untilFullMs === undefined || !(limit >= 1) || remaining > limit) return undefined;
   return { limit, remaining, untilFullMs };
+}
+
+export function requestLimitReading(headers: IncomingHttpHeaders): LimitReading | undefined {
+  return limitReading(headers, 'requests');
+}
+
+/** The request and token limits an answer reports; undefined when it reports neither. */
+export function limitReadings(headers: IncomingHttpHeaders): LimitReadings | undefined {
+  const requests = limitReading(headers, 'requests');
+  const tokens = limitReading(headers, 'tokens');
+  return requests || tokens ? { requests, tokens } : undefined;
 }
 
 /** The least share of a limit a process keeps taking (see RequestPacer): 1/16, enough for 16 pods at the limit. */
@@ -26,33 +43,27 @@ const MIN_SHARE = 1 / 16;
 /** How long after a call was sent the upstream is taken to have admitted it: the way there, and a queue at the upstream's door. */
 const ADMISSION_ALLOWANCE_MS = 50;
 
-/** OpenAI's request limits are per minute; the refill rate of a limit reported full (nothing to reckon it from). */
+/** OpenAI's limits are per minute; the refill rate of a limit reported full (nothing to reckon it from). */
 const DEFAULT_REFILL_WINDOW_MS = 60_000;
 
+
+/** What the pacer knows of one call sent and not yet answered. */
+interface CallInFlight {
+  sentAt: number;
+  /** The tokens it was reckoned to need (see RateLimitPacer.take). */
+  tokens: number;
+  /** Whether each mirror knew its limit when the call went (only then can a 429 be the mirror's fault). */
+  pacedRequests: boolean;
+  pacedTokens: boolean;
+}
+
 /**
- * One model's request limit, mirrored from the upstream's answers, so this process sends no more
- * requests than the limit admits instead of learning of it from 429s.
- *
- * Each answer that reports the limit (requestLimitReading) resets the mirror: (this process's share of)
- * what remained when that call was sent, less the calls sent after it and not yet answered (the
- * upstream counted them, or will), refilled since. Between answers the mirror refills at (its share
- * of) the reported rate and each call takes one request from it; a call that finds it empty waits in
- * line for the refill. Calls are released one at a time, in the order they came.
- *
- * Until an answer reports a limit, or for an upstream that reports none, calls pass at once. Only the
- * newest answer counts: an older call's answer (a slow stream's headers) says less than one already
- * heard.
- *
- * The mirror sees this process's calls only, but worker pods share the quota: each would take the
- * whole refill, and all but one of them would be refused. So the process takes a share of it, found
- * as TCP finds its share of a link (additive increase, multiplicative decrease): a 429 for a call the
- * mirror let go halves the share (once per round of calls in flight: the refusals of one overdraft
- * come together), each admitted call gives back 1/limit of it. Alone, a process keeps (nearly) the
- * whole limit; N processes settle around 1/N each.
+ * One limit of one model (its requests, or its tokens), mirrored from the upstream's answers: what is
+ * left of this process's share of it, refilled at the rate the readings imply. See RateLimitPacer.
  */
-export class RequestPacer {
+class LimitMirror {
   private limit = 0;
-  /** The refill rate the mirror uses (requests per ms), and what the readings so far say of the real one. */
+  /** The refill rate the mirror uses (units per ms), and what the readings so far say of the real one. */
   private perMs = 0;
   private rateAtLeast = 0;
   private rateAtMost = Infinity;
@@ -60,72 +71,65 @@ export class RequestPacer {
   private share = 1;
   /** The newest call sent when the share was last halved: refusals of calls up to it are the same overdraft. */
   private shareCutThrough = 0;
-  /** Requests left as of `levelAt` (negative: owed to calls already sent). */
+  /** Units left as of `levelAt` (negative: owed to calls already sent). */
   private level = 0;
   private levelAt = 0;
   /** The newest call whose answer set the level. */
   private basisTicket = 0;
-  private nextTicket = 0;
-  /** Calls sent and not yet answered: ticket → when it was sent and whether the mirror knew the limit then. */
-  private readonly unanswered = new Map<number, { sentAt: number; paced: boolean }>();
-  private readonly line: Array<{ resolve: (ticket: number) => void; reject: (error: Error) => void; signal: AbortSignal; onAbort: () => void }> = [];
-  private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(private readonly now: () => number) {}
 
-  /** Nothing waiting or in flight, and the mirror full: forgetting it loses nothing. */
-  get idle(): boolean {
-    if (this.line.length > 0 || this.unanswered.size > 0) return false;
+  /** Whether an answer has reported this limit: until then calls pass at once. */
+  get known(): boolean {
+    return this.limit > 0;
+  }
+
+  /** Nothing owed and nothing to wait for: forgetting the mirror loses nothing. */
+  get full(): boolean {
     this.refill();
     return this.limit === 0 || this.level >= this.limit;
   }
 
-  /** Calls waiting for the refill now. */
-  get waiting(): number {
-    return this.line.length;
+  /**
+   * Whether a call needing `amount` may go now. A call needing more than this process's whole share
+   * goes once the share is there (then the mirror owes the rest), else it would never go.
+   */
+  holds(amount: number): boolean {
+    if (!this.known) return true;
+    this.refill();
+    return this.level >= this.needed(amount);
+  }
+
+  take(amount: number): void {
+    if (this.known) this.level -= amount;
+  }
+
+  /** Milliseconds until the mirror holds `amount` more than it holds now (0 when unknown or already there). */
+  msUntil(amount: number, capped = true): number {
+    if (!this.known) return 0;
+    this.refill();
+    return Math.max(0, ((capped ? this.needed(amount) : amount) - this.level) / (this.perMs * this.share));
   }
 
   /**
-   * Takes one request for a call about to be sent: at once while the mirror holds one, else in line.
-   * Resolves with the call's ticket (for `answered`); rejects with `onAbort()` if the signal aborts
-   * first, and at once with `tooLong(ms)` when its turn in line would come only after more than
-   * `maxWaitMs`.
+   * The call with `ticket` (which needed `amount`) was answered with `reading`.
+   * - `refused`: a 429; `exhausted`: this limit is the one that refused it; `paced`: the mirror knew
+   *   the limit when the call went, so the refusal is an overdraft of this process's share.
+   * - `takenAfter`: what the calls sent after it and not yet answered took (the upstream counted
+   *   them, or will); `newestTicket`: the newest call sent so far.
    */
-  take(signal: AbortSignal, onAbort: () => Error, maxWaitMs = Infinity, tooLong?: (expectedMs: number) => Error): Promise<number> | number {
-    if (this.line.length === 0 && this.tryTake()) return this.issue();
-    const expectedMs = (this.line.length + 1 - this.level) / (this.perMs * this.share);
-    if (expectedMs > maxWaitMs && tooLong) return Promise.reject(tooLong(Math.ceil(expectedMs)));
-    return new Promise<number>((resolve, reject) => {
-      const waiter = {
-        resolve,
-        reject,
-        signal,
-        onAbort: () => {
-          const index = this.line.indexOf(waiter);
-          if (index !== -1) this.line.splice(index, 1);
-          reject(onAbort());
-        },
-      };
-      signal.addEventListener('abort', waiter.onAbort, { once: true });
-      this.line.push(waiter);
-      this.schedule();
-    });
-  }
-
-  /**
-   * The call with `ticket` was answered (or failed without an answer): `reading` is what its answer
-   * reported, `refused` whether it was a 429.
-   */
-  answered(ticket: number, reading: RequestLimitReading | undefined, refused = false): void {
-    const call = this.unanswered.get(ticket);
-    this.unanswered.delete(ticket);
-    if (!reading || call === undefined) return;
-    if (refused && call.paced && ticket > this.shareCutThrough) {
+  answered(
+    ticket: number,
+    reading: LimitReading,
+    call: { amount: number; sentAt: number; refused: boolean; exhausted: boolean; paced: boolean },
+    takenAfter: number,
+    newestTicket: number,
+  ): void {
+    if (call.refused && call.exhausted && call.paced && ticket > this.shareCutThrough) {
       this.share = Math.max(MIN_SHARE, this.share / 2);
-      this.shareCutThrough = this.nextTicket;
-    } else if (!refused) this.share = Math.min(1, this.share + 1 / reading.limit);
+      this.shareCutThrough = newestTicket;
+    } else if (!call.refused) this.share = Math.min(1, this.share + call.amount / reading.limit);
     if (ticket <= this.basisTicket) return;
-    const sentAt = call.sentAt;
     this.basisTicket = ticket;
     this.learnRate(reading);
     // What remained when the upstream admitted the call, less every call sent since, refilled since.
@@ -133,15 +137,19 @@ export class RequestPacer {
     // model's first token): taken as ADMISSION_ALLOWANCE_MS after it was sent, or at the answer if that
     // came sooner. A mirror ahead of the upstream would send a call into a 429; one behind it costs
     // each waiting call that much delay, not any rate.
-    this.level = Math.floor(reading.remaining * this.share) - this.unansweredAfter(ticket);
-    this.levelAt = Math.min(this.now(), sentAt + ADMISSION_ALLOWANCE_MS);
+    this.level = Math.floor(reading.remaining * this.share) - takenAfter;
+    this.levelAt = Math.min(this.now(), call.sentAt + ADMISSION_ALLOWANCE_MS);
     this.refill();
-    if (this.line.length > 0) this.schedule(true);
+  }
+
+  /** A call needing more than the whole share waits for the share (and at least one unit). */
+  private needed(amount: number): number {
+    return Math.min(amount, Math.max(1, this.limit * this.share));
   }
 
   /**
-   * The refill rate, from what a reading implies about it. `remaining` is whole requests, the level
-   * behind it anywhere in [remaining, remaining + 1), so one reading only bounds the rate:
+   * The refill rate, from what a reading implies about it. `remaining` is whole units, the level behind
+   * it anywhere in [remaining, remaining + 1), so one reading only bounds the rate:
    * (limit − remaining − 1) ÷ reset < rate ≤ (limit − remaining) ÷ reset. Readings narrow the bounds
    * down, and the mirror refills at the lower one: a mirror ahead of the upstream would send calls
    * into 429s (with a small limit the upper bound can be several times the rate). Until a reading
@@ -149,7 +157,7 @@ export class RequestPacer {
    * answer to a call admitted from a full bucket gives exactly; until a reading bounds it at all, a
    * limit is taken to be per minute, as OpenAI's are.
    */
-  private learnRate(reading: RequestLimitReading): void {
+  private learnRate(reading: LimitReading): void {
     if (reading.limit !== this.limit) {
       this.limit = reading.limit;
       this.rateAtLeast = 0;
@@ -170,6 +178,134 @@ export class RequestPacer {
     this.perMs = this.rateAtLeast > 0 ? this.rateAtLeast : Number.isFinite(this.rateAtMost) ? this.rateAtMost : reading.limit / DEFAULT_REFILL_WINDOW_MS;
   }
 
+  private refill(): void {
+    const now = this.now();
+    if (this.limit > 0 && this.level < this.limit) this.level = Math.min(this.limit, this.level + (now - this.levelAt) * this.perMs * this.share);
+    this.levelAt = now;
+  }
+}
+
+interface Waiter {
+  tokens: number;
+  resolve: (ticket: number) => void;
+  reject: (error: Error) => void;
+  signal: AbortSignal;
+  onAbort: () => void;
+}
+
+/**
+ * One model's request and token limits, mirrored from the upstream's answers, so this process sends no
+ * more than the limits admit instead of learning of them from 429s.
+ *
+ * A call takes one request and the tokens it is reckoned to need (the upstream reserves them when it
+ * admits the call: OpenAI counts the prompt's estimated tokens plus `max_completion_tokens`). Each
+ * answer that reports a limit resets that limit's mirror: (this process's share of) what remained when
+ * that call was sent, less what the calls sent after it and not yet answered took, refilled since.
+ * Between answers each mirror refills at (its share of) the reported rate. A call that finds either
+ * short waits in line for the refill; calls are released one at a time, in the order they came, so a
+ * big call is not passed over by small ones for ever.
+ *
+ * Until an answer reports a limit, or for an upstream that reports none, calls pass at once. Only the
+ * newest answer counts: an older call's answer (a slow stream's headers) says less than one already
+ * heard.
+ *
+ * The mirror sees this process's calls only, but worker pods share the quota: each would take the
+ * whole refill, and all but one of them would be refused. So the process takes a share of each limit,
+ * found as TCP finds its share of a link (additive increase, multiplicative decrease): a 429 from a
+ * limit for a call the mirror let go halves the share (once per round of calls in flight: the refusals
+ * of one overdraft come together), each admitted call gives back what it took of the limit. Alone, a
+ * process keeps (nearly) the whole limit; N processes settle around 1/N each.
+ */
+export class RateLimitPacer {
+  private readonly requests: LimitMirror;
+  private readonly tokens: LimitMirror;
+  private nextTicket = 0;
+  /** Calls sent and not yet answered, by ticket (so in the order they were sent), and the tokens they took. */
+  private readonly unanswered = new Map<number, CallInFlight>();
+  private unansweredTokens = 0;
+  private readonly line: Waiter[] = [];
+  private lineTokens = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly now: () => number = Date.now) {
+    this.requests = new LimitMirror(now);
+    this.tokens = new LimitMirror(now);
+  }
+
+  /** Nothing waiting or in flight, and both mirrors full: forgetting the pacer loses nothing. */
+  get idle(): boolean {
+    return this.line.length === 0 && this.unanswered.size === 0 && this.requests.full && this.tokens.full;
+  }
+
+  /** Calls waiting for the refill now. */
+  get waiting(): number {
+    return this.line.length;
+  }
+
+  /**
+   * Takes one request and `tokens` for a call about to be sent: at once while the mirrors hold them,
+   * else in line. Resolves with the call's ticket (for `answered`); rejects with `onAbort()` if the
+   * signal aborts first, and at once with `tooLong(ms)` when its turn in line would come only after
+   * more than `maxWaitMs`.
+   */
+  take(
+    signal: AbortSignal,
+    onAbort: () => Error,
+    options: { tokens?: number; maxWaitMs?: number; tooLong?: (expectedMs: number) => Error } = {},
+  ): Promise<number> | number {
+    const tokens = options.tokens ?? 0;
+    if (this.line.length === 0 && this.tryTake(tokens)) return this.issue(tokens);
+    const expectedMs = Math.max(this.requests.msUntil(this.line.length + 1, false), this.tokens.msUntil(this.lineTokens + tokens, false));
+    if (options.tooLong && expectedMs > (options.maxWaitMs ?? Infinity)) return Promise.reject(options.tooLong(Math.ceil(expectedMs)));
+    return new Promise<number>((resolve, reject) => {
+      const waiter: Waiter = {
+        tokens,
+        resolve,
+        reject,
+        signal,
+        onAbort: () => {
+          const index = this.line.indexOf(waiter);
+          if (index !== -1) {
+            this.line.splice(index, 1);
+            this.lineTokens -= tokens;
+          }
+          reject(onAbort());
+        },
+      };
+      signal.addEventListener('abort', waiter.onAbort, { once: true });
+      this.line.push(waiter);
+      this.lineTokens += tokens;
+      this.schedule();
+    });
+  }
+
+  /**
+   * The call with `ticket` was answered (or failed without an answer): `readings` is what its answer
+   * reported, `refused` whether it was a 429.
+   */
+  answered(ticket: number, readings: LimitReadings | undefined, refused = false): void {
+    const call = this.unanswered.get(ticket);
+    if (call === undefined) return;
+    this.unanswered.delete(ticket);
+    this.unansweredTokens -= call.tokens;
+    if (!readings) return;
+    // The limit that refused it is the one that could not cover it; when neither reading shows that
+    // (our reckoning of its tokens fell short, or a limit we do not read), both are taken to have.
+    const requestsShort = refused && readings.requests !== undefined && readings.requests.remaining < 1;
+    const tokensShort = refused && readings.tokens !== undefined && readings.tokens.remaining < call.tokens;
+    const neitherShort = refused && !requestsShort && !tokensShort;
+    const after = this.unansweredAfter(ticket);
+    if (readings.requests) {
+      const exhausted = requestsShort || neitherShort;
+      this.requests.answered(ticket, readings.requests, { amount: 1, sentAt: call.sentAt, refused, exhausted, paced: call.pacedRequests }, after.calls, this.nextTicket);
+    }
+    if (readings.tokens) {
+      const exhausted = tokensShort || neitherShort;
+      this.tokens.answered(ticket, readings.tokens, { amount: call.tokens, sentAt: call.sentAt, refused, exhausted, paced: call.pacedTokens }, after.tokens, this.nextTicket);
+    }
+    if (this.line.length > 0) this.schedule(true);
+  }
+
   /** Drops the calls in line (shutdown). */
   close(error: () => Error): void {
     clearTimeout(this.timer);
@@ -178,53 +314,53 @@ export class RequestPacer {
       waiter.signal.removeEventListener('abort', waiter.onAbort);
       waiter.reject(error());
     }
+    this.lineTokens = 0;
   }
 
   /**
-   * Calls sent after `ticket` and not yet answered. The map holds tickets in the order they were issued,
-   * so only the older calls still in flight (few: answers come back about in order) are walked.
+   * The calls sent after `ticket` and not yet answered, and the tokens they took. The map holds tickets
+   * in the order they were issued, so only the older calls still in flight (few: answers come back
+   * about in order) are walked.
    */
-  private unansweredAfter(ticket: number): number {
-    let older = 0;
-    for (const other of this.unanswered.keys()) {
+  private unansweredAfter(ticket: number): { calls: number; tokens: number } {
+    let olderCalls = 0;
+    let olderTokens = 0;
+    for (const [other, call] of this.unanswered) {
       if (other > ticket) break;
-      older++;
+      olderCalls++;
+      olderTokens += call.tokens;
     }
-    return this.unanswered.size - older;
+    return { calls: this.unanswered.size - olderCalls, tokens: this.unansweredTokens - olderTokens };
   }
 
-  private issue(): number {
+  private issue(tokens: number): number {
     const ticket = ++this.nextTicket;
-    this.unanswered.set(ticket, { sentAt: this.now(), paced: this.limit > 0 });
+    this.unanswered.set(ticket, { sentAt: this.now(), tokens, pacedRequests: this.requests.known, pacedTokens: this.tokens.known });
+    this.unansweredTokens += tokens;
     return ticket;
   }
 
-  private refill(): void {
-    const now = this.now();
-    if (this.limit > 0 && this.level < this.limit) this.level = Math.min(this.limit, this.level + (now - this.levelAt) * this.perMs * this.share);
-    this.levelAt = now;
-  }
-
-  private tryTake(): boolean {
-    if (this.limit === 0) return true;
-    this.refill();
-    if (this.level < 1) return false;
-    this.level -= 1;
+  private tryTake(tokens: number): boolean {
+    if (!this.requests.holds(1) || !this.tokens.holds(tokens)) return false;
+    this.requests.take(1);
+    this.tokens.take(tokens);
     return true;
   }
 
-  /** Releases the head of the line for as long as the mirror holds requests, then waits for the next one. */
+  /** Releases the head of the line for as long as the mirrors hold what it needs, then waits for the refill. */
   private schedule(reschedule = false): void {
     if (this.timer && !reschedule) return;
     clearTimeout(this.timer);
     this.timer = undefined;
-    while (this.line.length > 0 && this.tryTake()) {
+    while (this.line.length > 0 && this.tryTake(this.line[0]!.tokens)) {
       const waiter = this.line.shift()!;
+      this.lineTokens -= waiter.tokens;
       waiter.signal.removeEventListener('abort', waiter.onAbort);
-      waiter.resolve(this.issue());
+      waiter.resolve(this.issue(waiter.tokens));
     }
-    if (this.line.length === 0) return;
-    const untilNextMs = Math.max(1, Math.ceil((1 - this.level) / (this.perMs * this.share)));
+    const head = this.line[0];
+    if (!head) return;
+    const untilNextMs = Math.max(1, Math.ceil(Math.max(this.requests.msUntil(1), this.tokens.msUntil(head.tokens))));
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.schedule();
