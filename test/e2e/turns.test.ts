@@ -298,6 +298,26 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     }
   }, 30000);
 
+  it("paces a burst of long prompts to the token limit OpenAI's answers report: each turn waits for the tokens it needs, none is refused", async () => {
+    // 100 requests, but 1,500 tokens per 1.5 s (one a millisecond). Each turn's prompt of 1,200
+    // characters with max_output_tokens 200 reserves 500 tokens: the bucket holds three such calls,
+    // then admits one every 500 ms.
+    const tokenLimit = { requests: 100, windowMs: 1500, style: 'bucket' as const, tokens: 1500 };
+    const paced = await startAnotherStack({ workerConcurrency: 20, upstream: { rateLimit: tokenLimit, reply: 'admitted' } });
+    try {
+      const burst = paced.client();
+      const longTurn = { model: '', input: `${'p'.repeat(1199)}.`, max_output_tokens: 200 };
+      expect(await burst.responses.create(longTurn)).toMatchObject({ status: 'completed' });
+      const conversations = await Promise.all(Array.from({ length: 6 }, () => burst.conversations.create()));
+      const answers = await Promise.all(conversations.map((conversation) => burst.responses.create({ ...longTurn, conversation: conversation.id })));
+      expect(answers.map((answer) => `${answer.status}: ${answer.output_text}`)).toEqual(Array(6).fill('completed: admitted'));
+      expect(paced.upstream.throttledCount).toBe(0);
+      expect(paced.upstream.requests).toHaveLength(7);
+    } finally {
+      await paced.close();
+    }
+  }, 30000);
+
   it('fails a turn whose wait for the reported request limit would outlast MODEL_BACKOFF_BUDGET_MS, instead of queueing it for that long', async () => {
     // 2 requests, one more every 10 s; a turn may wait 1 s for the limit.
     const slow = await startAnotherStack({ modelBackoffBudgetMs: 1000, upstream: { rateLimit: { requests: 2, windowMs: 20_000, style: 'bucket' } } });

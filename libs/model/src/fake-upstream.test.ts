@@ -66,3 +66,26 @@ it("answers tool messages out of OpenAI's order with OpenAI's 400s", async () =>
   });
   await expect(client.chat.completions.create({ model: 'fake-model', messages: [user, assistant, tool, user] })).resolves.toMatchObject({ object: 'chat.completion' });
 });
+
+it("meters tokens like OpenAI's token limit: reserves each request's prompt ÷ 4 plus max_completion_tokens, reports both limits, refuses what does not fit", async () => {
+  // 1,000 tokens per 10 s; each request reserves 400 ÷ 4 + 200 = 300.
+  fake.set({ rateLimit: { requests: 100, windowMs: 10_000, style: 'bucket', tokens: 1000 } });
+  const body = { model: 'fake-model', messages: [{ role: 'user' as const, content: 'z'.repeat(400) }], max_completion_tokens: 200 };
+  const headers = async () => (await client.chat.completions.create(body).withResponse()).response.headers;
+  const first = await headers();
+  expect(first.get('x-ratelimit-limit-tokens')).toBe('1000');
+  expect(first.get('x-ratelimit-remaining-tokens')).toBe('700');
+  expect(Number.parseInt(first.get('x-ratelimit-reset-tokens')!, 10)).toBeGreaterThan(2900); // 300 tokens at 0.1 a ms: "3000ms"
+  expect(first.get('x-ratelimit-remaining-requests')).toBe('99');
+  await headers();
+  await headers(); // 100 left: the next needs 300
+  const refused = await client.chat.completions.create(body).then(
+    () => undefined,
+    (error: unknown) => error as InstanceType<typeof OpenAI.APIError>,
+  );
+  expect(refused).toMatchObject({ status: 429, code: 'rate_limit_exceeded', message: expect.stringContaining('on tokens per min') });
+  // A refusal takes nothing from either limit.
+  expect(refused?.headers?.get('x-ratelimit-remaining-tokens')).toMatch(/^10\d$/);
+  expect(refused?.headers?.get('x-ratelimit-remaining-requests')).toBe('97');
+  expect(fake.throttledCount).toBe(1);
+});

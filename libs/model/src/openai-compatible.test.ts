@@ -315,6 +315,36 @@ describe('OpenAICompatibleAdapter errors', () => {
       expect(modelA[6]! - modelA[3]!).toBeGreaterThanOrEqual(2 * 200);
     });
 
+    it('paces calls by the token limit too, each waiting for the tokens it needs: none meets a 429', async () => {
+      // 1,000 requests but 3,000 tokens per 600 ms (5 a millisecond). Each call's prompt is 800
+      // characters with max_output_tokens 300: the upstream reserves 500 tokens for it (the adapter
+      // reckons 504), so six fit at first, then one per 100 ms.
+      fake.set({ rateLimit: { requests: 1000, windowMs: 600, style: 'bucket', tokens: 3000 } });
+      const big = () => request({ items: [user(`${'x'.repeat(799)}.`)], params: { ...baseParams, max_output_tokens: 300 } });
+      expect(done(await collect(throttled, big())).finishReason).toBe('stop'); // 2,500 left
+      const burst = await Promise.all(Array.from({ length: 10 }, () => collect(throttled, big())));
+      for (const events of burst) expect(done(events).finishReason).toBe('stop');
+      expect(fake.throttledCount).toBe(0);
+      expect(fake.requestTimes).toHaveLength(11);
+      // 5,500 tokens against 3,000 at first and 5 a millisecond: the last call went no sooner than the
+      // refill of the other 2,500 allows (500 ms), less the admission allowance.
+      expect(fake.requestTimes[10]! - fake.requestTimes[0]!).toBeGreaterThanOrEqual(400);
+    });
+
+    it('treats a 429 from the token limit as a throttle naming the refill of the tokens the call needs, though some remain', async () => {
+      // 30,000 a minute, 1,000 left, full in 58 s: 500 a second. The call reckons ≈ 2,505 tokens.
+      const headers = { 'x-ratelimit-limit-tokens': '30000', 'x-ratelimit-remaining-tokens': '1000', 'x-ratelimit-reset-tokens': '58s' };
+      fake.failNext(429, 1, undefined, headers);
+      const started = Date.now();
+      const refused = await modelError(collect(throttled, request({ model: 'model-t', items: [user('y'.repeat(10_000))] })));
+      expect(refused).toMatchObject({ code: 'rate_limit_exceeded', throttled: true });
+      expect(refused.retryAfterMs).toBeGreaterThanOrEqual(3000);
+      expect(refused.retryAfterMs).toBeLessThanOrEqual(3020);
+      // The model's calls are held that long, not the minute until the limit is full again.
+      expect(throttled.backoffRemainingMs('model-t')).toBeGreaterThan(2000);
+      expect(throttled.backoffRemainingMs('model-t')).toBeLessThanOrEqual(3020 - (Date.now() - started));
+    });
+
     it('does not pace with rateLimitPacing off: the calls meet the limit', async () => {
       const unpaced = new OpenAICompatibleAdapter({ baseURL: fake.baseURL, apiKey: 'k', timeoutMs: 5000, rateLimitPacing: false });
       try {
@@ -334,7 +364,7 @@ describe('OpenAICompatibleAdapter errors', () => {
       const started = Date.now();
       const error = await modelError(collect(throttled, request({ maxRateLimitWaitMs: 200 })));
       expect(error).toMatchObject({ code: 'rate_limit_exceeded', retryable: true, throttled: false });
-      expect(error.message).toMatch(/request limit would hold this call about (0\.9|1\.0) s, longer than the 0\.2 s it may wait/);
+      expect(error.message).toMatch(/rate limit would hold this call about (0\.9|1\.0) s, longer than the 0\.2 s it may wait/);
       expect(Date.now() - started).toBeLessThan(500); // not the second its turn would take
       expect(fake.requestTimes).toHaveLength(1);
       // Without a bound it waits its turn.

@@ -331,7 +331,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   /** A call whose turn in the line for the model's request limit would come too late. */
   private pacedTooLong(expectedMs: number, maxWaitMs: number): ModelError {
     const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-    const message = `The model upstream's request limit would hold this call about ${seconds(expectedMs)}, longer than the ${seconds(maxWaitMs)} it may wait.`;
+    const message = `The model upstream's rate limit would hold this call about ${seconds(expectedMs)}, longer than the ${seconds(maxWaitMs)} it may wait.`;
     return this.failure('rate_limit_exceeded', true, message, `${this.upstream}: ${message}`);
   }
 

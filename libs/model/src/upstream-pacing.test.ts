@@ -87,17 +87,18 @@ describe("RateLimitPacer: calls wait for the model's request limit instead of me
     expect(await Promise.all(waiting)).toEqual([...waiting.keys()].map((index) => tickets[2]! + 1 + index));
   });
 
-  it('counts the calls sent after the answered one as taken, and ignores an older answer', async () => {
+  it('counts every call still in flight as taken, those sent before the answered one too, and ignores an older answer', async () => {
     const pacer = pacerOnFakeClock();
     const { tickets } = takeAtOnce(pacer, 5);
-    // The 2nd call's answer: 3 left after it; calls 3, 4 and 5 went out after it, so nothing is left.
-    pacer.answered(tickets[1]!, { requests: { limit: 10, remaining: 3, untilFullMs: 700 } });
+    // The 2nd call's answer: 4 left after it. Calls 3–5 went out after it, and the 1st, unanswered yet,
+    // went on another connection and may have been admitted after it too: nothing is left.
+    pacer.answered(tickets[1]!, { requests: { limit: 10, remaining: 4, untilFullMs: 600 } });
     expect(typeof pacer.take(signal(), cancelled)).not.toBe('number');
     // The 1st call's answer came later but says less: it changes nothing.
     pacer.answered(tickets[0]!, { requests: { limit: 10, remaining: 9, untilFullMs: 100 } });
     expect(pacer.waiting).toBe(1);
-    // Calls 3–5 were refused (a 429 takes nothing): the 5th call's answer says 2 remain.
-    pacer.answered(tickets[4]!, { requests: { limit: 10, remaining: 2, untilFullMs: 800 } });
+    // Calls 3–5 were refused (a 429 takes nothing), and each answer says 2 remain.
+    for (const ticket of tickets.slice(2)) pacer.answered(ticket, { requests: { limit: 10, remaining: 2, untilFullMs: 800 } }, true);
     await jest.advanceTimersByTimeAsync(0);
     expect(pacer.waiting).toBe(0);
   });
@@ -253,11 +254,11 @@ describe("RateLimitPacer: calls wait for the model's token limit, each for the t
     expect(releasedAt.small! - releasedAt.big!).toBeLessThanOrEqual(12);
   });
 
-  it('counts the tokens of the calls sent after the answered one as taken', async () => {
+  it('counts the tokens of the calls still in flight as taken', async () => {
     const pacer = pacerOnFakeClock();
-    const { tickets } = takeAtOnce(pacer, 3, 2500);
-    // The 1st call's answer: 5,500 left after it; calls 2 and 3 took 5,000 of them.
-    pacer.answered(tickets[0]!, tokenReading(5500));
+    const { tickets } = takeAtOnce(pacer, 4, 2500);
+    // The 2nd call's answer: 8,000 left after it; calls 1, 3 and 4, in flight, took 7,500 of them.
+    pacer.answered(tickets[1]!, tokenReading(8000));
     expect(takeAtOnce(pacer, 1, 400).tickets).toHaveLength(1);
     const { waiting } = takeAtOnce(pacer, 1, 400);
     expect(waiting).toHaveLength(1);

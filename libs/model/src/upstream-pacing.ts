@@ -115,14 +115,14 @@ class LimitMirror {
    * The call with `ticket` (which needed `amount`) was answered with `reading`.
    * - `refused`: a 429; `exhausted`: this limit is the one that refused it; `paced`: the mirror knew
    *   the limit when the call went, so the refusal is an overdraft of this process's share.
-   * - `takenAfter`: what the calls sent after it and not yet answered took (the upstream counted
-   *   them, or will); `newestTicket`: the newest call sent so far.
+   * - `inFlight`: what the calls still in flight took (the upstream counted them after this one, or
+   *   will); `newestTicket`: the newest call sent so far.
    */
   answered(
     ticket: number,
     reading: LimitReading,
     call: { amount: number; sentAt: number; refused: boolean; exhausted: boolean; paced: boolean },
-    takenAfter: number,
+    inFlight: number,
     newestTicket: number,
   ): void {
     if (call.refused && call.exhausted && call.paced && ticket > this.shareCutThrough) {
@@ -132,12 +132,12 @@ class LimitMirror {
     if (ticket <= this.basisTicket) return;
     this.basisTicket = ticket;
     this.learnRate(reading);
-    // What remained when the upstream admitted the call, less every call sent since, refilled since.
+    // What remained when the upstream admitted the call, less every call still in flight, refilled since.
     // It was admitted between being sent and being answered (which may be seconds later, after the
     // model's first token): taken as ADMISSION_ALLOWANCE_MS after it was sent, or at the answer if that
     // came sooner. A mirror ahead of the upstream would send a call into a 429; one behind it costs
     // each waiting call that much delay, not any rate.
-    this.level = Math.floor(reading.remaining * this.share) - takenAfter;
+    this.level = Math.floor(reading.remaining * this.share) - inFlight;
     this.levelAt = Math.min(this.now(), call.sentAt + ADMISSION_ALLOWANCE_MS);
     this.refill();
   }
@@ -200,7 +200,7 @@ interface Waiter {
  * A call takes one request and the tokens it is reckoned to need (the upstream reserves them when it
  * admits the call: OpenAI counts the prompt's estimated tokens plus `max_completion_tokens`). Each
  * answer that reports a limit resets that limit's mirror: (this process's share of) what remained when
- * that call was sent, less what the calls sent after it and not yet answered took, refilled since.
+ * that call was admitted, less what the calls still in flight took, refilled since.
  * Between answers each mirror refills at (its share of) the reported rate. A call that finds either
  * short waits in line for the refill; calls are released one at a time, in the order they came, so a
  * big call is not passed over by small ones for ever.
@@ -220,7 +220,7 @@ export class RateLimitPacer {
   private readonly requests: LimitMirror;
   private readonly tokens: LimitMirror;
   private nextTicket = 0;
-  /** Calls sent and not yet answered, by ticket (so in the order they were sent), and the tokens they took. */
+  /** Calls sent and not yet answered, and the tokens they took. */
   private readonly unanswered = new Map<number, CallInFlight>();
   private unansweredTokens = 0;
   private readonly line: Waiter[] = [];
@@ -294,14 +294,16 @@ export class RateLimitPacer {
     const requestsShort = refused && readings.requests !== undefined && readings.requests.remaining < 1;
     const tokensShort = refused && readings.tokens !== undefined && readings.tokens.remaining < call.tokens;
     const neitherShort = refused && !requestsShort && !tokensShort;
-    const after = this.unansweredAfter(ticket);
+    // Every call still in flight is taken to be counted after this one, those sent before it too: they
+    // went on other connections, and the upstream may well have admitted them after this one (counting
+    // one it had admitted before costs that call's share of the refill until the next answer, not a 429).
     if (readings.requests) {
       const exhausted = requestsShort || neitherShort;
-      this.requests.answered(ticket, readings.requests, { amount: 1, sentAt: call.sentAt, refused, exhausted, paced: call.pacedRequests }, after.calls, this.nextTicket);
+      this.requests.answered(ticket, readings.requests, { amount: 1, sentAt: call.sentAt, refused, exhausted, paced: call.pacedRequests }, this.unanswered.size, this.nextTicket);
     }
     if (readings.tokens) {
       const exhausted = tokensShort || neitherShort;
-      this.tokens.answered(ticket, readings.tokens, { amount: call.tokens, sentAt: call.sentAt, refused, exhausted, paced: call.pacedTokens }, after.tokens, this.nextTicket);
+      this.tokens.answered(ticket, readings.tokens, { amount: call.tokens, sentAt: call.sentAt, refused, exhausted, paced: call.pacedTokens }, this.unansweredTokens, this.nextTicket);
     }
     if (this.line.length > 0) this.schedule(true);
   }
@@ -315,22 +317,6 @@ export class RateLimitPacer {
       waiter.reject(error());
     }
     this.lineTokens = 0;
-  }
-
-  /**
-   * The calls sent after `ticket` and not yet answered, and the tokens they took. The map holds tickets
-   * in the order they were issued, so only the older calls still in flight (few: answers come back
-   * about in order) are walked.
-   */
-  private unansweredAfter(ticket: number): { calls: number; tokens: number } {
-    let olderCalls = 0;
-    let olderTokens = 0;
-    for (const [other, call] of this.unanswered) {
-      if (other > ticket) break;
-      olderCalls++;
-      olderTokens += call.tokens;
-    }
-    return { calls: this.unanswered.size - olderCalls, tokens: this.unansweredTokens - olderTokens };
   }
 
   private issue(tokens: number): number {
