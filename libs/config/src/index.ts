@@ -149,9 +149,10 @@ export const modelEnv = {
    */
   MODEL_BACKOFF_BUDGET_MS: intEnv(120000, 0),
   /**
-   * Pace model calls to the request limit the upstream reports on every answer (OpenAI's
-   * x-ratelimit-*-requests), instead of learning of it from 429s. Off for an upstream whose headers
-   * do not describe the limit the calls meet (e.g. a balancer reporting one of several deployments).
+   * Pace model calls to the request and token limits the upstream reports on every answer (OpenAI's
+   * x-ratelimit-*-requests and -tokens), instead of learning of them from 429s. Off for an upstream
+   * whose headers do not describe the limits the calls meet (e.g. a balancer reporting one of several
+   * deployments).
    */
   MODEL_RATE_LIMIT_PACING: boolEnv(true),
   /** Context window (tokens, estimated) that `truncation: "auto"` keeps a turn's history within. */

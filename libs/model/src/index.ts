@@ -23,7 +23,7 @@ export interface ModelAdapterConfig {
   timeoutMs: number;
   /** DEV_MODEL_TOKEN_DELAY_MS */
   devTokenDelayMs: number;
-  /** MODEL_RATE_LIMIT_PACING (default true): pace calls to the request limit the upstream reports. */
+  /** MODEL_RATE_LIMIT_PACING (default true): pace calls to the request and token limits the upstream reports. */
   rateLimitPacing?: boolean;
 }
 

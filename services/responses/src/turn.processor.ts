@@ -21,7 +21,7 @@ export interface TurnProcessorDeps {
   /**
    * How long an attempt may spend waiting out the upstream's rate limit before a throttled answer
    * counts as an ordinary failure (MODEL_BACKOFF_BUDGET_MS; default 120 s). What is left of it also
-   * bounds a call's wait in the adapter's line for the upstream's request limit.
+   * bounds a call's wait in the adapter's line for the upstream's request and token limits.
    */
   modelBackoffBudgetMs?: number;
 }
@@ -122,7 +122,7 @@ export class TurnProcessor {
     for (let retry = 0; ; ) {
       try {
         // A silent retry replays the same history: nothing can be stamped before this turn.
-        // What is left of the budget bounds a wait in the adapter's line for the upstream's request limit too.
+        // What is left of the budget bounds a wait in the adapter's line for the upstream's rate limits too.
         const budgetLeftMs = Math.max(0, backoffBudgetMs - (firstThrottledAt === undefined ? 0 : Date.now() - firstThrottledAt));
         const events = pendingFirstCall ? pendingFirstCall.events : this.deps.model.stream(this.modelRequest(run, history, controller.signal, budgetLeftMs));
         pendingFirstCall = null;
