@@ -88,6 +88,33 @@ async function startRedis() {
   return url;
 }
 
+/** Whether a process with this pid is running (on this machine). */
+function running(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return error.code === 'EPERM';
+  }
+}
+
+/**
+ * Drops the databases a test run left behind when it died before its teardown (an unhandled rejection
+ * in jest skips globalTeardown): the template `ic_test_tpl_<pid>` and the clones `ic_test_<pid>_<hex>`
+ * (test/support/db.ts) of a jest process that is gone, with nobody connected to them.
+ */
+async function dropOrphanedDatabases(admin) {
+  const { rows } = await admin.query(
+    `SELECT datname, (regexp_match(datname, '^ic_test_(?:tpl_)?([0-9]+)'))[1]::int AS pid
+       FROM pg_database d
+      WHERE datname ~ '^ic_test_(tpl_)?[0-9]+(_[0-9a-f]+)?$'
+        AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)`,
+  );
+  for (const { datname, pid } of rows) {
+    if (pid !== process.pid && !running(pid)) await admin.query(`DROP DATABASE IF EXISTS ${datname}`).catch(() => undefined);
+  }
+}
+
 export default async function globalSetup() {
   let adminUrl = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   if (!(await reachable(adminUrl))) {
@@ -97,6 +124,7 @@ export default async function globalSetup() {
   const template = `ic_test_tpl_${process.pid}`;
   const admin = new Client({ connectionString: adminUrl });
   await admin.connect();
+  await dropOrphanedDatabases(admin);
   await admin.query(`DROP DATABASE IF EXISTS ${template}`);
   await admin.query(`CREATE DATABASE ${template}`);
   await admin.end();

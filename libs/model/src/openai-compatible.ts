@@ -525,9 +525,9 @@ function estimateUsage(messages: ChatCompletionMessageParam[], outputChars: numb
 const TOKENS_PER_MESSAGE = 4;
 
 /**
- * What the upstream's token limit reserves for a call when it admits it, reckoned before sending:
- * OpenAI counts the prompt's tokens estimated from its characters, plus `max_completion_tokens` (the
- * most the answer may take). Characters ÷ 4, the per-message overhead and the tool definitions make it
+ * What the upstream's token limit reserves for a call when it admits it, reckoned before sending as
+ * OpenAI's cookbook does (its parallel request processor): the prompt's tokens, which OpenAI's limiter
+ * estimates from its characters, plus `max_completion_tokens` (the most the answer may take). Characters ÷ 4, the per-message overhead and the tool definitions make it
  * an estimate on the high side, as it should be: too high costs a little pace near the limit, too low
  * a 429. The readings of the upstream's answers correct the mirror whichever it is.
  */

@@ -87,18 +87,30 @@ describe("RateLimitPacer: calls wait for the model's request limit instead of me
     expect(await Promise.all(waiting)).toEqual([...waiting.keys()].map((index) => tickets[2]! + 1 + index));
   });
 
-  it('counts every call still in flight as taken, those sent before the answered one too, and ignores an older answer', async () => {
+  it('counts every call still in flight as taken, those sent before the answered one too, until their own answers say otherwise', async () => {
     const pacer = pacerOnFakeClock();
-    const { tickets } = takeAtOnce(pacer, 5);
-    // The 2nd call's answer: 4 left after it. Calls 3–5 went out after it, and the 1st, unanswered yet,
-    // went on another connection and may have been admitted after it too: nothing is left.
-    pacer.answered(tickets[1]!, { requests: { limit: 10, remaining: 4, untilFullMs: 600 } });
+    const { tickets } = takeAtOnce(pacer, 6);
+    // The 3rd call's answer: 5 left after it. Calls 4–6 went out after it, and the 1st and 2nd, not
+    // answered yet, went on other connections and may have been admitted after it too: nothing is left.
+    pacer.answered(tickets[2]!, { requests: { limit: 10, remaining: 5, untilFullMs: 500 } });
     expect(typeof pacer.take(signal(), cancelled)).not.toBe('number');
-    // The 1st call's answer came later but says less: it changes nothing.
-    pacer.answered(tickets[0]!, { requests: { limit: 10, remaining: 9, untilFullMs: 100 } });
+    // The 2nd call's answer says 4 left: it was admitted after the 3rd, as counted.
+    pacer.answered(tickets[1]!, { requests: { limit: 10, remaining: 4, untilFullMs: 600 } });
+    await jest.advanceTimersByTimeAsync(0);
     expect(pacer.waiting).toBe(1);
-    // Calls 3–5 were refused (a 429 takes nothing), and each answer says 2 remain.
-    for (const ticket of tickets.slice(2)) pacer.answered(ticket, { requests: { limit: 10, remaining: 2, untilFullMs: 800 } }, true);
+    // The 1st call's answer says 7 left: admitted before the 3rd, which already counted it. Its
+    // request comes back, and the waiting call goes.
+    pacer.answered(tickets[0]!, { requests: { limit: 10, remaining: 7, untilFullMs: 300 } });
+    await jest.advanceTimersByTimeAsync(0);
+    expect(pacer.waiting).toBe(0);
+  });
+
+  it('gives back the request of a call in flight that was refused after a newer answer (a 429 takes nothing)', async () => {
+    const pacer = pacerOnFakeClock();
+    const { tickets } = takeAtOnce(pacer, 3);
+    pacer.answered(tickets[2]!, { requests: { limit: 10, remaining: 2, untilFullMs: 800 } }); // 2 − the 2 in flight
+    expect(typeof pacer.take(signal(), cancelled)).not.toBe('number');
+    pacer.answered(tickets[0]!, { requests: { limit: 10, remaining: 0, untilFullMs: 1000 } }, true);
     await jest.advanceTimersByTimeAsync(0);
     expect(pacer.waiting).toBe(0);
   });

@@ -74,8 +74,9 @@ class LimitMirror {
   /** Units left as of `levelAt` (negative: owed to calls already sent). */
   private level = 0;
   private levelAt = 0;
-  /** The newest call whose answer set the level. */
+  /** The newest call whose answer set the level, and what its answer said remained. */
   private basisTicket = 0;
+  private basisRemaining = 0;
 
   constructor(private readonly now: () => number) {}
 
@@ -129,8 +130,15 @@ class LimitMirror {
       this.share = Math.max(MIN_SHARE, this.share / 2);
       this.shareCutThrough = newestTicket;
     } else if (!call.refused) this.share = Math.min(1, this.share + call.amount / reading.limit);
-    if (ticket <= this.basisTicket) return;
+    if (ticket <= this.basisTicket) {
+      // An older call, answered after the newest: the level counted it as taken after that one. It was
+      // not if it was refused (a 429 takes nothing), nor if it was admitted first, which its answer
+      // shows by more remaining (the limit only falls between admissions, give or take the refill).
+      if (call.refused || reading.remaining >= this.basisRemaining) this.level += call.amount;
+      return;
+    }
     this.basisTicket = ticket;
+    this.basisRemaining = reading.remaining;
     this.learnRate(reading);
     // What remained when the upstream admitted the call, less every call still in flight, refilled since.
     // It was admitted between being sent and being answered (which may be seconds later, after the
@@ -206,8 +214,9 @@ interface Waiter {
  * big call is not passed over by small ones for ever.
  *
  * Until an answer reports a limit, or for an upstream that reports none, calls pass at once. Only the
- * newest answer counts: an older call's answer (a slow stream's headers) says less than one already
- * heard.
+ * newest call's answer resets a mirror: an older call's answer (a slow stream's headers) says less
+ * than one already heard. It says one thing: whether that call was counted twice, as in flight after
+ * the newest though the upstream had refused it or admitted it first.
  *
  * The mirror sees this process's calls only, but worker pods share the quota: each would take the
  * whole refill, and all but one of them would be refused. So the process takes a share of each limit,
@@ -295,8 +304,8 @@ export class RateLimitPacer {
     const tokensShort = refused && readings.tokens !== undefined && readings.tokens.remaining < call.tokens;
     const neitherShort = refused && !requestsShort && !tokensShort;
     // Every call still in flight is taken to be counted after this one, those sent before it too: they
-    // went on other connections, and the upstream may well have admitted them after this one (counting
-    // one it had admitted before costs that call's share of the refill until the next answer, not a 429).
+    // went on other connections, and the upstream may well have admitted them after this one. Their own
+    // answers, when they come, tell which (LimitMirror.answered gives back what was counted twice).
     if (readings.requests) {
       const exhausted = requestsShort || neitherShort;
       this.requests.answered(ticket, readings.requests, { amount: 1, sentAt: call.sentAt, refused, exhausted, paced: call.pacedRequests }, this.unanswered.size, this.nextTicket);
