@@ -145,19 +145,20 @@ describe("RateLimitPacer: calls wait for the model's request limit instead of me
   });
 
   /**
-   * OpenAI's bucket of `limit` requests refilled `limit` a second (the fake upstream's RequestBucket), and
+   * OpenAI's bucket of `limit` requests refilled over `windowMs` (the fake upstream's RequestBucket), and
    * `processes` pacers with `turnsEach` turns at once. An admitted call's answer comes after 300–337 ms
    * (the model's first token), a refusal's after 2 ms, and a refused turn tries again 100 ms later.
    */
-  async function simulateSharedLimit(processes: number, turnsEach: number, limit: number) {
+  async function simulateSharedLimit(processes: number, turnsEach: number, limit: number, windowMs = 1000) {
     jest.useFakeTimers({ now: 1_000_000 });
     const start = Date.now();
-    const bucket = new RequestBucket(limit, 1000, start);
+    const bucket = new RequestBucket(limit, windowMs, start);
     let admitted = 0;
+    const admittedAtMs: number[] = [];
     let refusedAfterFirstWave = 0;
     const call = () => {
       const taken = bucket.take(Date.now());
-      if (taken.admitted) admitted++;
+      if (taken.admitted) admittedAtMs[admitted++] = Date.now() - start;
       else if (Date.now() - start > 500) refusedAfterFirstWave++;
       return { reading: { limit, remaining: taken.remaining, untilFullMs: taken.untilFullMs }, refused: !taken.admitted };
     };
@@ -180,7 +181,7 @@ describe("RateLimitPacer: calls wait for the model's request limit instead of me
     const turns = pacers.flatMap((pacer) => Array.from({ length: turnsEach }, () => turn(pacer)));
     await jest.advanceTimersByTimeAsync(300_000);
     await Promise.all(turns);
-    return { admitted, refusedAfterFirstWave, lastAnswerMs };
+    return { admitted, admittedAtMs, refusedAfterFirstWave, lastAnswerMs };
   }
 
   it('lets processes sharing one limit settle on shares of it instead of each taking all of it', async () => {
@@ -197,6 +198,19 @@ describe("RateLimitPacer: calls wait for the model's request limit instead of me
     expect(admitted).toBe(60);
     expect(refusedAfterFirstWave).toBe(0);
     expect(lastAnswerMs).toBeLessThan((57 / 3) * 1000 + 337 + 2000);
+  });
+
+  it('after a cold burst, is not held back by the admitted calls still awaiting their answers', async () => {
+    // 50 requests per 5 s. The burst's first 50 calls are admitted and answered 300+ ms later; the
+    // other 150 are refused at once, and their 429s (nothing left) come back first. Counted as taken
+    // after those 429s for good, the admitted calls would hold the line until the whole 5 s had refilled.
+    const { admitted, admittedAtMs, refusedAfterFirstWave, lastAnswerMs } = await simulateSharedLimit(1, 200, 50, 5000);
+    expect(admitted).toBe(200);
+    expect(refusedAfterFirstWave).toBe(0);
+    // Once their answers show them admitted first, the line goes on at the refill: a request every 100 ms.
+    expect(admittedAtMs[50]).toBeLessThan(1000);
+    expect(admittedAtMs[60]).toBeLessThan(2000);
+    expect(lastAnswerMs).toBeLessThan((150 / 10) * 1000 + 337 + 1000);
   });
 
   it('lets a call in line go when its signal aborts, and rejects it', async () => {
