@@ -70,14 +70,17 @@ describe('npm run bench --quick', () => {
     expect(several.bullmq).toMatchObject({ completed: 6, failed: 0 });
     expect(several.bullmq.upstream_requests).toBe(6 + 2 + several.bullmq.upstream_429s); // and the other model's 2
     expect(several.bullmq.seconds_to_last_answer).toBeGreaterThanOrEqual(limited.least_seconds_the_limit_allows);
-    // OpenAI's bucket, whose answers report the limit: the turns are paced to it, on one process and two.
-    const bucket = limited.openai_bucket;
-    for (const figures of [bucket.bullmq, bucket.worker_processes.bullmq]) {
-      expect(figures).toMatchObject({ completed: 6, failed: 0, other_model_failed: 0 });
-      expect(figures.upstream_requests).toBe(6 + 2 + figures.upstream_429s);
-      expect(figures.seconds_to_last_answer).toBeGreaterThanOrEqual(bucket.least_seconds_the_limit_allows);
+    // OpenAI's request limit and its token limit, whose answers report them: the turns are paced to
+    // them, on one process and two.
+    for (const paced of [limited.openai_bucket, limited.openai_tokens]) {
+      for (const figures of [paced.bullmq, paced.worker_processes.bullmq]) {
+        expect(figures).toMatchObject({ completed: 6, failed: 0, other_model_failed: 0 });
+        expect(figures.upstream_requests).toBe(6 + 2 + figures.upstream_429s);
+        expect(figures.seconds_to_last_answer).toBeGreaterThanOrEqual(paced.least_seconds_the_limit_allows);
+      }
     }
-    expect(summary.filter((line) => line.startsWith('upstream-limit: '))).toHaveLength(4);
+    expect(limited.openai_tokens.limit).toMatchObject({ tokens: expect.any(Number) });
+    expect(summary.filter((line) => line.startsWith('upstream-limit: '))).toHaveLength(6);
   });
 
   it('takes the median of each figure across runs', () => {
