@@ -328,7 +328,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     return secrets.sort((a, b) => b.length - a.length).reduce((out, secret) => out.split(secret).join('[upstream]'), text);
   }
 
-  /** A call whose turn in the line for the model's request limit would come too late. */
+  /** A call whose turn in the line for the model's rate limits would come too late. */
   private pacedTooLong(expectedMs: number, maxWaitMs: number): ModelError {
     const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
     const message = `The model upstream's rate limit would hold this call about ${seconds(expectedMs)}, longer than the ${seconds(maxWaitMs)} it may wait.`;

@@ -37,7 +37,7 @@ export function limitReadings(headers: IncomingHttpHeaders): LimitReadings | und
   return requests || tokens ? { requests, tokens } : undefined;
 }
 
-/** The least share of a limit a process keeps taking (see RequestPacer): 1/16, enough for 16 pods at the limit. */
+/** The least share of a limit a process keeps taking (see RateLimitPacer): 1/16, enough for 16 pods at the limit. */
 const MIN_SHARE = 1 / 16;
 
 /** How long after a call was sent the upstream is taken to have admitted it: the way there, and a queue at the upstream's door. */
@@ -45,7 +45,6 @@ const ADMISSION_ALLOWANCE_MS = 50;
 
 /** OpenAI's limits are per minute; the refill rate of a limit reported full (nothing to reckon it from). */
 const DEFAULT_REFILL_WINDOW_MS = 60_000;
-
 
 /** What the pacer knows of one call sent and not yet answered. */
 interface CallInFlight {
