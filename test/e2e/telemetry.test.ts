@@ -140,7 +140,7 @@ describe('metrics of the deployed processes (OTEL_PROMETHEUS_PORT)', () => {
     expect(await scrape(ports.metrics.worker)).toMatch(/^ic_model_upstream_throttled_total\{[^}]*status="429"[^}]*\} 1$/m);
   });
 
-  it("counts the model calls that waited for the request limit the upstream's answers report", async () => {
+  it("counts the model calls that waited for the request limit the upstream's answers report, by that limit", async () => {
     expect(await scrape(ports.metrics.worker)).toMatch(/^ic_model_upstream_paced_total\{[^}]*\} 0$/m);
     const throttledBefore = upstream.throttledCount;
     // One request, refilled in 500 ms: the first turn's answer says nothing is left, so the second waits.
@@ -152,7 +152,7 @@ describe('metrics of the deployed processes (OTEL_PROMETHEUS_PORT)', () => {
       upstream.set({ rateLimit: undefined });
     }
     expect(upstream.throttledCount).toBe(throttledBefore);
-    expect(await scrape(ports.metrics.worker)).toMatch(/^ic_model_upstream_paced_total\{[^}]*\} 1$/m);
+    expect(await scrape(ports.metrics.worker)).toMatch(/^ic_model_upstream_paced_total\{[^}]*limit="requests"[^}]*\} 1$/m);
   });
 });
 

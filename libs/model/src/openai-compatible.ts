@@ -146,13 +146,14 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     // Like the gate's wait, before the idle timer: a wait for the model's limits is not the upstream going quiet.
     const pacer = this.rateLimitPacing ? this.pacerFor(request.model) : undefined;
     const maxWaitMs = request.maxRateLimitWaitMs;
-    const taken = pacer?.take(request.signal, cancelled, { tokens, maxWaitMs, tooLong: (expectedMs) => this.pacedTooLong(expectedMs, maxWaitMs!) }) ?? 0;
-    let ticket: number;
-    if (typeof taken === 'number') ticket = taken;
-    else {
-      turnMetrics().upstreamPaced.add(1);
-      ticket = await taken;
-    }
+    const taken =
+      pacer?.take(request.signal, cancelled, {
+        tokens,
+        maxWaitMs,
+        tooLong: (expectedMs) => this.pacedTooLong(expectedMs, maxWaitMs!),
+        onWait: (limit) => turnMetrics().upstreamPaced.add(1, { limit }),
+      }) ?? 0;
+    const ticket = typeof taken === 'number' ? taken : await taken;
 
     // One controller for the upstream call, aborted by the caller's signal or by the idle timer.
     const controller = new AbortController();

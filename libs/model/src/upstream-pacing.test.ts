@@ -315,6 +315,23 @@ describe("RateLimitPacer: calls wait for the model's token limit, each for the t
     await releasedAfter(pacer, 1500, 1000, 1);
   });
 
+  it('tells which limit a call that cannot go at once waits for', async () => {
+    const heard: string[] = [];
+    const onWait = (limit: string) => void heard.push(limit);
+    const byTokens = pacerOnFakeClock();
+    byTokens.answered(takeAtOnce(byTokens, 1, 100).tickets[0]!, { requests: { limit: 100, remaining: 50, untilFullMs: 500 }, ...tokenReading(1000) });
+    expect(byTokens.take(signal(), cancelled, { tokens: 500, onWait })).toEqual(expect.any(Number)); // both there: no wait
+    const waiting = [byTokens.take(signal(), cancelled, { tokens: 2000, onWait }), byTokens.take(signal(), cancelled, { tokens: 10, onWait })];
+    const byRequests = new RateLimitPacer(() => Date.now());
+    byRequests.answered(takeAtOnce(byRequests, 1, 100).tickets[0]!, { requests: { limit: 100, remaining: 0, untilFullMs: 60_000 }, ...tokenReading(50_000) });
+    waiting.push(byRequests.take(signal(), cancelled, { tokens: 10, onWait }));
+    // The small call behind the big one waits for the same tokens.
+    expect(heard).toEqual(['tokens', 'tokens', 'requests']);
+    byTokens.close(cancelled);
+    byRequests.close(cancelled);
+    for (const taken of waiting) await expect(taken).rejects.toThrow('cancelled');
+  });
+
   it('estimates nothing from an upstream that reports no token limit: calls of any size pass at once', () => {
     const pacer = pacerOnFakeClock();
     pacer.answered(takeAtOnce(pacer, 1, 100).tickets[0]!, { requests: { limit: 10_000, remaining: 9_999, untilFullMs: 6 } });

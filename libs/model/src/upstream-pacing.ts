@@ -46,6 +46,9 @@ const ADMISSION_ALLOWANCE_MS = 50;
 /** OpenAI's limits are per minute; the refill rate of a limit reported full (nothing to reckon it from). */
 const DEFAULT_REFILL_WINDOW_MS = 60_000;
 
+/** The limit a call waited for: the one that would have held it longer. */
+export type PacedLimit = 'requests' | 'tokens';
+
 /** What the pacer knows of one call sent and not yet answered. */
 interface CallInFlight {
   sentAt: number;
@@ -254,16 +257,19 @@ export class RateLimitPacer {
    * Takes one request and `tokens` for a call about to be sent: at once while the mirrors hold them,
    * else in line. Resolves with the call's ticket (for `answered`); rejects with `onAbort()` if the
    * signal aborts first, and at once with `tooLong(ms)` when its turn in line would come only after
-   * more than `maxWaitMs`.
+   * more than `maxWaitMs`. `onWait` hears which limit a call that cannot go at once waits for.
    */
   take(
     signal: AbortSignal,
     onAbort: () => Error,
-    options: { tokens?: number; maxWaitMs?: number; tooLong?: (expectedMs: number) => Error } = {},
+    options: { tokens?: number; maxWaitMs?: number; tooLong?: (expectedMs: number) => Error; onWait?: (limit: PacedLimit) => void } = {},
   ): Promise<number> | number {
     const tokens = options.tokens ?? 0;
     if (this.line.length === 0 && this.tryTake(tokens)) return this.issue(tokens);
-    const expectedMs = Math.max(this.requests.msUntil(this.line.length + 1, false), this.tokens.msUntil(this.lineTokens + tokens, false));
+    const requestsMs = this.requests.msUntil(this.line.length + 1, false);
+    const tokensMs = this.tokens.msUntil(this.lineTokens + tokens, false);
+    options.onWait?.(tokensMs > requestsMs ? 'tokens' : 'requests');
+    const expectedMs = Math.max(requestsMs, tokensMs);
     if (options.tooLong && expectedMs > (options.maxWaitMs ?? Infinity)) return Promise.reject(options.tooLong(Math.ceil(expectedMs)));
     return new Promise<number>((resolve, reject) => {
       const waiter: Waiter = {

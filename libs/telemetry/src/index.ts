@@ -73,7 +73,7 @@ function createTurnMetrics() {
       description: 'Model upstream answers (429/503, by status) that asked us to wait; new model calls from the process wait it out',
     }),
     upstreamPaced: meter.createCounter('ic_model_upstream_paced_total', {
-      description: "Model calls that met the upstream's request or token limit (as its x-ratelimit-* headers report them) before going out: they waited in line, or failed because the line was longer than they may wait",
+      description: "Model calls that met the upstream's request or token limit (as its x-ratelimit-* headers report them) before going out, by the limit (requests, tokens) that held them: they waited in line, or failed because the line was longer than they may wait",
     }),
   };
   // Counters that alerts rate() start at zero, so their series exist before the first event.
