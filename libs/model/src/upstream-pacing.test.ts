@@ -315,6 +315,17 @@ describe("RateLimitPacer: calls wait for the model's token limit, each for the t
     await releasedAfter(pacer, 1500, 1000, 1);
   });
 
+  it('keeps its share when the upstream refuses a call that needs more tokens than the whole limit', async () => {
+    const pacer = pacerOnFakeClock();
+    pacer.answered(takeAtOnce(pacer, 1, 100).tickets[0]!, tokenReading(60_000));
+    const oversized = takeAtOnce(pacer, 1, 100_000).tickets[0]!; // goes once the whole limit is there
+    pacer.answered(oversized, { tokens: { limit: 60_000, remaining: 60_000, untilFullMs: 0 } }, true);
+    // The whole limit is left for the others: calls needing 30,000 and 20,000 go at once (on half of
+    // it, the second would wait).
+    expect(takeAtOnce(pacer, 1, 30_000).tickets).toHaveLength(1);
+    expect(takeAtOnce(pacer, 1, 20_000).tickets).toHaveLength(1);
+  });
+
   it('tells which limit a call that cannot go at once waits for', async () => {
     const heard: string[] = [];
     const onWait = (limit: string) => void heard.push(limit);

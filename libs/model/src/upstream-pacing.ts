@@ -304,10 +304,13 @@ export class RateLimitPacer {
     this.unansweredTokens -= call.tokens;
     if (!readings) return;
     // The limit that refused it is the one that could not cover it; when neither reading shows that
-    // (our reckoning of its tokens fell short, or a limit we do not read), both are taken to have.
-    const requestsShort = refused && readings.requests !== undefined && readings.requests.remaining < 1;
-    const tokensShort = refused && readings.tokens !== undefined && readings.tokens.remaining < call.tokens;
-    const neitherShort = refused && !requestsShort && !tokensShort;
+    // (our reckoning of its tokens fell short, or a limit we do not read), both are taken to have. A
+    // call needing more tokens than the whole limit is refused whatever this process's share: that says
+    // nothing about the share, and halving it would slow every other call for that one.
+    const overdraft = refused && !(readings.tokens !== undefined && call.tokens > readings.tokens.limit);
+    const requestsShort = overdraft && readings.requests !== undefined && readings.requests.remaining < 1;
+    const tokensShort = overdraft && readings.tokens !== undefined && readings.tokens.remaining < call.tokens;
+    const neitherShort = overdraft && !requestsShort && !tokensShort;
     // Every call still in flight is taken to be counted after this one, those sent before it too: they
     // went on other connections, and the upstream may well have admitted them after this one. Their own
     // answers, when they come, tell which (LimitMirror.answered gives back what was counted twice).
