@@ -94,11 +94,11 @@ export type ThrottleHeader = 'retry-after-ms' | 'retry-after' | 'x-ratelimit-res
 
 /**
  * One of OpenAI's limits for one model: `limit` requests (or tokens) of capacity, refilled evenly over
- * `windowMs`, full at first. A refused request takes nothing. What `take` returns is what OpenAI reports
- * on every answer (whole units remaining, the time until full) and, when refused, the wait until it
- * holds `amount`.
+ * `windowMs`, full at first. A refused request takes nothing. `peek` and `take` return what OpenAI
+ * reports on every answer (whole units remaining, the time until full) and the wait until the bucket
+ * holds `amount` (0 when it does).
  */
-export class RequestBucket {
+export class LimitBucket {
   private level: number;
   private readonly perMs: number;
 
@@ -117,15 +117,21 @@ export class RequestBucket {
     return this.level >= amount;
   }
 
+  /** Takes `amount` if the bucket holds it. */
   take(now: number, amount = 1): { admitted: boolean; remaining: number; untilFullMs: number; waitMs: number } {
     const admitted = this.holds(now, amount);
     if (admitted) this.level -= amount;
-    return { admitted, ...this.reading(), waitMs: admitted ? 0 : Math.ceil((amount - this.level) / this.perMs) };
+    return { admitted, ...this.peek(now, admitted ? 0 : amount) };
   }
 
-  /** What OpenAI reports without taking: whole units remaining and the time until full. */
-  reading(): { remaining: number; untilFullMs: number } {
-    return { remaining: Math.floor(this.level), untilFullMs: Math.ceil((this.limit - this.level) / this.perMs) };
+  /** What OpenAI would report now, taking nothing. */
+  peek(now: number, amount = 1): { remaining: number; untilFullMs: number; waitMs: number } {
+    this.refill(now);
+    return {
+      remaining: Math.floor(this.level),
+      untilFullMs: Math.ceil((this.limit - this.level) / this.perMs),
+      waitMs: Math.max(0, Math.ceil((amount - this.level) / this.perMs)),
+    };
   }
 
   private refill(now: number): void {
@@ -154,7 +160,7 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
   /** When the requests `rateLimit` admitted arrived, per model, oldest first. */
   let admitted = new Map<string, number[]>();
   /** The `bucket` style's buckets per model: requests, and tokens when the limit has them. */
-  let buckets = new Map<string, { requests: RequestBucket; tokens?: RequestBucket }>();
+  let buckets = new Map<string, { requests: LimitBucket; tokens?: LimitBucket }>();
   /**
    * `bucket` style: takes one request, and the request's tokens, from the model's buckets if both hold
    * them (else nothing); the wait (0 when admitted) and OpenAI's headers.
@@ -166,14 +172,15 @@ export async function startFakeUpstream(initial: FakeUpstreamOptions = {}): Prom
   ): { waitMs: number; refusedFor: 'requests' | 'tokens'; headers: Record<string, string> } => {
     let bucket = buckets.get(body.model);
     if (!bucket) {
-      bucket = { requests: new RequestBucket(limit.requests, limit.windowMs, now), tokens: limit.tokens ? new RequestBucket(limit.tokens, limit.windowMs, now) : undefined };
+      bucket = { requests: new LimitBucket(limit.requests, limit.windowMs, now), tokens: limit.tokens ? new LimitBucket(limit.tokens, limit.windowMs, now) : undefined };
       buckets.set(body.model, bucket);
     }
     const charge = bucket.tokens ? requestTokenCharge(body) : 0;
     // Admitted only if both hold what it needs; a refusal takes from neither.
     const tokensHeld = bucket.tokens?.holds(now, charge) ?? true;
-    const requests = tokensHeld ? bucket.requests.take(now) : { ...bucket.requests.reading(), waitMs: 0 };
-    const tokens = bucket.tokens && (requests.waitMs === 0 ? bucket.tokens.take(now, charge) : { ...bucket.tokens.reading(), waitMs: 0 });
+    const admitted = tokensHeld && bucket.requests.holds(now);
+    const requests = admitted ? bucket.requests.take(now) : bucket.requests.peek(now);
+    const tokens = bucket.tokens && (admitted ? bucket.tokens.take(now, charge) : bucket.tokens.peek(now, charge));
     const headers: Record<string, string> = {
       'x-ratelimit-limit-requests': String(limit.requests),
       'x-ratelimit-remaining-requests': String(requests.remaining),

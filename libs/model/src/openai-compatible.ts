@@ -19,7 +19,7 @@ export interface OpenAICompatibleConfig {
   timeoutMs: number;
   /** The other processes calling this upstream: they hear our holds and we hear theirs. */
   peers?: UpstreamHoldPeers;
-  /** Pace calls to the request limit the upstream's answers report (upstream-pacing.ts). Default true. */
+  /** Pace calls to the request and token limits the upstream's answers report (upstream-pacing.ts). Default true. */
   rateLimitPacing?: boolean;
 }
 
@@ -499,7 +499,6 @@ function describeCause(error: unknown): string {
   return messages.length > 0 ? messages.join(': ') : String(error);
 }
 
-/** Used when the upstream sends no usage: roughly four characters per token. */
 /** The characters of the prompt a model reads: message text and tool calls' names and arguments. */
 function promptChars(messages: ChatCompletionMessageParam[]): number {
   let chars = 0;
@@ -518,6 +517,7 @@ function promptChars(messages: ChatCompletionMessageParam[]): number {
   return chars;
 }
 
+/** Used when the upstream sends no usage: roughly four characters per token. */
 function estimateUsage(messages: ChatCompletionMessageParam[], outputChars: number): Usage {
   return { inputTokens: Math.ceil(promptChars(messages) / 4), outputTokens: Math.ceil(outputChars / 4), cachedTokens: 0 };
 }
@@ -528,11 +528,12 @@ const TOKENS_PER_MESSAGE = 4;
 /**
  * What the upstream's token limit reserves for a call when it admits it, reckoned before sending as
  * OpenAI's cookbook does (its parallel request processor): the prompt's tokens, which OpenAI's limiter
- * estimates from its characters, plus `max_completion_tokens` (the most the answer may take). Characters ÷ 4, the per-message overhead and the tool definitions make it
- * an estimate on the high side, as it should be: too high costs a little pace near the limit, too low
- * a 429. The readings of the upstream's answers correct the mirror whichever it is.
+ * estimates from its characters, plus `max_completion_tokens` (the most the answer may take).
+ * Characters ÷ 4, the per-message overhead and the tool definitions make it an estimate on the high
+ * side, as it should be: too high costs a little pace near the limit, too low a 429. The readings of
+ * the upstream's answers correct the mirror whichever it is.
  */
-export function reservedTokens(messages: ChatCompletionMessageParam[], options: ChatRequestOptions): number {
+function reservedTokens(messages: ChatCompletionMessageParam[], options: ChatRequestOptions): number {
   const toolChars = options.tools ? JSON.stringify(options.tools).length : 0;
   return Math.ceil((promptChars(messages) + toolChars) / 4) + TOKENS_PER_MESSAGE * messages.length + (options.max_completion_tokens ?? 0);
 }

@@ -39,16 +39,26 @@ export function upstreamBackoffMs(status: number, headers: IncomingHttpHeaders, 
   return status === 429 ? exhaustedLimitWaitMs(headers, options.tokensNeeded) : undefined;
 }
 
+/** OpenAI's two limits per model, each reported in its own `x-ratelimit-*-<unit>` headers. */
+export type LimitUnit = 'requests' | 'tokens';
+
+/** One limit's `x-ratelimit-{limit,remaining,reset}-<unit>` headers, each parsed, or undefined when absent or malformed. */
+export function limitHeaders(headers: IncomingHttpHeaders, unit: LimitUnit): { limit?: number; remaining?: number; untilFullMs?: number } {
+  return {
+    limit: parseNumber(headerValue(headers, `x-ratelimit-limit-${unit}`)),
+    remaining: parseNumber(headerValue(headers, `x-ratelimit-remaining-${unit}`)),
+    untilFullMs: parseResetDuration(headerValue(headers, `x-ratelimit-reset-${unit}`)),
+  };
+}
+
 /** From a 429's `x-ratelimit-*` headers: how long until the limit that refused the call admits it (see upstreamBackoffMs). */
 function exhaustedLimitWaitMs(headers: IncomingHttpHeaders, tokensNeeded: number | undefined): number | undefined {
   const waits = (['requests', 'tokens'] as const).map((unit) => {
     const needed = unit === 'requests' ? 1 : (tokensNeeded ?? 1);
-    const remaining = parseNumber(headerValue(headers, `x-ratelimit-remaining-${unit}`));
-    const untilFull = parseResetDuration(headerValue(headers, `x-ratelimit-reset-${unit}`));
+    const { limit: size, remaining, untilFullMs: untilFull } = limitHeaders(headers, unit);
     if (remaining === undefined || remaining >= needed || untilFull === undefined) return undefined;
     // Without the limit's size (or the call's tokens) only "full again" is known; with them, the refill
     // of what the call lacks: the limit refills (limit − remaining) in `untilFull`.
-    const size = parseNumber(headerValue(headers, `x-ratelimit-limit-${unit}`));
     if (size === undefined || !(size > remaining) || (unit === 'tokens' && tokensNeeded === undefined)) return untilFull;
     return Math.min(untilFull, ((needed - remaining) * untilFull) / (size - remaining));
   });

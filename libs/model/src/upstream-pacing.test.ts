@@ -1,5 +1,5 @@
-import { RequestBucket } from '@ic/test-support';
-import { RateLimitPacer, requestLimitReading } from './upstream-pacing';
+import { LimitBucket } from '@ic/test-support';
+import { RateLimitPacer, limitReadings } from './upstream-pacing';
 
 const cancelled = () => new Error('cancelled');
 const signal = () => new AbortController().signal;
@@ -38,7 +38,10 @@ async function releasedAfter(pacer: RateLimitPacer, ms: number, tokens = 0, slac
 
 afterEach(() => jest.useRealTimers());
 
-describe("requestLimitReading: OpenAI's request limit from an answer's headers", () => {
+/** The request limit an answer's headers report, if any. */
+const requestLimitReading = (headers: Parameters<typeof limitReadings>[0]) => limitReadings(headers)?.requests;
+
+describe("limitReadings: OpenAI's request and token limits from an answer's headers", () => {
   it('reads the limit, what remains and the time until it is full', () => {
     expect(requestLimitReading({ 'x-ratelimit-limit-requests': '60', 'x-ratelimit-remaining-requests': '59', 'x-ratelimit-reset-requests': '1s' })).toEqual({
       limit: 60,
@@ -50,6 +53,11 @@ describe("requestLimitReading: OpenAI's request limit from an answer's headers",
       remaining: 0,
       untilFullMs: 360_000,
     });
+    // The token limit comes in its own headers, beside the request limit.
+    const requests = { 'x-ratelimit-limit-requests': '60', 'x-ratelimit-remaining-requests': '59', 'x-ratelimit-reset-requests': '1s' };
+    const tokens = { 'x-ratelimit-limit-tokens': '30000', 'x-ratelimit-remaining-tokens': '29000', 'x-ratelimit-reset-tokens': '2s' };
+    expect(limitReadings({ ...requests, ...tokens })).toEqual({ requests: { limit: 60, remaining: 59, untilFullMs: 1000 }, tokens: { limit: 30000, remaining: 29000, untilFullMs: 2000 } });
+    expect(limitReadings(tokens)).toEqual({ requests: undefined, tokens: { limit: 30000, remaining: 29000, untilFullMs: 2000 } });
   });
 
   it('is undefined when a header is missing or makes no sense', () => {
@@ -145,14 +153,14 @@ describe("RateLimitPacer: calls wait for the model's request limit instead of me
   });
 
   /**
-   * OpenAI's bucket of `limit` requests refilled over `windowMs` (the fake upstream's RequestBucket), and
+   * OpenAI's bucket of `limit` requests refilled over `windowMs` (the fake upstream's LimitBucket), and
    * `processes` pacers with `turnsEach` turns at once. An admitted call's answer comes after 300–337 ms
    * (the model's first token), a refusal's after 2 ms, and a refused turn tries again 100 ms later.
    */
   async function simulateSharedLimit(processes: number, turnsEach: number, limit: number, windowMs = 1000) {
     jest.useFakeTimers({ now: 1_000_000 });
     const start = Date.now();
-    const bucket = new RequestBucket(limit, windowMs, start);
+    const bucket = new LimitBucket(limit, windowMs, start);
     let admitted = 0;
     const admittedAtMs: number[] = [];
     let refusedAfterFirstWave = 0;

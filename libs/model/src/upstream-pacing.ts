@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { headerValue, parseNumber, parseResetDuration } from './upstream-backoff';
+import { limitHeaders, type LimitUnit } from './upstream-backoff';
 
 /**
  * One of OpenAI's limits as one answer reported it, in its `x-ratelimit-*-requests` or `-tokens`
@@ -18,16 +18,11 @@ export interface LimitReadings {
   tokens?: LimitReading;
 }
 
-function limitReading(headers: IncomingHttpHeaders, unit: 'requests' | 'tokens'): LimitReading | undefined {
-  const limit = parseNumber(headerValue(headers, `x-ratelimit-limit-${unit}`));
-  const remaining = parseNumber(headerValue(headers, `x-ratelimit-remaining-${unit}`));
-  const untilFullMs = parseResetDuration(headerValue(headers, `x-ratelimit-reset-${unit}`));
+/** A limit the answer reports whole: all three headers, and they make sense together. */
+function limitReading(headers: IncomingHttpHeaders, unit: LimitUnit): LimitReading | undefined {
+  const { limit, remaining, untilFullMs } = limitHeaders(headers, unit);
   if (limit === undefined || remaining === undefined || untilFullMs === undefined || !(limit >= 1) || remaining > limit) return undefined;
   return { limit, remaining, untilFullMs };
-}
-
-export function requestLimitReading(headers: IncomingHttpHeaders): LimitReading | undefined {
-  return limitReading(headers, 'requests');
 }
 
 /** The request and token limits an answer reports; undefined when it reports neither. */
@@ -47,7 +42,7 @@ const ADMISSION_ALLOWANCE_MS = 50;
 const DEFAULT_REFILL_WINDOW_MS = 60_000;
 
 /** The limit a call waited for: the one that would have held it longer. */
-export type PacedLimit = 'requests' | 'tokens';
+export type PacedLimit = LimitUnit;
 
 /** What the pacer knows of one call sent and not yet answered. */
 interface CallInFlight {
