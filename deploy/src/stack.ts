@@ -133,7 +133,7 @@ async function main(): Promise<void> {
   const modelConfig = { adapter, baseUrl: env.MODEL_BASE_URL, apiKey: env.MODEL_API_KEY, timeoutMs: env.MODEL_TIMEOUT_MS, devTokenDelayMs: env.DEV_MODEL_TOKEN_DELAY_MS, rateLimitPacing: env.MODEL_RATE_LIMIT_PACING };
   logger.info(describeModelAdapter(modelConfig), 'model adapter');
   // With BullMQ, worker processes started beside the stack share its back-off holds.
-  const model = createModelAdapter(modelConfig, { peers: backend.signals });
+  const model = createModelAdapter(modelConfig, { peers: backend.signals, sharedLimits: backend.upstreamLimits });
   const runtime = new ResponsesRuntime({
     pool,
     backend,

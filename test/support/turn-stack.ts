@@ -84,7 +84,12 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
     backend,
     authenticator,
     logger,
-    model: options.model ?? createModelAdapter({ adapter: 'openai-compatible', baseUrl: options.modelBaseUrl ?? upstream.baseURL, apiKey: 'test-upstream-key', timeoutMs: 10000, devTokenDelayMs: 0 }),
+    model:
+      options.model ??
+      createModelAdapter(
+        { adapter: 'openai-compatible', baseUrl: options.modelBaseUrl ?? upstream.baseURL, apiKey: 'test-upstream-key', timeoutMs: 10000, devTokenDelayMs: 0 },
+        { peers: backend.signals, sharedLimits: backend.upstreamLimits },
+      ),
     resolveModel: (name) => name,
     eventsTtlSeconds: 120,
     keepAliveMs: options.keepAliveMs ?? 1000,

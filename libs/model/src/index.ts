@@ -1,6 +1,7 @@
 import { DevModelAdapter } from './dev-model';
 import { OpenAICompatibleAdapter } from './openai-compatible';
 import type { ModelAdapter } from './types';
+import type { UpstreamLimitStore } from '@ic/schemas';
 import type { UpstreamHoldPeers } from './upstream-backoff';
 
 export * from './types';
@@ -9,6 +10,7 @@ export * from './openai-compatible';
 export * from './dev-model';
 export * from './upstream-backoff';
 export * from './abortable-delay';
+export * from './shared-pacing';
 
 export type ModelAdapterKind = 'openai-compatible' | 'development';
 
@@ -29,12 +31,13 @@ export interface ModelAdapterConfig {
 
 /**
  * The adapter the environment asks for: an OpenAI-compatible upstream, or the development model.
- * `peers` (the queue backend's signals) shares the upstream's back-off holds between processes.
+ * `peers` (the queue backend's signals) shares the upstream's back-off holds between processes, and
+ * `sharedLimits` (the queue backend's upstreamLimits) one mirror of each model's rate limits.
  */
-export function createModelAdapter(config: ModelAdapterConfig, deps: { peers?: UpstreamHoldPeers } = {}): ModelAdapter {
+export function createModelAdapter(config: ModelAdapterConfig, deps: { peers?: UpstreamHoldPeers; sharedLimits?: UpstreamLimitStore } = {}): ModelAdapter {
   if (config.adapter === 'development') return new DevModelAdapter({ tokenDelayMs: config.devTokenDelayMs });
   if (!config.baseUrl) throw new Error('MODEL_BASE_URL is required with MODEL_ADAPTER=openai-compatible (or set MODEL_ADAPTER=development).');
-  return new OpenAICompatibleAdapter({ baseURL: config.baseUrl, apiKey: config.apiKey, timeoutMs: config.timeoutMs, peers: deps.peers, rateLimitPacing: config.rateLimitPacing });
+  return new OpenAICompatibleAdapter({ baseURL: config.baseUrl, apiKey: config.apiKey, timeoutMs: config.timeoutMs, peers: deps.peers, sharedLimits: deps.sharedLimits, rateLimitPacing: config.rateLimitPacing });
 }
 
 /** What to log at boot about the model: the adapter and the upstream without credentials. */

@@ -5,11 +5,12 @@ import { createParser } from 'eventsource-parser';
 import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import { toChatMessages, toChatRequestOptions, type ChatRequestOptions } from './chat-messages';
 import { trace } from '@opentelemetry/api';
-import type { UpstreamHold } from '@ic/schemas';
+import type { UpstreamHold, UpstreamLimitStore } from '@ic/schemas';
 import { traceHttpClient, turnMetrics, type HttpClientCall } from '@ic/telemetry';
 import { ModelError, type FinishReason, type ModelAdapter, type ModelErrorCode, type ModelEvent, type ModelRequest } from './types';
 import { MAX_UPSTREAM_BACKOFF_MS, THROTTLING_STATUSES, UpstreamGates, upstreamBackoffMs, type UpstreamHoldPeers } from './upstream-backoff';
-import { RateLimitPacer, limitReadings, type LimitReadings } from './upstream-pacing';
+import { SharedRateLimitPacer } from './shared-pacing';
+import { RateLimitPacer, limitReadings, type LimitReadings, type Pacer } from './upstream-pacing';
 
 export interface OpenAICompatibleConfig {
   /** Base URL including the version prefix, e.g. `http://127.0.0.1:11434/v1`. */
@@ -21,6 +22,8 @@ export interface OpenAICompatibleConfig {
   peers?: UpstreamHoldPeers;
   /** Pace calls to the request and token limits the upstream's answers report (upstream-pacing.ts). Default true. */
   rateLimitPacing?: boolean;
+  /** One mirror of the limits for every process calling the upstream (the queue backend's Redis); without it, each process paces on its own. */
+  sharedLimits?: UpstreamLimitStore;
 }
 
 type Usage = Extract<ModelEvent, { type: 'done' }>['usage'];
@@ -73,7 +76,8 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   /** Closed while the upstream has asked us to back off (429/503 with a wait): no such call of this process goes out. */
   private readonly gates = new UpstreamGates();
   /** Each model's request and token limits as the upstream's answers report them: calls wait for them here rather than meet a 429. */
-  private readonly pacers = new Map<string, RateLimitPacer>();
+  private readonly pacers = new Map<string, Pacer>();
+  private readonly sharedLimits: UpstreamLimitStore | undefined;
   private readonly rateLimitPacing: boolean;
   private readonly peers: UpstreamHoldPeers | undefined;
   private readonly stopHearingPeers: () => void;
@@ -92,6 +96,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     this.upstreamDigest = createHash('sha256').update(this.baseURL).digest('hex').slice(0, 16);
     this.peers = config.peers;
     this.rateLimitPacing = config.rateLimitPacing ?? true;
+    this.sharedLimits = config.sharedLimits;
     this.stopHearingPeers = this.peers?.onUpstreamHold((hold) => this.heardHold(hold)) ?? (() => undefined);
   }
 
@@ -109,11 +114,16 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
   }
 
   /** The model's pacer; pacers with nothing to remember go, so the map holds only the models near their limit. */
-  private pacerFor(model: string): RateLimitPacer {
+  private pacerFor(model: string): Pacer {
     let pacer = this.pacers.get(model);
     if (pacer) return pacer;
     for (const [name, other] of this.pacers) if (other.idle) this.pacers.delete(name);
-    this.pacers.set(model, (pacer = new RateLimitPacer()));
+    pacer = this.sharedLimits
+      ? // The key names the upstream and the model by digests: neither the URL nor a model name goes into Redis keys.
+        // A call whose answer never comes stops counting after the idle timeout and a margin.
+        new SharedRateLimitPacer(this.sharedLimits, `${this.upstreamDigest}:${createHash('sha256').update(model).digest('hex').slice(0, 16)}`, this.timeoutMs + 30_000)
+      : new RateLimitPacer();
+    this.pacers.set(model, pacer);
     return pacer;
   }
 

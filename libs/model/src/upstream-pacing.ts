@@ -36,7 +36,7 @@ export function limitReadings(headers: IncomingHttpHeaders): LimitReadings | und
 const MIN_SHARE = 1 / 16;
 
 /** How long after a call was sent the upstream is taken to have admitted it: the way there, and a queue at the upstream's door. */
-const ADMISSION_ALLOWANCE_MS = 50;
+export const ADMISSION_ALLOWANCE_MS = 50;
 
 /** OpenAI's limits are per minute; the refill rate of a limit reported full (nothing to reckon it from). */
 const DEFAULT_REFILL_WINDOW_MS = 60_000;
@@ -55,15 +55,52 @@ interface CallInFlight {
 }
 
 /**
+ * A limit's refill rate, from what its readings imply about it. `remaining` is whole units, the level
+ * behind it anywhere in [remaining, remaining + 1), so one reading only bounds the rate:
+ * (limit − remaining − 1) ÷ reset < rate ≤ (limit − remaining) ÷ reset. Readings narrow the bounds
+ * down, and the rate used is the lower one: a mirror ahead of the upstream would send calls into 429s
+ * (with a small limit the upper bound can be several times the rate). Until a reading bounds it from
+ * below (a limit of 1 never is), it is the least upper bound, which the answer to a call admitted from
+ * a full bucket gives exactly; until a reading bounds it at all, a limit is taken to be per minute, as
+ * OpenAI's are.
+ */
+export class RateLearner {
+  private limit = 0;
+  private rateAtLeast = 0;
+  private rateAtMost = Infinity;
+
+  /** Takes in one reading; returns the rate to refill at (units per ms). */
+  learn(reading: LimitReading): number {
+    if (reading.limit !== this.limit) {
+      this.limit = reading.limit;
+      this.rateAtLeast = 0;
+      this.rateAtMost = Infinity;
+    }
+    if (reading.remaining < reading.limit && reading.untilFullMs > 0) {
+      const atLeast = (reading.limit - reading.remaining - 1) / reading.untilFullMs;
+      const atMost = (reading.limit - reading.remaining) / reading.untilFullMs;
+      if (atLeast > this.rateAtMost || atMost < this.rateAtLeast) {
+        // The limit's window changed under the same size: start over.
+        this.rateAtLeast = atLeast;
+        this.rateAtMost = atMost;
+      } else {
+        this.rateAtLeast = Math.max(this.rateAtLeast, atLeast);
+        this.rateAtMost = Math.min(this.rateAtMost, atMost);
+      }
+    }
+    return this.rateAtLeast > 0 ? this.rateAtLeast : Number.isFinite(this.rateAtMost) ? this.rateAtMost : reading.limit / DEFAULT_REFILL_WINDOW_MS;
+  }
+}
+
+/**
  * One limit of one model (its requests, or its tokens), mirrored from the upstream's answers: what is
  * left of this process's share of it, refilled at the rate the readings imply. See RateLimitPacer.
  */
 class LimitMirror {
   private limit = 0;
-  /** The refill rate the mirror uses (units per ms), and what the readings so far say of the real one. */
+  /** The refill rate the mirror uses (units per ms). */
   private perMs = 0;
-  private rateAtLeast = 0;
-  private rateAtMost = Infinity;
+  private readonly rate = new RateLearner();
   /** The part of the limit this process takes (MIN_SHARE..1). */
   private share = 1;
   /** The newest call sent when the share was last halved: refusals of calls up to it are the same overdraft. */
@@ -152,35 +189,9 @@ class LimitMirror {
     return Math.min(amount, Math.max(1, this.limit * this.share));
   }
 
-  /**
-   * The refill rate, from what a reading implies about it. `remaining` is whole units, the level behind
-   * it anywhere in [remaining, remaining + 1), so one reading only bounds the rate:
-   * (limit − remaining − 1) ÷ reset < rate ≤ (limit − remaining) ÷ reset. Readings narrow the bounds
-   * down, and the mirror refills at the lower one: a mirror ahead of the upstream would send calls
-   * into 429s (with a small limit the upper bound can be several times the rate). Until a reading
-   * bounds it from below (a limit of 1 never is), it refills at the least upper bound, which the
-   * answer to a call admitted from a full bucket gives exactly; until a reading bounds it at all, a
-   * limit is taken to be per minute, as OpenAI's are.
-   */
   private learnRate(reading: LimitReading): void {
-    if (reading.limit !== this.limit) {
-      this.limit = reading.limit;
-      this.rateAtLeast = 0;
-      this.rateAtMost = Infinity;
-    }
-    if (reading.remaining < reading.limit && reading.untilFullMs > 0) {
-      const atLeast = (reading.limit - reading.remaining - 1) / reading.untilFullMs;
-      const atMost = (reading.limit - reading.remaining) / reading.untilFullMs;
-      if (atLeast > this.rateAtMost || atMost < this.rateAtLeast) {
-        // The limit's window changed under the same size: start over.
-        this.rateAtLeast = atLeast;
-        this.rateAtMost = atMost;
-      } else {
-        this.rateAtLeast = Math.max(this.rateAtLeast, atLeast);
-        this.rateAtMost = Math.min(this.rateAtMost, atMost);
-      }
-    }
-    this.perMs = this.rateAtLeast > 0 ? this.rateAtLeast : Number.isFinite(this.rateAtMost) ? this.rateAtMost : reading.limit / DEFAULT_REFILL_WINDOW_MS;
+    this.limit = reading.limit;
+    this.perMs = this.rate.learn(reading);
   }
 
   private refill(): void {
@@ -196,6 +207,22 @@ interface Waiter {
   reject: (error: Error) => void;
   signal: AbortSignal;
   onAbort: () => void;
+}
+
+/** What the adapter asks of a model's pacer: RateLimitPacer (this process's mirror) or SharedRateLimitPacer (one mirror in Redis for every process). */
+export interface Pacer {
+  /** Nothing waiting or in flight, and nothing to remember: forgetting the pacer loses nothing. */
+  readonly idle: boolean;
+  take(signal: AbortSignal, onAbort: () => Error, options?: PacerTakeOptions): Promise<number> | number;
+  answered(ticket: number, readings: LimitReadings | undefined, refused?: boolean): void;
+  close(error: () => Error): void;
+}
+
+export interface PacerTakeOptions {
+  tokens?: number;
+  maxWaitMs?: number;
+  tooLong?: (expectedMs: number) => Error;
+  onWait?: (limit: PacedLimit) => void;
 }
 
 /**
@@ -222,7 +249,7 @@ interface Waiter {
  * of one overdraft come together), each admitted call gives back what it took of the limit. Alone, a
  * process keeps (nearly) the whole limit; N processes settle around 1/N each.
  */
-export class RateLimitPacer {
+export class RateLimitPacer implements Pacer {
   private readonly requests: LimitMirror;
   private readonly tokens: LimitMirror;
   private nextTicket = 0;
@@ -257,7 +284,7 @@ export class RateLimitPacer {
   take(
     signal: AbortSignal,
     onAbort: () => Error,
-    options: { tokens?: number; maxWaitMs?: number; tooLong?: (expectedMs: number) => Error; onWait?: (limit: PacedLimit) => void } = {},
+    options: PacerTakeOptions = {},
   ): Promise<number> | number {
     const tokens = options.tokens ?? 0;
     if (this.line.length === 0 && this.tryTake(tokens)) return this.issue(tokens);

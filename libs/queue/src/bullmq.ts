@@ -6,6 +6,7 @@ import { jobCatalog, RunId, UpstreamHold, type JobName, type JobPayload } from '
 import type { Logger } from '@ic/telemetry';
 import { RedisKeys } from './keys';
 import { createRedis, waitUntilReady, type Redis, type RedisTarget } from './redis';
+import { RedisUpstreamLimits } from './upstream-limits';
 import {
   PermanentFailure,
   RetryLater,
@@ -102,6 +103,7 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
     queue: jobQueue,
     events,
     signals,
+    upstreamLimits: new RedisUpstreamLimits(producer, keys),
     startWorker(queueName, handlers, workerOptions) {
       const connection = createRedis(target, 'worker', logger);
       workerConnections.push(connection);

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { JobName, JobPayload, UpstreamHold } from '@ic/schemas';
+import type { JobName, JobPayload, UpstreamHold, UpstreamLimitStore } from '@ic/schemas';
 
 /** One Responses streaming event as stored and relayed; `sequence_number` counts from 0 per run. */
 export const StreamEvent = z.object({ type: z.string().min(1), sequence_number: z.number().int().min(0) }).passthrough();
@@ -155,6 +155,8 @@ export interface QueueBackend {
   readonly queue: JobQueue;
   readonly events: RunEventLog;
   readonly signals: RunSignals;
+  /** One mirror of each model's rate limits for every process (Redis); absent in-process, where the adapter's own mirror is the only one. */
+  readonly upstreamLimits?: UpstreamLimitStore;
   startWorker(queue: string, handlers: JobHandlers, options: { concurrency: number }): WorkerHandle;
   /** False while the producer connection is down: enqueueing now would fail, so callers refuse work up front. */
   isAvailable(): boolean;

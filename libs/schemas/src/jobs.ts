@@ -38,3 +38,45 @@ export const UpstreamHold = z.object({
   ms: z.number().int().positive(),
 });
 export type UpstreamHold = z.infer<typeof UpstreamHold>;
+
+/**
+ * Shared pacing (libs/model SharedRateLimitPacer, kept in Redis by libs/queue): one mirror of a model's
+ * request and token limits for every process calling the upstream, so N worker pods send what the
+ * limits admit in all instead of each finding its share by meeting 429s.
+ */
+export interface UpstreamLimitStore {
+  /** Takes a place for one call: one request and `tokens`, due after `waitMs`. */
+  take(key: string, call: { tokens: number; maxWaitMs: number; expireMs: number }): Promise<UpstreamLimitTake>;
+  /** What the answer to a call reported (`seq` 0: a call sent before the limits were known). */
+  answer(key: string, answer: UpstreamLimitAnswer): Promise<void>;
+}
+
+/** The store's reply to a take (parsed when it comes out of Redis). */
+export const UpstreamLimitTake = z.discriminatedUnion('kind', [
+  /** No answer has reported a limit yet (or the mirror expired): the call goes unpaced. */
+  z.object({ kind: z.literal('unknown') }),
+  /** The place is taken: send after `waitMs`, held for `limit` when it is above 0. */
+  z.object({ kind: z.literal('taken'), seq: z.number().int().positive(), waitMs: z.number().int().nonnegative(), limit: z.enum(['requests', 'tokens']) }),
+  /** The place would come after more than `maxWaitMs`: nothing was taken. */
+  z.object({ kind: z.literal('too-long'), waitMs: z.number().int().nonnegative(), limit: z.enum(['requests', 'tokens']) }),
+]);
+export type UpstreamLimitTake = z.infer<typeof UpstreamLimitTake>;
+
+/** One limit as an answer reported it, with the refill rate the process reckons from its readings. */
+export interface UpstreamLimitReading {
+  limit: number;
+  remaining: number;
+  perMs: number;
+}
+
+export interface UpstreamLimitAnswer {
+  /** The take's seq, or 0 for a call the store never saw. */
+  seq: number;
+  /** How long ago the upstream admitted the call (as the local pacer reckons it). */
+  sinceAdmittedMs: number;
+  refused: boolean;
+  requests?: UpstreamLimitReading;
+  tokens?: UpstreamLimitReading;
+  /** This process's calls in flight that the store never saw (sent while the limits were unknown). */
+  unseenInFlight: { requests: number; tokens: number };
+}

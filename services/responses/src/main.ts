@@ -44,7 +44,7 @@ async function main(): Promise<void> {
     authenticator,
     logger,
     // Every process calling the upstream shares its back-off holds (a 429 met by one worker holds them all).
-    model: createModelAdapter(modelConfig, { peers: backend.signals }),
+    model: createModelAdapter(modelConfig, { peers: backend.signals, sharedLimits: backend.upstreamLimits }),
     resolveModel: (name) => resolveUpstreamModel(name, env.MODEL_MAP),
     eventsTtlSeconds: env.RUN_EVENTS_TTL_SECONDS,
     finishedEventsTtlSeconds: env.RUN_EVENTS_FINISHED_TTL_SECONDS,

@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   };
   await ready();
   // The titler calls the same upstream as the turn workers: it hears their back-off holds and they hear its.
-  const model = modelConfig ? createModelAdapter(modelConfig, { peers: backend.signals }) : undefined;
+  const model = modelConfig ? createModelAdapter(modelConfig, { peers: backend.signals, sharedLimits: backend.upstreamLimits }) : undefined;
   const handler = createTitleHandler({
     pool,
     logger,

@@ -1,0 +1,124 @@
+import type { UpstreamLimitReading, UpstreamLimitStore } from '@ic/schemas';
+import { abortableDelay } from './abortable-delay';
+import { ADMISSION_ALLOWANCE_MS, RateLearner, type LimitReading, type LimitReadings, type Pacer, type PacerTakeOptions } from './upstream-pacing';
+
+/** While no answer has reported the limits, how often a process asks the store whether a peer has heard them. */
+const UNKNOWN_RECHECK_MS = 1000;
+
+interface SharedCall {
+  /** The store's seq for the call, 0 when it went unpaced (the limits unknown, or the store unreachable). */
+  seq: number;
+  tokens: number;
+  sentAt: number;
+}
+
+/**
+ * A model's request and token limits kept once for every process calling the upstream (in the queue
+ * backend's Redis), instead of a mirror per process that finds its share by meeting 429s.
+ *
+ * The store keeps what RateLimitPacer's mirror keeps (level, refill rate, the newest answer's reading,
+ * the calls in flight), but for the calls of all processes: each answer resets the level to what
+ * remained when the upstream admitted that call, less every call still in flight anywhere. A call takes
+ * its place in one line across processes (one request and its tokens, due when the refill covers them)
+ * and waits here until then. The refill rate is reckoned here from this process's readings (RateLearner)
+ * and handed to the store with each answer; all processes read the same limit, so they agree.
+ *
+ * Until an answer reports a limit, calls go unpaced, as with the local pacer; a process that has not
+ * heard one itself asks the store at most once a second whether a peer has. If the store cannot be
+ * reached, the call goes unpaced (the back-off gate still answers 429s).
+ */
+export class SharedRateLimitPacer implements Pacer {
+  private readonly calls = new Map<number, SharedCall>();
+  private nextTicket = 0;
+  private known = false;
+  private checkedAt = -Infinity;
+  private waiting = 0;
+  private readonly closing = new AbortController();
+  private readonly requestRate = new RateLearner();
+  private readonly tokenRate = new RateLearner();
+
+  constructor(
+    private readonly store: UpstreamLimitStore,
+    private readonly key: string,
+    /** How long the store keeps a call counted in flight with no answer (a process that died mid-call). */
+    private readonly expireMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get idle(): boolean {
+    return this.calls.size === 0 && this.waiting === 0;
+  }
+
+  take(signal: AbortSignal, onAbort: () => Error, options: PacerTakeOptions = {}): Promise<number> | number {
+    const tokens = options.tokens ?? 0;
+    if (!this.known && this.now() - this.checkedAt < UNKNOWN_RECHECK_MS) return this.issue(0, tokens);
+    return this.takePlace(signal, onAbort, tokens, options);
+  }
+
+  private async takePlace(signal: AbortSignal, onAbort: () => Error, tokens: number, options: PacerTakeOptions): Promise<number> {
+    let place;
+    try {
+      place = await this.store.take(this.key, { tokens, maxWaitMs: options.maxWaitMs ?? Number.MAX_SAFE_INTEGER, expireMs: this.expireMs });
+    } catch {
+      return this.issue(0, tokens);
+    }
+    if (place.kind === 'unknown') {
+      this.known = false;
+      this.checkedAt = this.now();
+      return this.issue(0, tokens);
+    }
+    this.known = true;
+    if (place.kind === 'too-long') {
+      options.onWait?.(place.limit);
+      throw options.tooLong ? options.tooLong(place.waitMs) : onAbort();
+    }
+    if (place.waitMs > 0) {
+      options.onWait?.(place.limit);
+      this.waiting++;
+      try {
+        await abortableDelay(place.waitMs, AbortSignal.any([signal, this.closing.signal]), () => (this.closing.signal.aborted ? (this.closing.signal.reason as Error) : onAbort()));
+      } finally {
+        this.waiting--;
+      }
+    }
+    return this.issue(place.seq, tokens);
+  }
+
+  answered(ticket: number, readings: LimitReadings | undefined, refused = false): void {
+    const call = this.calls.get(ticket);
+    if (call === undefined) return;
+    this.calls.delete(ticket);
+    if (!readings) return;
+    this.known = true;
+    const unseenInFlight = { requests: 0, tokens: 0 };
+    for (const other of this.calls.values()) {
+      if (other.seq !== 0) continue;
+      unseenInFlight.requests += 1;
+      unseenInFlight.tokens += other.tokens;
+    }
+    const reading = (value: LimitReading | undefined, rate: RateLearner): UpstreamLimitReading | undefined =>
+      value && { limit: value.limit, remaining: value.remaining, perMs: rate.learn(value) };
+    const now = this.now();
+    this.store
+      .answer(this.key, {
+        seq: call.seq,
+        sinceAdmittedMs: Math.max(0, now - Math.min(now, call.sentAt + ADMISSION_ALLOWANCE_MS)),
+        refused,
+        requests: reading(readings.requests, this.requestRate),
+        tokens: reading(readings.tokens, this.tokenRate),
+        unseenInFlight,
+      })
+      .catch(() => undefined); // best effort: the next answer resets the mirror again
+  }
+
+  /** Calls waiting for their place reject with `error()` (shutdown). */
+  close(error: () => Error): void {
+    if (!this.closing.signal.aborted) this.closing.abort(error());
+  }
+
+  private issue(seq: number, tokens: number): number {
+    const ticket = ++this.nextTicket;
+    this.calls.set(ticket, { seq, tokens, sentAt: this.now() });
+    return ticket;
+  }
+}

@@ -1,0 +1,122 @@
+import { randomBytes } from 'node:crypto';
+import type { UpstreamLimitAnswer, UpstreamLimitTake } from '@ic/schemas';
+import { RedisKeys } from './keys';
+import { createRedis, waitUntilReady, type Redis } from './redis';
+import { RedisUpstreamLimits } from './upstream-limits';
+import { createLogger } from '@ic/telemetry';
+
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+describe('shared pacing mirror (Redis)', () => {
+  const prefix = `ictest${randomBytes(4).toString('hex')}`;
+  const keys = new RedisKeys(prefix);
+  let redis: Redis;
+  let store: RedisUpstreamLimits;
+  let key: string;
+  /** 10 requests, refilled one per 100 ms; no token limit. */
+  const requests = (remaining: number) => ({ limit: 10, remaining, perMs: 0.01 });
+  const answer = (seq: number, fields: Partial<UpstreamLimitAnswer> = {}): UpstreamLimitAnswer => ({
+    seq,
+    sinceAdmittedMs: 0,
+    refused: false,
+    unseenInFlight: { requests: 0, tokens: 0 },
+    ...fields,
+  });
+  const take = (tokens = 0, maxWaitMs = 60_000, expireMs = 60_000) => store.take(key, { tokens, maxWaitMs, expireMs });
+  const taken = async (tokens = 0): Promise<Extract<UpstreamLimitTake, { kind: 'taken' }>> => {
+    const place = await take(tokens);
+    if (place.kind !== 'taken') throw new Error(`expected a place, got ${JSON.stringify(place)}`);
+    return place;
+  };
+
+  beforeAll(async () => {
+    redis = createRedis(redisUrl, 'producer', createLogger('test', 'silent'));
+    await waitUntilReady(redis);
+    store = new RedisUpstreamLimits(redis, keys);
+  });
+  beforeEach(() => {
+    key = `model-${randomBytes(4).toString('hex')}`;
+  });
+  afterAll(async () => {
+    const names = await redis.keys(`${prefix}:*`);
+    if (names.length > 0) await redis.del(...names);
+    await redis.quit();
+  });
+
+  it('knows no limit until an answer reports one: calls go unpaced', async () => {
+    expect(await take()).toEqual({ kind: 'unknown' });
+  });
+
+  it("starts from an unpaced call's answer, less the answering process's other unpaced calls, then lines calls up a refill apart", async () => {
+    await store.answer(key, answer(0, { requests: requests(5), unseenInFlight: { requests: 2, tokens: 0 } }));
+    // 5 left, 2 of them already spoken for: three go at once, then one per 100 ms.
+    const places = [];
+    for (let k = 0; k < 6; k++) places.push(await taken());
+    expect(places.slice(0, 3).map((place) => place.waitMs)).toEqual([0, 0, 0]);
+    const later = places.slice(3).map((place) => place.waitMs);
+    expect(later[0]).toBeGreaterThan(80);
+    expect(later[0]).toBeLessThanOrEqual(100);
+    expect(later[1]! - later[0]!).toBeGreaterThanOrEqual(90); // a refill, less the milliseconds between the takes
+    expect(later[2]! - later[1]!).toBeGreaterThanOrEqual(90);
+    expect(places[0]!.limit).toBe('requests');
+    expect(new Set(places.map((place) => place.seq)).size).toBe(6);
+  });
+
+  it('refuses a place due later than the call may wait, and takes nothing for it', async () => {
+    await store.answer(key, answer(0, { requests: requests(0) }));
+    const refused = await take(0, 50);
+    expect(refused).toMatchObject({ kind: 'too-long', limit: 'requests' });
+    expect((refused as { waitMs: number }).waitMs).toBeGreaterThan(50);
+    // Nothing was taken: the next call's place is as far off as the refused one's, not a refill later.
+    expect((await taken()).waitMs).toBeLessThanOrEqual((refused as { waitMs: number }).waitMs);
+  });
+
+  it("resets to the newest call's reading, less every call still in flight; an older call's answer gives back only what was counted twice", async () => {
+    await store.answer(key, answer(0, { requests: requests(10) }));
+    const [first, second, third] = [await taken(), await taken(), await taken()];
+    // The newest answered first: 7 remained when it was admitted; the other two are in flight.
+    await store.answer(key, answer(third.seq, { requests: requests(7) }));
+    expect((await taken()).waitMs).toBe(0); // 7 − 2 in flight = 5, this takes one: 4 left
+    // The first was admitted before the third (its answer shows more remaining): counted twice, given back.
+    await store.answer(key, answer(first.seq, { requests: requests(9) }));
+    // The second was admitted after the third (less remaining): rightly counted, nothing given back.
+    await store.answer(key, answer(second.seq, { requests: requests(6) }));
+    const waits = [];
+    for (let k = 0; k < 6; k++) waits.push((await taken()).waitMs);
+    // 5 left (4 + the one given back): five at once, the sixth a refill later.
+    expect(waits.slice(0, 5)).toEqual([0, 0, 0, 0, 0]);
+    expect(waits[5]).toBeGreaterThan(50);
+  });
+
+  it('paces tokens beside requests: a call waits for the tokens it needs, and says which limit held it', async () => {
+    await store.answer(key, answer(0, { requests: requests(10), tokens: { limit: 1000, remaining: 1000, perMs: 0.1 } }));
+    expect(await taken(600)).toMatchObject({ waitMs: 0, limit: 'requests' });
+    const held = await taken(600);
+    // 400 left, 600 needed at 100 a second: 2 s (less the refill of the milliseconds in between).
+    expect(held.limit).toBe('tokens');
+    expect(held.waitMs).toBeGreaterThan(1900);
+    expect(held.waitMs).toBeLessThanOrEqual(2000);
+  });
+
+  it('stops counting a call whose answer never came once its deadline passes (its process died)', async () => {
+    await store.answer(key, answer(0, { requests: requests(10) }));
+    const orphan = await store.take(key, { tokens: 0, maxWaitMs: 60_000, expireMs: 50 });
+    expect(orphan.kind).toBe('taken');
+    const live = await taken();
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    // The live call's answer: 1 remained. Counting the orphan as still in flight would leave 0 (a wait).
+    await store.answer(key, answer(live.seq, { requests: requests(1) }));
+    expect((await taken()).waitMs).toBe(0);
+    expect((await taken()).waitMs).toBeGreaterThan(50);
+  });
+
+  it('keeps one mirror per model key, and drops it after its last call (TTL)', async () => {
+    await store.answer(key, answer(0, { requests: requests(0) }));
+    expect((await taken()).waitMs).toBeGreaterThan(50);
+    expect(await store.take(`${key}-other`, { tokens: 0, maxWaitMs: 1000, expireMs: 1000 })).toEqual({ kind: 'unknown' });
+    const { state } = keys.upstreamLimits(key);
+    const ttl = await redis.pttl(state);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(10 * 60_000);
+  });
+});

@@ -1,0 +1,163 @@
+import { UpstreamLimitTake, type UpstreamLimitAnswer, type UpstreamLimitReading, type UpstreamLimitStore } from '@ic/schemas';
+import { z } from 'zod';
+import type { RedisKeys } from './keys';
+import type { Redis } from './redis';
+
+/** A model's mirror goes this long after its last call: a stale one would pace to a limit nobody has read lately. */
+const MIRROR_TTL_MS = 10 * 60_000;
+
+/**
+ * Both scripts start here: the clock (Redis's own, so every process reckons with the same one), and the
+ * calls in flight whose answer never came (their process died mid-call), which stop counting at their
+ * deadline. A call's amounts are kept as the state's field `c:<seq>` = "<requests> <tokens>".
+ */
+const PRELUDE = `
+local state, deadlines = KEYS[1], KEYS[2]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local function forget(seq)
+  local amounts = redis.call('HGET', state, 'c:' .. seq)
+  redis.call('ZREM', deadlines, seq)
+  if not amounts then return nil, nil end
+  redis.call('HDEL', state, 'c:' .. seq)
+  local requests, tokens = string.match(amounts, '^(%S+) (%S+)$')
+  requests, tokens = tonumber(requests), tonumber(tokens)
+  redis.call('HINCRBYFLOAT', state, 'requests:inflight', -requests)
+  redis.call('HINCRBYFLOAT', state, 'tokens:inflight', -tokens)
+  return requests, tokens
+end
+for _, seq in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, 100)) do forget(seq) end
+local function field(name) return tonumber(redis.call('HGET', state, name)) end
+`;
+
+/**
+ * ARGV: tokens, maxWaitMs, expireMs, ttlMs. Reply: {0} unknown; {1, waitMs, limit, seq} taken;
+ * {2, waitMs, limit} too long. Each known limit's level is refilled to now at its rate (capped at the
+ * limit); the call is due once both cover it (a call needing more than the whole limit, once the limit
+ * is full). Its amounts are taken at once, so the level may go below zero: later calls queue behind it.
+ */
+const TAKE_LUA = `${PRELUDE}
+local tokens, maxWaitMs, expireMs, ttlMs = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local function place(unit, amount)
+  local limit = field(unit .. ':limit')
+  if not limit then return nil, 0 end
+  local perMs = field(unit .. ':perMs')
+  local level = math.min(limit, field(unit .. ':level') + math.max(0, now - field(unit .. ':at')) * perMs)
+  local needed = math.min(amount, math.max(1, limit))
+  local wait = 0
+  if level < needed then wait = (needed - level) / perMs end
+  return level, wait
+end
+local requestLevel, requestWait = place('requests', 1)
+local tokenLevel, tokenWait = place('tokens', tokens)
+if not requestLevel and not tokenLevel then return {0} end
+local wait = math.max(requestWait, tokenWait)
+local limit = 'requests'
+if tokenWait > requestWait then limit = 'tokens' end
+if wait > maxWaitMs then return {2, math.ceil(wait), limit} end
+local seq = redis.call('HINCRBY', state, 'seq', 1)
+local takenRequests, takenTokens = 0, 0
+if requestLevel then
+  takenRequests = 1
+  redis.call('HSET', state, 'requests:level', requestLevel - 1, 'requests:at', now)
+  redis.call('HINCRBYFLOAT', state, 'requests:inflight', 1)
+end
+if tokenLevel then
+  takenTokens = tokens
+  redis.call('HSET', state, 'tokens:level', tokenLevel - tokens, 'tokens:at', now)
+  redis.call('HINCRBYFLOAT', state, 'tokens:inflight', tokens)
+end
+redis.call('HSET', state, 'c:' .. seq, takenRequests .. ' ' .. takenTokens)
+redis.call('ZADD', deadlines, now + wait + expireMs, seq)
+redis.call('PEXPIRE', state, ttlMs)
+redis.call('PEXPIRE', deadlines, ttlMs)
+return {1, math.ceil(wait), limit, seq}
+`;
+
+/**
+ * ARGV: seq, sinceAdmittedMs, refused (0/1), ttlMs, unseen requests, unseen tokens, then per limit
+ * (requests, tokens) present (0/1), limit, remaining, perMs. As RateLimitPacer's mirror does for one
+ * process: the newest call's answer resets the level to what remained at its admission, less every
+ * call still in flight (the store's and the answering process's unseen ones), refilled since; an older
+ * call's answer gives back what that counted twice (it was refused, or admitted before the newest).
+ * A call the store did not see (sent before the limits were known) can only start a mirror.
+ */
+const ANSWER_LUA = `${PRELUDE}
+local seq, sinceAdmittedMs, refused, ttlMs = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1', tonumber(ARGV[4])
+local unseen = { requests = tonumber(ARGV[5]), tokens = tonumber(ARGV[6]) }
+local takenRequests, takenTokens = nil, nil
+if seq > 0 then takenRequests, takenTokens = forget(seq) end
+local taken = { requests = takenRequests, tokens = takenTokens }
+local function answer(unit, offset)
+  if ARGV[offset] ~= '1' then return end
+  local limit, remaining, perMs = tonumber(ARGV[offset + 1]), tonumber(ARGV[offset + 2]), tonumber(ARGV[offset + 3])
+  local known = field(unit .. ':limit') ~= nil
+  local basis = 0
+  if taken[unit] == nil or taken[unit] == 0 then
+    if known then return end
+  else
+    basis = field(unit .. ':basis') or 0
+    if known and seq <= basis then
+      if refused or remaining >= (field(unit .. ':basisRemaining') or 0) then redis.call('HINCRBYFLOAT', state, unit .. ':level', taken[unit]) end
+      return
+    end
+    basis = seq
+  end
+  local level = remaining - (field(unit .. ':inflight') or 0) - unseen[unit]
+  if level < limit then level = math.min(limit, level + sinceAdmittedMs * perMs) end
+  redis.call('HSET', state, unit .. ':limit', limit, unit .. ':perMs', perMs, unit .. ':level', level, unit .. ':at', now, unit .. ':basis', basis, unit .. ':basisRemaining', remaining)
+end
+answer('requests', 7)
+answer('tokens', 11)
+redis.call('PEXPIRE', state, ttlMs)
+redis.call('PEXPIRE', deadlines, ttlMs)
+return 1
+`;
+
+const TakeReply = z.union([
+  z.tuple([z.literal(0)]).transform((): UpstreamLimitTake => ({ kind: 'unknown' })),
+  z.tuple([z.literal(1), z.number(), z.string(), z.number()]).transform(([, waitMs, limit, seq]) => ({ kind: 'taken', waitMs, limit, seq })),
+  z.tuple([z.literal(2), z.number(), z.string()]).transform(([, waitMs, limit]) => ({ kind: 'too-long', waitMs, limit })),
+]);
+
+interface LimitCommands {
+  icTakeUpstreamLimits(state: string, deadlines: string, ...args: Array<string | number>): Promise<unknown>;
+  icAnswerUpstreamLimits(state: string, deadlines: string, ...args: Array<string | number>): Promise<unknown>;
+}
+
+/** One mirror of each model's limits in Redis for every process (libs/model SharedRateLimitPacer). */
+export class RedisUpstreamLimits implements UpstreamLimitStore {
+  private readonly commands: LimitCommands;
+
+  constructor(
+    redis: Redis,
+    private readonly keys: RedisKeys,
+  ) {
+    redis.defineCommand('icTakeUpstreamLimits', { numberOfKeys: 2, lua: TAKE_LUA });
+    redis.defineCommand('icAnswerUpstreamLimits', { numberOfKeys: 2, lua: ANSWER_LUA });
+    this.commands = redis as unknown as LimitCommands;
+  }
+
+  async take(key: string, call: { tokens: number; maxWaitMs: number; expireMs: number }): Promise<UpstreamLimitTake> {
+    const { state, deadlines } = this.keys.upstreamLimits(key);
+    const reply = await this.commands.icTakeUpstreamLimits(state, deadlines, Math.max(0, Math.ceil(call.tokens)), Math.max(0, Math.floor(call.maxWaitMs)), Math.ceil(call.expireMs), MIRROR_TTL_MS);
+    return UpstreamLimitTake.parse(TakeReply.parse(reply));
+  }
+
+  async answer(key: string, answer: UpstreamLimitAnswer): Promise<void> {
+    const { state, deadlines } = this.keys.upstreamLimits(key);
+    const limit = (reading: UpstreamLimitReading | undefined) => (reading ? [1, reading.limit, reading.remaining, reading.perMs] : [0, 0, 0, 0]);
+    await this.commands.icAnswerUpstreamLimits(
+      state,
+      deadlines,
+      answer.seq,
+      Math.max(0, Math.round(answer.sinceAdmittedMs)),
+      answer.refused ? 1 : 0,
+      MIRROR_TTL_MS,
+      answer.unseenInFlight.requests,
+      answer.unseenInFlight.tokens,
+      ...limit(answer.requests),
+      ...limit(answer.tokens),
+    );
+  }
+}
