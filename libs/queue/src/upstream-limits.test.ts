@@ -62,6 +62,14 @@ describe('shared pacing mirror (Redis)', () => {
     expect(new Set(places.map((place) => place.seq)).size).toBe(6);
   });
 
+  it("lets another unpaced call's answer lower the level, never raise it (it cannot be ordered against the first)", async () => {
+    await store.answer(key, answer(0, { requests: requests(2) }));
+    await store.answer(key, answer(0, { requests: requests(1) }));
+    await store.answer(key, answer(0, { requests: requests(9) }));
+    expect((await taken()).waitMs).toBe(0);
+    expect((await taken()).waitMs).toBeGreaterThan(50);
+  });
+
   it('refuses a place due later than the call may wait, and takes nothing for it', async () => {
     await store.answer(key, answer(0, { requests: requests(0) }));
     const refused = await take(0, 50);

@@ -80,7 +80,8 @@ return {1, math.ceil(wait), limit, seq}
  * process: the newest call's answer resets the level to what remained at its admission, less every
  * call still in flight (the store's and the answering process's unseen ones), refilled since; an older
  * call's answer gives back what that counted twice (it was refused, or admitted before the newest).
- * A call the store did not see (sent before the limits were known) can only start a mirror.
+ * A call the store did not see (sent before the limits were known) starts the mirror, or else may only
+ * lower its level: it cannot be ordered against the newest.
  */
 const ANSWER_LUA = `${PRELUDE}
 local seq, sinceAdmittedMs, refused, ttlMs = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1', tonumber(ARGV[4])
@@ -93,8 +94,12 @@ local function answer(unit, offset)
   local limit, remaining, perMs = tonumber(ARGV[offset + 1]), tonumber(ARGV[offset + 2]), tonumber(ARGV[offset + 3])
   local known = field(unit .. ':limit') ~= nil
   local basis = 0
+  local atMost = nil
   if taken[unit] == nil or taken[unit] == 0 then
-    if known then return end
+    -- Unseen calls cannot be ordered against the basis: such a reading may only lower the level.
+    if known then
+      atMost = math.min(field(unit .. ':limit'), field(unit .. ':level') + math.max(0, now - field(unit .. ':at')) * field(unit .. ':perMs'))
+    end
   else
     basis = field(unit .. ':basis') or 0
     if known and seq <= basis then
@@ -105,6 +110,11 @@ local function answer(unit, offset)
   end
   local level = remaining - (field(unit .. ':inflight') or 0) - unseen[unit]
   if level < limit then level = math.min(limit, level + sinceAdmittedMs * perMs) end
+  if atMost then
+    if level >= atMost then return end
+    redis.call('HSET', state, unit .. ':level', level, unit .. ':at', now)
+    return
+  end
   redis.call('HSET', state, unit .. ':limit', limit, unit .. ':perMs', perMs, unit .. ':level', level, unit .. ':at', now, unit .. ':basis', basis, unit .. ':basisRemaining', remaining)
 end
 answer('requests', 7)
