@@ -102,6 +102,19 @@ function keysWithSlots(cluster: RedisCluster, pattern: string): Array<{ key: str
     expect((await client.responses.retrieve(started.id)).status).toBe('cancelled');
   });
 
+  it("paces a burst to the upstream's reported limit through the mirror kept in the cluster (its keys in one slot)", async () => {
+    // OpenAI's bucket: 3 requests, one more every 200 ms; the worker process learns it from the first answer.
+    stack.upstream.set({ rateLimit: { requests: 3, windowMs: 600, style: 'bucket' } });
+    expect(await client.responses.create({ model: '', input: 'the first answer reports the limit' })).toMatchObject({ status: 'completed' });
+    const answers = await Promise.all(Array.from({ length: 6 }, () => client.responses.create({ model: '', input: 'burst' })));
+    expect(answers.map((answer) => answer.status)).toEqual(Array(6).fill('completed'));
+    expect(stack.upstream.throttledCount).toBe(0);
+    const mirrorKeys = keysWithSlots(cluster, `${stack.prefix}:{limits:*}:*`);
+    // The deadlines' sorted set is gone once no call is in flight (Redis drops an empty one).
+    expect(mirrorKeys.map((entry) => entry.key.replace(/^.*:/, ''))).toContain('state');
+    expect(new Set(mirrorKeys.map((entry) => entry.slot)).size).toBe(1);
+  });
+
   it('keeps each queue in one slot and gives each run its own', async () => {
     const queueKeys = keysWithSlots(cluster, `${stack.prefix}:{turns}:*`);
     expect(queueKeys.length).toBeGreaterThan(0);

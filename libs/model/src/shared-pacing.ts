@@ -1,4 +1,4 @@
-import type { UpstreamLimitReading, UpstreamLimitStore } from '@ic/schemas';
+import type { UpstreamLimitAnswer, UpstreamLimitReading, UpstreamLimitStore } from '@ic/schemas';
 import { abortableDelay } from './abortable-delay';
 import { ADMISSION_ALLOWANCE_MS, RateLearner, type LimitReading, type LimitReadings, type Pacer, type PacerTakeOptions } from './upstream-pacing';
 
@@ -58,7 +58,9 @@ export class SharedRateLimitPacer implements Pacer {
   private async takePlace(signal: AbortSignal, onAbort: () => Error, tokens: number, options: PacerTakeOptions): Promise<number> {
     let place;
     try {
-      place = await this.store.take(this.key, { tokens, maxWaitMs: options.maxWaitMs ?? Number.MAX_SAFE_INTEGER, expireMs: this.expireMs });
+      // As with the local pacer, a call may wait any time unless it says what to fail with when it cannot.
+      const maxWaitMs = options.tooLong ? (options.maxWaitMs ?? Number.MAX_SAFE_INTEGER) : Number.MAX_SAFE_INTEGER;
+      place = await this.store.take(this.key, { tokens, maxWaitMs, expireMs: this.expireMs });
     } catch {
       return this.issue(0, tokens);
     }
@@ -70,13 +72,21 @@ export class SharedRateLimitPacer implements Pacer {
     this.known = true;
     if (place.kind === 'too-long') {
       options.onWait?.(place.limit);
-      throw options.tooLong ? options.tooLong(place.waitMs) : onAbort();
+      throw options.tooLong!(place.waitMs);
+    }
+    if (signal.aborted) {
+      // Aborted while the store answered: the place goes back, and the call never starts.
+      this.report(place.seq, { unsent: true });
+      throw onAbort();
     }
     if (place.waitMs > 0) {
       options.onWait?.(place.limit);
       this.waiting++;
       try {
         await abortableDelay(place.waitMs, AbortSignal.any([signal, this.closing.signal]), () => (this.closing.signal.aborted ? (this.closing.signal.reason as Error) : onAbort()));
+      } catch (error) {
+        this.report(place.seq, { unsent: true });
+        throw error;
       } finally {
         this.waiting--;
       }
@@ -88,7 +98,11 @@ export class SharedRateLimitPacer implements Pacer {
     const call = this.calls.get(ticket);
     if (call === undefined) return;
     this.calls.delete(ticket);
-    if (!readings) return;
+    if (!readings) {
+      // No answer (the connection failed, or the caller gave up first): it no longer counts in flight.
+      if (call.seq !== 0) this.report(call.seq, {});
+      return;
+    }
     this.known = true;
     const unseenInFlight = { requests: 0, tokens: 0 };
     for (const other of this.calls.values()) {
@@ -99,16 +113,18 @@ export class SharedRateLimitPacer implements Pacer {
     const reading = (value: LimitReading | undefined, rate: RateLearner): UpstreamLimitReading | undefined =>
       value && { limit: value.limit, remaining: value.remaining, perMs: rate.learn(value) };
     const now = this.now();
-    this.store
-      .answer(this.key, {
-        seq: call.seq,
-        sinceAdmittedMs: Math.max(0, now - Math.min(now, call.sentAt + ADMISSION_ALLOWANCE_MS)),
-        refused,
-        requests: reading(readings.requests, this.requestRate),
-        tokens: reading(readings.tokens, this.tokenRate),
-        unseenInFlight,
-      })
-      .catch(() => undefined); // best effort: the next answer resets the mirror again
+    this.report(call.seq, {
+      sinceAdmittedMs: Math.max(0, now - Math.min(now, call.sentAt + ADMISSION_ALLOWANCE_MS)),
+      refused,
+      requests: reading(readings.requests, this.requestRate),
+      tokens: reading(readings.tokens, this.tokenRate),
+      unseenInFlight,
+    });
+  }
+
+  /** Best effort: a report lost resets nothing, and the next answer resets the mirror again. */
+  private report(seq: number, answer: Partial<UpstreamLimitAnswer>): void {
+    this.store.answer(this.key, { seq, sinceAdmittedMs: 0, refused: false, unseenInFlight: { requests: 0, tokens: 0 }, ...answer }).catch(() => undefined);
   }
 
   /** Calls waiting for their place reject with `error()` (shutdown). */

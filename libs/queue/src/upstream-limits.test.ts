@@ -106,6 +106,21 @@ describe('shared pacing mirror (Redis)', () => {
     expect(held.waitMs).toBeLessThanOrEqual(2000);
   });
 
+  it('gives back the place of a call that never went, and stops counting one that failed without an answer', async () => {
+    await store.answer(key, answer(0, { requests: requests(2) }));
+    const [sent, unsent] = [await taken(), await taken()];
+    await store.answer(key, { ...answer(unsent.seq), unsent: true });
+    // The unsent call's place is back: one more goes at once.
+    expect((await taken()).waitMs).toBe(0);
+    const failed = await taken(); // due a refill later
+    expect(failed.waitMs).toBeGreaterThan(50);
+    await store.answer(key, answer(failed.seq)); // no reading: it no longer counts in flight
+    // The sent call's answer: 2 remained. In flight now: only the third call (the failed one is not), so 1 is left.
+    await store.answer(key, answer(sent.seq, { requests: requests(2) }));
+    expect((await taken()).waitMs).toBe(0);
+    expect((await taken()).waitMs).toBeGreaterThan(50);
+  });
+
   it('stops counting a call whose answer never came once its deadline passes (its process died)', async () => {
     await store.answer(key, answer(0, { requests: requests(10) }));
     const orphan = await store.take(key, { tokens: 0, maxWaitMs: 60_000, expireMs: 50 });

@@ -76,7 +76,8 @@ return {1, math.ceil(wait), limit, seq}
 
 /**
  * ARGV: seq, sinceAdmittedMs, refused (0/1), ttlMs, unseen requests, unseen tokens, then per limit
- * (requests, tokens) present (0/1), limit, remaining, perMs. As RateLimitPacer's mirror does for one
+ * (requests, tokens) present (0/1), limit, remaining, perMs, then unsent (0/1). An answer with no
+ * reading only ends the call's count in flight; an unsent call also gives its place back. As RateLimitPacer's mirror does for one
  * process: the newest call's answer resets the level to what remained at its admission, less every
  * call still in flight (the store's and the answering process's unseen ones), refilled since; an older
  * call's answer gives back what that counted twice (it was refused, or admitted before the newest).
@@ -89,6 +90,13 @@ local unseen = { requests = tonumber(ARGV[5]), tokens = tonumber(ARGV[6]) }
 local takenRequests, takenTokens = nil, nil
 if seq > 0 then takenRequests, takenTokens = forget(seq) end
 local taken = { requests = takenRequests, tokens = takenTokens }
+if ARGV[15] == '1' then
+  -- Never sent: its place goes back (the level counted it, as taken or as in flight).
+  for unit, amount in pairs(taken) do
+    if amount and amount > 0 then redis.call('HINCRBYFLOAT', state, unit .. ':level', amount) end
+  end
+  return 1
+end
 local function answer(unit, offset)
   if ARGV[offset] ~= '1' then return end
   local limit, remaining, perMs = tonumber(ARGV[offset + 1]), tonumber(ARGV[offset + 2]), tonumber(ARGV[offset + 3])
@@ -168,6 +176,7 @@ export class RedisUpstreamLimits implements UpstreamLimitStore {
       answer.unseenInFlight.tokens,
       ...limit(answer.requests),
       ...limit(answer.tokens),
+      answer.unsent ? 1 : 0,
     );
   }
 }

@@ -47,7 +47,7 @@ export type UpstreamHold = z.infer<typeof UpstreamHold>;
 export interface UpstreamLimitStore {
   /** Takes a place for one call: one request and `tokens`, due after `waitMs`. */
   take(key: string, call: { tokens: number; maxWaitMs: number; expireMs: number }): Promise<UpstreamLimitTake>;
-  /** What the answer to a call reported (`seq` 0: a call sent before the limits were known). */
+  /** What the answer to a call reported (`seq` 0: a call sent before the limits were known), or that none will come. */
   answer(key: string, answer: UpstreamLimitAnswer): Promise<void>;
 }
 
@@ -72,6 +72,8 @@ export interface UpstreamLimitReading {
 export interface UpstreamLimitAnswer {
   /** The take's seq, or 0 for a call the store never saw. */
   seq: number;
+  /** The call never went (aborted while it waited for its place): what it took goes back. */
+  unsent?: boolean;
   /** How long ago the upstream admitted the call (as the local pacer reckons it). */
   sinceAdmittedMs: number;
   refused: boolean;
