@@ -118,10 +118,11 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     let pacer = this.pacers.get(model);
     if (pacer) return pacer;
     for (const [name, other] of this.pacers) if (other.idle) this.pacers.delete(name);
+    // One mirror per quota: the upstream, the API key (limits belong to the account the key is of) and the
+    // model, by a digest, so neither the URL, the key nor a model name goes into Redis. A call whose answer
+    // never comes stops counting after the idle timeout and a margin.
     pacer = this.sharedLimits
-      ? // The key names the upstream and the model by digests: neither the URL nor a model name goes into Redis keys.
-        // A call whose answer never comes stops counting after the idle timeout and a margin.
-        new SharedRateLimitPacer(this.sharedLimits, `${this.upstreamDigest}:${createHash('sha256').update(model).digest('hex').slice(0, 16)}`, this.timeoutMs + 30_000)
+      ? new SharedRateLimitPacer(this.sharedLimits, createHash('sha256').update(`${this.baseURL}\n${this.apiKey}\n${model}`).digest('hex').slice(0, 32), this.timeoutMs + 30_000)
       : new RateLimitPacer();
     this.pacers.set(model, pacer);
     return pacer;

@@ -1,5 +1,4 @@
-import type { UpstreamLimitAnswer, UpstreamLimitReading, UpstreamLimitStore } from '@ic/schemas';
-import { abortableDelay } from './abortable-delay';
+import type { UpstreamLimitAnswer, UpstreamLimitMirror, UpstreamLimitReading, UpstreamLimitStore, UpstreamLimitTake } from '@ic/schemas';
 import { ADMISSION_ALLOWANCE_MS, RateLearner, type LimitReading, type LimitReadings, type Pacer, type PacerTakeOptions } from './upstream-pacing';
 
 /** While no answer has reported the limits, how often a process asks the store whether a peer has heard them. */
@@ -10,6 +9,16 @@ interface SharedCall {
   seq: number;
   tokens: number;
   sentAt: number;
+  /** An unpaced call this process counted in flight when it reported a reading (its refusal then gives back). */
+  counted: boolean;
+}
+
+/** A call waiting for its place in the store's line: its place in each limit's line, and its timer. */
+interface WaitingCall {
+  takenThrough: { requests?: number; tokens?: number };
+  tokenSlack: number;
+  timer: NodeJS.Timeout;
+  go: () => void;
 }
 
 /**
@@ -32,7 +41,7 @@ export class SharedRateLimitPacer implements Pacer {
   private nextTicket = 0;
   private known = false;
   private checkedAt = -Infinity;
-  private waiting = 0;
+  private readonly waitingCalls = new Set<WaitingCall>();
   private readonly closing = new AbortController();
   private readonly requestRate = new RateLearner();
   private readonly tokenRate = new RateLearner();
@@ -46,7 +55,7 @@ export class SharedRateLimitPacer implements Pacer {
   ) {}
 
   get idle(): boolean {
-    return this.calls.size === 0 && this.waiting === 0;
+    return this.calls.size === 0 && this.waitingCalls.size === 0;
   }
 
   take(signal: AbortSignal, onAbort: () => Error, options: PacerTakeOptions = {}): Promise<number> | number {
@@ -81,17 +90,49 @@ export class SharedRateLimitPacer implements Pacer {
     }
     if (place.waitMs > 0) {
       options.onWait?.(place.limit);
-      this.waiting++;
       try {
-        await abortableDelay(place.waitMs, AbortSignal.any([signal, this.closing.signal]), () => (this.closing.signal.aborted ? (this.closing.signal.reason as Error) : onAbort()));
+        await this.waitForPlace(place, signal, onAbort);
       } catch (error) {
         this.report(place.seq, { unsent: true });
         throw error;
-      } finally {
-        this.waiting--;
       }
     }
     return this.issue(place.seq, tokens);
+  }
+
+  /** Waits until the place is due: `waitMs` at first, re-timed whenever a report shows where the limits stand now. */
+  private waitForPlace(place: Extract<UpstreamLimitTake, { kind: 'taken' }>, signal: AbortSignal, onAbort: () => Error): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const stop = (error?: Error) => {
+        clearTimeout(waiting.timer);
+        this.waitingCalls.delete(waiting);
+        signal.removeEventListener('abort', abort);
+        this.closing.signal.removeEventListener('abort', abort);
+        if (error) reject(error);
+        else resolve();
+      };
+      const abort = () => stop(this.closing.signal.aborted ? (this.closing.signal.reason as Error) : onAbort());
+      const waiting: WaitingCall = { takenThrough: place.takenThrough, tokenSlack: place.tokenSlack, timer: setTimeout(() => stop(), place.waitMs), go: () => stop() };
+      if (signal.aborted || this.closing.signal.aborted) return abort();
+      this.waitingCalls.add(waiting);
+      signal.addEventListener('abort', abort, { once: true });
+      this.closing.signal.addEventListener('abort', abort, { once: true });
+    });
+  }
+
+  /**
+   * Where the limits stand now, as a report's reply says: each waiting call is due once the level, as if
+   * only the calls placed up to it had taken theirs, covers it. A level the answers raised (refused
+   * calls given back, the upstream ahead of the mirror) lets calls go sooner; one they lowered, later.
+   */
+  private retime(mirror: UpstreamLimitMirror): void {
+    const waitFor = (limit: UpstreamLimitMirror['requests'], takenThrough: number | undefined, slack: number) =>
+      limit && takenThrough !== undefined ? Math.max(0, (slack - (limit.level + limit.total - takenThrough)) / limit.perMs) : 0;
+    for (const waiting of this.waitingCalls) {
+      const waitMs = Math.max(waitFor(mirror.requests, waiting.takenThrough.requests, 0), waitFor(mirror.tokens, waiting.takenThrough.tokens, waiting.tokenSlack));
+      clearTimeout(waiting.timer);
+      waiting.timer = setTimeout(waiting.go, Math.ceil(waitMs));
+    }
   }
 
   answered(ticket: number, readings: LimitReadings | undefined, refused = false): void {
@@ -107,6 +148,7 @@ export class SharedRateLimitPacer implements Pacer {
     const unseenInFlight = { requests: 0, tokens: 0 };
     for (const other of this.calls.values()) {
       if (other.seq !== 0) continue;
+      other.counted = true;
       unseenInFlight.requests += 1;
       unseenInFlight.tokens += other.tokens;
     }
@@ -119,12 +161,16 @@ export class SharedRateLimitPacer implements Pacer {
       requests: reading(readings.requests, this.requestRate),
       tokens: reading(readings.tokens, this.tokenRate),
       unseenInFlight,
+      giveBack: call.seq === 0 && call.counted && refused ? { requests: 1, tokens: call.tokens } : undefined,
     });
   }
 
   /** Best effort: a report lost resets nothing, and the next answer resets the mirror again. */
   private report(seq: number, answer: Partial<UpstreamLimitAnswer>): void {
-    this.store.answer(this.key, { seq, sinceAdmittedMs: 0, refused: false, unseenInFlight: { requests: 0, tokens: 0 }, ...answer }).catch(() => undefined);
+    this.store.answer(this.key, { seq, sinceAdmittedMs: 0, refused: false, unseenInFlight: { requests: 0, tokens: 0 }, ...answer }).then(
+      (mirror) => this.retime(mirror),
+      () => undefined,
+    );
   }
 
   /** Calls waiting for their place reject with `error()` (shutdown). */
@@ -134,7 +180,7 @@ export class SharedRateLimitPacer implements Pacer {
 
   private issue(seq: number, tokens: number): number {
     const ticket = ++this.nextTicket;
-    this.calls.set(ticket, { seq, tokens, sentAt: this.now() });
+    this.calls.set(ticket, { seq, tokens, sentAt: this.now(), counted: false });
     return ticket;
   }
 }

@@ -242,7 +242,8 @@ export interface PacerTakeOptions {
  * than one already heard. It says one thing: whether that call was counted twice, as in flight after
  * the newest though the upstream had refused it or admitted it first.
  *
- * The mirror sees this process's calls only, but worker pods share the quota: each would take the
+ * The mirror sees this process's calls only. With Redis, worker pods pace to one mirror instead
+ * (SharedRateLimitPacer); without it, should several processes share the quota, each would take the
  * whole refill, and all but one of them would be refused. So the process takes a share of each limit,
  * found as TCP finds its share of a link (additive increase, multiplicative decrease): a 429 from a
  * limit for a call the mirror let go halves the share (once per round of calls in flight: the refusals

@@ -9,7 +9,7 @@
  *   ic:{run_…}:appended                                   its wake-up channel
  *   ic:signals:cancel                                     cancel broadcasts (one channel, no key)
  *   ic:signals:upstream-hold                              model upstream back-off holds shared between processes
- *   ic:{limits:<upstream>:<model>}:state, …:deadlines     a model's limits as every process paces to them (one Lua script uses both)
+ *   ic:{limits:<digest>}:state, …:deadlines               a model's limits as every process paces to them (one Lua script uses both)
  *
  * Pub/sub uses plain PUBLISH/SUBSCRIBE, which a cluster relays to every node: a subscriber on any node
  * hears every run's wake-ups, at the cost of cluster-bus traffic per event batch.
@@ -48,9 +48,9 @@ export class RedisKeys {
     return `${this.prefix}:signals:upstream-hold`;
   }
 
-  /** A model's shared pacing mirror and the deadlines of its calls in flight (`model` is the adapter's key: digests, no URL or name). */
-  upstreamLimits(model: string): { state: string; deadlines: string } {
-    const tag = `${this.prefix}:{limits:${model}}`;
+  /** A model's shared pacing mirror and the deadlines of its calls in flight (`quota` is the adapter's digest of upstream, key and model). */
+  upstreamLimits(quota: string): { state: string; deadlines: string } {
+    const tag = `${this.prefix}:{limits:${quota}}`;
     return { state: `${tag}:state`, deadlines: `${tag}:deadlines` };
   }
 }

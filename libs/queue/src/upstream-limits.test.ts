@@ -121,6 +121,36 @@ describe('shared pacing mirror (Redis)', () => {
     expect((await taken()).waitMs).toBeGreaterThan(50);
   });
 
+  it("gives back an unseen call that was refused after its process counted it in flight, unless its reading reset the level", async () => {
+    // 3 remained at the first answer, and the answering process had 3 other unpaced calls in flight: 0 left.
+    await store.answer(key, answer(0, { requests: requests(3), unseenInFlight: { requests: 3, tokens: 0 } }));
+    // One of them was refused with 3 remaining (a reading that would raise the level: ignored), counted for nothing: given back.
+    const mirror = await store.answer(key, answer(0, { refused: true, requests: requests(3), unseenInFlight: { requests: 2, tokens: 0 }, giveBack: { requests: 1, tokens: 0 } }));
+    expect(mirror.requests!.level).toBeGreaterThanOrEqual(1);
+    expect(mirror.requests!.level).toBeLessThan(1.5);
+    expect(mirror.tokens).toBeUndefined();
+    expect((await taken()).waitMs).toBe(0);
+    expect((await taken()).waitMs).toBeGreaterThan(50);
+  });
+
+  it("reports each call's place in line and where the limits stand, so a waiting call can be re-timed", async () => {
+    await store.answer(key, answer(0, { requests: requests(1), tokens: { limit: 1000, remaining: 1000, perMs: 0.1 } }));
+    const first = await taken(100);
+    const second = await taken(100);
+    expect(second.takenThrough.requests! - first.takenThrough.requests!).toBe(1);
+    expect(second.takenThrough.tokens! - first.takenThrough.tokens!).toBe(100);
+    expect(second.tokenSlack).toBe(0);
+    // The first call's answer: the upstream had more than the mirror thought (5 remained).
+    const mirror = await store.answer(key, answer(first.seq, { requests: requests(5), tokens: { limit: 1000, remaining: 900, perMs: 0.1 } }));
+    // The second is still in flight (placed): 5 − 1 = 4 left; as if only calls up to the second had taken, 4 too.
+    const levelUpToSecond = mirror.requests!.level + mirror.requests!.total - second.takenThrough.requests!;
+    expect(levelUpToSecond).toBeGreaterThanOrEqual(4);
+    expect(levelUpToSecond).toBeLessThan(4.5);
+    expect(mirror.tokens!.level).toBeGreaterThanOrEqual(800);
+    // A call bigger than the whole token limit may go short of its tokens by the difference.
+    expect((await taken(1500)).tokenSlack).toBe(-500);
+  });
+
   it('stops counting a call whose answer never came once its deadline passes (its process died)', async () => {
     await store.answer(key, answer(0, { requests: requests(10) }));
     const orphan = await store.take(key, { tokens: 0, maxWaitMs: 60_000, expireMs: 50 });

@@ -47,16 +47,36 @@ export type UpstreamHold = z.infer<typeof UpstreamHold>;
 export interface UpstreamLimitStore {
   /** Takes a place for one call: one request and `tokens`, due after `waitMs`. */
   take(key: string, call: { tokens: number; maxWaitMs: number; expireMs: number }): Promise<UpstreamLimitTake>;
-  /** What the answer to a call reported (`seq` 0: a call sent before the limits were known), or that none will come. */
-  answer(key: string, answer: UpstreamLimitAnswer): Promise<void>;
+  /** What the answer to a call reported (`seq` 0: a call sent before the limits were known), or that none will come; resolves with where the limits stand then. */
+  answer(key: string, answer: UpstreamLimitAnswer): Promise<UpstreamLimitMirror>;
 }
+
+/** One limit as the store holds it: its level now (below zero: owed to calls already placed), all ever taken, its refill rate. */
+export const UpstreamLimitLevel = z.object({ level: z.number(), total: z.number(), perMs: z.number().positive() });
+export type UpstreamLimitLevel = z.infer<typeof UpstreamLimitLevel>;
+
+/** Where a model's limits stand (a limit not reported yet is absent). */
+export const UpstreamLimitMirror = z.object({ requests: UpstreamLimitLevel.optional(), tokens: UpstreamLimitLevel.optional() });
+export type UpstreamLimitMirror = z.infer<typeof UpstreamLimitMirror>;
 
 /** The store's reply to a take (parsed when it comes out of Redis). */
 export const UpstreamLimitTake = z.discriminatedUnion('kind', [
   /** No answer has reported a limit yet (or the mirror expired): the call goes unpaced. */
   z.object({ kind: z.literal('unknown') }),
-  /** The place is taken: send after `waitMs`, held for `limit` when it is above 0. */
-  z.object({ kind: z.literal('taken'), seq: z.number().int().positive(), waitMs: z.number().int().nonnegative(), limit: z.enum(['requests', 'tokens']) }),
+  /**
+   * The place is taken: send after `waitMs`, held for `limit` when it is above 0. `takenThrough` is each
+   * known limit's total taken, this call included (its place in that line, for re-timing the wait as
+   * the mirror moves); `tokenSlack` (≤ 0) is how far short of its tokens the call may go (a call bigger
+   * than the whole limit goes once the limit is full).
+   */
+  z.object({
+    kind: z.literal('taken'),
+    seq: z.number().int().positive(),
+    waitMs: z.number().int().nonnegative(),
+    limit: z.enum(['requests', 'tokens']),
+    takenThrough: z.object({ requests: z.number().optional(), tokens: z.number().optional() }),
+    tokenSlack: z.number().nonpositive(),
+  }),
   /** The place would come after more than `maxWaitMs`: nothing was taken. */
   z.object({ kind: z.literal('too-long'), waitMs: z.number().int().nonnegative(), limit: z.enum(['requests', 'tokens']) }),
 ]);
@@ -74,6 +94,8 @@ export interface UpstreamLimitAnswer {
   seq: number;
   /** The call never went (aborted while it waited for its place): what it took goes back. */
   unsent?: boolean;
+  /** An unseen call refused after the answering process counted it in flight: what to give back if its reading does not reset the level. */
+  giveBack?: { requests: number; tokens: number };
   /** How long ago the upstream admitted the call (as the local pacer reckons it). */
   sinceAdmittedMs: number;
   refused: boolean;
