@@ -9,7 +9,7 @@ interface SharedCall {
   seq: number;
   tokens: number;
   sentAt: number;
-  /** An unpaced call this process counted in flight when it reported a reading (its refusal then gives back). */
+  /** An unpaced call this process counted in flight when it reported a reading (if it was refused or admitted first, that gives back). */
   counted: boolean;
 }
 
@@ -19,6 +19,7 @@ interface WaitingCall {
   tokenSlack: number;
   timer: NodeJS.Timeout;
   go: () => void;
+  fail: (error: Error) => void;
 }
 
 /**
@@ -42,7 +43,6 @@ export class SharedRateLimitPacer implements Pacer {
   private known = false;
   private checkedAt = -Infinity;
   private readonly waitingCalls = new Set<WaitingCall>();
-  private readonly closing = new AbortController();
   private readonly requestRate = new RateLearner();
   private readonly tokenRate = new RateLearner();
 
@@ -107,16 +107,14 @@ export class SharedRateLimitPacer implements Pacer {
         clearTimeout(waiting.timer);
         this.waitingCalls.delete(waiting);
         signal.removeEventListener('abort', abort);
-        this.closing.signal.removeEventListener('abort', abort);
         if (error) reject(error);
         else resolve();
       };
-      const abort = () => stop(this.closing.signal.aborted ? (this.closing.signal.reason as Error) : onAbort());
-      const waiting: WaitingCall = { takenThrough: place.takenThrough, tokenSlack: place.tokenSlack, timer: setTimeout(() => stop(), place.waitMs), go: () => stop() };
-      if (signal.aborted || this.closing.signal.aborted) return abort();
+      const abort = () => stop(onAbort());
+      const waiting: WaitingCall = { takenThrough: place.takenThrough, tokenSlack: place.tokenSlack, timer: setTimeout(() => stop(), place.waitMs), go: () => stop(), fail: stop };
+      if (signal.aborted) return abort();
       this.waitingCalls.add(waiting);
       signal.addEventListener('abort', abort, { once: true });
-      this.closing.signal.addEventListener('abort', abort, { once: true });
     });
   }
 
@@ -161,7 +159,7 @@ export class SharedRateLimitPacer implements Pacer {
       requests: reading(readings.requests, this.requestRate),
       tokens: reading(readings.tokens, this.tokenRate),
       unseenInFlight,
-      giveBack: call.seq === 0 && call.counted && refused ? { requests: 1, tokens: call.tokens } : undefined,
+      giveBack: call.seq === 0 && call.counted ? { requests: 1, tokens: call.tokens } : undefined,
     });
   }
 
@@ -175,7 +173,7 @@ export class SharedRateLimitPacer implements Pacer {
 
   /** Calls waiting for their place reject with `error()` (shutdown). */
   close(error: () => Error): void {
-    if (!this.closing.signal.aborted) this.closing.abort(error());
+    for (const waiting of [...this.waitingCalls]) waiting.fail(error());
   }
 
   private issue(seq: number, tokens: number): number {

@@ -133,6 +133,18 @@ describe('shared pacing mirror (Redis)', () => {
     expect((await taken()).waitMs).toBeGreaterThan(50);
   });
 
+  it('gives back such a call admitted before the basis (more remaining), not one admitted after it', async () => {
+    await store.answer(key, answer(0, { requests: requests(3), unseenInFlight: { requests: 3, tokens: 0 } }));
+    // Admitted after the basis call (2 < 3 remaining): it was rightly counted.
+    await store.answer(key, answer(0, { requests: requests(2), unseenInFlight: { requests: 2, tokens: 0 }, giveBack: { requests: 1, tokens: 0 } }));
+    expect((await taken()).waitMs).toBeGreaterThan(50);
+    key = `${key}-b`;
+    await store.answer(key, answer(0, { requests: requests(3), unseenInFlight: { requests: 3, tokens: 0 } }));
+    // Admitted before it (4 remained then): counted for nothing, given back.
+    await store.answer(key, answer(0, { requests: requests(4), unseenInFlight: { requests: 2, tokens: 0 }, giveBack: { requests: 1, tokens: 0 } }));
+    expect((await taken()).waitMs).toBe(0);
+  });
+
   it("reports each call's place in line and where the limits stand, so a waiting call can be re-timed", async () => {
     await store.answer(key, answer(0, { requests: requests(1), tokens: { limit: 1000, remaining: 1000, perMs: 0.1 } }));
     const first = await taken(100);

@@ -91,7 +91,7 @@ return {1, math.ceil(wait), limit, seq, requestsTotal, tokensTotal, tostring(tok
 /**
  * ARGV: seq, sinceAdmittedMs, refused (0/1), ttlMs, unseen requests, unseen tokens, then per limit
  * (requests, tokens) present (0/1), limit, remaining, perMs, then unsent (0/1), then the requests and
- * tokens to give back for an unseen refused call. Reply: each limit's level now, total taken and rate
+ * tokens to give back for an unseen call counted in flight (if it was refused or admitted first). Reply: each limit's level now, total taken and rate
  * (empty strings while unknown). An answer with no reading only ends the call's count in flight; an
  * unsent call also gives its place back. As RateLimitPacer's mirror does for one
  * process: the newest call's answer resets the level to what remained at its admission, less every
@@ -142,8 +142,9 @@ local function answer(unit, offset)
   if atMost then
     if level < atMost then
       redis.call('HSET', state, unit .. ':level', level, unit .. ':at', now)
-    elseif giveBack[unit] > 0 then
-      -- A refused call the answering process had counted in flight when it reset the level: counted for nothing.
+    elseif giveBack[unit] > 0 and (refused or remaining >= (field(unit .. ':basisRemaining') or 0)) then
+      -- A call the answering process had counted in flight when it reset the level, though the upstream
+      -- refused it or (more remaining than the basis) admitted it before the basis: counted for nothing.
       redis.call('HINCRBYFLOAT', state, unit .. ':level', giveBack[unit])
     end
     return

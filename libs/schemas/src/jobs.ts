@@ -94,7 +94,7 @@ export interface UpstreamLimitAnswer {
   seq: number;
   /** The call never went (aborted while it waited for its place): what it took goes back. */
   unsent?: boolean;
-  /** An unseen call refused after the answering process counted it in flight: what to give back if its reading does not reset the level. */
+  /** An unseen call the answering process counted in flight: what to give back if it was refused or admitted first, and its reading does not reset the level. */
   giveBack?: { requests: number; tokens: number };
   /** How long ago the upstream admitted the call (as the local pacer reckons it). */
   sinceAdmittedMs: number;
