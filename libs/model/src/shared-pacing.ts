@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { UpstreamLimitAnswer, UpstreamLimitMirror, UpstreamLimitReading, UpstreamLimitStore, UpstreamLimitTake } from '@ic/schemas';
 import { ADMISSION_ALLOWANCE_MS, RateLearner, type LimitReading, type LimitReadings, type Pacer, type PacerTakeOptions } from './upstream-pacing';
 
@@ -43,6 +44,8 @@ export class SharedRateLimitPacer implements Pacer {
   private known = false;
   private checkedAt = -Infinity;
   private readonly waitingCalls = new Set<WaitingCall>();
+  /** This pacer, as the store orders its unseen calls' answers. */
+  private readonly origin = randomUUID();
   private readonly requestRate = new RateLearner();
   private readonly tokenRate = new RateLearner();
 
@@ -160,6 +163,8 @@ export class SharedRateLimitPacer implements Pacer {
       tokens: reading(readings.tokens, this.tokenRate),
       unseenInFlight,
       giveBack: call.seq === 0 && call.counted ? { requests: 1, tokens: call.tokens } : undefined,
+      origin: this.origin,
+      ticket,
     });
   }
 

@@ -70,6 +70,21 @@ describe('shared pacing mirror (Redis)', () => {
     expect((await taken()).waitMs).toBeGreaterThan(50);
   });
 
+  it("lets a later unseen call of the same process reset the level, up as well (the cold start of one process)", async () => {
+    await store.answer(key, answer(0, { requests: requests(1), origin: 'process-a', ticket: 5 }));
+    await store.answer(key, answer(0, { requests: requests(9), origin: 'process-b', ticket: 9 })); // another process: cannot raise
+    await store.answer(key, answer(0, { requests: requests(9), origin: 'process-a', ticket: 3 })); // sent before the basis: cannot raise
+    expect((await taken()).waitMs).toBe(0);
+    expect((await taken()).waitMs).toBeGreaterThan(50);
+    key = `${key}-b`;
+    await store.answer(key, answer(0, { requests: requests(1), origin: 'process-a', ticket: 5 }));
+    await store.answer(key, answer(0, { requests: requests(3), origin: 'process-a', ticket: 6 }));
+    expect((await taken()).waitMs).toBe(0);
+    expect((await taken()).waitMs).toBe(0);
+    expect((await taken()).waitMs).toBe(0);
+    expect((await taken()).waitMs).toBeGreaterThan(50);
+  });
+
   it('refuses a place due later than the call may wait, and takes nothing for it', async () => {
     await store.answer(key, answer(0, { requests: requests(0) }));
     const refused = await take(0, 50);

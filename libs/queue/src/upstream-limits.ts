@@ -91,7 +91,8 @@ return {1, math.ceil(wait), limit, seq, requestsTotal, tokensTotal, tostring(tok
 /**
  * ARGV: seq, sinceAdmittedMs, refused (0/1), ttlMs, unseen requests, unseen tokens, then per limit
  * (requests, tokens) present (0/1), limit, remaining, perMs, then unsent (0/1), then the requests and
- * tokens to give back for an unseen call counted in flight (if it was refused or admitted first). Reply: each limit's level now, total taken and rate
+ * tokens to give back for an unseen call counted in flight (if it was refused or admitted first), then
+ * the answering process's id and the call's ticket there (orders its own unseen calls). Reply: each limit's level now, total taken and rate
  * (empty strings while unknown). An answer with no reading only ends the call's count in flight; an
  * unsent call also gives its place back. As RateLimitPacer's mirror does for one
  * process: the newest call's answer resets the level to what remained at its admission, less every
@@ -120,15 +121,24 @@ if ARGV[15] == '1' then
   return reply()
 end
 local giveBack = { requests = tonumber(ARGV[16]), tokens = tonumber(ARGV[17]) }
+local origin, ticket = ARGV[18], tonumber(ARGV[19])
 local function answer(unit, offset)
   if ARGV[offset] ~= '1' then return end
   local limit, remaining, perMs = tonumber(ARGV[offset + 1]), tonumber(ARGV[offset + 2]), tonumber(ARGV[offset + 3])
   local known = field(unit .. ':limit') ~= nil
   local basis = 0
   local atMost = nil
+  local unseenOrder = nil
   if taken[unit] == nil or taken[unit] == 0 then
-    -- Unseen calls cannot be ordered against the basis: such a reading may only lower the level.
-    if known then atMost = levelNow(unit) end
+    -- An unseen call cannot be ordered against the basis, so its reading may only lower the level;
+    -- unless the basis is an unseen call of the same process sent before it (the cold start, one process).
+    unseenOrder = origin .. ' ' .. ticket
+    if known then
+      local unseenBasis = redis.call('HGET', state, unit .. ':unseenBasis')
+      local basisOrigin, basisTicket = nil, nil
+      if unseenBasis then basisOrigin, basisTicket = string.match(unseenBasis, '^(%S+) (%S+)$') end
+      if not (field(unit .. ':basis') == 0 and basisOrigin == origin and ticket > tonumber(basisTicket)) then atMost = levelNow(unit) end
+    end
   else
     basis = field(unit .. ':basis') or 0
     if known and seq <= basis then
@@ -150,6 +160,7 @@ local function answer(unit, offset)
     return
   end
   redis.call('HSET', state, unit .. ':limit', limit, unit .. ':perMs', perMs, unit .. ':level', level, unit .. ':at', now, unit .. ':basis', basis, unit .. ':basisRemaining', remaining)
+  if unseenOrder then redis.call('HSET', state, unit .. ':unseenBasis', unseenOrder) end
 end
 answer('requests', 7)
 answer('tokens', 11)
@@ -215,6 +226,8 @@ export class RedisUpstreamLimits implements UpstreamLimitStore {
       answer.unsent ? 1 : 0,
       answer.giveBack?.requests ?? 0,
       answer.giveBack?.tokens ?? 0,
+      answer.origin ?? '-',
+      answer.ticket ?? 0,
     );
     return UpstreamLimitMirror.parse(AnswerReply.parse(reply));
   }

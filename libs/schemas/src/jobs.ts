@@ -101,6 +101,9 @@ export interface UpstreamLimitAnswer {
   refused: boolean;
   requests?: UpstreamLimitReading;
   tokens?: UpstreamLimitReading;
+  /** The answering process (a random id) and the call's ticket there: orders one process's unseen calls. */
+  origin?: string;
+  ticket?: number;
   /** This process's calls in flight that the store never saw (sent while the limits were unknown). */
   unseenInFlight: { requests: number; tokens: number };
 }
