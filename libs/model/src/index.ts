@@ -10,7 +10,6 @@ export * from './openai-compatible';
 export * from './dev-model';
 export * from './upstream-backoff';
 export * from './abortable-delay';
-export * from './shared-pacing';
 
 export type ModelAdapterKind = 'openai-compatible' | 'development';
 

@@ -10,8 +10,6 @@ interface SharedCall {
   seq: number;
   tokens: number;
   sentAt: number;
-  /** An unpaced call this process counted in flight when it reported a reading (if it was refused or admitted first, that gives back). */
-  counted: boolean;
 }
 
 /** A call waiting for its place in the store's line: its place in each limit's line, and its timer. */
@@ -44,6 +42,10 @@ export class SharedRateLimitPacer implements Pacer {
   private known = false;
   private checkedAt = -Infinity;
   private readonly waitingCalls = new Set<WaitingCall>();
+  /** This process's unpaced calls in flight (the store never saw them): a reading is less them. */
+  private readonly unseenInFlight = { requests: 0, tokens: 0 };
+  /** The newest ticket issued when this process last reported a reading: unpaced calls up to it were counted in flight then. */
+  private countedThroughTicket = 0;
   /** This pacer, as the store orders its unseen calls' answers. */
   private readonly origin = randomUUID();
   private readonly requestRate = new RateLearner();
@@ -140,19 +142,20 @@ export class SharedRateLimitPacer implements Pacer {
     const call = this.calls.get(ticket);
     if (call === undefined) return;
     this.calls.delete(ticket);
+    if (call.seq === 0) {
+      this.unseenInFlight.requests -= 1;
+      this.unseenInFlight.tokens -= call.tokens;
+    }
     if (!readings) {
       // No answer (the connection failed, or the caller gave up first): it no longer counts in flight.
       if (call.seq !== 0) this.report(call.seq, {});
       return;
     }
     this.known = true;
-    const unseenInFlight = { requests: 0, tokens: 0 };
-    for (const other of this.calls.values()) {
-      if (other.seq !== 0) continue;
-      other.counted = true;
-      unseenInFlight.requests += 1;
-      unseenInFlight.tokens += other.tokens;
-    }
+    // An unpaced call in flight when an earlier reading was reported was counted in it (if it was refused
+    // or admitted first, that gives back).
+    const counted = call.seq === 0 && ticket <= this.countedThroughTicket;
+    this.countedThroughTicket = this.nextTicket;
     const reading = (value: LimitReading | undefined, rate: RateLearner): UpstreamLimitReading | undefined =>
       value && { limit: value.limit, remaining: value.remaining, perMs: rate.learn(value) };
     const now = this.now();
@@ -161,8 +164,8 @@ export class SharedRateLimitPacer implements Pacer {
       refused,
       requests: reading(readings.requests, this.requestRate),
       tokens: reading(readings.tokens, this.tokenRate),
-      unseenInFlight,
-      giveBack: call.seq === 0 && call.counted ? { requests: 1, tokens: call.tokens } : undefined,
+      unseenInFlight: { ...this.unseenInFlight },
+      giveBack: counted ? { requests: 1, tokens: call.tokens } : undefined,
       origin: this.origin,
       ticket,
     });
@@ -183,7 +186,11 @@ export class SharedRateLimitPacer implements Pacer {
 
   private issue(seq: number, tokens: number): number {
     const ticket = ++this.nextTicket;
-    this.calls.set(ticket, { seq, tokens, sentAt: this.now(), counted: false });
+    this.calls.set(ticket, { seq, tokens, sentAt: this.now() });
+    if (seq === 0) {
+      this.unseenInFlight.requests += 1;
+      this.unseenInFlight.tokens += tokens;
+    }
     return ticket;
   }
 }

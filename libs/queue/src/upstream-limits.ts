@@ -122,6 +122,10 @@ if ARGV[15] == '1' then
 end
 local giveBack = { requests = tonumber(ARGV[16]), tokens = tonumber(ARGV[17]) }
 local origin, ticket = ARGV[18], tonumber(ARGV[19])
+-- Whether a call the level counted after the basis was not: the upstream refused it, or (more remaining) admitted it first.
+local function countedTwice(unit, remaining)
+  return refused or remaining >= (field(unit .. ':basisRemaining') or 0)
+end
 local function answer(unit, offset)
   if ARGV[offset] ~= '1' then return end
   local limit, remaining, perMs = tonumber(ARGV[offset + 1]), tonumber(ARGV[offset + 2]), tonumber(ARGV[offset + 3])
@@ -142,7 +146,7 @@ local function answer(unit, offset)
   else
     basis = field(unit .. ':basis') or 0
     if known and seq <= basis then
-      if refused or remaining >= (field(unit .. ':basisRemaining') or 0) then redis.call('HINCRBYFLOAT', state, unit .. ':level', taken[unit]) end
+      if countedTwice(unit, remaining) then redis.call('HINCRBYFLOAT', state, unit .. ':level', taken[unit]) end
       return
     end
     basis = seq
@@ -152,9 +156,8 @@ local function answer(unit, offset)
   if atMost then
     if level < atMost then
       redis.call('HSET', state, unit .. ':level', level, unit .. ':at', now)
-    elseif giveBack[unit] > 0 and (refused or remaining >= (field(unit .. ':basisRemaining') or 0)) then
-      -- A call the answering process had counted in flight when it reset the level, though the upstream
-      -- refused it or (more remaining than the basis) admitted it before the basis: counted for nothing.
+    elseif giveBack[unit] > 0 and countedTwice(unit, remaining) then
+      -- A call the answering process had counted in flight when it reset the level: counted for nothing.
       redis.call('HINCRBYFLOAT', state, unit .. ':level', giveBack[unit])
     end
     return
