@@ -39,14 +39,15 @@ const OPERATION = /^\s*(?:\/\*.*?\*\/\s*)?([A-Za-z]+)/s;
  */
 export function traceDbStatement(text: string, summary: string | undefined, target: DbTarget): DbStatementCall {
   if (!dbSpansEnabled) return NOT_TRACED;
+  const active = context.active();
+  const parentRecording = trace.getSpan(active)?.isRecording() === true;
+  if (!parentRecording && !durationHistogram) return NOT_TRACED;
   const startedAt = performance.now();
-  const operation = OPERATION.exec(text)?.[1]?.toUpperCase();
+  const operation = operationOf(text);
   const metricAttributes: Attributes = { 'db.system.name': 'postgresql' };
   if (operation) metricAttributes['db.operation.name'] = operation;
   if (target.database) metricAttributes['db.namespace'] = target.database;
-  const active = context.active();
-  const parent = trace.getSpan(active);
-  const span = parent?.isRecording()
+  const span = parentRecording
     ? tracer.startSpan(summary ?? operation ?? 'postgresql', { kind: SpanKind.CLIENT, attributes: metricAttributes }, active)
     : undefined;
   if (span?.isRecording()) {
@@ -74,6 +75,17 @@ export function traceDbStatement(text: string, summary: string | undefined, targ
       durationHistogram?.record((performance.now() - startedAt) / 1000, attributes);
     },
   };
+}
+
+/** Statement texts repeat (the repositories' fixed SQL), so their first keyword is looked up once. */
+const operations = new Map<string, string | undefined>();
+const MAX_REMEMBERED_OPERATIONS = 1000;
+
+function operationOf(text: string): string | undefined {
+  if (operations.has(text)) return operations.get(text);
+  const operation = OPERATION.exec(text)?.[1]?.toUpperCase();
+  if (operations.size < MAX_REMEMBERED_OPERATIONS) operations.set(text, operation);
+  return operation;
 }
 
 /** The SQLSTATE when Postgres answered with an error, else the error's class. */

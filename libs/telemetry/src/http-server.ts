@@ -50,15 +50,9 @@ export function traceHttpServer(listener: RequestListener, options: HttpServerTe
     const span = tracer.startSpan(method, { kind: SpanKind.SERVER }, parent);
     if (span.isRecording()) span.setAttributes(requestAttributes(req, method, path, queryAt === -1 ? undefined : url.slice(queryAt + 1)));
 
-    let ended = false;
-    const end = () => {
-      if (ended) return;
-      ended = true;
-      finishRequest(req, res, span, method, startedAt, options.routeOf?.(req));
-    };
-    res.once('finish', end);
-    // A client that goes away before the reply is complete: the span ends then, without a status code.
-    res.once('close', end);
+    // 'close' comes once per response, after 'finish' when the reply was sent whole and also when the
+    // client went away first (the span then ends without a status code): one listener covers both.
+    res.once('close', () => finishRequest(req, res, span, method, startedAt, options.routeOf));
     context.with(trace.setSpan(parent, span), () => listener(req, res));
   };
 }
@@ -90,7 +84,12 @@ function requestAttributes(req: IncomingMessage, method: string, path: string, q
   return attributes;
 }
 
-function finishRequest(req: IncomingMessage, res: ServerResponse, span: Span, method: string, startedAt: number, route: string | undefined): void {
+function finishRequest(req: IncomingMessage, res: ServerResponse, span: Span, method: string, startedAt: number, routeOf: HttpServerTelemetryOptions['routeOf']): void {
+  if (!span.isRecording() && !durationHistogram) {
+    span.end();
+    return;
+  }
+  const route = routeOf?.(req);
   const completed = res.writableFinished;
   const metricAttributes: Attributes = { 'http.request.method': method, 'url.scheme': 'http', 'network.protocol.version': req.httpVersion };
   if (route) metricAttributes['http.route'] = route;

@@ -1,0 +1,81 @@
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { trace } from '@opentelemetry/api';
+import { AlwaysOnSampler, BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { enableHttpServerTelemetry, traceHttpServer } from './http-server';
+
+const exporter = new InMemorySpanExporter();
+let server: Server;
+let origin: string;
+let releaseSlowReply: () => void = () => undefined;
+
+beforeAll(async () => {
+  trace.setGlobalTracerProvider(new BasicTracerProvider({ sampler: new AlwaysOnSampler(), spanProcessors: [new SimpleSpanProcessor(exporter)] }));
+  enableHttpServerTelemetry(true);
+  server = createServer(
+    traceHttpServer(
+      (req, res) => {
+        if (req.url === '/slow') {
+          releaseSlowReply = () => res.end('late');
+          return;
+        }
+        res.statusCode = req.url === '/broken' ? 503 : 200;
+        res.end('ok');
+      },
+      { routeOf: (req) => req.url },
+    ),
+  );
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  enableHttpServerTelemetry(false);
+  trace.disable();
+  await new Promise((resolve) => server.close(resolve));
+});
+
+beforeEach(() => exporter.reset());
+
+const get = (path: string) => fetch(`${origin}${path}`).then((response) => response.text());
+const spansEnded = async (count: number) => {
+  for (let waited = 0; exporter.getFinishedSpans().length < count && waited < 500; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10));
+  await new Promise((resolve) => setTimeout(resolve, 50)); // a second end would show by now
+  return exporter.getFinishedSpans();
+};
+
+describe('traceHttpServer: one server span per request, ended once', () => {
+  it('ends a completed request with its status and route', async () => {
+    await get('/ok');
+    await get('/broken');
+    const spans = await spansEnded(2);
+    expect(spans.map((span) => [span.name, span.attributes['http.response.status_code'], span.status.code])).toEqual([
+      ['GET /ok', 200, 0],
+      ['GET /broken', 503, 2],
+    ]);
+  });
+
+  it('ends the span of a request whose client went away, marked aborted and without a status code', async () => {
+    await new Promise<void>((resolve) => {
+      const sent = request(`${origin}/slow`);
+      sent.on('error', () => resolve());
+      sent.end();
+      setTimeout(() => {
+        sent.destroy();
+        resolve();
+      }, 100);
+    });
+    const [span, ...more] = await spansEnded(1);
+    expect(more).toEqual([]);
+    expect(span?.attributes['error.type']).toBe('aborted');
+    expect(span?.attributes['http.response.status_code']).toBeUndefined();
+    releaseSlowReply();
+    expect(await spansEnded(2)).toHaveLength(1);
+  });
+
+  it('leaves probes and scrapes untraced', async () => {
+    await get('/healthz');
+    await get('/metrics');
+    expect(await spansEnded(1)).toEqual([]);
+  });
+});
