@@ -317,6 +317,17 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
           const seen = new Set(collector.spans.map((span) => span.name));
           return seen.has('turn.execute') && seen.has('POST /v1/responses') ? true : undefined;
         }, 10000, 'the slow turn to be exported');
+        // Kept whole, though our own spans of a trace not sampled by id are recorded lazily (lazy-span.ts):
+        // the request's statements and the model call are there, each under its parent, in one trace.
+        const request = collector.spans.find((span) => span.name === 'POST /v1/responses');
+        expect(request?.attributes).toMatchObject({ 'http.route': '/v1/responses', 'http.response.status_code': 200, 'url.path': '/v1/responses' });
+        const accept = await eventually(async () => collector.spans.find((span) => span.name === 'runs.accept'), 5000, 'the accept statement');
+        expect(accept.parentSpanId).toBe(request?.spanId);
+        expect(accept.attributes).toMatchObject({ 'db.query.summary': 'runs.accept', 'db.system.name': 'postgresql' });
+        const modelCall = await eventually(async () => collector.spans.find((span) => String(span.attributes['url.full'] ?? '').endsWith('/chat/completions')), 5000, 'the model call');
+        expect(modelCall.parentSpanId).toBe(collector.spans.find((span) => span.name === 'turn.execute')?.spanId);
+        expect(modelCall.attributes).toMatchObject({ 'http.response.status_code': 200 });
+        expect(new Set([request, accept, modelCall].map((span) => span?.traceId)).size).toBe(1);
         // A fast, successful read is recorded but not exported (ratio 0).
         upstream.set({ firstTokenDelayMs: 0 });
         const read = await fetch(`http://127.0.0.1:${port}/v1/responses/${turn.id}`, { headers: { authorization: `Bearer ${seeded.smithToken}` } });

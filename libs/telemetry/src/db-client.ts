@@ -1,5 +1,6 @@
 import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram } from '@opentelemetry/api';
 import { createDurationHistogram } from './duration-histogram';
+import { startLeanSpan } from './lazy-span';
 
 /** The buckets semantic conventions advise for db.client.operation.duration, seconds. */
 const DB_DURATION_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10];
@@ -13,7 +14,8 @@ export function enableDbClientTelemetry(enabled: boolean): void {
   durationHistogram = createDurationHistogram(enabled, 'db.client.operation.duration', 'Duration of database client operations.', DB_DURATION_BUCKETS_SECONDS);
 }
 
-const tracer = trace.getTracer('ingram-conversations-db');
+const TRACER_NAME = 'ingram-conversations-db';
+const tracer = trace.getTracer(TRACER_NAME);
 
 export interface DbStatementCall {
   /** The statement is over; `error` when it failed. */
@@ -43,12 +45,12 @@ export function traceDbStatement(text: string, summary: string | undefined, targ
   const parentRecording = trace.getSpan(active)?.isRecording() === true;
   if (!parentRecording && !durationHistogram) return NOT_TRACED;
   const startedAt = performance.now();
-  const operation = operationOf(text);
+  const operation = OPERATION.exec(text)?.[1]?.toUpperCase();
   const metricAttributes: Attributes = { 'db.system.name': 'postgresql' };
   if (operation) metricAttributes['db.operation.name'] = operation;
   if (target.database) metricAttributes['db.namespace'] = target.database;
   const span = parentRecording
-    ? tracer.startSpan(summary ?? operation ?? 'postgresql', { kind: SpanKind.CLIENT, attributes: metricAttributes }, active)
+    ? startLeanSpan(tracer, TRACER_NAME, summary ?? operation ?? 'postgresql', SpanKind.CLIENT, active, metricAttributes)
     : undefined;
   if (span?.isRecording()) {
     span.setAttributes({
@@ -75,17 +77,6 @@ export function traceDbStatement(text: string, summary: string | undefined, targ
       durationHistogram?.record((performance.now() - startedAt) / 1000, attributes);
     },
   };
-}
-
-/** Statement texts repeat (the repositories' fixed SQL), so their first keyword is looked up once. */
-const operations = new Map<string, string | undefined>();
-const MAX_REMEMBERED_OPERATIONS = 1000;
-
-function operationOf(text: string): string | undefined {
-  if (operations.has(text)) return operations.get(text);
-  const operation = OPERATION.exec(text)?.[1]?.toUpperCase();
-  if (operations.size < MAX_REMEMBERED_OPERATIONS) operations.set(text, operation);
-  return operation;
 }
 
 /** The SQLSTATE when Postgres answered with an error, else the error's class. */

@@ -1,5 +1,6 @@
 import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
 import { createDurationHistogram, HTTP_DURATION_BUCKETS_SECONDS } from './duration-histogram';
+import { startLeanSpan } from './lazy-span';
 
 let clientSpansEnabled = false;
 let durationHistogram: Histogram | undefined;
@@ -10,7 +11,8 @@ export function enableHttpClientTelemetry(enabled: boolean): void {
   durationHistogram = createDurationHistogram(enabled, 'http.client.request.duration', 'Duration of HTTP client requests.', HTTP_DURATION_BUCKETS_SECONDS);
 }
 
-const tracer = trace.getTracer('ingram-conversations-http');
+const TRACER_NAME = 'ingram-conversations-http';
+const tracer = trace.getTracer(TRACER_NAME);
 
 export interface HttpClientCall {
   /** Headers to send with the request: the W3C trace context of the call's span. */
@@ -34,7 +36,7 @@ export function traceHttpClient(method: string, url: URL): HttpClientCall {
   const startedAt = performance.now();
   const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
   const metricAttributes: Attributes = { 'http.request.method': method, 'server.address': url.hostname, 'server.port': port };
-  const span: Span = tracer.startSpan(method, { kind: SpanKind.CLIENT }, context.active());
+  const span: Span = startLeanSpan(tracer, TRACER_NAME, method, SpanKind.CLIENT, context.active());
   if (span.isRecording()) span.setAttributes({ ...metricAttributes, 'url.full': `${url.origin}${url.pathname}` });
   const headers: Record<string, string> = {};
   propagation.inject(trace.setSpan(context.active(), span), headers);

@@ -1,6 +1,7 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
 import { createDurationHistogram, HTTP_DURATION_BUCKETS_SECONDS } from './duration-histogram';
+import { startLeanSpan } from './lazy-span';
 
 /** Requests that are never traced: probes and scrapes arrive every few seconds and say nothing about users. */
 export const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
@@ -20,7 +21,8 @@ export function enableHttpServerTelemetry(enabled: boolean): void {
   durationHistogram = createDurationHistogram(enabled, 'http.server.request.duration', 'Duration of HTTP server requests.', HTTP_DURATION_BUCKETS_SECONDS);
 }
 
-const tracer = trace.getTracer('ingram-conversations-http');
+const TRACER_NAME = 'ingram-conversations-http';
+const tracer = trace.getTracer(TRACER_NAME);
 
 export interface HttpServerTelemetryOptions {
   /** The matched route template (`/v1/conversations/:conversation_id`), read once the reply is finished. */
@@ -47,7 +49,7 @@ export function traceHttpServer(listener: RequestListener, options: HttpServerTe
     const startedAt = performance.now();
     const method = KNOWN_METHODS.has(req.method ?? '') ? req.method! : '_OTHER';
     const parent = req.headers.traceparent === undefined ? ROOT_CONTEXT : propagation.extract(ROOT_CONTEXT, req.headers);
-    const span = tracer.startSpan(method, { kind: SpanKind.SERVER }, parent);
+    const span = startLeanSpan(tracer, TRACER_NAME, method, SpanKind.SERVER, parent);
     if (span.isRecording()) span.setAttributes(requestAttributes(req, method, path, queryAt === -1 ? undefined : url.slice(queryAt + 1)));
 
     // 'close' comes once per response, after 'finish' when the reply was sent whole and also when the

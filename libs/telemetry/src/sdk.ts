@@ -5,6 +5,7 @@ import { enableHttpServerTelemetry } from './http-server';
 import { enableHttpClientTelemetry } from './http-client';
 import { enableDbClientTelemetry } from './db-client';
 import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
+import { enableLazySpans, NameableTraceIds, TRACE_STARTING_KINDS } from './lazy-span';
 
 export interface TelemetryHandle {
   shutdown(): Promise<void>;
@@ -14,15 +15,6 @@ export interface TelemetryHandle {
 export const TURN_LATENCY_BUCKETS_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120];
 /** Bucket boundaries (seconds) for one Postgres query or Redis command. */
 export const STORE_LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
-
-/**
- * A trace starts where work arrives: an incoming request (SERVER), a job taken from a queue (CONSUMER)
- * or one put on it (PRODUCER, e.g. a sweeper re-enqueue). Root spans of any other kind come from
- * timers and probes — BullMQ's poll for the next job and stalled-job check, slonik's and pg's spans
- * for the readiness query or the sweeper's scan — and would send a trace every few seconds from an
- * idle pod.
- */
-const TRACE_STARTING_KINDS = new Set([SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.PRODUCER]);
 
 /** The sampler used when OTEL_TRACES_SAMPLER is unset (see RecordAllSampler), and its default ratio. */
 export const DEFAULT_SAMPLER = 'ic_tail';
@@ -175,12 +167,14 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
   let tracerProvider: InstanceType<typeof NodeTracerProvider>;
   if (tracesEndpoint) {
     const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
+    const { RandomIdGenerator } = require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
     const exporting = new BatchSpanProcessor(new OTLPTraceExporter());
-    tracerProvider = new LibraryFilteringTracerProvider({
-      resource,
-      sampler: new RoutineSpanFilter(samplerFromEnv(env)),
-      spanProcessors: [samplerName(env) === 'ic_tail' ? new TailKeepSpanProcessor(exporting, traceSlowMsFromEnv(env)) : exporting],
-    });
+    const sampler = samplerFromEnv(env);
+    const tail = sampler instanceof RecordAllSampler ? new TailKeepSpanProcessor(exporting, traceSlowMsFromEnv(env)) : undefined;
+    const ids = new NameableTraceIds(new RandomIdGenerator());
+    tracerProvider = new LibraryFilteringTracerProvider({ resource, sampler: new RoutineSpanFilter(sampler), idGenerator: ids, spanProcessors: [tail ?? exporting] });
+    // ic_tail: our own spans of unsampled traces are recorded as LazySpans (lazy-span.ts).
+    if (tail && sampler instanceof RecordAllSampler) enableLazySpans({ ratio: sampler.ratioSampler, ids, tail, resource });
   } else {
     tracerProvider = new NodeTracerProvider({ resource, sampler: new AlwaysOffSampler() });
   }
@@ -225,6 +219,7 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
 
   return {
     shutdown: async () => {
+      enableLazySpans(undefined);
       await Promise.allSettled([tracerProvider.shutdown(), meterProvider?.shutdown()]);
     },
   };

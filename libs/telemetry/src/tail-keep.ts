@@ -16,7 +16,7 @@ const RECORD_AND_SAMPLED = 2;
  * taking the job) records it the same way and keeps its own part on error or slowness.
  */
 export class RecordAllSampler implements Sampler {
-  constructor(private readonly ratioSampler: Sampler) {}
+  constructor(readonly ratioSampler: Sampler) {}
 
   shouldSample(context: Context, traceId: string, spanName: string, spanKind: SpanKind, attributes: Attributes, links: Link[]): SamplingResult {
     const parent = trace.getSpanContext(context);
@@ -33,7 +33,7 @@ export class RecordAllSampler implements Sampler {
 const MAX_HELD_SPANS = 1000;
 
 /** The spans of one local trace (a local root span and its in-process descendants) until the root ends. */
-interface LocalTrace {
+export interface LocalTrace {
   held: ReadableSpan[];
   failed: boolean;
   decision: 'pending' | 'kept' | 'dropped';
@@ -54,14 +54,19 @@ const durationMs = (span: ReadableSpan) => span.duration[0] * 1e3 + span.duratio
  */
 const LOCAL_TRACE = Symbol('ic.localTrace');
 type WithLocalTrace = { [LOCAL_TRACE]?: LocalTrace };
-const localTraceOf = (span: object): LocalTrace | undefined => (span as WithLocalTrace)[LOCAL_TRACE];
+export const localTraceOf = (span: object): LocalTrace | undefined => (span as WithLocalTrace)[LOCAL_TRACE];
+/** Puts a span in a local trace: its parent's (a local parent), or a new one (a local root). */
+export function joinLocalTrace(span: object, parentTrace: LocalTrace | undefined): void {
+  (span as WithLocalTrace)[LOCAL_TRACE] = parentTrace ?? { held: [], failed: false, decision: 'pending' };
+}
 
 /**
  * In front of the exporting processor: sampled spans pass straight through. Recorded-only spans are
  * held per local trace (a span whose parent is remote or absent, and its in-process descendants) until
  * that local root ends; the whole local trace is then exported if any of its spans has an error status
  * or the root took `slowMs` or longer, else dropped. Spans ending after the decision follow it (an
- * error span is exported even then).
+ * error span is exported even then). Our own spans of unsampled traces (LazySpans, lazy-span.ts) are
+ * not the SDK's: they join their local trace when created and arrive here only through onEnd.
  */
 export class TailKeepSpanProcessor implements SpanProcessor {
   constructor(
@@ -75,8 +80,7 @@ export class TailKeepSpanProcessor implements SpanProcessor {
       return;
     }
     const parent = trace.getSpan(parentContext);
-    const inherited = parent && !parent.spanContext().isRemote ? localTraceOf(parent) : undefined;
-    (span as WithLocalTrace)[LOCAL_TRACE] = inherited ?? { held: [], failed: false, decision: 'pending' };
+    joinLocalTrace(span, parent && !parent.spanContext().isRemote ? localTraceOf(parent) : undefined);
   }
 
   onEnd(span: ReadableSpan): void {

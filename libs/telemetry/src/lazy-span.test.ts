@@ -1,0 +1,115 @@
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Context } from '@opentelemetry/api';
+import { suppressTracing } from '@opentelemetry/core';
+import { defaultResource } from '@opentelemetry/resources';
+import { BasicTracerProvider, InMemorySpanExporter, RandomIdGenerator, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { enableLazySpans, NameableTraceIds, startLeanSpan } from './lazy-span';
+import { RoutineSpanFilter, samplerFromEnv } from './sdk';
+import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
+
+/** The ic_tail pipeline as startTelemetry builds it, with an in-memory exporter. */
+function icTail(ratio: number, slowMs = 1000) {
+  const exporter = new InMemorySpanExporter();
+  const sampler = samplerFromEnv({ OTEL_TRACES_SAMPLER_ARG: String(ratio) });
+  if (!(sampler instanceof RecordAllSampler)) throw new Error('ic_tail expected');
+  const tail = new TailKeepSpanProcessor(new SimpleSpanProcessor(exporter), slowMs);
+  const ids = new NameableTraceIds(new RandomIdGenerator());
+  const resource = defaultResource();
+  const provider = new BasicTracerProvider({ resource, sampler: new RoutineSpanFilter(sampler), idGenerator: ids, spanProcessors: [tail] });
+  enableLazySpans({ ratio: sampler.ratioSampler, ids, tail, resource });
+  const tracer = provider.getTracer('lean');
+  const lean = (name: string, kind: SpanKind, parent: Context = ROOT_CONTEXT) => startLeanSpan(tracer, 'lean', name, kind, parent, { 'db.system.name': 'postgresql' });
+  // A library's span (ioredis, BullMQ): the SDK's own.
+  const library = (name: string, parent: Context) => provider.getTracer('library').startSpan(name, { kind: SpanKind.CLIENT }, parent);
+  return { exporter, lean, library, exported: () => exporter.getFinishedSpans() };
+}
+
+afterEach(() => enableLazySpans(undefined));
+
+const inSpan = (span: ReturnType<ReturnType<typeof icTail>['lean']>) => trace.setSpan(ROOT_CONTEXT, span);
+
+describe('ic_tail records our own spans of unsampled traces lazily', () => {
+  it('drops a fast trace without errors, with its library spans, having recorded it all', () => {
+    const { lean, library, exported } = icTail(0);
+    const root = lean('GET', SpanKind.SERVER);
+    const statement = lean('conversations.get', SpanKind.CLIENT, inSpan(root));
+    const command = library('evalsha', inSpan(root));
+    expect([root, statement, command].map((span) => span.isRecording())).toEqual([true, true, true]);
+    expect(root.spanContext().traceFlags).toBe(TraceFlags.NONE);
+    statement.end();
+    command.end();
+    root.end();
+    expect(exported()).toEqual([]);
+    expect(root.isRecording()).toBe(false);
+  });
+
+  it('exports a failing trace whole: lazy and library spans, with their parents, times and attributes', () => {
+    const { lean, library, exported } = icTail(0);
+    const before = Date.now();
+    const root = lean('POST', SpanKind.SERVER);
+    const statement = lean('runs.accept', SpanKind.CLIENT, inSpan(root));
+    const command = library('evalsha', inSpan(root));
+    command.end();
+    statement.setAttribute('error.type', '23505');
+    statement.setStatus({ code: SpanStatusCode.ERROR, message: 'duplicate key' });
+    statement.recordException(new Error('duplicate key'));
+    statement.end();
+    root.updateName('POST /v1/responses');
+    root.end();
+    const spans = exported();
+    expect(spans.map((span) => span.name)).toEqual(['evalsha', 'runs.accept', 'POST /v1/responses']);
+    const [exportedCommand, exportedStatement, exportedRoot] = spans;
+    const rootIds = root.spanContext();
+    for (const span of spans) {
+      expect(span.spanContext().traceId).toBe(rootIds.traceId);
+      expect(span.spanContext().traceFlags & TraceFlags.SAMPLED).toBe(TraceFlags.SAMPLED);
+    }
+    expect(exportedStatement!.parentSpanContext?.spanId).toBe(rootIds.spanId);
+    expect(exportedCommand!.parentSpanContext?.spanId).toBe(rootIds.spanId);
+    expect(exportedRoot!.parentSpanContext).toBeUndefined();
+    expect(exportedStatement!.status).toEqual({ code: SpanStatusCode.ERROR, message: 'duplicate key' });
+    expect(exportedStatement!.attributes).toEqual({ 'db.system.name': 'postgresql', 'error.type': '23505' });
+    expect(exportedStatement!.events[0]?.attributes?.['exception.message']).toBe('duplicate key');
+    expect(exportedStatement!.instrumentationScope.name).toBe('lean');
+    const startMs = exportedRoot!.startTime[0] * 1e3 + exportedRoot!.startTime[1] / 1e6;
+    const endMs = exportedRoot!.endTime[0] * 1e3 + exportedRoot!.endTime[1] / 1e6;
+    expect(startMs).toBeGreaterThanOrEqual(before - 5);
+    expect(endMs).toBeGreaterThanOrEqual(startMs);
+    expect(endMs).toBeLessThanOrEqual(Date.now() + 5);
+    expect(exportedRoot!.duration[0] * 1e3 + exportedRoot!.duration[1] / 1e6).toBeCloseTo(endMs - startMs, 0);
+  });
+
+  it('exports a slow trace, and a span that fails after its trace was dropped', () => {
+    const slow = icTail(0, 0);
+    const root = slow.lean('GET', SpanKind.SERVER);
+    root.end();
+    expect(slow.exported().map((span) => span.name)).toEqual(['GET']);
+
+    const late = icTail(0);
+    const dropped = late.lean('POST', SpanKind.SERVER);
+    const model = late.lean('POST', SpanKind.CLIENT, inSpan(dropped));
+    dropped.end();
+    model.setStatus({ code: SpanStatusCode.ERROR });
+    model.end();
+    expect(late.exported().map((span) => [span.name, span.kind])).toEqual([['POST', SpanKind.CLIENT]]);
+  });
+
+  it('keeps the ratio: a sampled root is the SDK span of the trace id the ratio saw', () => {
+    const { lean, exported } = icTail(0.5);
+    for (let k = 0; k < 400; k++) lean('GET', SpanKind.SERVER).end();
+    // Deciding twice (ours, then the SDK's on a fresh id) would keep about a quarter.
+    expect(exported().length).toBeGreaterThan(150);
+    expect(exported().length).toBeLessThan(250);
+  });
+
+  it("continues a caller's unsampled trace as a local root, and leaves suppressed and routine roots to the SDK", () => {
+    const { lean, exported } = icTail(0);
+    const remote = trace.setSpanContext(ROOT_CONTEXT, { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: TraceFlags.NONE, isRemote: true });
+    const root = lean('GET', SpanKind.SERVER, remote);
+    root.setStatus({ code: SpanStatusCode.ERROR });
+    root.end();
+    expect(exported().map((span) => [span.spanContext().traceId, span.parentSpanContext?.spanId])).toEqual([['0af7651916cd43dd8448eb211c80319c', 'b7ad6b7169203331']]);
+
+    expect(lean('GET', SpanKind.SERVER, suppressTracing(ROOT_CONTEXT)).isRecording()).toBe(false);
+    expect(lean('SELECT', SpanKind.CLIENT).isRecording()).toBe(false); // a readiness query from a timer
+  });
+});

@@ -1,0 +1,229 @@
+import {
+  type Attributes,
+  type AttributeValue,
+  type Context,
+  type Exception,
+  type HrTime,
+  isSpanContextValid,
+  type Link,
+  type Span,
+  type SpanContext,
+  SpanKind,
+  type SpanStatus,
+  SpanStatusCode,
+  type TimeInput,
+  trace,
+  TraceFlags,
+  type Tracer,
+} from '@opentelemetry/api';
+import { hrTime, isTracingSuppressed, millisToHrTime, timeInputToHrTime } from '@opentelemetry/core';
+import type { IdGenerator, ReadableSpan, Sampler, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
+import type { Resource } from '@opentelemetry/resources';
+import { joinLocalTrace, localTraceOf, type LocalTrace } from './tail-keep';
+
+/**
+ * A trace starts where work arrives: an incoming request (SERVER), a job taken from a queue (CONSUMER)
+ * or one put on it (PRODUCER, e.g. a sweeper re-enqueue). Root spans of any other kind come from
+ * timers and probes — BullMQ's poll for the next job and stalled-job check, slonik's and pg's spans
+ * for the readiness query or the sweeper's scan — and would send a trace every few seconds from an
+ * idle pod.
+ */
+export const TRACE_STARTING_KINDS = new Set([SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.PRODUCER]);
+
+const RECORD_AND_SAMPLED = 2; // SamplingDecision, without loading the SDK
+
+/**
+ * Trace ids from the SDK's generator, except that the next one can be named: a root span that our
+ * ratio check sampled must get the trace id the check saw, or the SDK's sampler, deciding again on a
+ * fresh id, would keep only a tenth of those (a hundredth in all).
+ */
+export class NameableTraceIds implements IdGenerator {
+  private named: string | undefined;
+
+  constructor(private readonly random: IdGenerator) {}
+
+  nameNext(traceId: string | undefined): void {
+    this.named = traceId;
+  }
+
+  generateTraceId(): string {
+    const named = this.named;
+    this.named = undefined;
+    return named ?? this.random.generateTraceId();
+  }
+
+  generateSpanId(): string {
+    return this.random.generateSpanId();
+  }
+}
+
+interface LazyRecording {
+  /** The `ic_tail` ratio: which new traces are exported whatever happens in them. */
+  ratio: Sampler;
+  ids: NameableTraceIds;
+  /** Where an ended span goes: the TailKeepSpanProcessor, which holds it until its local root ends. */
+  tail: SpanProcessor;
+  resource: Resource;
+}
+
+let recording: LazyRecording | undefined;
+
+/** Turned on by startTelemetry with the `ic_tail` sampler; until then startLeanSpan is the tracer's startSpan. */
+export function enableLazySpans(config: LazyRecording | undefined): void {
+  recording = config;
+}
+
+/**
+ * A span of our own instrumentation (a request's server span, a statement, the model call). Under
+ * `ic_tail`, a span of a trace that is not sampled (nine in ten) is usually dropped when its local root
+ * ends: it is recorded as a LazySpan, a plain object that the SDK's span machinery (attribute checks,
+ * span limits, the span's own metrics, a processor chain) never sees, and that is turned into an
+ * exported span only if its trace is kept (an error or a slow root, TailKeepSpanProcessor). Sampled
+ * traces, other samplers, suppressed tracing and spans the SDK would not record (a root that does not
+ * start a trace) take the tracer's own path. Library spans (ioredis, BullMQ) under a LazySpan are the
+ * SDK's, recorded and held in the same local trace, so a kept trace is whole.
+ */
+export function startLeanSpan(tracer: Tracer, scope: string, name: string, kind: SpanKind, parent: Context, attributes?: Attributes): Span {
+  const lazy = recording;
+  if (!lazy || isTracingSuppressed(parent)) return tracer.startSpan(name, { kind, attributes }, parent);
+  const parentSpan = trace.getSpan(parent);
+  const parentContext = parentSpan?.spanContext();
+  if (parentSpan && parentContext && isSpanContextValid(parentContext)) {
+    if (parentContext.traceFlags & TraceFlags.SAMPLED) return tracer.startSpan(name, { kind, attributes }, parent);
+    if (parentContext.isRemote) return new LazySpan(lazy, scope, name, kind, parentContext.traceId, parentContext, undefined, attributes);
+    const localTrace = parentSpan.isRecording() ? localTraceOf(parentSpan) : undefined;
+    if (!localTrace) return tracer.startSpan(name, { kind, attributes }, parent);
+    return new LazySpan(lazy, scope, name, kind, parentContext.traceId, parentContext, localTrace, attributes);
+  }
+  if (!TRACE_STARTING_KINDS.has(kind)) return tracer.startSpan(name, { kind, attributes }, parent);
+  const traceId = lazy.ids.generateTraceId();
+  if (lazy.ratio.shouldSample(parent, traceId, name, kind, attributes ?? {}, []).decision === RECORD_AND_SAMPLED) {
+    lazy.ids.nameNext(traceId);
+    try {
+      return tracer.startSpan(name, { kind, attributes }, parent);
+    } finally {
+      lazy.ids.nameNext(undefined);
+    }
+  }
+  return new LazySpan(lazy, scope, name, kind, traceId, undefined, undefined, attributes);
+}
+
+/**
+ * A recorded span that is both the API's Span (what instrumentation writes to) and the SDK's
+ * ReadableSpan (what processors and exporters read), kept as plain fields: times are performance.now()
+ * readings turned into epoch HrTimes only when read, which happens only if the span is exported.
+ * Attributes are stored as given, without the SDK's checks: our instrumentation writes primitives.
+ */
+class LazySpan implements Span, ReadableSpan {
+  readonly attributes: Attributes = {};
+  readonly events: TimedEvent[] = [];
+  readonly links: Link[] = [];
+  status: SpanStatus = { code: SpanStatusCode.UNSET };
+  ended = false;
+  readonly droppedAttributesCount = 0;
+  readonly droppedEventsCount = 0;
+  readonly droppedLinksCount = 0;
+  readonly instrumentationScope: { name: string };
+  readonly resource: Resource;
+  private readonly context: SpanContext;
+  private readonly startedAt = performance.now();
+  private endedAt = 0;
+
+  constructor(
+    private readonly lazy: LazyRecording,
+    scope: string,
+    public name: string,
+    readonly kind: SpanKind,
+    traceId: string,
+    readonly parentSpanContext: SpanContext | undefined,
+    localTrace: LocalTrace | undefined,
+    attributes: Attributes | undefined,
+  ) {
+    this.context = { traceId, spanId: lazy.ids.generateSpanId(), traceFlags: TraceFlags.NONE };
+    this.instrumentationScope = { name: scope };
+    this.resource = lazy.resource;
+    joinLocalTrace(this, localTrace);
+    if (attributes) this.setAttributes(attributes);
+  }
+
+  spanContext(): SpanContext {
+    return this.context;
+  }
+
+  get startTime(): HrTime {
+    return hrTime(this.startedAt);
+  }
+
+  get endTime(): HrTime {
+    return hrTime(this.endedAt);
+  }
+
+  get duration(): HrTime {
+    return millisToHrTime(this.endedAt - this.startedAt);
+  }
+
+  setAttribute(key: string, value: AttributeValue | undefined): this {
+    if (!this.ended && value !== undefined && value !== null) this.attributes[key] = value;
+    return this;
+  }
+
+  setAttributes(attributes: Attributes): this {
+    for (const key in attributes) this.setAttribute(key, attributes[key]);
+    return this;
+  }
+
+  addEvent(name: string, attributesOrTime?: Attributes | TimeInput, time?: TimeInput): this {
+    if (this.ended) return this;
+    const timeGiven = attributesOrTime instanceof Date || typeof attributesOrTime === 'number' || Array.isArray(attributesOrTime);
+    const attributes = timeGiven ? undefined : (attributesOrTime as Attributes | undefined);
+    const at = timeGiven ? (attributesOrTime as TimeInput) : time;
+    this.events.push({ name, attributes, time: at === undefined ? hrTime() : timeInputToHrTime(at), droppedAttributesCount: 0 });
+    return this;
+  }
+
+  addLink(link: Link): this {
+    this.links.push(link);
+    return this;
+  }
+
+  addLinks(links: Link[]): this {
+    this.links.push(...links);
+    return this;
+  }
+
+  /** As the SDK: UNSET changes nothing, and OK is final. */
+  setStatus(status: SpanStatus): this {
+    if (this.ended || status.code === SpanStatusCode.UNSET || this.status.code === SpanStatusCode.OK) return this;
+    this.status = status.code === SpanStatusCode.ERROR ? { code: status.code, message: status.message } : { code: status.code };
+    return this;
+  }
+
+  updateName(name: string): this {
+    if (!this.ended) this.name = name;
+    return this;
+  }
+
+  /** Ends now: the span's end time is when this is called (an explicit end time is not supported). */
+  end(): void {
+    if (this.ended) return;
+    this.endedAt = performance.now();
+    this.ended = true;
+    this.lazy.tail.onEnd(this);
+  }
+
+  isRecording(): boolean {
+    return !this.ended;
+  }
+
+  recordException(exception: Exception, time?: TimeInput): void {
+    const attributes: Attributes = {};
+    if (typeof exception === 'string') attributes['exception.message'] = exception;
+    else {
+      const { name, code, message, stack } = exception as { name?: string; code?: string | number; message?: string; stack?: string };
+      if (name || code !== undefined) attributes['exception.type'] = name ?? String(code);
+      if (message) attributes['exception.message'] = message;
+      if (stack) attributes['exception.stacktrace'] = stack;
+    }
+    this.addEvent('exception', attributes, time);
+  }
+}
