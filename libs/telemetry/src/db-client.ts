@@ -1,4 +1,4 @@
-import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram } from '@opentelemetry/api';
+import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
 import { createDurationHistogram } from './duration-histogram';
 import { startLeanSpan } from './lazy-span';
 
@@ -49,17 +49,20 @@ export function traceDbStatement(text: string, summary: string | undefined, targ
   const metricAttributes: Attributes = { 'db.system.name': 'postgresql' };
   if (operation) metricAttributes['db.operation.name'] = operation;
   if (target.database) metricAttributes['db.namespace'] = target.database;
-  const span = parentRecording
-    ? startLeanSpan(tracer, TRACER_NAME, summary ?? operation ?? 'postgresql', SpanKind.CLIENT, active, metricAttributes)
-    : undefined;
-  if (span?.isRecording()) {
-    span.setAttributes({
+  let span: Span | undefined;
+  if (parentRecording) {
+    // All of the span's attributes in one object (undefined values are left out by the span).
+    const spanAttributes: Attributes = {
+      'db.system.name': 'postgresql',
+      'db.operation.name': operation,
+      'db.namespace': target.database,
       'db.system': 'postgresql',
       'db.query.text': text,
-      ...(summary ? { 'db.query.summary': summary } : {}),
-      ...(target.host ? { 'server.address': target.host } : {}),
-      ...(target.port ? { 'server.port': target.port } : {}),
-    });
+      'db.query.summary': summary,
+      'server.address': target.host,
+      'server.port': target.port,
+    };
+    span = startLeanSpan(tracer, TRACER_NAME, summary ?? operation ?? 'postgresql', SpanKind.CLIENT, active, spanAttributes);
   }
   let ended = false;
   return {

@@ -87,6 +87,10 @@ export function startLeanSpan(tracer: Tracer, scope: string, name: string, kind:
   const lazy = recording;
   if (!lazy || isTracingSuppressed(parent)) return tracer.startSpan(name, { kind, attributes }, parent);
   const parentSpan = trace.getSpan(parent);
+  // A LazySpan parent (the common case: a request's statements) is recorded, local and unsampled.
+  if (parentSpan instanceof LazySpan && !parentSpan.ended) {
+    return new LazySpan(lazy, scope, name, kind, parentSpan.spanContext().traceId, parentSpan.spanContext(), localTraceOf(parentSpan), attributes);
+  }
   const parentContext = parentSpan?.spanContext();
   if (parentSpan && parentContext && isSpanContextValid(parentContext)) {
     if (parentContext.traceFlags & TraceFlags.SAMPLED) return tracer.startSpan(name, { kind, attributes }, parent);
