@@ -262,6 +262,7 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
       // Postgres statements are pg's spans, children of the request or job that ran them; slonik's own
       // wrappers around them are not recorded.
       expect(collector.spans.filter((span) => span.name.startsWith('slonik.'))).toEqual([]);
+      const accepted0TraceId = () => collector.spans.find((span) => span.name === 'POST /v1/responses')?.traceId;
       const isStatement = (span: (typeof collector.spans)[number]) => span.attributes['db.system'] === 'postgresql' || span.attributes['db.system.name'] === 'postgresql';
       const orphans = () => {
         const spanIds = new Set(collector.spans.map((span) => span.spanId));
@@ -278,6 +279,14 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
       expect(collector.spans.find((span) => span.spanId === acceptSpan?.parentSpanId)?.name).toBe('POST /v1/responses');
       const claimSpan = collector.spans.find((span) => isStatement(span) && span.name === 'runs.claim');
       expect(claimSpan?.parentSpanId).toBe(collector.spans.find((span) => span.name === 'turn.execute')?.parentSpanId);
+      // Redis commands: a client span each (libs/telemetry redis-client.ts), inside the request or the job,
+      // named by the command, without its arguments (the event log's carry message text).
+      const commands = collector.spans.filter((span) => span.attributes['db.system.name'] === 'redis');
+      expect(commands.length).toBeGreaterThan(0);
+      const evalsha = commands.find((span) => span.name === 'evalsha');
+      expect(evalsha?.attributes).toMatchObject({ 'db.operation.name': 'EVALSHA', 'server.address': '127.0.0.1' });
+      expect(commands.filter((span) => span.attributes['db.query.text'] !== undefined || span.attributes['db.statement'] !== undefined)).toEqual([]);
+      expect(new Set(commands.map((span) => span.traceId))).toEqual(new Set([accepted0TraceId()]));
       // One server span per request (libs/telemetry http-server.ts), with the semantic-convention attributes.
       const accepted = collector.spans.filter((span) => span.name === 'POST /v1/responses');
       expect(accepted).toHaveLength(1);
@@ -327,7 +336,8 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
         const modelCall = await eventually(async () => collector.spans.find((span) => String(span.attributes['url.full'] ?? '').endsWith('/chat/completions')), 5000, 'the model call');
         expect(modelCall.parentSpanId).toBe(collector.spans.find((span) => span.name === 'turn.execute')?.spanId);
         expect(modelCall.attributes).toMatchObject({ 'http.response.status_code': 200 });
-        expect(new Set([request, accept, modelCall].map((span) => span?.traceId)).size).toBe(1);
+        const command = collector.spans.find((span) => span.attributes['db.system.name'] === 'redis');
+        expect(new Set([request, accept, modelCall, command].map((span) => span?.traceId)).size).toBe(1);
         // A fast, successful read is recorded but not exported (ratio 0).
         upstream.set({ firstTokenDelayMs: 0 });
         const read = await fetch(`http://127.0.0.1:${port}/v1/responses/${turn.id}`, { headers: { authorization: `Bearer ${seeded.smithToken}` } });

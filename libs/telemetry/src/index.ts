@@ -49,6 +49,7 @@ export function recordExceptionOnActiveSpan(error: unknown): void {
 export { traceHttpServer, UNTRACED_PATHS, type HttpServerTelemetryOptions } from './http-server';
 export { traceHttpClient, type HttpClientCall } from './http-client';
 export { traceDbStatement, type DbStatementCall, type DbTarget } from './db-client';
+export { traceRedisCommand, type RedisCommandCall, type RedisTarget } from './redis-client';
 export { startTelemetry, samplerFromEnv, instrumentationEnabled, TURN_LATENCY_BUCKETS_SECONDS, STORE_LATENCY_BUCKETS_SECONDS, type TelemetryHandle } from './sdk';
 
 /**

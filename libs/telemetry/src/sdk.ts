@@ -4,6 +4,7 @@ import type { Sampler, SamplingResult } from '@opentelemetry/sdk-trace-base';
 import { enableHttpServerTelemetry } from './http-server';
 import { enableHttpClientTelemetry } from './http-client';
 import { enableDbClientTelemetry } from './db-client';
+import { enableRedisClientTelemetry } from './redis-client';
 import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
 import { enableLazySpans, NameableTraceIds, TRACE_STARTING_KINDS } from './lazy-span';
 
@@ -126,15 +127,16 @@ export function instrumentationEnabled(name: InstrumentationName, env: NodeJS.Pr
 /**
  * Starts tracing and metrics when configured: OTEL_EXPORTER_OTLP_ENDPOINT (or
  * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) sends traces over OTLP/HTTP, OTEL_PROMETHEUS_PORT serves
- * /metrics. Without either it does nothing. Call it before loading ioredis or undici so their
- * instrumentations can patch them.
+ * /metrics. Without either it does nothing. Call it before loading undici so its instrumentation
+ * can patch it.
  *
  * Built from the SDK's parts rather than @opentelemetry/sdk-node, which pulls in every exporter
  * (gRPC, protobuf, Zipkin, logs) — most of the image's node_modules. Only the instrumentations this
- * code uses are installed: ioredis (only inside a traced operation), undici (any fetch) and
- * runtime-node (event loop and heap metrics); incoming requests get the lean server span of
- * http-server.ts (probes and scrapes skipped), the model call the client span of http-client.ts, and
- * each Postgres statement the client span of db-client.ts (only inside a traced operation).
+ * code uses are installed: undici (any fetch) and runtime-node (event loop and heap metrics);
+ * incoming requests get the lean server span of http-server.ts (probes and scrapes skipped), the
+ * model call the client span of http-client.ts, and each Postgres statement and Redis command the
+ * client span of db-client.ts and redis-client.ts (only inside a traced operation). The name `ioredis`
+ * in OTEL_NODE_*_INSTRUMENTATIONS turns the Redis spans off, as it did the instrumentation they replace.
  */
 export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = process.env): TelemetryHandle {
   const tracesEndpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT;
@@ -146,7 +148,6 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
   const { defaultResource, detectResources, envDetector, hostDetector, processDetector, resourceFromAttributes } =
     require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
   const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
-  const { IORedisInstrumentation } = require('@opentelemetry/instrumentation-ioredis') as typeof import('@opentelemetry/instrumentation-ioredis');
   const { UndiciInstrumentation } = require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici');
   const { RuntimeNodeInstrumentation } = require('@opentelemetry/instrumentation-runtime-node') as typeof import('@opentelemetry/instrumentation-runtime-node');
 
@@ -206,12 +207,13 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
   // Postgres statements: libs/telemetry's own client span (db-client.ts, from libs/db's pg hook), only
   // inside a request or a job; no span per pool checkout (a wait for a connection shows as the gap before it).
   enableDbClientTelemetry(enabled('pg'));
+  // Redis commands: libs/telemetry's own client span (redis-client.ts, from libs/queue's command hook),
+  // only inside a request or a job, never from timers on their own (BullMQ's pollers).
+  enableRedisClientTelemetry(enabled('ioredis'));
   registerInstrumentations({
     tracerProvider,
     meterProvider,
     instrumentations: [
-      // Commands are traced only inside a request or a job, never from timers on their own (BullMQ's pollers).
-      enabled('ioredis') && new IORedisInstrumentation({ requireParentSpan: true }),
       enabled('undici') && new UndiciInstrumentation({ requireParentforSpans: true }),
       enabled('runtime-node') && new RuntimeNodeInstrumentation(),
     ].filter((instrumentation) => instrumentation !== false),
