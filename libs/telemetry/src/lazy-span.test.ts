@@ -1,8 +1,8 @@
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Context } from '@opentelemetry/api';
+import { isValidSpanId, isValidTraceId, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Context } from '@opentelemetry/api';
 import { suppressTracing } from '@opentelemetry/core';
 import { defaultResource } from '@opentelemetry/resources';
-import { BasicTracerProvider, InMemorySpanExporter, RandomIdGenerator, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { enableLazySpans, NameableTraceIds, startLeanSpan } from './lazy-span';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { enableLazySpans, NameableTraceIds, PooledRandomIds, startLeanSpan } from './lazy-span';
 import { RoutineSpanFilter, samplerFromEnv } from './sdk';
 import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
 
@@ -12,7 +12,7 @@ function icTail(ratio: number, slowMs = 1000) {
   const sampler = samplerFromEnv({ OTEL_TRACES_SAMPLER_ARG: String(ratio) });
   if (!(sampler instanceof RecordAllSampler)) throw new Error('ic_tail expected');
   const tail = new TailKeepSpanProcessor(new SimpleSpanProcessor(exporter), slowMs);
-  const ids = new NameableTraceIds(new RandomIdGenerator());
+  const ids = new NameableTraceIds(new PooledRandomIds());
   const resource = defaultResource();
   const provider = new BasicTracerProvider({ resource, sampler: new RoutineSpanFilter(sampler), idGenerator: ids, spanProcessors: [tail] });
   enableLazySpans({ ratio: sampler.ratioSampler, ids, tail, resource });
@@ -26,6 +26,18 @@ function icTail(ratio: number, slowMs = 1000) {
 afterEach(() => enableLazySpans(undefined));
 
 const inSpan = (span: ReturnType<ReturnType<typeof icTail>['lean']>) => trace.setSpan(ROOT_CONTEXT, span);
+
+describe('PooledRandomIds', () => {
+  it('gives valid, distinct W3C ids across refills of its pool', () => {
+    const ids = new PooledRandomIds();
+    const spanIds = Array.from({ length: 2000 }, () => ids.generateSpanId()); // 16 KB: four pools
+    const traceIds = Array.from({ length: 2000 }, () => ids.generateTraceId());
+    expect(new Set([...spanIds, ...traceIds]).size).toBe(4000);
+    for (const id of spanIds) expect(id).toMatch(/^[0-9a-f]{16}$/);
+    for (const id of traceIds) expect(id).toMatch(/^[0-9a-f]{32}$/);
+    expect(spanIds.every((id) => isValidSpanId(id)) && traceIds.every((id) => isValidTraceId(id))).toBe(true);
+  });
+});
 
 describe('ic_tail records our own spans of unsampled traces lazily', () => {
   it('drops a fast trace without errors, with its library spans, having recorded it all', () => {

@@ -16,6 +16,7 @@ import {
   TraceFlags,
   type Tracer,
 } from '@opentelemetry/api';
+import { randomBytes } from 'node:crypto';
 import { hrTime, isTracingSuppressed, millisToHrTime, timeInputToHrTime } from '@opentelemetry/core';
 import type { IdGenerator, ReadableSpan, Sampler, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import type { Resource } from '@opentelemetry/resources';
@@ -54,6 +55,41 @@ export class NameableTraceIds implements IdGenerator {
 
   generateSpanId(): string {
     return this.random.generateSpanId();
+  }
+}
+
+const HEX_POOL_BYTES = 4096;
+const ZERO_SPAN_ID = '0000000000000000';
+const ZERO_TRACE_ID = '00000000000000000000000000000000';
+
+/**
+ * Random trace and span ids cut from a hex string of 4 KiB of CSPRNG bytes. The SDK's generator
+ * (Math.random into a buffer, then a native hex conversion per id) cost ~110 ns an id, and a turn
+ * takes about twenty; a slice of a pooled string costs a fifth of that.
+ */
+export class PooledRandomIds implements IdGenerator {
+  private pool = '';
+  private offset = 0;
+
+  private take(characters: number): string {
+    if (this.offset + characters > this.pool.length) {
+      this.pool = randomBytes(HEX_POOL_BYTES).toString('hex');
+      this.offset = 0;
+    }
+    this.offset += characters;
+    return this.pool.slice(this.offset - characters, this.offset);
+  }
+
+  generateTraceId(): string {
+    let id = this.take(32);
+    while (id === ZERO_TRACE_ID) id = this.take(32); // invalid in W3C trace context
+    return id;
+  }
+
+  generateSpanId(): string {
+    let id = this.take(16);
+    while (id === ZERO_SPAN_ID) id = this.take(16);
+    return id;
   }
 }
 

@@ -6,7 +6,7 @@ import { enableHttpClientTelemetry } from './http-client';
 import { enableDbClientTelemetry } from './db-client';
 import { enableRedisClientTelemetry } from './redis-client';
 import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
-import { enableLazySpans, NameableTraceIds, TRACE_STARTING_KINDS } from './lazy-span';
+import { enableLazySpans, NameableTraceIds, PooledRandomIds, TRACE_STARTING_KINDS } from './lazy-span';
 
 export interface TelemetryHandle {
   shutdown(): Promise<void>;
@@ -168,11 +168,10 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
   let tracerProvider: InstanceType<typeof NodeTracerProvider>;
   if (tracesEndpoint) {
     const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
-    const { RandomIdGenerator } = require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
     const exporting = new BatchSpanProcessor(new OTLPTraceExporter());
     const sampler = samplerFromEnv(env);
     const tail = sampler instanceof RecordAllSampler ? new TailKeepSpanProcessor(exporting, traceSlowMsFromEnv(env)) : undefined;
-    const ids = new NameableTraceIds(new RandomIdGenerator());
+    const ids = new NameableTraceIds(new PooledRandomIds());
     tracerProvider = new LibraryFilteringTracerProvider({ resource, sampler: new RoutineSpanFilter(sampler), idGenerator: ids, spanProcessors: [tail ?? exporting] });
     // ic_tail: our own spans of unsampled traces are recorded as LazySpans (lazy-span.ts).
     if (tail && sampler instanceof RecordAllSampler) enableLazySpans({ ratio: sampler.ratioSampler, ids, tail, resource });
