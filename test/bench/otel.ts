@@ -5,7 +5,8 @@
  * `ic_tail`, auto-instrumentation) exporting to a dummy OTLP/HTTP sink in the upstream process.
  * "Head-sampled" is the same with the standard OTEL_TRACES_SAMPLER=parentbased_traceidratio at 0.1,
  * the cheaper setting an operator can choose: it shows what `ic_tail`'s recording of every span (so a
- * failing or slow trace is exported whole) costs on top.
+ * failing or slow trace is exported whole) costs on top. "With metrics" adds the Prometheus metrics the
+ * dashboards read (OTEL_PROMETHEUS_PORT) to "on": what a deployment with both pays.
  */
 import { createTestDatabase } from '@ic/test-support';
 import { crudLoad, medianLoad, seedCrudFixture, type CrudOp, type LoadFigures } from './crud';
@@ -15,19 +16,25 @@ import { checkTranscripts, medianFigures, throughputRound, type RoundFigures, ty
 
 // A service runs for days: each side is warmed up (JIT, pools, caches) for a few seconds per load before
 // any round counts, else the instrumented side's extra code is measured while it is still being compiled.
-const FULL = { connections: 64, seconds: 2, rounds: 6, conversations: 48, roundMs: 3000, warmupSeconds: 3 };
+// Four rounds of each mode: with four modes, balanced orders come in cycles of four (harness.ts).
+const FULL = { connections: 64, seconds: 2, rounds: 4, conversations: 48, roundMs: 3000, warmupSeconds: 3 };
 const QUICK = { connections: 4, seconds: 0.3, rounds: 1, conversations: 2, roundMs: 300, warmupSeconds: 0.3 };
 const CRUD_OPS: CrudOp[] = ['get', 'create'];
 const TARGET_OVERHEAD = 0.1;
 
-/** off: no SDK; on: the service's defaults; head_sampled: parentbased_traceidratio 0.1. */
-const MODES = ['off', 'on', 'head_sampled'] as const;
+/**
+ * off: no SDK; on: the service's defaults; head_sampled: parentbased_traceidratio 0.1; with_metrics:
+ * the defaults plus Prometheus metrics (OTEL_PROMETHEUS_PORT, what the chart's metrics.enabled sets).
+ */
+const MODES = ['off', 'on', 'head_sampled', 'with_metrics'] as const;
 type Mode = (typeof MODES)[number];
-const TRACED_MODES = ['on', 'head_sampled'] as const;
+const TRACED_MODES = ['on', 'head_sampled', 'with_metrics'] as const;
 const SAMPLER_ENV: Record<Mode, Record<string, string | undefined>> = {
   off: {},
   on: { OTEL_TRACES_SAMPLER: undefined, OTEL_TRACES_SAMPLER_ARG: undefined },
   head_sampled: { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' },
+  // Port 0: the exporter listens where the OS says; nothing scrapes it, so this is the recording cost.
+  with_metrics: { OTEL_TRACES_SAMPLER: undefined, OTEL_TRACES_SAMPLER_ARG: undefined, OTEL_PROMETHEUS_PORT: '0' },
 };
 
 export async function run(options: BenchOptions): Promise<Record<string, unknown>> {
@@ -41,6 +48,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       method:
         'off = no OTEL_* variables; on = OTEL_EXPORTER_OTLP_ENDPOINT to a local dummy sink (the service\'s own sampler and instrumentation settings); ' +
         'head_sampled = the same with OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.1; ' +
+        'with_metrics = on plus Prometheus metrics (OTEL_PROMETHEUS_PORT, not scraped); ' +
         'alternating rounds (balanced orders: every mode after every other equally often); overhead = off/on throughput - 1; cpu ratio = on/off CPU per request or turn (the cost that shows when the process is CPU-bound; ' +
         'throughput alone hides it while something else, e.g. worker concurrency, is the limit); the verdict takes the larger of the two',
       targets: { overhead_max: TARGET_OVERHEAD },
@@ -57,17 +65,24 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     const crud: Record<string, unknown> = {};
     for (const op of CRUD_OPS) {
       for (const mode of MODES) await crudLoad(gateways[mode], fixture, op, sizes.warmupSeconds, sizes.connections);
-      const rounds: Record<Mode, LoadFigures[]> = { off: [], on: [], head_sampled: [] };
+      const rounds: Record<Mode, LoadFigures[]> = { off: [], on: [], head_sampled: [], with_metrics: [] };
       // Balanced orders (harness.ts): no mode always follows the same one.
       for (const order of roundOrders(MODES, sizes.rounds, options.quick)) {
         for (const mode of order) rounds[mode].push(await crudLoad(gateways[mode], fixture, op, sizes.seconds, sizes.connections));
       }
       const off = medianLoad(rounds.off);
-      const [on, head] = TRACED_MODES.map((mode) => {
+      const [on, head, withMetrics] = TRACED_MODES.map((mode) => {
         const figures = medianLoad(rounds[mode]);
         return { figures, overhead: round2(off.requests_per_second / figures.requests_per_second - 1), cpu_ratio: ratio(figures.cpu_us_per_request, off.cpu_us_per_request) };
       });
-      crud[op] = { off, on: on!.figures, overhead: on!.overhead, cpu_ratio: on!.cpu_ratio, head_sampled: { ...head!.figures, overhead: head!.overhead, cpu_ratio: head!.cpu_ratio } };
+      crud[op] = {
+        off,
+        on: on!.figures,
+        overhead: on!.overhead,
+        cpu_ratio: on!.cpu_ratio,
+        head_sampled: { ...head!.figures, overhead: head!.overhead, cpu_ratio: head!.cpu_ratio },
+        with_metrics: { ...withMetrics!.figures, overhead: withMetrics!.overhead, cpu_ratio: withMetrics!.cpu_ratio },
+      };
     }
     result.gateway_crud = crud;
     for (const gateway of servers.splice(0)) await gateway.close();
@@ -77,14 +92,14 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       turnStacks[mode] = await startBenchStack({ name: `stack-otel-${mode}`, queue: 'bullmq', modelBaseUrl: upstream.instant, ...tracing(mode), profileDir: mode === 'on' ? options.profileDir : undefined });
       stacks.push(turnStacks[mode]);
     }
-    const sent: Record<Mode, Sent> = { off: new Map(), on: new Map(), head_sampled: new Map() };
+    const sent: Record<Mode, Sent> = { off: new Map(), on: new Map(), head_sampled: new Map(), with_metrics: new Map() };
     for (const mode of MODES) await throughputRound(turnStacks[mode], sizes.conversations, sizes.warmupSeconds * 1000, sent[mode]);
-    const turnRounds: Record<Mode, RoundFigures[]> = { off: [], on: [], head_sampled: [] };
+    const turnRounds: Record<Mode, RoundFigures[]> = { off: [], on: [], head_sampled: [], with_metrics: [] };
     for (const order of roundOrders(MODES, sizes.rounds, options.quick)) {
       for (const mode of order) turnRounds[mode].push(await throughputRound(turnStacks[mode], sizes.conversations, sizes.roundMs, sent[mode]));
     }
     const off = medianFigures(turnRounds.off);
-    const [on, head] = TRACED_MODES.map((mode) => {
+    const [on, head, withMetrics] = TRACED_MODES.map((mode) => {
       const figures = medianFigures(turnRounds[mode]);
       return { figures, overhead: round2(off.turns_per_second / figures.turns_per_second - 1), cpu_ratio: ratio(figures.cpu_ms_per_turn, off.cpu_ms_per_turn) };
     });
@@ -97,6 +112,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       overhead: on!.overhead,
       cpu_ratio: on!.cpu_ratio,
       head_sampled: { ...head!.figures, overhead: head!.overhead, cpu_ratio: head!.cpu_ratio },
+      with_metrics: { ...withMetrics!.figures, overhead: withMetrics!.overhead, cpu_ratio: withMetrics!.cpu_ratio },
       transcripts_ok: problems.length === 0,
     };
     result.sink_exports = (await upstream.sinkExports()) - exportsBefore;
@@ -110,7 +126,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
 }
 
 type Overhead = { overhead: number; cpu_ratio: number };
-type Measured = Overhead & { head_sampled: Overhead };
+type Measured = Overhead & { head_sampled: Overhead; with_metrics: Overhead };
 
 export function summarize(result: Record<string, unknown>): string[] {
   const crud = result.gateway_crud as Record<string, Measured>;
@@ -119,6 +135,6 @@ export function summarize(result: Record<string, unknown>): string[] {
   const line = (what: string, measured: Measured) =>
     `OpenTelemetry on vs off, ${what}: ${figures(measured)} ` +
     `(target ≤ ${TARGET_OVERHEAD * 100} %: ${verdict(Math.max(measured.overhead, measured.cpu_ratio - 1) <= TARGET_OVERHEAD)}); ` +
-    `head-sampled at 10 %: ${figures(measured.head_sampled)}`;
+    `head-sampled at 10 %: ${figures(measured.head_sampled)}; with Prometheus metrics too: ${figures(measured.with_metrics)}`;
   return [...Object.entries(crud).map(([op, measured]) => line(`gateway ${op}`, measured)), line('streaming turns (BullMQ)', turns), `OTLP exports received by the sink: ${result.sink_exports}`];
 }
