@@ -71,18 +71,10 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
         for (const mode of order) rounds[mode].push(await crudLoad(gateways[mode], fixture, op, sizes.seconds, sizes.connections));
       }
       const off = medianLoad(rounds.off);
-      const [on, head, withMetrics] = TRACED_MODES.map((mode) => {
+      crud[op] = againstOff(off, (mode) => {
         const figures = medianLoad(rounds[mode]);
         return { figures, overhead: round2(off.requests_per_second / figures.requests_per_second - 1), cpu_ratio: ratio(figures.cpu_us_per_request, off.cpu_us_per_request) };
       });
-      crud[op] = {
-        off,
-        on: on!.figures,
-        overhead: on!.overhead,
-        cpu_ratio: on!.cpu_ratio,
-        head_sampled: { ...head!.figures, overhead: head!.overhead, cpu_ratio: head!.cpu_ratio },
-        with_metrics: { ...withMetrics!.figures, overhead: withMetrics!.overhead, cpu_ratio: withMetrics!.cpu_ratio },
-      };
     }
     result.gateway_crud = crud;
     for (const gateway of servers.splice(0)) await gateway.close();
@@ -99,22 +91,14 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
       for (const mode of order) turnRounds[mode].push(await throughputRound(turnStacks[mode], sizes.conversations, sizes.roundMs, sent[mode]));
     }
     const off = medianFigures(turnRounds.off);
-    const [on, head, withMetrics] = TRACED_MODES.map((mode) => {
+    const turns = againstOff(off, (mode) => {
       const figures = medianFigures(turnRounds[mode]);
       return { figures, overhead: round2(off.turns_per_second / figures.turns_per_second - 1), cpu_ratio: ratio(figures.cpu_ms_per_turn, off.cpu_ms_per_turn) };
     });
     const problems: string[] = [];
     for (const mode of MODES) problems.push(...(await checkTranscripts(turnStacks[mode], sent[mode])).problems);
     if (problems.length > 0) process.exitCode = 1;
-    result.streaming_turns = {
-      off,
-      on: on!.figures,
-      overhead: on!.overhead,
-      cpu_ratio: on!.cpu_ratio,
-      head_sampled: { ...head!.figures, overhead: head!.overhead, cpu_ratio: head!.cpu_ratio },
-      with_metrics: { ...withMetrics!.figures, overhead: withMetrics!.overhead, cpu_ratio: withMetrics!.cpu_ratio },
-      transcripts_ok: problems.length === 0,
-    };
+    result.streaming_turns = { ...turns, transcripts_ok: problems.length === 0 };
     result.sink_exports = (await upstream.sinkExports()) - exportsBefore;
     return result;
   } finally {
@@ -126,6 +110,14 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
 }
 
 type Overhead = { overhead: number; cpu_ratio: number };
+type TracedMode = (typeof TRACED_MODES)[number];
+
+/** One load's JSON: `off`, then `on`'s figures and ratios at the top (the verdict's), the other traced modes nested. */
+function againstOff<F extends object>(off: F, measure: (mode: TracedMode) => Overhead & { figures: F }) {
+  const [on, head, withMetrics] = TRACED_MODES.map(measure);
+  const nested = (mode: Overhead & { figures: F }) => ({ ...mode.figures, overhead: mode.overhead, cpu_ratio: mode.cpu_ratio });
+  return { off, on: on!.figures, overhead: on!.overhead, cpu_ratio: on!.cpu_ratio, head_sampled: nested(head!), with_metrics: nested(withMetrics!) };
+}
 type Measured = Overhead & { head_sampled: Overhead; with_metrics: Overhead };
 
 export function summarize(result: Record<string, unknown>): string[] {
