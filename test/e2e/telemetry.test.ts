@@ -264,7 +264,7 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
       // Postgres statements are pg's spans, children of the request or job that ran them; slonik's own
       // wrappers around them are not recorded.
       expect(collector.spans.filter((span) => span.name.startsWith('slonik.'))).toEqual([]);
-      const accepted0TraceId = () => collector.spans.find((span) => span.name === 'POST /v1/responses')?.traceId;
+      const turnTraceId = () => collector.spans.find((span) => span.name === 'POST /v1/responses')?.traceId;
       const isStatement = (span: (typeof collector.spans)[number]) => span.attributes['db.system'] === 'postgresql' || span.attributes['db.system.name'] === 'postgresql';
       const orphans = () => {
         const spanIds = new Set(collector.spans.map((span) => span.spanId));
@@ -288,7 +288,7 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
       const evalsha = commands.find((span) => span.name === 'evalsha');
       expect(evalsha?.attributes).toMatchObject({ 'db.operation.name': 'EVALSHA', 'server.address': '127.0.0.1' });
       expect(commands.filter((span) => span.attributes['db.query.text'] !== undefined || span.attributes['db.statement'] !== undefined)).toEqual([]);
-      expect(new Set(commands.map((span) => span.traceId))).toEqual(new Set([accepted0TraceId()]));
+      expect(new Set(commands.map((span) => span.traceId))).toEqual(new Set([turnTraceId()]));
       // One server span per request (libs/telemetry http-server.ts), with the semantic-convention attributes.
       const accepted = collector.spans.filter((span) => span.name === 'POST /v1/responses');
       expect(accepted).toHaveLength(1);
@@ -339,6 +339,7 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
         expect(modelCall.parentSpanId).toBe(collector.spans.find((span) => span.name === 'turn.execute')?.spanId);
         expect(modelCall.attributes).toMatchObject({ 'http.response.status_code': 200 });
         const command = collector.spans.find((span) => span.attributes['db.system.name'] === 'redis');
+        expect(command).toBeDefined();
         expect(new Set([request, accept, modelCall, command].map((span) => span?.traceId)).size).toBe(1);
         // A fast, successful read is recorded but not exported (ratio 0).
         upstream.set({ firstTokenDelayMs: 0 });

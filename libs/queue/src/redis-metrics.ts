@@ -27,16 +27,11 @@ export function instrumentRedisCommands(client: { sendCommand(command: Command, 
       const started = performance.now();
       const span = traceRedisCommand(command.name, target);
       const timed = !WAITING_COMMANDS.has(command.name);
-      command.promise.then(
-        () => {
-          if (timed) storeMetrics().redisCommand.record((performance.now() - started) / 1000, { command: command.name });
-          span.end();
-        },
-        (error: unknown) => {
-          if (timed) storeMetrics().redisCommand.record((performance.now() - started) / 1000, { command: command.name });
-          span.end(error);
-        },
-      );
+      const settled = (error?: unknown) => {
+        if (timed) storeMetrics().redisCommand.record((performance.now() - started) / 1000, { command: command.name });
+        span.end(error);
+      };
+      command.promise.then(() => settled(), settled);
     }
     return send(command, ...rest);
   };

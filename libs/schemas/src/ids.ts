@@ -31,29 +31,31 @@ function randomByte(): number {
   return entropy[entropyOffset++]!;
 }
 
-/** Random base62 string, for secrets; rejection sampling keeps every character equally likely. */
-export function randomBase62(length: number): string {
+/** Base62 from random bytes; rejection sampling (bytes ≥ 248 skipped) keeps every character equally likely. */
+function base62(length: number, nextByte: () => number): string {
   let out = '';
   while (out.length < length) {
-    for (const byte of randomBytes(length * 2)) {
-      if (byte < 248 && out.length < length) out += ALPHABET[byte % 62];
-    }
-  }
-  return out;
-}
-
-/** The same, from the id pool: ids are unguessable but not secret. */
-function randomIdCharacters(length: number): string {
-  let out = '';
-  while (out.length < length) {
-    const byte = randomByte();
+    const byte = nextByte();
     if (byte < 248) out += ALPHABET[byte % 62];
   }
   return out;
 }
 
+/** Random base62 string for secrets: fresh CSPRNG bytes, none pooled. */
+export function randomBase62(length: number): string {
+  let bytes = randomBytes(length * 2);
+  let at = 0;
+  return base62(length, () => {
+    if (at === bytes.length) {
+      bytes = randomBytes(length * 2);
+      at = 0;
+    }
+    return bytes[at++]!;
+  });
+}
+
 export function newId(kind: IdKind): string {
-  return `${ID_PREFIXES[kind]}_${randomIdCharacters(ID_RANDOM_LENGTH)}`;
+  return `${ID_PREFIXES[kind]}_${base62(ID_RANDOM_LENGTH, randomByte)}`;
 }
 
 const idSchema = (kind: IdKind) =>

@@ -34,7 +34,7 @@ export const TRACE_STARTING_KINDS = new Set([SpanKind.SERVER, SpanKind.CONSUMER,
 const RECORD_AND_SAMPLED = 2; // SamplingDecision, without loading the SDK
 
 /**
- * Trace ids from the SDK's generator, except that the next one can be named: a root span that our
+ * Trace ids from a random generator, except that the next one can be named: a root span that our
  * ratio check sampled must get the trace id the check saw, or the SDK's sampler, deciding again on a
  * fresh id, would keep only a tenth of those (a hundredth in all).
  */

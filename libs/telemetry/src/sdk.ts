@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-require-imports -- the SDK is loaded lazily so libraries and tests never pay for it */
 import { type Attributes, type Context, INVALID_SPAN_CONTEXT, type Link, type Span, SpanKind, trace, type Tracer } from '@opentelemetry/api';
-import type { Sampler, SamplingResult } from '@opentelemetry/sdk-trace-base';
+import type { Sampler, SamplingResult, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { enableHttpServerTelemetry } from './http-server';
 import { enableHttpClientTelemetry } from './http-client';
 import { enableDbClientTelemetry } from './db-client';
@@ -170,11 +170,15 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
     const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
     const exporting = new BatchSpanProcessor(new OTLPTraceExporter());
     const sampler = samplerFromEnv(env);
-    const tail = sampler instanceof RecordAllSampler ? new TailKeepSpanProcessor(exporting, traceSlowMsFromEnv(env)) : undefined;
     const ids = new NameableTraceIds(new PooledRandomIds());
-    tracerProvider = new LibraryFilteringTracerProvider({ resource, sampler: new RoutineSpanFilter(sampler), idGenerator: ids, spanProcessors: [tail ?? exporting] });
-    // ic_tail: our own spans of unsampled traces are recorded as LazySpans (lazy-span.ts).
-    if (tail && sampler instanceof RecordAllSampler) enableLazySpans({ ratio: sampler.ratioSampler, ids, tail, resource });
+    let processor: SpanProcessor = exporting;
+    if (sampler instanceof RecordAllSampler) {
+      const tail = new TailKeepSpanProcessor(exporting, traceSlowMsFromEnv(env));
+      processor = tail;
+      // ic_tail: our own spans of unsampled traces are recorded as LazySpans (lazy-span.ts).
+      enableLazySpans({ ratio: sampler.ratioSampler, ids, tail, resource });
+    }
+    tracerProvider = new LibraryFilteringTracerProvider({ resource, sampler: new RoutineSpanFilter(sampler), idGenerator: ids, spanProcessors: [processor] });
   } else {
     tracerProvider = new NodeTracerProvider({ resource, sampler: new AlwaysOffSampler() });
   }
