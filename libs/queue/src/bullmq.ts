@@ -12,6 +12,7 @@ import {
   RetryLater,
   type AppendOptions,
   type AppendResult,
+  type AttemptAnnouncement,
   type BeginAttemptResult,
   type EnqueueOptions,
   type EventCursor,
@@ -194,8 +195,13 @@ return {'ok', seq - 1}
 `;
 
 /**
- * Fences a run's log for a new attempt: refused when the log is closed or a later attempt began.
- * Returns where the log ends and the type of its last event. KEYS: stream, meta. ARGV: attempt, ttl.
+ * Fences a run's log for a new attempt and appends its announcement in one atomic step: refused
+ * (nothing written) when the log is closed or a later attempt began. Otherwise the attempt is recorded,
+ * `response.created` is added to an empty log and `response.in_progress` unless the log ends with one,
+ * each numbered where the log ends (the script writes the number into the JSON: the caller cannot know
+ * it), and readers are woken as by an append. Returns where the log then ends.
+ * KEYS: stream, meta. ARGV: attempt, ttl seconds, max events, channel, then the created and in_progress
+ * JSON as it continues after the sequence number (see jsonAfterSequenceNumber).
  */
 const BEGIN_ATTEMPT_LUA = `
 local last, lastType = -1, ''
@@ -205,18 +211,45 @@ if tip[1] then
   local fields = tip[1][2]
   for i = 1, #fields, 2 do if fields[i] == 't' then lastType = fields[i + 1] end end
 end
-if redis.call('HGET', KEYS[2], 'closed') then return {'closed', last, lastType} end
-if tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0') > tonumber(ARGV[1]) then return {'stale', last, lastType} end
+if redis.call('HGET', KEYS[2], 'closed') then return {'closed', last} end
+if tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0') > tonumber(ARGV[1]) then return {'stale', last} end
 redis.call('HSET', KEYS[2], 'attempt', ARGV[1])
+local seq = last + 1
+local published = {}
+local size = 0
+local function announce(eventType, rest)
+  local json = '{"type":"' .. eventType .. '","sequence_number":' .. seq .. rest
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '0-' .. (seq + 1), 't', eventType, 'e', json)
+  published[#published + 1] = eventType
+  published[#published + 1] = json
+  size = size + #eventType + #json + 2
+  seq = seq + 1
+end
+if last < 0 then announce('response.created', ARGV[5]) end
+if lastType ~= 'response.in_progress' then announce('response.in_progress', ARGV[6]) end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-if last >= 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return {'ok', last, lastType}
+if seq > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if size > ${PUBLISHED_BATCH_MAX_BYTES} then
+  redis.call('PUBLISH', ARGV[4], '1')
+elseif #published > 0 then
+  redis.call('PUBLISH', ARGV[4], (last + 1) .. '\\n' .. table.concat(published, '\\n'))
+end
+return {'ok', seq - 1}
 `;
+
+/**
+ * An event payload as JSON text that continues `{"type":"…","sequence_number":N`, so that whoever
+ * numbers the event (BEGIN_ATTEMPT_LUA) produces exactly `JSON.stringify({ type, sequence_number, ...payload })`.
+ */
+export function jsonAfterSequenceNumber(payload: Record<string, unknown>): string {
+  const json = JSON.stringify(payload);
+  return json === '{}' ? '}' : `,${json.slice(1)}`;
+}
 
 type ScriptReply = [string, number | string, string?];
 interface EventLogCommands {
   icAppendRunEvents(stream: string, meta: string, ...args: Array<string | number>): Promise<ScriptReply>;
-  icBeginRunAttempt(stream: string, meta: string, attempt: number, ttlSeconds: number): Promise<ScriptReply>;
+  icBeginRunAttempt(stream: string, meta: string, attempt: number, ttlSeconds: number, maxEvents: number, channel: string, created: string, inProgress: string): Promise<ScriptReply>;
 }
 
 /** One stream entry as Redis returns it, checked on the way out: its type and JSON are ours, the rest is not trusted. */
@@ -315,10 +348,19 @@ class RedisEventLog implements RunEventLog {
     return { ok: false, reason: status as 'stale' | 'closed' | 'gap', lastSequence };
   }
 
-  async beginAttempt(runId: string, attempt: number, ttlSeconds: number): Promise<BeginAttemptResult> {
-    const [status, last, lastType] = await this.commands.icBeginRunAttempt(this.key(runId), this.metaKey(runId), attempt, ttlSeconds);
+  async beginAttempt(runId: string, attempt: number, ttlSeconds: number, announcement: AttemptAnnouncement): Promise<BeginAttemptResult> {
+    const [status, last] = await this.commands.icBeginRunAttempt(
+      this.key(runId),
+      this.metaKey(runId),
+      attempt,
+      ttlSeconds,
+      this.maxEvents,
+      this.keys.runAppendedChannel(runId),
+      jsonAfterSequenceNumber(announcement.created),
+      jsonAfterSequenceNumber(announcement.inProgress),
+    );
     const lastSequence = Number(last);
-    if (status === 'ok') return { ok: true, lastSequence, lastType: lastType || null };
+    if (status === 'ok') return { ok: true, lastSequence };
     return { ok: false, reason: status as 'stale' | 'closed', lastSequence };
   }
 

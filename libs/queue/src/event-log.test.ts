@@ -10,6 +10,11 @@ const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const events = (first: number, count: number, type = 'response.output_text.delta'): StreamEvent[] =>
   Array.from({ length: count }, (_, index) => ({ type, sequence_number: first + index, delta: `d${first + index}` }));
 const asAttempt = (attempt: number, closes = false) => ({ authority: { attempt }, closes, ttlSeconds: 60 });
+// Payloads with text a Lua string would mangle if it were not passed through as it is.
+const announcement = {
+  created: { response: { id: 'resp_1', status: 'queued', instructions: 'quote " backslash \\ newline \n unicode é 🙂 %d' } },
+  inProgress: { response: { id: 'resp_1', status: 'in_progress', output: [] } },
+};
 
 describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)', (kind) => {
   let log: RunEventLog;
@@ -44,22 +49,76 @@ describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)',
 
   it('fences appends by attempt: once attempt 2 began, attempt 1 writes nothing', async () => {
     const id = runId();
-    expect(await log.beginAttempt(id, 1, 60)).toEqual({ ok: true, lastSequence: -1, lastType: null });
-    expect(await log.append(id, events(0, 2, 'response.in_progress'), asAttempt(1))).toMatchObject({ ok: true });
-    expect(await log.beginAttempt(id, 2, 60)).toEqual({ ok: true, lastSequence: 1, lastType: 'response.in_progress' });
-    expect(await log.append(id, events(2, 1), asAttempt(1))).toEqual({ ok: false, reason: 'stale', lastSequence: 1 });
-    expect(await log.beginAttempt(id, 1, 60)).toMatchObject({ ok: false, reason: 'stale' });
-    expect(await log.append(id, events(2, 1), asAttempt(2))).toMatchObject({ ok: true, lastSequence: 2 });
-    expect(await log.lastSequence(id)).toBe(2);
+    expect(await log.beginAttempt(id, 1, 60, announcement)).toEqual({ ok: true, lastSequence: 1 });
+    expect(await log.append(id, events(2, 1), asAttempt(1))).toMatchObject({ ok: true, lastSequence: 2 });
+    expect(await log.beginAttempt(id, 2, 60, announcement)).toEqual({ ok: true, lastSequence: 3 });
+    expect(await log.append(id, events(4, 1), asAttempt(1))).toEqual({ ok: false, reason: 'stale', lastSequence: 3 });
+    expect(await log.beginAttempt(id, 1, 60, announcement)).toEqual({ ok: false, reason: 'stale', lastSequence: 3 });
+    expect(await log.append(id, events(4, 1), asAttempt(2))).toMatchObject({ ok: true, lastSequence: 4 });
+    expect((await log.read(id, -1, 0)).map((event) => event.type)).toEqual([
+      'response.created',
+      'response.in_progress',
+      'response.output_text.delta',
+      'response.in_progress',
+      'response.output_text.delta',
+    ]);
+  });
+
+  it('announces an attempt where the log ends, as an append of the same events would have written them', async () => {
+    const id = runId();
+    const cursor = log.follow(id, -1, { fresh: true });
+    await cursor.ready();
+    // An empty log (the API's response.created has not landed): the attempt writes it too.
+    expect(await log.beginAttempt(id, 1, 60, announcement)).toEqual({ ok: true, lastSequence: 1 });
+    const announced = await cursor.next(5000);
+    cursor.close();
+    expect(announced.map((event) => [event.sequence_number, event.type])).toEqual([
+      [0, 'response.created'],
+      [1, 'response.in_progress'],
+    ]);
+    expect(announced.map((event) => event.json)).toEqual([
+      JSON.stringify({ type: 'response.created', sequence_number: 0, ...announcement.created }),
+      JSON.stringify({ type: 'response.in_progress', sequence_number: 1, ...announcement.inProgress }),
+    ]);
+    expect(await log.read(id, -1, 0)).toEqual(announced.map((event) => JSON.parse(event.json)));
+    // A log that already ends with response.in_progress (an attempt that showed nothing): fenced, nothing added.
+    expect(await log.beginAttempt(id, 2, 60, announcement)).toEqual({ ok: true, lastSequence: 1 });
+    expect(await log.append(id, events(2, 1), asAttempt(1))).toMatchObject({ ok: false, reason: 'stale' });
+
+    // The usual case: the API wrote response.created; the attempt adds response.in_progress after it.
+    const usual = runId();
+    await log.append(usual, [{ type: 'response.created', sequence_number: 0, ...announcement.created }], asAttempt(0));
+    expect(await log.beginAttempt(usual, 1, 60, announcement)).toEqual({ ok: true, lastSequence: 1 });
+    expect((await log.read(usual, -1, 0)).map((event) => event.type)).toEqual(['response.created', 'response.in_progress']);
+    // An announcement too big to travel in its wake-up: readers range-read it.
+    const big = runId();
+    const bigCursor = log.follow(big, -1, { fresh: true });
+    await bigCursor.ready();
+    const long = { response: { id: 'resp_2', instructions: 'x'.repeat(70_000) } };
+    expect(await log.beginAttempt(big, 1, 60, { created: long, inProgress: long })).toEqual({ ok: true, lastSequence: 1 });
+    const bigRead = await bigCursor.next(5000);
+    bigCursor.close();
+    expect(bigRead.map((event) => [event.sequence_number, JSON.parse(event.json).response.instructions.length])).toEqual([
+      [0, 70_000],
+      [1, 70_000],
+    ]);
+    // An empty payload still makes valid JSON.
+    const bare = runId();
+    expect(await log.beginAttempt(bare, 1, 60, { created: {}, inProgress: {} })).toEqual({ ok: true, lastSequence: 1 });
+    expect(await log.read(bare, -1, 0)).toEqual([
+      { type: 'response.created', sequence_number: 0 },
+      { type: 'response.in_progress', sequence_number: 1 },
+    ]);
   });
 
   it('closes with the terminal batch: nothing is appended after it, by any writer', async () => {
     const id = runId();
-    await log.beginAttempt(id, 1, 60);
-    expect(await log.append(id, events(0, 2), asAttempt(1, true))).toMatchObject({ ok: true });
-    expect(await log.append(id, events(2, 1), asAttempt(1))).toEqual({ ok: false, reason: 'closed', lastSequence: 1 });
-    expect(await log.append(id, events(2, 1), { authority: { finished: true }, closes: true, ttlSeconds: 60 })).toMatchObject({ ok: false, reason: 'closed' });
-    expect(await log.beginAttempt(id, 2, 60)).toMatchObject({ ok: false, reason: 'closed' });
+    await log.beginAttempt(id, 1, 60, announcement);
+    expect(await log.append(id, events(2, 2), asAttempt(1, true))).toMatchObject({ ok: true });
+    expect(await log.append(id, events(4, 1), asAttempt(1))).toEqual({ ok: false, reason: 'closed', lastSequence: 3 });
+    expect(await log.append(id, events(4, 1), { authority: { finished: true }, closes: true, ttlSeconds: 60 })).toMatchObject({ ok: false, reason: 'closed' });
+    expect(await log.beginAttempt(id, 2, 60, announcement)).toEqual({ ok: false, reason: 'closed', lastSequence: 3 });
+    expect(await log.lastSequence(id)).toBe(3);
   });
 
   it('follows a log: every batch once, in order and contiguous, whether it was appended before or while the cursor waits', async () => {

@@ -6,6 +6,7 @@ import {
   PermanentFailure,
   type AppendOptions,
   type AppendResult,
+  type AttemptAnnouncement,
   type BeginAttemptResult,
   type EnqueueOptions,
   type EventCursor,
@@ -191,14 +192,22 @@ export class MemoryEventLog implements RunEventLog {
     return { ok: true, lastSequence: lastSequence + events.length };
   }
 
-  async beginAttempt(runId: string, attempt: number, ttlSeconds: number): Promise<BeginAttemptResult> {
+  async beginAttempt(runId: string, attempt: number, ttlSeconds: number, announcement: AttemptAnnouncement): Promise<BeginAttemptResult> {
     const lastSequence = this.last(runId);
     const log = this.log(runId);
     if (log.closed) return { ok: false, reason: 'closed', lastSequence };
     if (log.attempt > attempt) return { ok: false, reason: 'stale', lastSequence };
     log.attempt = attempt;
+    const announced: StreamEvent[] = [];
+    if (lastSequence < 0) announced.push({ type: 'response.created', sequence_number: 0, ...announcement.created });
+    if (log.events.at(-1)?.type !== 'response.in_progress') announced.push({ type: 'response.in_progress', sequence_number: lastSequence + announced.length + 1, ...announcement.inProgress });
+    for (const event of announced) {
+      log.events.push(event);
+      log.logged.push({ type: event.type, sequence_number: event.sequence_number, json: JSON.stringify(event) });
+    }
     this.refresh(runId, log, ttlSeconds);
-    return { ok: true, lastSequence, lastType: log.events.at(-1)?.type ?? null };
+    if (announced.length > 0) this.appended.emit(runId);
+    return { ok: true, lastSequence: lastSequence + announced.length };
   }
 
   async read(runId: string, afterSequence: number, blockMs: number, limit = 1000): Promise<StreamEvent[]> {

@@ -64,9 +64,19 @@ export type AppendResult =
    */
   | { ok: false; reason: 'stale' | 'closed' | 'gap'; lastSequence: number };
 
-export type BeginAttemptResult =
-  | { ok: true; lastSequence: number; lastType: string | null }
-  | { ok: false; reason: 'stale' | 'closed'; lastSequence: number };
+/**
+ * What an attempt shows as it begins, as event payloads (without `type` and `sequence_number`, which
+ * the log adds as it numbers them): the response as `response.created`, written only into an empty log
+ * (the API process usually wrote it first), and as `response.in_progress`, written unless the log
+ * already ends with one (an attempt that showed nothing is retried silently).
+ */
+export interface AttemptAnnouncement {
+  created: Record<string, unknown>;
+  inProgress: Record<string, unknown>;
+}
+
+/** `lastSequence`: where the log ends, after the announcement when the attempt began. */
+export type BeginAttemptResult = { ok: true; lastSequence: number } | { ok: false; reason: 'stale' | 'closed'; lastSequence: number };
 
 export interface AppendOptions {
   authority: AppendAuthority;
@@ -126,10 +136,11 @@ export interface FollowOptions {
 export interface RunEventLog {
   append(runId: string, events: readonly StreamEvent[], options: AppendOptions): Promise<AppendResult>;
   /**
-   * Fences the log for `attempt` (refused if a later attempt already began or the log is closed) and
-   * tells where it ends, so the attempt can continue its numbering.
+   * Fences the log for `attempt` (refused, writing nothing, if a later attempt already began or the log
+   * is closed) and appends its announcement, numbered where the log ends, in the same atomic step;
+   * tells where the log then ends, so the attempt can continue its numbering.
    */
-  beginAttempt(runId: string, attempt: number, ttlSeconds: number): Promise<BeginAttemptResult>;
+  beginAttempt(runId: string, attempt: number, ttlSeconds: number, announcement: AttemptAnnouncement): Promise<BeginAttemptResult>;
   /** Events with sequence_number > afterSequence (at most `limit`, default 1000); waits up to `blockMs` when there are none yet. */
   read(runId: string, afterSequence: number, blockMs: number, limit?: number): Promise<StreamEvent[]>;
   /** A reader that follows the log from after `afterSequence` (live relays, waits for the end). */

@@ -113,14 +113,17 @@ export class RunLifecycle {
   }
 
   /**
-   * The event log of a claimed attempt: fences it for this attempt and announces it —
+   * The event log of a claimed attempt, fenced for it and announced in one Redis call:
    * `response.created` if the log is empty, `response.in_progress` unless the log already ends with
    * one (an attempt that showed nothing is retried silently).
    */
   async startAttempt(run: RunRow): Promise<AttemptLog> {
-    const fence = await this.deps.backend.events.beginAttempt(run.id, run.attempt, this.ttl);
-    const sequencer = new EventSequencer(fence.lastSequence + 1);
-    const log = new AttemptLog(run, sequencer, this.deps.backend, this.deps.logger, { live: this.ttl, finished: this.finishedTtl });
+    const snapshot = inProgressSnapshot(presentResponse(run, []));
+    const fence = await this.deps.backend.events.beginAttempt(run.id, run.attempt, this.ttl, {
+      created: { response: { ...snapshot, status: 'queued' } },
+      inProgress: { response: snapshot },
+    });
+    const log = new AttemptLog(run, new EventSequencer(fence.lastSequence + 1), this.deps.backend, this.deps.logger, { live: this.ttl, finished: this.finishedTtl });
     if (!fence.ok) {
       // Postgres gave this attempt the run, and Postgres is the truth: run it without live events
       // (the log disagrees — it was closed or fenced by a state Postgres does not have); the stamp
@@ -128,11 +131,6 @@ export class RunLifecycle {
       this.deps.logger.warn({ runId: run.id, attempt: run.attempt, reason: fence.reason }, 'event log refused a new attempt; running it without live events');
       log.detach();
     }
-    const snapshot = inProgressSnapshot(presentResponse(run, []));
-    if (fence.lastSequence < 0) sequencer.emit('response.created', { response: { ...snapshot, status: 'queued' } });
-    if (fence.ok && fence.lastType !== 'response.in_progress') sequencer.emit('response.in_progress', { response: snapshot });
-    // Not awaited: the model call need not wait for this append; the attempt's later writes queue behind it.
-    void log.flush();
     return log;
   }
 
