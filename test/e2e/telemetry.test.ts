@@ -340,7 +340,13 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
         expect(modelCall.attributes).toMatchObject({ 'http.response.status_code': 200 });
         const command = collector.spans.find((span) => span.attributes['db.system.name'] === 'redis');
         expect(command).toBeDefined();
-        expect(new Set([request, accept, modelCall, command].map((span) => span?.traceId)).size).toBe(1);
+        // BullMQ's spans, started as lazily as ours, carry the trace from the request to the worker's job.
+        const named = (name: string) => collector.spans.find((span) => span.name === name);
+        const [addJob, processJob, execute] = ['add turns.turn.execute.v1', 'process turns', 'turn.execute'].map(named);
+        expect(addJob?.parentSpanId).toBe(request?.spanId);
+        expect(processJob?.parentSpanId).toBe(addJob?.spanId);
+        expect(execute?.parentSpanId).toBe(processJob?.spanId);
+        expect(new Set([request, accept, modelCall, command, addJob, processJob, execute].map((span) => span?.traceId)).size).toBe(1);
         // A fast, successful read is recorded but not exported (ratio 0).
         upstream.set({ firstTokenDelayMs: 0 });
         const read = await fetch(`http://127.0.0.1:${port}/v1/responses/${turn.id}`, { headers: { authorization: `Bearer ${seeded.smithToken}` } });

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
-import { BullMQOtel } from 'bullmq-otel';
+import { bullmqTelemetry } from './bullmq-telemetry';
 import { z } from 'zod';
 import { jobCatalog, RunId, UpstreamHold, type JobName, type JobPayload } from '@ic/schemas';
 import type { Logger } from '@ic/telemetry';
@@ -48,8 +48,7 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
   const workerConnections: Redis[] = [];
   await Promise.all([waitUntilReady(producer), waitUntilReady(subscriber)]);
 
-  // Carries trace context from the producer's span to the worker's (PRODUCER/CONSUMER spans) and records job metrics.
-  const telemetry = new BullMQOtel({ tracerName: 'ingram-conversations', meterName: 'ingram-conversations', enableMetrics: true });
+  const telemetry = bullmqTelemetry();
   const queues = new Map<string, Queue>();
   const queueFor = (name: string) => {
     let queue = queues.get(name);

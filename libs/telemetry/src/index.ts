@@ -1,5 +1,6 @@
-import { context, metrics, trace, SpanStatusCode, type Attributes, type Span } from '@opentelemetry/api';
+import { context, metrics, trace, SpanKind, SpanStatusCode, type Attributes, type Context, type Span } from '@opentelemetry/api';
 import { suppressTracing } from '@opentelemetry/core';
+import { startLeanSpan } from './lazy-span';
 import { STORE_LATENCY_BUCKETS_SECONDS, TURN_LATENCY_BUCKETS_SECONDS } from './sdk';
 import pino, { type Logger } from 'pino';
 
@@ -23,11 +24,17 @@ export function createLogger(service: string, level: string = process.env.LOG_LE
   });
 }
 
-export const tracer = trace.getTracer('ingram-conversations');
+const TRACER_NAME = 'ingram-conversations';
+export const tracer = trace.getTracer(TRACER_NAME);
 
-/** Runs `work` inside a span, recording failures; the span name should be stable (no ids). */
+/**
+ * Runs `work` inside a span, recording failures; the span name should be stable (no ids). Started as
+ * our other spans are (startLeanSpan): under `ic_tail`, a plain object unless its trace is kept.
+ */
 export async function withSpan<T>(name: string, attributes: Attributes, work: (span: Span) => Promise<T>): Promise<T> {
-  return tracer.startActiveSpan(name, { attributes }, async (span) => {
+  const parent = context.active();
+  const span = startLeanSpan(tracer, TRACER_NAME, name, SpanKind.INTERNAL, parent, attributes);
+  return context.with(trace.setSpan(parent, span), async () => {
     try {
       return await work(span);
     } catch (error) {
@@ -38,6 +45,16 @@ export async function withSpan<T>(name: string, attributes: Attributes, work: (s
       span.end();
     }
   });
+}
+
+/**
+ * Starts spans for a library whose instrumentation we adapt (BullMQ's telemetry interface) the way we
+ * start our own (startLeanSpan): under `ic_tail`, the library's spans of a trace that is not kept are
+ * never the SDK's either. Without a parent it starts under the active context.
+ */
+export function leanSpanStarter(scope: string): (name: string, kind: SpanKind, parent?: Context, attributes?: Attributes) => Span {
+  const scopeTracer = trace.getTracer(scope);
+  return (name, kind, parent = context.active(), attributes) => startLeanSpan(scopeTracer, scope, name, kind, parent, attributes);
 }
 
 /** Adds an exception event to the active span (e.g. the request's server span), if there is one and it records. */
@@ -213,3 +230,4 @@ export function runMain(main: () => Promise<void>): void {
     process.exit(1);
   });
 }
+export { SpanKind } from '@opentelemetry/api';

@@ -2,6 +2,7 @@ import { isValidSpanId, isValidTraceId, ROOT_CONTEXT, SpanKind, SpanStatusCode, 
 import { suppressTracing } from '@opentelemetry/core';
 import { defaultResource } from '@opentelemetry/resources';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { leanSpanStarter } from './index';
 import { enableLazySpans, NameableTraceIds, PooledRandomIds, startLeanSpan } from './lazy-span';
 import { RoutineSpanFilter, samplerFromEnv } from './sdk';
 import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
@@ -20,7 +21,7 @@ function icTail(ratio: number, slowMs = 1000) {
   const lean = (name: string, kind: SpanKind, parent: Context = ROOT_CONTEXT) => startLeanSpan(tracer, 'lean', name, kind, parent, { 'db.system.name': 'postgresql' });
   // A library's span (ioredis, BullMQ): the SDK's own.
   const library = (name: string, parent: Context) => provider.getTracer('library').startSpan(name, { kind: SpanKind.CLIENT }, parent);
-  return { exporter, lean, library, exported: () => exporter.getFinishedSpans() };
+  return { provider, exporter, lean, library, exported: () => exporter.getFinishedSpans() };
 }
 
 afterEach(() => enableLazySpans(undefined));
@@ -123,5 +124,38 @@ describe('ic_tail records our own spans of unsampled traces lazily', () => {
 
     expect(lean('GET', SpanKind.SERVER, suppressTracing(ROOT_CONTEXT)).isRecording()).toBe(false);
     expect(lean('SELECT', SpanKind.CLIENT).isRecording()).toBe(false); // a readiness query from a timer
+  });
+});
+
+describe('leanSpanStarter: a library adapted to start its spans as ours (BullMQ)', () => {
+  afterEach(() => trace.disable());
+
+  it("records a queue's spans of an unsampled trace lazily: dropped when fast, exported under their parents when kept", () => {
+    const { provider, lean, library, exported } = icTail(0);
+    trace.setGlobalTracerProvider(provider);
+    const start = leanSpanStarter('queue');
+    // The producer: a request, and the job's PRODUCER span under it. Fast and fine: nothing is exported.
+    const request = lean('POST', SpanKind.SERVER);
+    const add = start('add turns', SpanKind.PRODUCER, inSpan(request));
+    const sdkSpan = library('evalsha', inSpan(request));
+    expect(add.constructor).toBe(request.constructor);
+    expect(add.constructor).not.toBe(sdkSpan.constructor);
+    sdkSpan.end();
+    add.end();
+    request.end();
+    expect(exported()).toEqual([]);
+    // The worker: the job's metadata carries the producer's context, remote here; a failing job is kept whole.
+    const fromJob = trace.setSpanContext(ROOT_CONTEXT, { ...add.spanContext(), isRemote: true });
+    const processJob = start('process turns', SpanKind.CONSUMER, fromJob);
+    const execute = start('turn.execute', SpanKind.INTERNAL, inSpan(processJob));
+    expect([processJob.constructor, execute.constructor]).toEqual([request.constructor, request.constructor]);
+    execute.setStatus({ code: SpanStatusCode.ERROR });
+    execute.end();
+    processJob.end();
+    const traceId = request.spanContext().traceId;
+    expect(exported().map((span) => [span.name, span.kind, span.spanContext().traceId, span.parentSpanContext?.spanId, span.instrumentationScope.name])).toEqual([
+      ['turn.execute', SpanKind.INTERNAL, traceId, processJob.spanContext().spanId, 'queue'],
+      ['process turns', SpanKind.CONSUMER, traceId, add.spanContext().spanId, 'queue'],
+    ]);
   });
 });

@@ -1,0 +1,25 @@
+import { BullMQOtel, BullMQOTelSpan } from 'bullmq-otel';
+import type { Telemetry } from 'bullmq';
+import { leanSpanStarter } from '@ic/telemetry';
+
+const SCOPE = 'ingram-conversations';
+
+/**
+ * BullMQ's telemetry: bullmq-otel carries the trace context from the producer's span to the worker's
+ * (PRODUCER/CONSUMER spans) in each job's metadata and records job metrics, but its spans start as our
+ * own do (leanSpanStarter): under the default `ic_tail` sampler, the three queue spans a turn makes
+ * (add, process, complete) are plain objects unless their trace is kept, like the statements and Redis
+ * commands around them. A kept trace still holds them all.
+ */
+export function bullmqTelemetry(): Telemetry {
+  const otel = new BullMQOtel({ tracerName: SCOPE, meterName: SCOPE, enableMetrics: true });
+  const startSpan = leanSpanStarter(SCOPE);
+  return {
+    contextManager: otel.contextManager,
+    meter: otel.meter,
+    tracer: {
+      // BullMQ's SpanKind has OpenTelemetry's values.
+      startSpan: (name, options, parent) => new BullMQOTelSpan(startSpan(name, options?.kind ?? 0, parent)),
+    },
+  };
+}
