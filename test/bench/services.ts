@@ -195,12 +195,12 @@ export async function startBenchUpstream(): Promise<BenchUpstream> {
  * The single-process stack once per queue kind, on the same upstream, started side by side into
  * `stacks` (so the caller's `finally` closes whichever started, even if the other failed).
  */
-export async function startStackPerQueue(stacks: Partial<Record<StackKind, BenchStack>>, modelBaseUrl: string, profileDir?: string): Promise<void> {
+export async function startStackPerQueue(stacks: Partial<Record<StackKind, BenchStack>>, modelBaseUrl: string, profileDir?: string, otlpEndpoint?: string): Promise<void> {
   const compared = comparedStackScript();
   await Promise.all(
     [...(['bullmq', 'inprocess'] as const), ...(compared ? (['compared'] as const) : [])].map(async (kind) => {
       const queue = kind === 'compared' ? 'bullmq' : kind;
-      stacks[kind] = await startBenchStack({ name: `stack-${kind}`, queue, modelBaseUrl, profileDir, script: kind === 'compared' ? compared : undefined });
+      stacks[kind] = await startBenchStack({ name: `stack-${kind}`, queue, modelBaseUrl, profileDir, otlpEndpoint, script: kind === 'compared' ? compared : undefined });
     }),
   );
 }
@@ -210,6 +210,13 @@ export async function startStackPerQueue(stacks: Partial<Record<StackKind, Bench
  * before a change), run with BullMQ in the same alternation as ours and reported as `compared`.
  */
 export const comparedStackScript = (): string | undefined => process.env.BENCH_COMPARE_STACK || undefined;
+
+/**
+ * BENCH_TRACED=1: the turn benchmarks run every stack (the compared one too) with full tracing on, the
+ * default sampler, exporting to the upstream process's dummy OTLP sink — what tracing costs a turn,
+ * before and after a change, side by side in one run (the `otel` suite compares modes of one build).
+ */
+export const tracedStacks = (): boolean => process.env.BENCH_TRACED === '1';
 
 /** The stacks a turn benchmark alternates: ours on each queue, and the compared build when one is named. */
 export type StackKind = QueueKind | 'compared';

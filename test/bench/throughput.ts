@@ -16,7 +16,7 @@ import { z } from 'zod';
 import type { ProbeReading } from './probe';
 import { cpuBetween, snapshotCpu, type MachineCpu } from './machine-cpu';
 import { median, round2, roundOrders, verdict, type BenchOptions } from './harness';
-import { stackKinds, startBenchUpstream, startStackPerQueue, type BenchStack, type StackKind } from './services';
+import { stackKinds, startBenchUpstream, startStackPerQueue, tracedStacks, type BenchStack, type StackKind } from './services';
 
 const FULL = { conversations: 48, roundMs: 5000, rounds: 3 };
 const QUICK = { conversations: 2, roundMs: 300, rounds: 1 };
@@ -193,7 +193,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
   const stacks: Partial<Record<StackKind, BenchStack>> = {};
   const kinds = stackKinds();
   try {
-    await startStackPerQueue(stacks, upstream.instant, options.profileDir);
+    await startStackPerQueue(stacks, upstream.instant, options.profileDir, tracedStacks() ? upstream.sink : undefined);
     const rounds = Object.fromEntries(kinds.map((kind) => [kind, []])) as unknown as Record<StackKind, RoundFigures[]>;
     const sent = Object.fromEntries(kinds.map((kind) => [kind, new Map()])) as unknown as Record<StackKind, Sent>;
     // A short warm-up per stack (JIT, pools), not recorded.
@@ -213,6 +213,7 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
         'over the round divided by completed turns; pg_wal_kb_per_turn: WAL the Postgres cluster wrote over the round (pg_current_wal_lsn) per turn; medians over rounds; transcripts checked in Postgres afterwards. machine_cpu: the whole ' +
         'machine over the round from /proc (busy share of all cores; CPU ms per turn of the stack, this load generator, the upstream, every ' +
         'postgres and redis-server process, and the rest)',
+      traced: tracedStacks() ? 'every stack exports traces (default sampler) to a dummy OTLP sink (BENCH_TRACED=1)' : false,
       conversations: sizes.conversations,
       round_ms: sizes.roundMs,
       targets: { turns_per_second_bullmq: TARGETS.turnsPerSecond, pg_round_trips_per_turn: TARGETS.pgRoundTripsPerTurn },

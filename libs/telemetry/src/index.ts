@@ -67,7 +67,7 @@ export { traceHttpServer, UNTRACED_PATHS, type HttpServerTelemetryOptions } from
 export { traceHttpClient, type HttpClientCall } from './http-client';
 export { traceDbStatement, type DbStatementCall, type DbTarget } from './db-client';
 export { traceRedisCommand, type RedisCommandCall, type RedisTarget } from './redis-client';
-export { startTelemetry, samplerFromEnv, instrumentationEnabled, TURN_LATENCY_BUCKETS_SECONDS, STORE_LATENCY_BUCKETS_SECONDS, type TelemetryHandle } from './sdk';
+export { startTelemetry, telemetryStarted, samplerFromEnv, instrumentationEnabled, TURN_LATENCY_BUCKETS_SECONDS, STORE_LATENCY_BUCKETS_SECONDS, type TelemetryHandle } from './sdk';
 
 /**
  * Metrics shared by the services; dashboards and alerts key on these names

@@ -124,6 +124,16 @@ export function instrumentationEnabled(name: InstrumentationName, env: NodeJS.Pr
   return !list(env.OTEL_NODE_DISABLED_INSTRUMENTATIONS).includes(name);
 }
 
+let started = false;
+
+/**
+ * Whether startTelemetry started the SDK (traces, metrics or both) in this process. Libraries whose
+ * telemetry hooks cost something even when nothing records (BullMQ's) are given none otherwise.
+ */
+export function telemetryStarted(): boolean {
+  return started;
+}
+
 /**
  * Starts tracing and metrics when configured: OTEL_EXPORTER_OTLP_ENDPOINT (or
  * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) sends traces over OTLP/HTTP, OTEL_PROMETHEUS_PORT serves
@@ -142,6 +152,7 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
   const tracesEndpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT;
   const prometheusPort = env.OTEL_PROMETHEUS_PORT;
   if (!tracesEndpoint && !prometheusPort) return { shutdown: async () => undefined };
+  started = true;
 
   const { AlwaysOffSampler, NodeTracerProvider, BatchSpanProcessor } = require('@opentelemetry/sdk-trace-node') as typeof import('@opentelemetry/sdk-trace-node');
   const { MeterProvider } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
