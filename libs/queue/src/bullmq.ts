@@ -199,8 +199,9 @@ return {'ok', seq - 1}
  * `response.created` is added to an empty log and `response.in_progress` unless the log ends with one,
  * each numbered where the log ends (the script writes the number into the JSON: the caller cannot know
  * it), and readers are woken as by an append. Returns where the log then ends.
- * KEYS: stream, meta. ARGV: attempt, ttl seconds, max events, channel, then the created and in_progress
- * JSON as it continues after the sequence number (see jsonAfterSequenceNumber).
+ * KEYS: stream, meta. ARGV: attempt, ttl seconds, max events, channel, then the events' JSON after the
+ * sequence number, split where the response's status goes (see announcementTemplate): the response is
+ * sent once, for both events.
  */
 const BEGIN_ATTEMPT_LUA = `
 local last, lastType = -1, ''
@@ -216,16 +217,16 @@ redis.call('HSET', KEYS[2], 'attempt', ARGV[1])
 local seq = last + 1
 local published = {}
 local size = 0
-local function announce(eventType, rest)
-  local json = '{"type":"' .. eventType .. '","sequence_number":' .. seq .. rest
+local function announce(eventType, status)
+  local json = '{"type":"' .. eventType .. '","sequence_number":' .. seq .. ARGV[5] .. '"' .. status .. '"' .. ARGV[6]
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '0-' .. (seq + 1), 't', eventType, 'e', json)
   published[#published + 1] = eventType
   published[#published + 1] = json
   size = size + #eventType + #json + 2
   seq = seq + 1
 end
-if last < 0 then announce('response.created', ARGV[5]) end
-if lastType ~= 'response.in_progress' then announce('response.in_progress', ARGV[6]) end
+if last < 0 then announce('response.created', 'queued') end
+if lastType ~= 'response.in_progress' then announce('response.in_progress', 'in_progress') end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 if seq > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 if size > ${PUBLISHED_BATCH_MAX_BYTES} then
@@ -236,19 +237,25 @@ end
 return {'ok', seq - 1}
 `;
 
+/** Stands for the status while the announcement is serialised: NUL never gets past the API's input checks, so no text of a response holds it. */
+const STATUS_SLOT = '\u0000';
+const STATUS_SLOT_JSON = JSON.stringify(STATUS_SLOT);
+
 /**
- * An event payload as JSON text that continues `{"type":"…","sequence_number":N`, so that whoever
- * numbers the event (BEGIN_ATTEMPT_LUA) produces exactly `JSON.stringify({ type, sequence_number, ...payload })`.
+ * An attempt's announcement as the JSON text that continues `{"type":"…","sequence_number":N` for
+ * `{ response }`, cut in two where the response's status goes, so that BEGIN_ATTEMPT_LUA, which numbers
+ * the events and puts in each one's status, writes exactly `JSON.stringify({ type, sequence_number, response: { ...response, status } })`.
  */
-export function jsonAfterSequenceNumber(payload: Record<string, unknown>): string {
-  const json = JSON.stringify(payload);
-  return json === '{}' ? '}' : `,${json.slice(1)}`;
+export function announcementTemplate(response: Record<string, unknown>): [beforeStatus: string, afterStatus: string] {
+  const json = JSON.stringify({ response: { ...response, status: STATUS_SLOT } });
+  const at = json.indexOf(STATUS_SLOT_JSON);
+  return [`,${json.slice(1, at)}`, json.slice(at + STATUS_SLOT_JSON.length)];
 }
 
 type ScriptReply = [string, number | string, string?];
 interface EventLogCommands {
   icAppendRunEvents(stream: string, meta: string, ...args: Array<string | number>): Promise<ScriptReply>;
-  icBeginRunAttempt(stream: string, meta: string, attempt: number, ttlSeconds: number, maxEvents: number, channel: string, created: string, inProgress: string): Promise<ScriptReply>;
+  icBeginRunAttempt(stream: string, meta: string, attempt: number, ttlSeconds: number, maxEvents: number, channel: string, beforeStatus: string, afterStatus: string): Promise<ScriptReply>;
 }
 
 /** One stream entry as Redis returns it, checked on the way out: its type and JSON are ours, the rest is not trusted. */
@@ -355,8 +362,7 @@ class RedisEventLog implements RunEventLog {
       ttlSeconds,
       this.maxEvents,
       this.keys.runAppendedChannel(runId),
-      jsonAfterSequenceNumber(announcement.created),
-      jsonAfterSequenceNumber(announcement.inProgress),
+      ...announcementTemplate(announcement.response),
     );
     const lastSequence = Number(last);
     if (status === 'ok') return { ok: true, lastSequence };

@@ -11,10 +11,8 @@ const events = (first: number, count: number, type = 'response.output_text.delta
   Array.from({ length: count }, (_, index) => ({ type, sequence_number: first + index, delta: `d${first + index}` }));
 const asAttempt = (attempt: number, closes = false) => ({ authority: { attempt }, closes, ttlSeconds: 60 });
 // Payloads with text a Lua string would mangle if it were not passed through as it is.
-const announcement = {
-  created: { response: { id: 'resp_1', status: 'queued', instructions: 'quote " backslash \\ newline \n unicode é 🙂 %d' } },
-  inProgress: { response: { id: 'resp_1', status: 'in_progress', output: [] } },
-};
+const announcement = { response: { id: 'resp_1', object: 'response', status: 'in_progress', instructions: 'quote " backslash \\ newline \n unicode é 🙂 %d status', output: [] } };
+const asCreated = { response: { ...announcement.response, status: 'queued' } };
 
 describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)', (kind) => {
   let log: RunEventLog;
@@ -77,8 +75,8 @@ describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)',
       [1, 'response.in_progress'],
     ]);
     expect(announced.map((event) => event.json)).toEqual([
-      JSON.stringify({ type: 'response.created', sequence_number: 0, ...announcement.created }),
-      JSON.stringify({ type: 'response.in_progress', sequence_number: 1, ...announcement.inProgress }),
+      JSON.stringify({ type: 'response.created', sequence_number: 0, ...asCreated }),
+      JSON.stringify({ type: 'response.in_progress', sequence_number: 1, ...announcement }),
     ]);
     expect(await log.read(id, -1, 0)).toEqual(announced.map((event) => JSON.parse(event.json)));
     // A log that already ends with response.in_progress (an attempt that showed nothing): fenced, nothing added.
@@ -87,27 +85,26 @@ describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)',
 
     // The usual case: the API wrote response.created; the attempt adds response.in_progress after it.
     const usual = runId();
-    await log.append(usual, [{ type: 'response.created', sequence_number: 0, ...announcement.created }], asAttempt(0));
+    await log.append(usual, [{ type: 'response.created', sequence_number: 0, ...asCreated }], asAttempt(0));
     expect(await log.beginAttempt(usual, 1, 60, announcement)).toEqual({ ok: true, lastSequence: 1 });
     expect((await log.read(usual, -1, 0)).map((event) => event.type)).toEqual(['response.created', 'response.in_progress']);
     // An announcement too big to travel in its wake-up: readers range-read it.
     const big = runId();
     const bigCursor = log.follow(big, -1, { fresh: true });
     await bigCursor.ready();
-    const long = { response: { id: 'resp_2', instructions: 'x'.repeat(70_000) } };
-    expect(await log.beginAttempt(big, 1, 60, { created: long, inProgress: long })).toEqual({ ok: true, lastSequence: 1 });
+    expect(await log.beginAttempt(big, 1, 60, { response: { id: 'resp_2', instructions: 'x'.repeat(70_000) } })).toEqual({ ok: true, lastSequence: 1 });
     const bigRead = await bigCursor.next(5000);
     bigCursor.close();
     expect(bigRead.map((event) => [event.sequence_number, JSON.parse(event.json).response.instructions.length])).toEqual([
       [0, 70_000],
       [1, 70_000],
     ]);
-    // An empty payload still makes valid JSON.
+    // A response without a status gets one, last.
     const bare = runId();
-    expect(await log.beginAttempt(bare, 1, 60, { created: {}, inProgress: {} })).toEqual({ ok: true, lastSequence: 1 });
+    expect(await log.beginAttempt(bare, 1, 60, { response: {} })).toEqual({ ok: true, lastSequence: 1 });
     expect(await log.read(bare, -1, 0)).toEqual([
-      { type: 'response.created', sequence_number: 0 },
-      { type: 'response.in_progress', sequence_number: 1 },
+      { type: 'response.created', sequence_number: 0, response: { status: 'queued' } },
+      { type: 'response.in_progress', sequence_number: 1, response: { status: 'in_progress' } },
     ]);
   });
 

@@ -199,8 +199,9 @@ export class MemoryEventLog implements RunEventLog {
     if (log.attempt > attempt) return { ok: false, reason: 'stale', lastSequence };
     log.attempt = attempt;
     const announced: StreamEvent[] = [];
-    if (lastSequence < 0) announced.push({ type: 'response.created', sequence_number: 0, ...announcement.created });
-    if (log.events.at(-1)?.type !== 'response.in_progress') announced.push({ type: 'response.in_progress', sequence_number: lastSequence + announced.length + 1, ...announcement.inProgress });
+    const { response } = announcement;
+    if (lastSequence < 0) announced.push({ type: 'response.created', sequence_number: 0, response: { ...response, status: 'queued' } });
+    if (log.events.at(-1)?.type !== 'response.in_progress') announced.push({ type: 'response.in_progress', sequence_number: lastSequence + announced.length + 1, response: { ...response, status: 'in_progress' } });
     for (const event of announced) {
       log.events.push(event);
       log.logged.push({ type: event.type, sequence_number: event.sequence_number, json: JSON.stringify(event) });

@@ -65,14 +65,13 @@ export type AppendResult =
   | { ok: false; reason: 'stale' | 'closed' | 'gap'; lastSequence: number };
 
 /**
- * What an attempt shows as it begins, as event payloads (without `type` and `sequence_number`, which
- * the log adds as it numbers them): the response as `response.created`, written only into an empty log
- * (the API process usually wrote it first), and as `response.in_progress`, written unless the log
- * already ends with one (an attempt that showed nothing is retried silently).
+ * What an attempt shows as it begins: `response` as `response.in_progress` carries it (status
+ * `in_progress`), written unless the log already ends with one (an attempt that showed nothing is
+ * retried silently), and as `response.created` (status `queued`), written only into an empty log (the
+ * API process usually wrote it first). The log numbers both where it ends.
  */
 export interface AttemptAnnouncement {
-  created: Record<string, unknown>;
-  inProgress: Record<string, unknown>;
+  response: Record<string, unknown>;
 }
 
 /** `lastSequence`: where the log ends, after the announcement when the attempt began. */

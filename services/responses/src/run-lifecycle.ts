@@ -119,10 +119,7 @@ export class RunLifecycle {
    */
   async startAttempt(run: RunRow): Promise<AttemptLog> {
     const snapshot = inProgressSnapshot(presentResponse(run, []));
-    const fence = await this.deps.backend.events.beginAttempt(run.id, run.attempt, this.ttl, {
-      created: { response: { ...snapshot, status: 'queued' } },
-      inProgress: { response: snapshot },
-    });
+    const fence = await this.deps.backend.events.beginAttempt(run.id, run.attempt, this.ttl, { response: snapshot });
     const log = new AttemptLog(run, new EventSequencer(fence.lastSequence + 1), this.deps.backend, this.deps.logger, { live: this.ttl, finished: this.finishedTtl });
     if (!fence.ok) {
       // Postgres gave this attempt the run, and Postgres is the truth: run it without live events
