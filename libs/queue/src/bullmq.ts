@@ -252,7 +252,7 @@ export function announcementTemplate(response: Record<string, unknown>): [before
   return [`,${json.slice(1, at)}`, json.slice(at + STATUS_SLOT_JSON.length)];
 }
 
-type ScriptReply = [string, number | string, string?];
+type ScriptReply = [status: string, lastSequence: number | string];
 interface EventLogCommands {
   icAppendRunEvents(stream: string, meta: string, ...args: Array<string | number>): Promise<ScriptReply>;
   icBeginRunAttempt(stream: string, meta: string, attempt: number, ttlSeconds: number, maxEvents: number, channel: string, beforeStatus: string, afterStatus: string): Promise<ScriptReply>;
