@@ -230,4 +230,3 @@ export function runMain(main: () => Promise<void>): void {
     process.exit(1);
   });
 }
-export { SpanKind } from '@opentelemetry/api';
