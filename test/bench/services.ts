@@ -74,6 +74,7 @@ export async function startBenchStack(options: StackOptions): Promise<BenchStack
   } catch (error) {
     await child.stop();
     await db.drop();
+    rmSync(dataDir, { recursive: true, force: true });
     throw error;
   }
   const state = JSON.parse(readFileSync(path.join(dataDir, 'dev-stack.json'), 'utf8')) as { smithToken: string };

@@ -48,16 +48,26 @@ describe('shared pacing mirror (Redis)', () => {
   });
 
   it("starts from an unpaced call's answer, less the answering process's other unpaced calls, then lines calls up a refill apart", async () => {
+    const answeredAt = performance.now();
     await store.answer(key, answer(0, { requests: requests(5), unseenInFlight: { requests: 2, tokens: 0 } }));
-    // 5 left, 2 of them already spoken for: three go at once, then one per 100 ms.
+    // 5 left, 2 of them already spoken for: three go at once, then one per 100 ms, counted from the answer.
+    // Each wait is a refill less the time that passed since (a slow machine takes longer between takes).
     const places = [];
-    for (let k = 0; k < 6; k++) places.push(await taken());
+    const sentAt: number[] = [];
+    const takenAt: number[] = [];
+    for (let k = 0; k < 6; k++) {
+      sentAt.push(performance.now());
+      places.push(await taken());
+      takenAt.push(performance.now());
+    }
     expect(places.slice(0, 3).map((place) => place.waitMs)).toEqual([0, 0, 0]);
     const later = places.slice(3).map((place) => place.waitMs);
-    expect(later[0]).toBeGreaterThan(80);
+    const slack = 2; // Redis's clock against ours, in whole milliseconds
+    expect(later[0]).toBeGreaterThanOrEqual(100 - (takenAt[3]! - answeredAt) - slack);
     expect(later[0]).toBeLessThanOrEqual(100);
-    expect(later[1]! - later[0]!).toBeGreaterThanOrEqual(90); // a refill, less the milliseconds between the takes
-    expect(later[2]! - later[1]!).toBeGreaterThanOrEqual(90);
+    expect(later[1]! - later[0]!).toBeGreaterThanOrEqual(100 - (takenAt[4]! - sentAt[3]!) - slack);
+    expect(later[1]! - later[0]!).toBeLessThanOrEqual(100);
+    expect(later[2]! - later[1]!).toBeGreaterThanOrEqual(100 - (takenAt[5]! - sentAt[4]!) - slack);
     expect(places[0]!.limit).toBe('requests');
     expect(new Set(places.map((place) => place.seq)).size).toBe(6);
   });
