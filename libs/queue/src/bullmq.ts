@@ -158,6 +158,17 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
 const PUBLISHED_BATCH_MAX_BYTES = 65536;
 
 /**
+ * Where a run's log ends (`last`, -1 when empty; `tip`, its last entry) and the refusal of a closed
+ * log, as both scripts below begin. KEYS: stream, meta.
+ */
+const LOG_TIP_LUA = `
+local last = -1
+local tip = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if tip then last = tonumber(string.match(tip[1], '%-(%d+)$')) - 1 end
+if redis.call('HGET', KEYS[2], 'closed') then return {'closed', last} end
+`;
+
+/**
  * Appends a batch to a run's event log in one atomic step: refused (nothing written) when the log is
  * closed, when a later attempt has begun (worker appends only), or when the batch does not continue
  * the sequence exactly; otherwise every event is added, the log's expiry refreshed, a terminal batch
@@ -167,11 +178,7 @@ const PUBLISHED_BATCH_MAX_BYTES = 65536;
  * KEYS: stream, meta hash. ARGV: mode ('attempt' | 'finished'), attempt, closes ('1'|'0'), ttl
  * seconds, max events, channel, first sequence, then (type, json) per event.
  */
-const APPEND_EVENTS_LUA = `
-local last = -1
-local tip = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if tip[1] then last = tonumber(string.match(tip[1][1], '%-(%d+)$')) - 1 end
-if redis.call('HGET', KEYS[2], 'closed') then return {'closed', last} end
+const APPEND_EVENTS_LUA = `${LOG_TIP_LUA}
 if ARGV[1] == 'attempt' and tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0') > tonumber(ARGV[2]) then return {'stale', last} end
 local seq = tonumber(ARGV[7])
 if seq ~= last + 1 then return {'gap', last} end
@@ -203,15 +210,12 @@ return {'ok', seq - 1}
  * sequence number, split where the response's status goes (see announcementTemplate): the response is
  * sent once, for both events.
  */
-const BEGIN_ATTEMPT_LUA = `
-local last, lastType = -1, ''
-local tip = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if tip[1] then
-  last = tonumber(string.match(tip[1][1], '%-(%d+)$')) - 1
-  local fields = tip[1][2]
+const BEGIN_ATTEMPT_LUA = `${LOG_TIP_LUA}
+local lastType = ''
+if tip then
+  local fields = tip[2]
   for i = 1, #fields, 2 do if fields[i] == 't' then lastType = fields[i + 1] end end
 end
-if redis.call('HGET', KEYS[2], 'closed') then return {'closed', last} end
 if tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0') > tonumber(ARGV[1]) then return {'stale', last} end
 redis.call('HSET', KEYS[2], 'attempt', ARGV[1])
 local seq = last + 1

@@ -182,14 +182,19 @@ export class MemoryEventLog implements RunEventLog {
     if (log.closed) return { ok: false, reason: 'closed', lastSequence };
     if ('attempt' in options.authority && log.attempt > options.authority.attempt) return { ok: false, reason: 'stale', lastSequence };
     if (first.sequence_number !== lastSequence + 1) return { ok: false, reason: 'gap', lastSequence };
+    if (options.closes) log.closed = true;
+    this.write(runId, log, events, options.ttlSeconds);
+    return { ok: true, lastSequence: lastSequence + events.length };
+  }
+
+  /** Adds checked events (their JSON as a reader gets it), refreshes the expiry and wakes the readers. */
+  private write(runId: string, log: MemoryLog, events: readonly StreamEvent[], ttlSeconds: number): void {
     for (const event of events) {
       log.events.push(event);
       log.logged.push({ type: event.type, sequence_number: event.sequence_number, json: JSON.stringify(event) });
     }
-    if (options.closes) log.closed = true;
-    this.refresh(runId, log, options.ttlSeconds);
-    this.appended.emit(runId);
-    return { ok: true, lastSequence: lastSequence + events.length };
+    this.refresh(runId, log, ttlSeconds);
+    if (events.length > 0) this.appended.emit(runId);
   }
 
   async beginAttempt(runId: string, attempt: number, ttlSeconds: number, announcement: AttemptAnnouncement): Promise<BeginAttemptResult> {
@@ -202,12 +207,7 @@ export class MemoryEventLog implements RunEventLog {
     const { response } = announcement;
     if (lastSequence < 0) announced.push({ type: 'response.created', sequence_number: 0, response: { ...response, status: 'queued' } });
     if (log.events.at(-1)?.type !== 'response.in_progress') announced.push({ type: 'response.in_progress', sequence_number: lastSequence + announced.length + 1, response: { ...response, status: 'in_progress' } });
-    for (const event of announced) {
-      log.events.push(event);
-      log.logged.push({ type: event.type, sequence_number: event.sequence_number, json: JSON.stringify(event) });
-    }
-    this.refresh(runId, log, ttlSeconds);
-    if (announced.length > 0) this.appended.emit(runId);
+    this.write(runId, log, announced, ttlSeconds);
     return { ok: true, lastSequence: lastSequence + announced.length };
   }
 

@@ -26,6 +26,7 @@ export function createLogger(service: string, level: string = process.env.LOG_LE
 
 const TRACER_NAME = 'ingram-conversations';
 export const tracer = trace.getTracer(TRACER_NAME);
+const startSpan = leanSpanStarter(TRACER_NAME);
 
 /**
  * Runs `work` inside a span, recording failures; the span name should be stable (no ids). Started as
@@ -33,7 +34,7 @@ export const tracer = trace.getTracer(TRACER_NAME);
  */
 export async function withSpan<T>(name: string, attributes: Attributes, work: (span: Span) => Promise<T>): Promise<T> {
   const parent = context.active();
-  const span = startLeanSpan(tracer, TRACER_NAME, name, SpanKind.INTERNAL, parent, attributes);
+  const span = startSpan(name, SpanKind.INTERNAL, parent, attributes);
   return context.with(trace.setSpan(parent, span), async () => {
     try {
       return await work(span);
