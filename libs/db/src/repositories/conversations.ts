@@ -3,6 +3,9 @@ import { z } from 'zod';
 import { jsonb, sql, type CommonQueryMethods } from '../pool';
 
 const columns = sql.fragment`id, tenant_id, smith_id, title, title_source, metadata, created_at, updated_at`;
+// Row schemas built once: zod 3 builds a schema slowly, and the result parser compiles a check per schema (row-check.ts).
+const IdRow = z.object({ id: z.string() });
+const RunSeqRow = z.object({ last_run_seq: z.number() });
 
 export type ConversationSort = 'created_at' | 'updated_at';
 export interface ConversationPageRequest {
@@ -78,21 +81,21 @@ export function createConversationsRepo(db: CommonQueryMethods) {
         RETURNING ${columns}`),
 
     softDelete: (smithId: string, id: string) =>
-      db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
+      db.maybeOneFirst(sql.type(IdRow)`
         UPDATE conversations SET deleted_at = now()
         WHERE id = ${id} AND smith_id = ${smithId} AND deleted_at IS NULL
         RETURNING id`),
 
     /** Takes the conversation's row lock and the next turn number; null if it is missing or deleted. */
     takeNextRunSeq: (smithId: string, id: string) =>
-      db.maybeOneFirst(sql.type(z.object({ last_run_seq: z.number() }))`
+      db.maybeOneFirst(sql.type(RunSeqRow)`
         UPDATE conversations SET last_run_seq = last_run_seq + 1
         WHERE id = ${id} AND smith_id = ${smithId} AND deleted_at IS NULL
         RETURNING last_run_seq`),
 
     /** Sets a generated title only while no title was ever chosen by the user or generated before. */
     setAutoTitle: (id: string, title: string) =>
-      db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`/* prepared: conversations.setAutoTitle */
+      db.maybeOneFirst(sql.type(IdRow)`/* prepared: conversations.setAutoTitle */
         UPDATE conversations SET title = ${title}, title_source = 'auto'
         WHERE id = ${id} AND title_source IS NULL AND deleted_at IS NULL
         RETURNING id`),

@@ -5,6 +5,10 @@ import { jsonb, sql, type CommonQueryMethods } from '../pool';
 
 const columns = sql.fragment`id, run_id, direction, ordinal, conversation_id, position, body`;
 
+// Row schemas built once: zod 3 builds a schema slowly, and the result parser compiles a check per schema (row-check.ts).
+const PositionedBodyRow = z.object({ position: z.number(), body: ItemRow.shape.body });
+const IdentifiedBodyRow = z.object({ id: z.string(), body: ItemRow.shape.body });
+
 export interface NewItem {
   id: string;
   runId: string;
@@ -78,7 +82,7 @@ export function createItemsRepo(db: CommonQueryMethods) {
 
     /** Transcript items after `afterPosition` (or all), in order: the history a turn replays. */
     listConversationAfter: (conversationId: string, afterPosition: number) =>
-      db.any(sql.type(z.object({ position: z.number(), body: ItemRow.shape.body }))`
+      db.any(sql.type(PositionedBodyRow)`
         SELECT position, body FROM items WHERE conversation_id = ${conversationId} AND position > ${afterPosition}
         ORDER BY position`),
 
@@ -87,7 +91,7 @@ export function createItemsRepo(db: CommonQueryMethods) {
      * (DELETE, or an answered `store: false` run), or that sit in one of its live conversations.
      */
     findReadableBodies: (smithId: string, itemIds: readonly string[]) =>
-      db.any(sql.type(z.object({ id: z.string(), body: ItemRow.shape.body }))`
+      db.any(sql.type(IdentifiedBodyRow)`
         SELECT items.id, items.body FROM items JOIN runs ON runs.id = items.run_id
         WHERE items.id = ANY(${sql.array(itemIds, 'text')}) AND runs.smith_id = ${smithId}
           AND (runs.deleted_at IS NULL

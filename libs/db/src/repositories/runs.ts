@@ -9,6 +9,12 @@ const columns = sql.fragment`
 
 const OPEN = sql.fragment`status IN ('queued', 'in_progress')`;
 
+// Row schemas built once: zod 3 builds a schema slowly, and the result parser compiles a check per schema (row-check.ts).
+const IdRow = z.object({ id: z.string() });
+const HeadRow = z.object({ id: z.string(), status: z.string() });
+const OpenRunStatsRow = z.object({ oldest_queued_age_seconds: z.number(), stuck: z.number() });
+const RunnableRow = z.object({ id: z.string(), conversation_id: z.string().nullable(), created_at: z.number() });
+
 /** The columns of `RunRow`, for the NULL placeholders of rows that carry no run. */
 const RUN_COLUMN_NAMES = Object.keys(RunRow.shape);
 // Built once: joining a fragment per column on every call was a measurable share of a turn's CPU.
@@ -127,7 +133,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
 
     /** The conversation's oldest unfinished run: the only one allowed to execute. */
     headOfConversation: (conversationId: string) =>
-      db.maybeOne(sql.type(z.object({ id: z.string(), status: z.string() }))`
+      db.maybeOne(sql.type(HeadRow)`
         SELECT id, status FROM runs WHERE conversation_id = ${conversationId} AND ${OPEN}
         ORDER BY conversation_seq LIMIT 1`),
 
@@ -330,7 +336,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
         RETURNING ${columns}`),
 
     softDelete: (smithId: string, id: string) =>
-      db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
+      db.maybeOneFirst(sql.type(IdRow)`
         UPDATE runs SET deleted_at = now() WHERE id = ${id} AND smith_id = ${smithId} AND deleted_at IS NULL RETURNING id`),
 
     /**
@@ -339,7 +345,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
      * open runs (partial index runs_open_by_age).
      */
     openRunStats: (stuckAfterMs: number) =>
-      db.one(sql.type(z.object({ oldest_queued_age_seconds: z.number(), stuck: z.number() }))`
+      db.one(sql.type(OpenRunStatsRow)`
         SELECT
           coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued')), 0)::float8 AS oldest_queued_age_seconds,
           count(*) FILTER (WHERE status = 'in_progress' AND started_at < now() - make_interval(secs => ${stuckAfterMs} / 1000.0))::int AS stuck
@@ -352,7 +358,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
      * first, after the `after` keyset bound (so a sweep can page through any number of open runs).
      */
     listRunnableOlderThan: (olderThanMs: number, limit: number, after: { createdAt: number; id: string } | null = null) =>
-      db.any(sql.type(z.object({ id: z.string(), conversation_id: z.string().nullable(), created_at: z.number() }))`
+      db.any(sql.type(RunnableRow)`
         SELECT id, conversation_id, created_at FROM (
           SELECT DISTINCT ON (coalesce(conversation_id, id)) id, conversation_id, created_at
           FROM runs
