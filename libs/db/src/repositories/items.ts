@@ -26,11 +26,14 @@ export interface ItemPageRequest {
   afterKey?: number;
 }
 
-const direction = (page: ItemPageRequest) => (page.order === 'desc' ? sql.fragment`DESC` : sql.fragment`ASC`);
+// Fixed pieces built once: slonik spends about a microsecond on each fragment.
+const NOTHING = sql.fragment``;
+const DIRECTIONS = { asc: sql.fragment`ASC`, desc: sql.fragment`DESC` } as const;
+const direction = (page: ItemPageRequest) => DIRECTIONS[page.order];
 
 /** The exclusive keyset bound for the next page in the page's order. */
 function keysetAfter(column: IdentifierSqlToken, page: ItemPageRequest) {
-  if (page.afterKey === undefined) return sql.fragment``;
+  if (page.afterKey === undefined) return NOTHING;
   return page.order === 'desc' ? sql.fragment`AND ${column} < ${page.afterKey}` : sql.fragment`AND ${column} > ${page.afterKey}`;
 }
 
