@@ -11,7 +11,7 @@ import {
 import { z } from 'zod';
 import { storeMetrics } from '@ic/telemetry';
 import { createUnpreparedInterceptor, installPgClientHooks } from './prepared';
-import { ASK_ZOD, rowParserFor } from './row-check';
+import { ASK_ZOD, rowParserFor } from './row-parser';
 
 /** The sql tag every repository uses; `void` types statements that return no rows. */
 export const sql = createSqlTag({
@@ -25,7 +25,7 @@ export const sql = createSqlTag({
  * Validates every typed query's rows against its zod schema (slonik's documented result parser).
  * Synchronously: no row schema has async refinements, and slonik's async hook costs a promise, a
  * p-limit queue and an async zod parse per row, a measurable share of a CRUD request's CPU.
- * A schema's compiled parser (row-check.ts) gives zod's value for the usual row at a fraction of the
+ * A schema's compiled parser (row-parser.ts) gives zod's value for the usual row at a fraction of the
  * cost; a row it cannot tell about is parsed by zod, which returns its value or its issues.
  */
 function createResultParserInterceptor(): Interceptor {

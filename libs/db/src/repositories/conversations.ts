@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { jsonb, sql, type CommonQueryMethods } from '../pool';
 
 const columns = sql.fragment`id, tenant_id, smith_id, title, title_source, metadata, created_at, updated_at`;
-// Row schemas built once: zod 3 builds a schema slowly, and the result parser compiles a check per schema (row-check.ts).
+// Row schemas built once: zod 3 builds a schema slowly, and the result parser compiles a parser per schema (row-parser.ts).
 const IdRow = z.object({ id: z.string() });
 const RunSeqRow = z.object({ last_run_seq: z.number() });
 

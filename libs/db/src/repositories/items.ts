@@ -5,7 +5,7 @@ import { jsonb, sql, type CommonQueryMethods } from '../pool';
 
 const columns = sql.fragment`id, run_id, direction, ordinal, conversation_id, position, body`;
 
-// Row schemas built once: zod 3 builds a schema slowly, and the result parser compiles a check per schema (row-check.ts).
+// Row schemas built once: zod 3 builds a schema slowly, and the result parser compiles a parser per schema (row-parser.ts).
 const PositionedBodyRow = z.object({ position: z.number(), body: ItemRow.shape.body });
 const IdentifiedBodyRow = z.object({ id: z.string(), body: ItemRow.shape.body });
 

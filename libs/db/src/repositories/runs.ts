@@ -9,7 +9,7 @@ const columns = sql.fragment`
 
 const OPEN = sql.fragment`status IN ('queued', 'in_progress')`;
 
-// Row schemas built once: zod 3 builds a schema slowly, and the result parser compiles a check per schema (row-check.ts).
+// Row schemas built once: zod 3 builds a schema slowly, and the result parser compiles a parser per schema (row-parser.ts).
 const IdRow = z.object({ id: z.string() });
 const HeadRow = z.object({ id: z.string(), status: z.string() });
 const OpenRunStatsRow = z.object({ oldest_queued_age_seconds: z.number(), stuck: z.number() });

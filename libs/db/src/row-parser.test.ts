@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { ApiTokenRow, ConversationRow, ItemRow, RunRow, SmithRow, TenantRow } from '@ic/schemas';
 import { createTestDatabase, seedTenant, type TestDatabase } from '@ic/test-support';
 import { createConversationsRepo } from './repositories/conversations';
-import { ASK_ZOD, rowParserFor } from './row-check';
+import { ASK_ZOD, rowParserFor } from './row-parser';
 import { sql } from './pool';
 
 /** A deterministic generator (mulberry32), so a failure names a value that can be replayed. */
