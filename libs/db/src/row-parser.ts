@@ -19,8 +19,6 @@ export type RowParser = (value: unknown) => unknown;
 const isPlainObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype;
 
-const hasOwn = (value: object, key: string) => Object.prototype.hasOwnProperty.call(value, key);
-
 const scalar = (accepts: (value: unknown) => boolean): RowParser => (value) => (accepts(value) ? value : ASK_ZOD);
 
 function compile(schema: z.ZodTypeAny): RowParser | undefined {
@@ -76,7 +74,7 @@ function compile(schema: z.ZodTypeAny): RowParser | undefined {
     if (!keyIsPlainString || !element) return undefined;
     return (value) => {
       // zod drops an own "__proto__" key; a plain object has no inherited keys for zod's for…in to find.
-      if (!isPlainObject(value) || hasOwn(value, '__proto__')) return ASK_ZOD;
+      if (!isPlainObject(value) || Object.hasOwn(value, '__proto__')) return ASK_ZOD;
       let output: Record<string, unknown> | undefined;
       for (const key in value) {
         const member = element(value[key]);

@@ -1,17 +1,15 @@
 import { ConversationRow, type Metadata } from '@ic/schemas';
 import { z } from 'zod';
-import { jsonb, sql, type CommonQueryMethods } from '../pool';
+import { EMPTY_FRAGMENT, jsonb, ORDER_DIRECTIONS, sql, type CommonQueryMethods } from '../pool';
 
 const columns = sql.fragment`id, tenant_id, smith_id, title, title_source, metadata, created_at, updated_at`;
 // Row schemas built once: zod 3 builds a schema slowly, and the result parser compiles a parser per schema (row-parser.ts).
 const IdRow = z.object({ id: z.string() });
 const RunSeqRow = z.object({ last_run_seq: z.number() });
 
-// The fixed pieces of a page's statement, built once: slonik spends about a microsecond on each fragment.
-const NOTHING = sql.fragment``;
+// Built once, as pool.ts's EMPTY_FRAGMENT and ORDER_DIRECTIONS are.
 const FOR_UPDATE = sql.fragment`FOR UPDATE`;
 const PREPARED_LIST = sql.fragment`/* prepared: conversations.list */`;
-const DIRECTIONS = { asc: sql.fragment`ASC`, desc: sql.fragment`DESC` } as const;
 const SORT_COLUMNS = { created_at: sql.identifier(['created_at']), updated_at: sql.identifier(['updated_at']) } as const;
 
 export type ConversationSort = 'created_at' | 'updated_at';
@@ -45,25 +43,25 @@ export function createConversationsRepo(db: CommonQueryMethods) {
       db.maybeOne(sql.type(ConversationRow)`/* prepared: conversations.find */
         SELECT ${columns} FROM conversations
         WHERE id = ${id} AND smith_id = ${smithId} AND deleted_at IS NULL
-        ${options.forUpdate ? FOR_UPDATE : NOTHING}`),
+        ${options.forUpdate ? FOR_UPDATE : EMPTY_FRAGMENT}`),
 
     find: (id: string) => db.maybeOne(sql.type(ConversationRow)`SELECT ${columns} FROM conversations WHERE id = ${id}`),
 
     /** One keyset page (limit + 1 rows so the caller can tell whether more follow); uses the matching partial index. */
     listPage: (page: ConversationPageRequest) => {
       const sortColumn = SORT_COLUMNS[page.sortBy];
-      const direction = DIRECTIONS[page.order];
+      const direction = ORDER_DIRECTIONS[page.order];
       const after = page.after
         ? page.order === 'desc'
           ? sql.fragment`AND (${sortColumn}, id) < (to_timestamp(${page.after.at} / 1000.0), ${page.after.id})`
           : sql.fragment`AND (${sortColumn}, id) > (to_timestamp(${page.after.at} / 1000.0), ${page.after.id})`
-        : NOTHING;
-      const metadata = page.metadata && Object.keys(page.metadata).length > 0 ? sql.fragment`AND metadata @> ${jsonb(page.metadata)}` : NOTHING;
+        : EMPTY_FRAGMENT;
+      const metadata = page.metadata && Object.keys(page.metadata).length > 0 ? sql.fragment`AND metadata @> ${jsonb(page.metadata)}` : EMPTY_FRAGMENT;
       // Spelled exactly as the conversations_title_search index expression, so the trigram index serves it.
-      const title = page.titleContains ? sql.fragment`AND lower(title) LIKE '%' || lower(${escapeLike(page.titleContains)}) || '%'` : NOTHING;
+      const title = page.titleContains ? sql.fragment`AND lower(title) LIKE '%' || lower(${escapeLike(page.titleContains)}) || '%'` : EMPTY_FRAGMENT;
       // A filtered page is planned for its values (a rare word takes the trigram index, a common one the
       // sort index); an unfiltered page has one good plan whatever the smith, so it is prepared.
-      const prepared = metadata === NOTHING && title === NOTHING ? PREPARED_LIST : NOTHING;
+      const prepared = metadata === EMPTY_FRAGMENT && title === EMPTY_FRAGMENT ? PREPARED_LIST : EMPTY_FRAGMENT;
       return db.any(sql.type(ConversationRow)`${prepared}
         SELECT ${columns} FROM conversations
         WHERE smith_id = ${page.smithId} AND deleted_at IS NULL ${after} ${metadata} ${title}

@@ -1,6 +1,6 @@
 import { RunRow, RunStatus, StoredItemBody, type RunError, type RunParams, type StoredItem, type Usage } from '@ic/schemas';
 import { z } from 'zod';
-import { jsonb, sql, type CommonQueryMethods } from '../pool';
+import { EMPTY_FRAGMENT, jsonb, sql, type CommonQueryMethods } from '../pool';
 
 const columns = sql.fragment`
   id, tenant_id, smith_id, conversation_id, conversation_seq, previous_response_id, status, model, instructions,
@@ -365,7 +365,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
           WHERE ${OPEN} AND created_at < now() - make_interval(secs => ${olderThanMs} / 1000.0)
           ORDER BY coalesce(conversation_id, id), conversation_seq NULLS FIRST
         ) AS heads
-        ${after ? sql.fragment`WHERE (created_at, id) > (to_timestamp(${after.createdAt} / 1000.0), ${after.id})` : sql.fragment``}
+        ${after ? sql.fragment`WHERE (created_at, id) > (to_timestamp(${after.createdAt} / 1000.0), ${after.id})` : EMPTY_FRAGMENT}
         ORDER BY created_at, id
         LIMIT ${limit}`),
 
