@@ -9,9 +9,9 @@ let dbSpansEnabled = false;
 let durationHistogram: Histogram | undefined;
 
 /** Turned on by startTelemetry with the `pg` instrumentation; until then traceDbStatement costs one branch. */
-export function enableDbClientTelemetry(enabled: boolean): void {
+export function enableDbClientTelemetry(enabled: boolean, withMetrics = false): void {
   dbSpansEnabled = enabled;
-  durationHistogram = createDurationHistogram(enabled, 'db.client.operation.duration', 'Duration of database client operations.', DB_DURATION_BUCKETS_SECONDS);
+  durationHistogram = createDurationHistogram(enabled, withMetrics, 'db.client.operation.duration', 'Duration of database client operations.', DB_DURATION_BUCKETS_SECONDS);
 }
 
 const TRACER_NAME = 'ingram-conversations-db';

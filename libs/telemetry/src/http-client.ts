@@ -6,9 +6,9 @@ let clientSpansEnabled = false;
 let durationHistogram: Histogram | undefined;
 
 /** Turned on by startTelemetry with the `http` instrumentation; until then traceHttpClient costs one branch. */
-export function enableHttpClientTelemetry(enabled: boolean): void {
+export function enableHttpClientTelemetry(enabled: boolean, withMetrics = false): void {
   clientSpansEnabled = enabled;
-  durationHistogram = createDurationHistogram(enabled, 'http.client.request.duration', 'Duration of HTTP client requests.', HTTP_DURATION_BUCKETS_SECONDS);
+  durationHistogram = createDurationHistogram(enabled, withMetrics, 'http.client.request.duration', 'Duration of HTTP client requests.', HTTP_DURATION_BUCKETS_SECONDS);
 }
 
 const TRACER_NAME = 'ingram-conversations-http';

@@ -16,9 +16,9 @@ let durationHistogram: Histogram | undefined;
  * traceHttpServer's wrapper only passes requests through, so tests and the embedded stack without
  * OTEL_* variables pay one branch per request.
  */
-export function enableHttpServerTelemetry(enabled: boolean): void {
+export function enableHttpServerTelemetry(enabled: boolean, withMetrics = false): void {
   serverSpansEnabled = enabled;
-  durationHistogram = createDurationHistogram(enabled, 'http.server.request.duration', 'Duration of HTTP server requests.', HTTP_DURATION_BUCKETS_SECONDS);
+  durationHistogram = createDurationHistogram(enabled, withMetrics, 'http.server.request.duration', 'Duration of HTTP server requests.', HTTP_DURATION_BUCKETS_SECONDS);
 }
 
 const TRACER_NAME = 'ingram-conversations-http';
@@ -54,7 +54,8 @@ export function traceHttpServer(listener: RequestListener, options: HttpServerTe
 
     // 'close' comes once per response, after 'finish' when the reply was sent whole and also when the
     // client went away first (the span then ends without a status code): one listener covers both.
-    res.once('close', () => finishRequest(req, res, span, method, startedAt, options.routeOf));
+    // `on`, not `once`: it fires once anyway, and `once` wraps it and removes it again per request.
+    res.on('close', () => finishRequest(req, res, span, method, startedAt, options.routeOf));
     context.with(trace.setSpan(parent, span), () => listener(req, res));
   };
 }

@@ -1,6 +1,7 @@
 import { ROOT_CONTEXT, SpanKind, trace, TraceFlags } from '@opentelemetry/api';
 import { createLogger, samplerFromEnv, ShutdownRegistry, shutdownDeadlineMs } from './index';
 import { RoutineSpanFilter } from './sdk';
+import { createDurationHistogram } from './duration-histogram';
 
 const TRACE_ID = '0af7651916cd43dd8448eb211c80319c';
 const decide = (sampler: ReturnType<typeof samplerFromEnv>, kind: SpanKind, parentSampled?: boolean) => {
@@ -51,5 +52,14 @@ describe('shutdown within the grace period (SHUTDOWN_GRACE_PERIOD_MS)', () => {
     await registry.shutdown('test');
     // Without the cut, the overall deadline would end the shutdown before the pools were closed.
     expect(ran).toEqual(['close pools']);
+  });
+});
+
+describe('duration histograms of our lean spans', () => {
+  it('exist only when metrics are exported: without a meter provider nothing builds records', () => {
+    const buckets = [0.1, 1];
+    expect(createDurationHistogram(true, false, 'x.duration', 'x', buckets)).toBeUndefined();
+    expect(createDurationHistogram(false, true, 'x.duration', 'x', buckets)).toBeUndefined();
+    expect(createDurationHistogram(true, true, 'x.duration', 'x', buckets)).toBeDefined();
   });
 });
