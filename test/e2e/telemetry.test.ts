@@ -359,6 +359,26 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
     }
   });
 
+  it('by default (ic_tail) exports a trace sampled by id whole, from the request to the model call', async () => {
+    await withTracedService({ OTEL_TRACES_SAMPLER_ARG: '1' }, async (port, collector) => {
+      // Fast and fine, so only the ratio exports it; our spans of a sampled trace are recorded lazily too.
+      expect((await postTurn(port, seeded.smithToken, 'sampled by id')).status).toBe('completed');
+      const named = (name: string) => collector.spans.find((span) => span.name === name);
+      await eventually(async () => (named('turn.execute') && named('POST /v1/responses') && named('runs.stamp') ? true : undefined), 10000, 'the sampled turn to be exported');
+      const [request, accept, addJob, processJob, execute, claim] = ['POST /v1/responses', 'runs.accept', 'add turns.turn.execute.v1', 'process turns', 'turn.execute', 'runs.claim'].map(named);
+      const modelCall = collector.spans.find((span) => String(span.attributes['url.full'] ?? '').endsWith('/chat/completions'));
+      expect(request?.attributes).toMatchObject({ 'http.route': '/v1/responses', 'http.response.status_code': 200 });
+      expect(accept?.parentSpanId).toBe(request?.spanId);
+      expect(addJob?.parentSpanId).toBe(request?.spanId);
+      expect(processJob?.parentSpanId).toBe(addJob?.spanId);
+      expect(execute?.parentSpanId).toBe(processJob?.spanId);
+      expect(claim?.parentSpanId).toBe(processJob?.spanId);
+      expect(modelCall?.parentSpanId).toBe(execute?.spanId);
+      expect(modelCall?.attributes).toMatchObject({ 'http.response.status_code': 200 });
+      expect(new Set([request, accept, addJob, processJob, execute, claim, modelCall].map((span) => span?.traceId)).size).toBe(1);
+    });
+  });
+
   it('follows OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG', async () => {
     await withTracedService({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0' }, async (port, collector) => {
       expect((await postTurn(port, seeded.smithToken, 'do not trace me')).status).toBe('completed');

@@ -3,7 +3,7 @@ import { suppressTracing } from '@opentelemetry/core';
 import { defaultResource } from '@opentelemetry/resources';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { leanSpanStarter } from './index';
-import { enableLazySpans, NameableTraceIds, PooledRandomIds, startLeanSpan } from './lazy-span';
+import { enableLazySpans, PooledRandomIds, startLeanSpan } from './lazy-span';
 import { RoutineSpanFilter, samplerFromEnv } from './sdk';
 import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
 
@@ -13,7 +13,7 @@ function icTail(ratio: number, slowMs = 1000) {
   const sampler = samplerFromEnv({ OTEL_TRACES_SAMPLER_ARG: String(ratio) });
   if (!(sampler instanceof RecordAllSampler)) throw new Error('ic_tail expected');
   const tail = new TailKeepSpanProcessor(new SimpleSpanProcessor(exporter), slowMs);
-  const ids = new NameableTraceIds(new PooledRandomIds());
+  const ids = new PooledRandomIds();
   const resource = defaultResource();
   const provider = new BasicTracerProvider({ resource, sampler: new RoutineSpanFilter(sampler), idGenerator: ids, spanProcessors: [tail] });
   enableLazySpans({ ratio: sampler.ratioSampler, ids, tail, resource });
@@ -106,12 +106,47 @@ describe('ic_tail records our own spans of unsampled traces lazily', () => {
     expect(late.exported().map((span) => [span.name, span.kind])).toEqual([['POST', SpanKind.CLIENT]]);
   });
 
-  it('keeps the ratio: a sampled root is the SDK span of the trace id the ratio saw', () => {
+  it('keeps the ratio: a root is sampled by the trace id the ratio saw', () => {
     const { lean, exported } = icTail(0.5);
     for (let k = 0; k < 400; k++) lean('GET', SpanKind.SERVER).end();
     // Deciding twice (ours, then the SDK's on a fresh id) would keep about a quarter.
     expect(exported().length).toBeGreaterThan(150);
     expect(exported().length).toBeLessThan(250);
+  });
+
+  it('exports a sampled trace as its spans end, lazy ones and library ones, under their parents', () => {
+    const { lean, library, exported } = icTail(1);
+    const root = lean('GET', SpanKind.SERVER);
+    const statement = lean('conversations.get', SpanKind.CLIENT, inSpan(root));
+    const command = library('evalsha', inSpan(statement));
+    // Our spans stay plain objects in a sampled trace too; the library's is the SDK's.
+    expect(statement.constructor).toBe(root.constructor);
+    expect(command.constructor).not.toBe(root.constructor);
+    command.end();
+    statement.setAttribute('db.query.summary', 'conversations.get');
+    statement.end();
+    // Exported at its end, not held until the root ends.
+    expect(exported().map((span) => span.name)).toEqual(['evalsha', 'conversations.get']);
+    root.end();
+    const spans = exported();
+    expect(spans.map((span) => span.name)).toEqual(['evalsha', 'conversations.get', 'GET']);
+    const rootIds = root.spanContext();
+    for (const span of spans) {
+      expect(span.spanContext().traceId).toBe(rootIds.traceId);
+      expect(span.spanContext().traceFlags & TraceFlags.SAMPLED).toBe(TraceFlags.SAMPLED);
+    }
+    expect(spans[0]!.parentSpanContext?.spanId).toBe(statement.spanContext().spanId);
+    expect(spans[1]!.parentSpanContext?.spanId).toBe(rootIds.spanId);
+    expect(spans[1]!.attributes).toEqual({ 'db.system.name': 'postgresql', 'db.query.summary': 'conversations.get' });
+    expect(spans[2]!.parentSpanContext).toBeUndefined();
+
+    // A caller's sampled trace is continued the same way.
+    const remote = trace.setSpanContext(ROOT_CONTEXT, { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: TraceFlags.SAMPLED, isRemote: true });
+    const continued = icTail(0);
+    continued.lean('POST', SpanKind.SERVER, remote).end();
+    expect(continued.exported().map((span) => [span.spanContext().traceId, span.parentSpanContext?.spanId, span.spanContext().traceFlags])).toEqual([
+      ['0af7651916cd43dd8448eb211c80319c', 'b7ad6b7169203331', TraceFlags.SAMPLED],
+    ]);
   });
 
   it("continues a caller's unsampled trace as a local root, and leaves suppressed and routine roots to the SDK", () => {

@@ -33,31 +33,6 @@ export const TRACE_STARTING_KINDS = new Set([SpanKind.SERVER, SpanKind.CONSUMER,
 
 const RECORD_AND_SAMPLED = 2; // SamplingDecision, without loading the SDK
 
-/**
- * Trace ids from a random generator, except that the next one can be named: a root span that our
- * ratio check sampled must get the trace id the check saw, or the SDK's sampler, deciding again on a
- * fresh id, would keep only a tenth of those (a hundredth in all).
- */
-export class NameableTraceIds implements IdGenerator {
-  private named: string | undefined;
-
-  constructor(private readonly random: IdGenerator) {}
-
-  nameNext(traceId: string | undefined): void {
-    this.named = traceId;
-  }
-
-  generateTraceId(): string {
-    const named = this.named;
-    this.named = undefined;
-    return named ?? this.random.generateTraceId();
-  }
-
-  generateSpanId(): string {
-    return this.random.generateSpanId();
-  }
-}
-
 const HEX_POOL_BYTES = 4096;
 const ZERO_SPAN_ID = '0000000000000000';
 const ZERO_TRACE_ID = '00000000000000000000000000000000';
@@ -96,7 +71,7 @@ export class PooledRandomIds implements IdGenerator {
 interface LazyRecording {
   /** The `ic_tail` ratio: which new traces are exported whatever happens in them. */
   ratio: Sampler;
-  ids: NameableTraceIds;
+  ids: IdGenerator;
   /** Where an ended span goes: the TailKeepSpanProcessor, which holds it until its local root ends. */
   tail: SpanProcessor;
   resource: Resource;
@@ -111,41 +86,36 @@ export function enableLazySpans(config: LazyRecording | undefined): void {
 
 /**
  * A span of our own instrumentation (a request's server span, a statement, the model call). Under
- * `ic_tail`, a span of a trace that is not sampled (nine in ten) is usually dropped when its local root
- * ends: it is recorded as a LazySpan, a plain object that the SDK's span machinery (attribute checks,
- * span limits, the span's own metrics, a processor chain) never sees, and that is turned into an
- * exported span only if its trace is kept (an error or a slow root, TailKeepSpanProcessor). Sampled
- * traces, other samplers, suppressed tracing and spans the SDK would not record (a root that does not
- * start a trace) take the tracer's own path. Library spans (ioredis, BullMQ) under a LazySpan are the
- * SDK's, recorded and held in the same local trace, so a kept trace is whole.
+ * `ic_tail` it is a LazySpan, a plain object that the SDK's span machinery (attribute checks, span
+ * limits, the span's own metrics, a processor chain) never sees. A span of a trace that is not sampled
+ * (nine in ten) is usually dropped when its local root ends, and turned into an exported span only if
+ * its trace is kept (an error or a slow root, TailKeepSpanProcessor); a span of a sampled trace goes to
+ * the exporter when it ends, as the SDK's span would. Other samplers, suppressed tracing and spans the
+ * SDK would not record (a root that does not start a trace) take the tracer's own path. Library spans
+ * (ioredis, BullMQ) under a LazySpan are the SDK's, children of it, sampled or recorded and held in the
+ * same local trace as it is, so an exported trace is whole.
  */
 export function startLeanSpan(tracer: Tracer, scope: string, name: string, kind: SpanKind, parent: Context, attributes?: Attributes): Span {
   const lazy = recording;
   if (!lazy || isTracingSuppressed(parent)) return tracer.startSpan(name, { kind, attributes }, parent);
   const parentSpan = trace.getSpan(parent);
-  // A LazySpan parent (the common case: a request's statements) is recorded, local and unsampled.
+  // A LazySpan parent (the common case: a request's statements): its trace, sampled or held locally.
   if (parentSpan instanceof LazySpan && !parentSpan.ended) {
-    return new LazySpan(lazy, scope, name, kind, parentSpan.spanContext().traceId, parentSpan.spanContext(), localTraceOf(parentSpan), attributes);
+    const parentContext = parentSpan.spanContext();
+    return new LazySpan(lazy, scope, name, kind, parentContext.traceId, parentContext.traceFlags, parentContext, localTraceOf(parentSpan), attributes);
   }
   const parentContext = parentSpan?.spanContext();
   if (parentSpan && parentContext && isSpanContextValid(parentContext)) {
-    if (parentContext.traceFlags & TraceFlags.SAMPLED) return tracer.startSpan(name, { kind, attributes }, parent);
-    if (parentContext.isRemote) return new LazySpan(lazy, scope, name, kind, parentContext.traceId, parentContext, undefined, attributes);
+    if (parentContext.traceFlags & TraceFlags.SAMPLED) return new LazySpan(lazy, scope, name, kind, parentContext.traceId, TraceFlags.SAMPLED, parentContext, undefined, attributes);
+    if (parentContext.isRemote) return new LazySpan(lazy, scope, name, kind, parentContext.traceId, TraceFlags.NONE, parentContext, undefined, attributes);
     const localTrace = parentSpan.isRecording() ? localTraceOf(parentSpan) : undefined;
     if (!localTrace) return tracer.startSpan(name, { kind, attributes }, parent);
-    return new LazySpan(lazy, scope, name, kind, parentContext.traceId, parentContext, localTrace, attributes);
+    return new LazySpan(lazy, scope, name, kind, parentContext.traceId, TraceFlags.NONE, parentContext, localTrace, attributes);
   }
   if (!TRACE_STARTING_KINDS.has(kind)) return tracer.startSpan(name, { kind, attributes }, parent);
   const traceId = lazy.ids.generateTraceId();
-  if (lazy.ratio.shouldSample(parent, traceId, name, kind, attributes ?? {}, []).decision === RECORD_AND_SAMPLED) {
-    lazy.ids.nameNext(traceId);
-    try {
-      return tracer.startSpan(name, { kind, attributes }, parent);
-    } finally {
-      lazy.ids.nameNext(undefined);
-    }
-  }
-  return new LazySpan(lazy, scope, name, kind, traceId, undefined, undefined, attributes);
+  const sampled = lazy.ratio.shouldSample(parent, traceId, name, kind, attributes ?? {}, []).decision === RECORD_AND_SAMPLED;
+  return new LazySpan(lazy, scope, name, kind, traceId, sampled ? TraceFlags.SAMPLED : TraceFlags.NONE, undefined, undefined, attributes);
 }
 
 /**
@@ -153,6 +123,8 @@ export function startLeanSpan(tracer: Tracer, scope: string, name: string, kind:
  * ReadableSpan (what processors and exporters read), kept as plain fields: times are performance.now()
  * readings turned into epoch HrTimes only when read, which happens only if the span is exported.
  * Attributes are stored as given, without the SDK's checks: our instrumentation writes primitives.
+ * A sampled one (its trace was chosen by the ratio, or by the caller) skips the tail processor's holding
+ * and goes to the exporter when it ends.
  */
 class LazySpan implements Span, ReadableSpan {
   readonly attributes: Attributes = {};
@@ -175,14 +147,16 @@ class LazySpan implements Span, ReadableSpan {
     public name: string,
     readonly kind: SpanKind,
     traceId: string,
+    traceFlags: TraceFlags,
     readonly parentSpanContext: SpanContext | undefined,
     localTrace: LocalTrace | undefined,
     attributes: Attributes | undefined,
   ) {
-    this.context = { traceId, spanId: lazy.ids.generateSpanId(), traceFlags: TraceFlags.NONE };
+    this.context = { traceId, spanId: lazy.ids.generateSpanId(), traceFlags };
     this.instrumentationScope = { name: scope };
     this.resource = lazy.resource;
-    joinLocalTrace(this, localTrace);
+    // A sampled span is exported as it ends, never held: it needs no local trace.
+    if (!(traceFlags & TraceFlags.SAMPLED)) joinLocalTrace(this, localTrace);
     if (attributes) this.setAttributes(attributes);
   }
 

@@ -6,7 +6,7 @@ import { enableHttpClientTelemetry } from './http-client';
 import { enableDbClientTelemetry } from './db-client';
 import { enableRedisClientTelemetry } from './redis-client';
 import { RecordAllSampler, TailKeepSpanProcessor } from './tail-keep';
-import { enableLazySpans, NameableTraceIds, PooledRandomIds, TRACE_STARTING_KINDS } from './lazy-span';
+import { enableLazySpans, PooledRandomIds, TRACE_STARTING_KINDS } from './lazy-span';
 
 export interface TelemetryHandle {
   shutdown(): Promise<void>;
@@ -181,7 +181,7 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
     const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
     const exporting = new BatchSpanProcessor(new OTLPTraceExporter());
     const sampler = samplerFromEnv(env);
-    const ids = new NameableTraceIds(new PooledRandomIds());
+    const ids = new PooledRandomIds();
     let processor: SpanProcessor = exporting;
     if (sampler instanceof RecordAllSampler) {
       const tail = new TailKeepSpanProcessor(exporting, traceSlowMsFromEnv(env));
