@@ -186,7 +186,7 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
     if (sampler instanceof RecordAllSampler) {
       const tail = new TailKeepSpanProcessor(exporting, traceSlowMsFromEnv(env));
       processor = tail;
-      // ic_tail: our own spans of unsampled traces are recorded as LazySpans (lazy-span.ts).
+      // ic_tail: our own spans are recorded as LazySpans (lazy-span.ts), sampled or not.
       enableLazySpans({ ratio: sampler.ratioSampler, ids, tail, resource });
     }
     tracerProvider = new LibraryFilteringTracerProvider({ resource, sampler: new RoutineSpanFilter(sampler), idGenerator: ids, spanProcessors: [processor] });

@@ -65,8 +65,8 @@ export function joinLocalTrace(span: object, parentTrace: LocalTrace | undefined
  * held per local trace (a span whose parent is remote or absent, and its in-process descendants) until
  * that local root ends; the whole local trace is then exported if any of its spans has an error status
  * or the root took `slowMs` or longer, else dropped. Spans ending after the decision follow it (an
- * error span is exported even then). Our own spans of unsampled traces (LazySpans, lazy-span.ts) are
- * not the SDK's: they join their local trace when created and arrive here only through onEnd.
+ * error span is exported even then). Our own spans (LazySpans, lazy-span.ts) are not the SDK's: those of
+ * unsampled traces join their local trace when created, and all arrive here only through onEnd.
  */
 export class TailKeepSpanProcessor implements SpanProcessor {
   constructor(
