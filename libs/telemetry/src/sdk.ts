@@ -213,14 +213,16 @@ export function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv = pro
   }
 
   const enabled = (name: InstrumentationName) => instrumentationEnabled(name, env);
+  // Our spans' duration histograms only when a meter provider exports them (duration-histogram.ts).
+  const withMetrics = meterProvider !== undefined;
   // Incoming requests: libs/telemetry's own lean server span (http-server.ts), not instrumentation-http
   // and -express (see traceHttpServer for why).
-  enableHttpServerTelemetry(enabled('http'), meterProvider !== undefined);
+  enableHttpServerTelemetry(enabled('http'), withMetrics);
   // Outgoing calls (the model upstream, over node:http): libs/telemetry's own client span (http-client.ts).
-  enableHttpClientTelemetry(enabled('http'), meterProvider !== undefined);
+  enableHttpClientTelemetry(enabled('http'), withMetrics);
   // Postgres statements: libs/telemetry's own client span (db-client.ts, from libs/db's pg hook), only
   // inside a request or a job; no span per pool checkout (a wait for a connection shows as the gap before it).
-  enableDbClientTelemetry(enabled('pg'), meterProvider !== undefined);
+  enableDbClientTelemetry(enabled('pg'), withMetrics);
   // Redis commands: libs/telemetry's own client span (redis-client.ts, from libs/queue's command hook),
   // only inside a request or a job, never from timers on their own (BullMQ's pollers).
   enableRedisClientTelemetry(enabled('ioredis'));
