@@ -148,6 +148,28 @@ describe('runs repository: claimWithHistory', () => {
     expect(reclaim.transcriptAfter).toHaveLength(seeded.length);
   });
 
+  it('writes no column that an index of runs reads, so Postgres can claim in place (a HOT update)', async () => {
+    // What the claim sets, and every column named in an index of runs (its keys, expressions and predicate).
+    const claimWrites = ['status', 'attempt', 'started_at'];
+    const definitions = await pool.anyFirst(sql.type(z.object({ definition: z.string() }))`
+      SELECT pg_get_indexdef(indexrelid) AS definition FROM pg_index WHERE indrelid = 'runs'::regclass`);
+    expect(definitions.length).toBeGreaterThan(0);
+    const reading = definitions.flatMap((definition) => claimWrites.filter((column) => new RegExp(`\\b${column}\\b`).test(definition)).map((column) => `${column} in ${definition}`));
+    expect(reading).toEqual([]);
+  });
+
+  it('holds completed_at to the status: set exactly when the run is no longer queued or in progress', async () => {
+    const conversation = await newConversation();
+    const { run } = await acceptRun(turn(conversation.id, 'x'));
+    const setRow = (status: string, completed: boolean) =>
+      pool.query(sql.unsafe`UPDATE runs SET status = ${status}, completed_at = CASE WHEN ${completed} THEN now() END WHERE id = ${run.id}`);
+    await expect(setRow('completed', false)).rejects.toThrow(/runs_open_until_completed/);
+    await expect(setRow('in_progress', true)).rejects.toThrow(/runs_open_until_completed/);
+    await setRow('in_progress', false);
+    await setRow('cancelled', true);
+    expect(await createRunsRepo(pool).headOfConversation(conversation.id)).toBeNull();
+  });
+
   it('reports a finished run (with its row) or a missing one', async () => {
     expect(await createRunsRepo(pool).claimWithHistory(newId('run'), null)).toEqual({ outcome: 'missing' });
     const conversation = await newConversation();

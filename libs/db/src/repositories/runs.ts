@@ -7,7 +7,12 @@ const columns = sql.fragment`
   params, input_count, output_count, usage, error, incomplete_details, attempt, idempotency_key, request_hash,
   created_at, started_at, completed_at, cancel_requested_at`;
 
-const OPEN = sql.fragment`status IN ('queued', 'in_progress')`;
+/**
+ * Queued or in progress. Said with completed_at (the constraint runs_open_until_completed holds it to the
+ * status) because that is what the partial indexes of open runs are on: a claim then changes no indexed
+ * column and is a HOT update.
+ */
+const OPEN = sql.fragment`completed_at IS NULL`;
 
 // Row schemas built once: zod 3 builds a schema slowly, and the result parser compiles a parser per schema (row-parser.ts).
 const IdRow = z.object({ id: z.string() });
@@ -229,7 +234,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
             AND NOT EXISTS (
               SELECT 1 FROM runs AS earlier
               WHERE earlier.conversation_id = runs.conversation_id AND earlier.conversation_seq < runs.conversation_seq
-                AND earlier.status IN ('queued', 'in_progress'))
+                AND earlier.completed_at IS NULL)
           RETURNING ${columns}
         )
         SELECT 'claimed' AS outcome, claimed.*,
@@ -342,7 +347,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
     /**
      * Queue health from the source of truth, for the sweeper's gauges: the age of the oldest run not
      * yet claimed, and how many runs have been in progress longer than `stuckAfterMs`. Reads only the
-     * open runs (partial index runs_open_by_age).
+     * open runs (partial index runs_unfinished_by_age).
      */
     openRunStats: (stuckAfterMs: number) =>
       db.one(sql.type(OpenRunStatsRow)`
