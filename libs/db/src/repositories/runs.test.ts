@@ -1,7 +1,7 @@
 import { assistantMessage, createTestDatabase, plainTurns, seedTenant, seedTranscript, turnToAccept, userMessage, type TestDatabase } from '@ic/test-support';
-import { newId, outputItemId, type ConversationRow, type SmithRow, type StoredItem } from '@ic/schemas';
+import { defaultRunParams, newId, outputItemId, type ConversationRow, type SmithRow, type StoredItem } from '@ic/schemas';
 import { z } from 'zod';
-import { sql, type DatabasePool } from '../pool';
+import { jsonb, sql, type DatabasePool } from '../pool';
 import { createConversationsRepo } from './conversations';
 import { createItemsRepo } from './items';
 import { createRunsRepo, type RunOutcome, type TurnToAccept } from './runs';
@@ -123,6 +123,38 @@ describe('runs repository: accept', () => {
     await createRunsRepo(pool).stamp({ run, outcome: COMPLETED, outputs: answer(run.id, 'hi') });
     const chained = await acceptRun(turn(null, 'second', { previousResponseId: standalone.run.id }));
     expect(chained.run.previous_response_id).toBe(standalone.run.id);
+  });
+});
+
+describe('runs repository: params', () => {
+  const storedParams = (id: string) => pool.oneFirst(sql.type(z.object({ params: z.record(z.unknown()) }))`SELECT params FROM runs WHERE id = ${id}`);
+
+  it('stores only the parameters that differ from the baseline and reads them back whole', async () => {
+    const repo = createRunsRepo(pool);
+    const plain = await acceptRun(turn(null, 'plain'));
+    expect(await storedParams(plain.run.id)).toEqual({});
+    expect(plain.run.params).toEqual(defaultRunParams());
+
+    const params = defaultRunParams({ temperature: 0.5, store: false, metadata: { topic: 'x' }, text: { format: { type: 'json_object' }, verbosity: 'medium' } });
+    const tuned = await acceptRun(turn(null, 'tuned', { params }));
+    expect(await storedParams(tuned.run.id)).toEqual({ temperature: 0.5, store: false, metadata: { topic: 'x' }, text: { format: { type: 'json_object' }, verbosity: 'medium' } });
+    expect(tuned.run.params).toEqual(params);
+    expect((await repo.find(tuned.run.id))?.params).toEqual(params);
+    const { run } = await claimed(tuned.run.id);
+    expect(run.params).toEqual(params);
+    // The stamp reads `store` through the baseline too: a store: false standalone run is hidden once answered, a plain one kept.
+    expect((await repo.stamp({ run, outcome: COMPLETED, outputs: answer(run.id, 'y') }))?.run.params).toEqual(params);
+    const plainClaim = await claimed(plain.run.id);
+    await repo.stamp({ run: plainClaim.run, outcome: COMPLETED, outputs: answer(plain.run.id, 'y') });
+    const hidden = await pool.anyFirst(sql.type(z.object({ id: z.string() }))`SELECT id FROM runs WHERE id IN (${tuned.run.id}, ${plain.run.id}) AND deleted_at IS NOT NULL`);
+    expect(hidden).toEqual([tuned.run.id]);
+  });
+
+  it('reads a row stored whole (written before the baseline) unchanged', async () => {
+    const { run } = await acceptRun(turn(null, 'old row'));
+    const whole = defaultRunParams({ top_p: 0.9 });
+    await pool.query(sql.unsafe`UPDATE runs SET params = ${jsonb(whole)} WHERE id = ${run.id}`);
+    expect((await createRunsRepo(pool).find(run.id))?.params).toEqual(whole);
   });
 });
 

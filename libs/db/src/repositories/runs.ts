@@ -2,9 +2,44 @@ import { RunRow, RunStatus, StoredItemBody, type RunError, type RunParams, type 
 import { z } from 'zod';
 import { EMPTY_FRAGMENT, jsonb, sql, type CommonQueryMethods } from '../pool';
 
+/**
+ * What `runs.params` is stored against: a run keeps only the parameters whose value differs from this
+ * (`{}` for a plain turn instead of ≈ 470 bytes), and reads merge it back (`baseline || params`). The
+ * echoed parameters are most of a run's row, which Postgres writes three times per turn (accept, claim,
+ * stamp), so this is a quarter of a turn's WAL. Frozen: rows written against it depend on it. When the
+ * API's defaults change (`defaultRunParams`), new rows simply store the parameters that differ from
+ * this; never edit it. Rows written in full before it read back unchanged.
+ */
+const PARAMS_BASELINE: Readonly<RunParams> = Object.freeze({
+  temperature: null,
+  top_p: null,
+  max_output_tokens: null,
+  tools: [],
+  tool_choice: 'auto',
+  parallel_tool_calls: true,
+  text: { format: { type: 'text' }, verbosity: 'medium' },
+  reasoning: { effort: null, summary: null },
+  metadata: {},
+  user: null,
+  safety_identifier: null,
+  store: true,
+  background: false,
+  truncation: 'disabled',
+});
+const PARAMS_BASELINE_JSON = Object.fromEntries(Object.entries(PARAMS_BASELINE).map(([key, value]) => [key, JSON.stringify(value)]));
+const PARAMS_BASELINE_SQL = sql.fragment`${sql.literalValue(JSON.stringify(PARAMS_BASELINE))}::jsonb`;
+
+/** The parameters a run stores: those that differ from PARAMS_BASELINE. */
+export function storedRunParams(params: RunParams): Partial<RunParams> {
+  return Object.fromEntries(Object.entries(params).filter(([key, value]) => JSON.stringify(value) !== PARAMS_BASELINE_JSON[key]));
+}
+
+/** A run's parameters as the API echoes them, from what the row stores. */
+const paramsOf = (table: string | null) => sql.fragment`${PARAMS_BASELINE_SQL} || ${table === null ? sql.identifier(['params']) : sql.identifier([table, 'params'])}`;
+
 const columns = sql.fragment`
   id, tenant_id, smith_id, conversation_id, conversation_seq, previous_response_id, status, model, instructions,
-  params, input_count, output_count, usage, error, incomplete_details, attempt, idempotency_key, request_hash,
+  ${paramsOf(null)} AS params, input_count, output_count, usage, error, incomplete_details, attempt, idempotency_key, request_hash,
   created_at, started_at, completed_at, cancel_requested_at`;
 
 /**
@@ -24,7 +59,10 @@ const RunnableRow = z.object({ id: z.string(), conversation_id: z.string().nulla
 const RUN_COLUMN_NAMES = Object.keys(RunRow.shape);
 // Built once: joining a fragment per column on every call was a measurable share of a turn's CPU.
 const NO_RUN_COLUMNS = sql.join(RUN_COLUMN_NAMES.map(() => sql.fragment`NULL`), sql.fragment`, `);
-const CURRENT_RUN_COLUMNS = sql.join(RUN_COLUMN_NAMES.map((name) => sql.identifier(['current', name])), sql.fragment`, `);
+const CURRENT_RUN_COLUMNS = sql.join(
+  RUN_COLUMN_NAMES.map((name) => (name === 'params' ? paramsOf('current') : sql.identifier(['current', name]))),
+  sql.fragment`, `,
+);
 
 export interface NewRun {
   id: string;
@@ -184,7 +222,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
           INSERT INTO runs (id, tenant_id, smith_id, conversation_id, conversation_seq, previous_response_id, status, model,
                             instructions, params, input_count, idempotency_key, request_hash)
           SELECT ${turn.id}, ${turn.tenantId}, ${turn.smithId}, ${conversationId}, conversation.last_run_seq, ${turn.previousResponseId},
-                 'queued', ${turn.model}, ${turn.instructions}, ${jsonb(turn.params)}, ${turn.inputCount}, ${turn.idempotencyKey},
+                 'queued', ${turn.model}, ${turn.instructions}, ${jsonb(storedRunParams(turn.params))}, ${turn.inputCount}, ${turn.idempotencyKey},
                  ${turn.requestHash}
           FROM (SELECT 1) AS one LEFT JOIN conversation ON true
           WHERE NOT EXISTS (SELECT 1 FROM existing)
@@ -286,7 +324,7 @@ export function createRunsRepo(db: CommonQueryMethods) {
             incomplete_details = ${outcome.incompleteDetails ? jsonb(outcome.incompleteDetails) : null},
             completed_at = now(),
             -- store: false keeps a standalone run only as long as it takes to answer it
-            deleted_at = CASE WHEN (params->>'store')::boolean OR conversation_id IS NOT NULL THEN NULL ELSE now() END
+            deleted_at = CASE WHEN (${paramsOf(null)} ->> 'store')::boolean OR conversation_id IS NOT NULL THEN NULL ELSE now() END
           WHERE id = ${run.id} AND status = 'in_progress' AND attempt = ${run.attempt}
           RETURNING ${columns}
         ),
