@@ -186,6 +186,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
     let outputChars = 0;
     let sawToolCall = false;
     let call: HttpClientCall | undefined;
+    let readToTheEnd = false;
     try {
       armIdleTimer();
       const body = JSON.stringify({
@@ -235,6 +236,7 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
       if (!finishReason) {
         throw this.failure('upstream_error', true, 'The model upstream ended the stream without a finish_reason.', `${this.upstream} ended the stream without a finish_reason.`);
       }
+      readToTheEnd = true;
     } catch (error) {
       const failure = this.toModelError(error, request, timedOut);
       call?.end({ type: failure.code, message: failure.detail });
@@ -245,7 +247,9 @@ export class OpenAICompatibleAdapter implements ModelAdapter {
       stopIdleTimer();
       pacer?.answered(ticket, undefined); // no-op once its answer came
       request.signal.removeEventListener('abort', onAbort);
-      controller.abort(); // releases the connection if the consumer stopped early
+      // Releases the connection if the consumer stopped early or the call failed. Not after a whole answer:
+      // there is nothing to release, and an abort costs a DOMException with its stack trace per turn.
+      if (!readToTheEnd) controller.abort();
       call?.end(); // no-op when it already ended with the failure
     }
 
