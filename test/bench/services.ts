@@ -44,7 +44,8 @@ export interface StackOptions {
 
 /** deploy/dist/stack.js (the whole system in one process) with DATABASE_URL, optionally REDIS_URL, and MODEL_BASE_URL. */
 export async function startBenchStack(options: StackOptions): Promise<BenchStack> {
-  const db = await createTestDatabase();
+  // Another build runs on the schema its own migrations make, not this checkout's.
+  const db = await createTestDatabase(options.script ? { migrationsDir: path.join(comparedRoot(options.script), 'libs/db/migrations') } : {});
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'ic-bench-stack-'));
   const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

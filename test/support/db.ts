@@ -11,9 +11,10 @@ export interface TestDatabase {
 
 /**
  * A fresh database: under jest, cloned from the migrated template built in global setup (one per test
- * file); elsewhere (benchmarks), created on TEST_DATABASE_URL's server and migrated.
+ * file); elsewhere (benchmarks), created on TEST_DATABASE_URL's server and migrated (with another
+ * checkout's `migrationsDir` for a build being compared, so each build runs on its own schema).
  */
-export async function createTestDatabase(): Promise<TestDatabase> {
+export async function createTestDatabase(options: { migrationsDir?: string } = {}): Promise<TestDatabase> {
   const adminUrl = process.env.IC_TEST_ADMIN_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const template = process.env.IC_TEST_TEMPLATE_DB;
   // Named after the jest parent pid so global teardown can sweep leftovers from crashed files.
@@ -27,7 +28,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   }
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  if (!template) await migrate(url.toString());
+  if (!template) await migrate(url.toString(), options.migrationsDir);
   const pool = await createDbPool(url.toString(), { maximumPoolSize: 8 });
   return {
     url: url.toString(),
