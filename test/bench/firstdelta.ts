@@ -4,7 +4,8 @@
  * conversation of its own), with BullMQ on Redis and with the in-process queue. Driven with the `openai`
  * client, as a user would. Rounds alternate direct / BullMQ stack / in-process stack (in balanced orders,
  * harness.ts) so machine noise hits all three alike; percentiles are over every stream of every round.
- * The stacks (deploy/dist/stack.js), the upstream and this load generator are three processes.
+ * The stacks (deploy/dist/stack.js), the upstream and this load generator are three processes. Every path
+ * is warmed up first (WARM_UP), so the figures are of a service that has compiled its hot code.
  * With BENCH_COMPARE_STACK another build of the stack (BullMQ) joins the alternation as `compared`.
  */
 import { performance } from 'node:perf_hooks';
@@ -15,6 +16,12 @@ import { stackKinds, startBenchUpstream, startStackPerQueue, type BenchStack, ty
 const FULL = { levels: [1, 8, 32], roundsAt: { 1: 40, 8: 10, 32: 5 } as Record<number, number> };
 const QUICK = { levels: [1, 2], roundsAt: { 1: 2, 2: 1 } as Record<number, number> };
 const TARGETS = { p50At1: 5, p50At32: 20, p99At32: 60 };
+/**
+ * Turns each path runs before anything is timed. A deployed service has long since compiled its hot code;
+ * a stack fresh from its start has not: its CPU per turn at one stream falls by half over its first few
+ * hundred turns as V8 optimises, and the first-delta figures measured the interpreter as much as the service.
+ */
+const WARM_UP = { turns: 480, concurrency: 8 };
 
 type Path = 'direct' | StackKind;
 
@@ -61,6 +68,17 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     await startStackPerQueue(stacks, upstream.paced, options.profileDir);
     const clients = { direct: new OpenAI({ apiKey: 'bench', baseURL: upstream.paced, maxRetries: 0 }) } as Record<Path, OpenAI>;
     for (const kind of kinds) clients[kind] = new OpenAI({ apiKey: stacks[kind]!.smithToken, baseURL: stacks[kind]!.baseURL, maxRetries: 0 });
+    if (!options.quick) {
+      for (const path of paths) {
+        for (let done = 0; done < WARM_UP.turns; done += WARM_UP.concurrency) {
+          await Promise.all(
+            Array.from({ length: WARM_UP.concurrency }, async () =>
+              path === 'direct' ? direct(clients.direct) : throughService(clients[path], (await clients[path].conversations.create()).id),
+            ),
+          );
+        }
+      }
+    }
     const levels: Record<string, unknown> = {};
     for (const concurrency of sizes.levels) {
       const orders = roundOrders(paths, sizes.roundsAt[concurrency]!, options.quick);
@@ -100,7 +118,8 @@ export async function run(options: BenchOptions): Promise<Record<string, unknown
     return {
       method:
         'ms from request start to the first output_text.delta (service, openai client, streaming, fresh conversation each) or first content chunk (direct); ' +
-        'overhead = service percentile minus direct percentile; rounds alternate direct/BullMQ/in-process in balanced orders (each after every other equally often)',
+        'overhead = service percentile minus direct percentile; rounds alternate direct/BullMQ/in-process in balanced orders (each after every other equally often); ' +
+        `timed after ${WARM_UP.turns} warm-up turns per path (${WARM_UP.concurrency} at a time), as a deployed service is warm`,
       upstream: { words: PACED_REPLY.split(' ').length, delay_ms: PACED_DELAY_MS },
       targets: { overhead_p50_ms_at_1: TARGETS.p50At1, overhead_p50_ms_at_32: TARGETS.p50At32, overhead_p99_ms_at_32: TARGETS.p99At32 },
       ...levels,
