@@ -138,8 +138,12 @@ describe('metrics of the deployed processes (OTEL_PROMETHEUS_PORT)', () => {
     expect(await scrape(ports.metrics.worker)).toMatch(/^ic_model_upstream_throttled_total\{[^}]*\} 0$/m);
     upstream.throttleFor(300);
     expect((await postTurn(ports.api, seeded.smithToken, 'after a 429')).status).toBe('completed');
-    expect(upstream.throttledCount).toBe(1);
-    expect(await scrape(ports.metrics.worker)).toMatch(/^ic_model_upstream_throttled_total\{[^}]*status="429"[^}]*\} 1$/m);
+    // Usually one 429; a second when the retry, timed by the retry-after-ms the fake reported, lands a
+    // millisecond early by the fake's Date.now() (timers round to whole ms). The counter counts each.
+    const refused = upstream.throttledCount;
+    expect(refused).toBeGreaterThanOrEqual(1);
+    expect(refused).toBeLessThanOrEqual(2);
+    expect(await scrape(ports.metrics.worker)).toMatch(new RegExp(`^ic_model_upstream_throttled_total\\{[^}]*status="429"[^}]*\\} ${refused}$`, 'm'));
   });
 
   it("counts the model calls that waited for the request limit the upstream's answers report, by that limit", async () => {
