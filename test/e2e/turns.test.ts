@@ -13,6 +13,24 @@ function sentMessages(stack: TurnStack, index: number): Array<[string, string]> 
   return request.messages.map((message) => [message.role, typeof message.content === 'string' ? message.content : JSON.stringify(message.content)]);
 }
 
+/** A streaming POST /v1/responses read as the socket delivers it: each chunk's text and when it came. */
+async function readStreamChunks(baseURL: string, token: string, body: object): Promise<Array<{ text: string; at: number }>> {
+  const reply = await fetch(`${baseURL}/responses`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  expect(reply.status).toBe(200);
+  const reads: Array<{ text: string; at: number }> = [];
+  const decoder = new TextDecoder();
+  for await (const chunk of reply.body!) reads.push({ text: decoder.decode(chunk as Uint8Array, { stream: true }), at: Date.now() });
+  return reads;
+}
+
+function eventTypes(frames: string): string[] {
+  return [...frames.matchAll(/^event: (\S+)$/gm)].map((match) => match[1]!);
+}
+
 describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () => {
   let stack: TurnStack;
   let client: OpenAI;
@@ -473,6 +491,32 @@ describe('turns through the Responses API (BullMQ on Redis, fake upstream)', () 
     expect(body).toMatch(/^: keep-alive$/m);
     expect(body.indexOf(': keep-alive')).toBeLessThan(body.indexOf('event: response.output_text.delta'));
     expect(body.trimEnd().split('\n\n').at(-1)).toMatch(/^event: response\.completed\n/);
+  });
+
+  it("holds a stream's head (response.created, in_progress) back to leave in one write with the first text delta", async () => {
+    // A hold of 5 s so the check does not depend on how loaded the machine is; the default is 25 ms.
+    const holding = await startAnotherStack({ streamHeadHoldMs: 5000, upstream: { reply: 'alpha beta gamma', tokenDelayMs: 50 } });
+    try {
+      const reads = await readStreamChunks(holding.baseURL, holding.seeded.smithToken, { model: '', input: 'one write please', stream: true });
+      const first = reads[0]!.text;
+      expect(eventTypes(first).slice(0, 3)).toEqual(['response.created', 'response.in_progress', 'response.output_item.added']);
+      expect(eventTypes(first)).toContain('response.output_text.delta');
+      // Nothing after the head was held: the later words came in their own writes, as the model sent them.
+      expect(reads.length).toBeGreaterThan(1);
+      expect(eventTypes(reads.map((read) => read.text).join('')).at(-1)).toBe('response.completed');
+    } finally {
+      await holding.close();
+    }
+  }, 30000);
+
+  it("writes the held head on its own when the model is slow to its first token, and never delays an output event", async () => {
+    stack.upstream.set({ reply: 'late', firstTokenDelayMs: 1500 });
+    const reads = await readStreamChunks(stack.baseURL, stack.seeded.smithToken, { model: '', input: 'slow start', stream: true });
+    expect(eventTypes(reads[0]!.text)[0]).toBe('response.created');
+    const firstDelta = reads.findIndex((read) => read.text.includes('event: response.output_text.delta'));
+    expect(firstDelta).toBeGreaterThan(0);
+    // The head went out within the hold (25 ms by default), not with the answer 1.5 s later.
+    expect(reads[firstDelta]!.at - reads[0]!.at).toBeGreaterThan(1000);
   });
 
   it('enforces responses scopes and smith boundaries, and lets a tenant-admin act for a smith', async () => {

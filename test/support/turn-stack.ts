@@ -28,6 +28,8 @@ export interface TurnStackOptions {
   modelBaseUrl?: string;
   lockDurationMs?: number;
   keepAliveMs?: number;
+  /** STREAM_HEAD_HOLD_MS (the relay's default when absent). */
+  streamHeadHoldMs?: number;
   workerConcurrency?: number;
   /** Per-token request and per-smith turn limits (Redis-backed, under the stack's prefix); none by default. */
   rateLimits?: { requestsPerMinute: number; turnsPerMinute: number };
@@ -93,6 +95,7 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
     resolveModel: (name) => name,
     eventsTtlSeconds: 120,
     keepAliveMs: options.keepAliveMs ?? 1000,
+    streamHeadHoldMs: options.streamHeadHoldMs,
     syncWaitMs: 30000,
     retryDedupWindowMs: 60000,
     contextTokens: options.contextTokens ?? 128000,

@@ -47,6 +47,7 @@ CONSOLE_ENABLED: {{ $root.Values.console.enabled | quote }}
 {{- end }}
 {{- if eq .key "responsesApi" }}
 STREAM_KEEPALIVE_MS: {{ $v.streamKeepaliveMs | quote }}
+STREAM_HEAD_HOLD_MS: {{ $v.streamHeadHoldMs | quote }}
 SYNC_WAIT_MS: {{ $v.syncWaitMs | quote }}
 {{- end }}
 {{- if has .key (list "responsesApi" "responsesWorker") }}

@@ -1,6 +1,6 @@
 import { ConfigError } from '@ic/config';
 import { getHeapStatistics } from 'node:v8';
-import { derivedWorkerConcurrency, HEAP_PER_INFLIGHT_TURN_BYTES, loadResponsesEnv, serviceNameForRole } from './env';
+import { DEFAULT_STREAM_HEAD_HOLD_MS, derivedWorkerConcurrency, HEAP_PER_INFLIGHT_TURN_BYTES, loadResponsesEnv, serviceNameForRole } from './env';
 
 const base = { DATABASE_URL: 'postgres://ic@db/ic', REDIS_URL: 'redis://redis:6379' };
 
@@ -20,6 +20,13 @@ describe('responses env', () => {
     const cluster = loadResponsesEnv({ ...base, MODEL_ADAPTER: 'development', SHUTDOWN_GRACE_PERIOD_MS: '90000', REDIS_CLUSTER_NODES: 'redis-0.redis:6379, redis-1.redis:6379' });
     expect([cluster.SHUTDOWN_GRACE_PERIOD_MS, cluster.REDIS_CLUSTER_NODES]).toEqual([90000, ['redis-0.redis:6379', 'redis-1.redis:6379']]);
     expect(() => loadResponsesEnv({ ...base, MODEL_ADAPTER: 'development', REDIS_CLUSTER_NODES: 'redis-0' })).toThrow(/REDIS_CLUSTER_NODES.*host:port/s);
+  });
+
+  it("reads how long a stream's head may be held (0 turns the hold off; negative is refused)", () => {
+    const dev = { ...base, MODEL_ADAPTER: 'development' };
+    expect(loadResponsesEnv(dev).STREAM_HEAD_HOLD_MS).toBe(DEFAULT_STREAM_HEAD_HOLD_MS);
+    expect(loadResponsesEnv({ ...dev, STREAM_HEAD_HOLD_MS: '0' }).STREAM_HEAD_HOLD_MS).toBe(0);
+    expect(() => loadResponsesEnv({ ...dev, STREAM_HEAD_HOLD_MS: '-5' })).toThrow(/STREAM_HEAD_HOLD_MS/);
   });
 
   it('derives WORKER_CONCURRENCY from the heap limit unless it is set', () => {

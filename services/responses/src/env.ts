@@ -13,6 +13,11 @@ export const HEAP_PER_INFLIGHT_TURN_BYTES = 256 * 1024;
  * stack, tests): a log kept for the in-flight expiry instead (600 s) made Redis the first shared limit.
  */
 export const FINISHED_EVENTS_TTL_SECONDS = 60;
+/**
+ * STREAM_HEAD_HOLD_MS' default, also the relay's when none is given. Below what a person notices, and
+ * long enough for the claim (a few ms after the accept) and an instant model's first token to join it.
+ */
+export const DEFAULT_STREAM_HEAD_HOLD_MS = 25;
 const MIN_WORKER_CONCURRENCY = 8;
 const MAX_WORKER_CONCURRENCY = 10000;
 
@@ -76,6 +81,11 @@ export const ResponsesEnv = z.object({
   RUN_EVENTS_FINISHED_TTL_SECONDS: intEnv(FINISHED_EVENTS_TTL_SECONDS, 1),
   /** SSE comment keep-alive interval while a stream is quiet. */
   STREAM_KEEPALIVE_MS: intEnv(15000, 100),
+  /**
+   * How long a stream's head (response.created, queued, in_progress) may wait for the events after it,
+   * to leave in the same socket write. It never delays an output event; 0 writes each batch at once.
+   */
+  STREAM_HEAD_HOLD_MS: intEnv(DEFAULT_STREAM_HEAD_HOLD_MS, 0),
   /**
    * Longest a non-streaming request waits for its turn before answering with the run as it stands
    * (status in_progress; poll or stream it). Under the openai client's 10-minute timeout, so the client

@@ -49,6 +49,7 @@ async function main(): Promise<void> {
     eventsTtlSeconds: env.RUN_EVENTS_TTL_SECONDS,
     finishedEventsTtlSeconds: env.RUN_EVENTS_FINISHED_TTL_SECONDS,
     keepAliveMs: env.STREAM_KEEPALIVE_MS,
+    streamHeadHoldMs: env.STREAM_HEAD_HOLD_MS,
     syncWaitMs: env.SYNC_WAIT_MS,
     contextTokens: env.MODEL_CONTEXT_TOKENS,
     modelBackoffBudgetMs: env.MODEL_BACKOFF_BUDGET_MS,

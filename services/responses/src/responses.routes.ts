@@ -5,6 +5,7 @@ import { authorize, parseOrThrow, type RateLimits } from '@ic/http';
 import { apiError, CreateResponseBody, failedTurnError, GetResponseQuery, ListInputItemsQuery, TERMINAL_STATUSES, type RunRow } from '@ic/schemas';
 import type { EventCursor } from '@ic/queue';
 import type { Logger } from '@ic/telemetry';
+import { DEFAULT_STREAM_HEAD_HOLD_MS } from './env';
 import { isTerminalEvent } from './events';
 import { drained, formatLoggedEvent, startEventStream, writeKeepAlive, writeStreamError } from './sse';
 import type { BusyMode, TurnsService } from './turns.service';
@@ -14,8 +15,17 @@ export const BUSY_HEADER = 'ic-conversation-busy';
 const RELAY_OUTAGE_GRACE_MS = 5000;
 const IdempotencyKey = z.string().regex(/^[\x21-\x7e]{1,255}$/, 'Idempotency-Key must be 1–255 visible ASCII characters');
 
+/**
+ * Events that only say where a turn stands. A batch of nothing else is held back (up to
+ * `streamHeadHoldMs`) to go out with the events after it: every socket write costs the service and
+ * the client a syscall and a wake-up, and each of these used to get its own.
+ */
+const STREAM_HEAD_EVENTS = new Set(['response.created', 'response.queued', 'response.in_progress']);
+
 export interface ResponsesRouterOptions {
   keepAliveMs: number;
+  /** STREAM_HEAD_HOLD_MS (DEFAULT_STREAM_HEAD_HOLD_MS when absent); 0 writes every batch at once. */
+  streamHeadHoldMs?: number;
   syncWaitMs: number;
   logger: Logger;
   rateLimits?: RateLimits;
@@ -43,6 +53,9 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
   const relay = async (res: Response, run: RunRow, afterSequence: number, given?: EventCursor) => {
     startEventStream(res);
     const cursor = given ?? service.follow(run.id, afterSequence);
+    // Frames of the stream's head not written yet, and when they go out even if nothing follows.
+    let held = '';
+    let heldUntil = 0;
     let open = true;
     const stop = () => {
       open = false;
@@ -50,43 +63,62 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
     };
     const endForShutdown = () => {
       stop();
-      res.end();
+      res.end(held);
     };
     openRelays.add(endForShutdown);
     res.on('close', stop);
+    /** What is held goes out now; a keep-alive only when nothing is (and `keepAlive` asks for one). */
+    const writeHeldOrKeepAlive = (keepAlive = true) => {
+      if (held) res.write(held);
+      else if (keepAlive) writeKeepAlive(res);
+      held = '';
+    };
     let after = afterSequence;
     // A run already finished is replayed without waiting: a quiet log means Postgres has the rest.
-    const blockMs = TERMINAL_STATUSES.includes(run.status) ? 0 : options.keepAliveMs;
+    const live = !TERMINAL_STATUSES.includes(run.status);
+    const blockMs = live ? options.keepAliveMs : 0;
+    const headHoldMs = live ? (options.streamHeadHoldMs ?? DEFAULT_STREAM_HEAD_HOLD_MS) : 0;
     let failingSince: number | null = null;
     try {
       while (open) {
         let batch: Awaited<ReturnType<TurnsService['eventsAfter']>>;
         try {
-          batch = await service.eventsAfter(run, cursor, blockMs);
+          batch = held ? await service.eventsAfter(run, cursor, Math.max(0, heldUntil - Date.now()), { quietMeansWaiting: true }) : await service.eventsAfter(run, cursor, blockMs);
           failingSince = null;
         } catch (error) {
           // Redis or Postgres blinked: keep the client (and its position) through a short outage.
           failingSince ??= Date.now();
           if (Date.now() - failingSince >= RELAY_OUTAGE_GRACE_MS) throw error;
-          if (open) writeKeepAlive(res);
+          if (open) writeHeldOrKeepAlive();
           await new Promise((resolve) => setTimeout(resolve, 500));
           continue;
         }
         const { events, finished, quiet } = batch;
         if (!open) break;
-        if (quiet) writeKeepAlive(res);
+        if (quiet) writeHeldOrKeepAlive();
         // One write per batch, the stored JSON as it is; a slow client holds the relay (not the worker) until its socket drains.
-        let frames = '';
+        let frames = held;
+        let headOnly = true;
         for (const event of events) {
           frames += formatLoggedEvent(event);
           after = event.sequence_number;
+          if (!STREAM_HEAD_EVENTS.has(event.type)) headOnly = false;
           if (isTerminalEvent(event)) break;
         }
+        if (headOnly && !finished && events.length > 0 && headHoldMs > 0) {
+          if (!held) heldUntil = Date.now() + headHoldMs;
+          held = frames;
+          continue;
+        }
+        held = '';
         if (frames && !res.write(frames)) await drained(res);
         if (finished) break;
       }
     } catch (error) {
-      if (open) writeStreamError(res, error, after + 1, options.logger);
+      if (open) {
+        writeHeldOrKeepAlive(false);
+        writeStreamError(res, error, after + 1, options.logger);
+      }
     } finally {
       openRelays.delete(endForShutdown);
       cursor.close();

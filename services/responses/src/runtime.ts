@@ -23,6 +23,8 @@ export interface ResponsesRuntimeDeps {
   /** A finished run's event log expires this long after its closing append (RunLifecycle's default when absent). */
   finishedEventsTtlSeconds?: number;
   keepAliveMs: number;
+  /** STREAM_HEAD_HOLD_MS (the relay's default when absent). */
+  streamHeadHoldMs?: number;
   syncWaitMs: number;
   retryDedupWindowMs: number;
   /** Context budget (estimated tokens) for `truncation: "auto"`. */
@@ -64,6 +66,7 @@ export class ResponsesRuntime {
     });
     this.http = responsesRouter(this.service, deps.authenticator, {
       keepAliveMs: deps.keepAliveMs,
+      streamHeadHoldMs: deps.streamHeadHoldMs,
       syncWaitMs: deps.syncWaitMs,
       logger: deps.logger,
       rateLimits: deps.rateLimits,
