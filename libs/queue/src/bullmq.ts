@@ -496,7 +496,7 @@ class RedisCursor implements EventCursor {
     this.wake?.();
   }
 
-  async next(blockMs: number, limit = 1000): Promise<LoggedEvent[]> {
+  async next(blockMs: number, limit = 1000, options: { quietExpected?: boolean } = {}): Promise<LoggedEvent[]> {
     if (this.closed) return [];
     await this.ready();
     const deadline = Date.now() + blockMs;
@@ -518,8 +518,12 @@ class RedisCursor implements EventCursor {
           resolve(true);
         };
       });
-      // Quiet for the whole wait: read the stream once more, in case a wake-up was lost.
-      if (!woken) this.mustRange = true;
+      if (!woken) {
+        // A short wait that was expected to be quiet: a lost wake-up is caught by a later, longer one.
+        if (options.quietExpected) return [];
+        // Quiet for the whole wait: read the stream once more, in case a wake-up was lost.
+        this.mustRange = true;
+      }
     }
   }
 

@@ -186,6 +186,22 @@ describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)',
       cursor.close();
     });
 
+    it('reads the stream after a quiet wait (a lost wake-up), but not after a short one expected to be quiet', async () => {
+      const id = runId();
+      const cursor = log.follow(id, -1, { fresh: true });
+      await cursor.ready();
+      // Sequence 0 reaches the stream without its PUBLISH, as if the message had been lost.
+      const redis = rawRedis();
+      try {
+        await redis.xadd(new RedisKeys(prefix).runEvents(id), '0-1', 't', 'response.created', 'e', JSON.stringify(events(0, 1)[0]));
+      } finally {
+        await redis.quit();
+      }
+      expect(await cursor.next(50, undefined, { quietExpected: true })).toEqual([]);
+      expect((await cursor.next(50)).map((event) => event.sequence_number)).toEqual([0]);
+      cursor.close();
+    });
+
     it('subscribes once per run for all of its readers in the process', async () => {
       const id = runId();
       const cursors = [log.follow(id, -1), log.follow(id, -1), log.follow(id, -1)];

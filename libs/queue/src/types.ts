@@ -110,9 +110,11 @@ export interface EventCursor {
   /**
    * The events after the cursor, in order and contiguous (at most `limit`, default 1000), waiting up
    * to `blockMs` for some when there are none; an empty array means nothing came (or the cursor was
-   * closed). Advances the cursor past what it returns.
+   * closed). Advances the cursor past what it returns. A wait that hears nothing makes the next read
+   * check the log itself (a wake-up may have been lost), unless `quietExpected` says silence is the
+   * likely outcome of this wait (a short one).
    */
-  next(blockMs: number, limit?: number): Promise<LoggedEvent[]>;
+  next(blockMs: number, limit?: number, options?: { quietExpected?: boolean }): Promise<LoggedEvent[]>;
   /** Stops following: a pending `next` resolves (empty) at once. */
   close(): void;
 }

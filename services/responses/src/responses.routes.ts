@@ -83,7 +83,7 @@ export function responsesRouter(service: TurnsService, authenticator: Authentica
       while (open) {
         let batch: Awaited<ReturnType<TurnsService['eventsAfter']>>;
         try {
-          batch = held ? await service.eventsAfter(run, cursor, Math.max(0, heldUntil - Date.now()), { quietMeansWaiting: true }) : await service.eventsAfter(run, cursor, blockMs);
+          batch = held ? await service.eventsAfter(run, cursor, Math.max(0, heldUntil - Date.now()), { quietExpected: true }) : await service.eventsAfter(run, cursor, blockMs);
           failingSince = null;
         } catch (error) {
           // Redis or Postgres blinked: keep the client (and its position) through a short outage.

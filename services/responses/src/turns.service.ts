@@ -352,13 +352,13 @@ export class TurnsService {
    * The next events for a relay's cursor, waiting up to `blockMs`. When the log stayed quiet that long
    * and Postgres says the run is finished, the rest comes from RunLifecycle.eventsToEnd: the log as it
    * is if it has its ending, completed from Postgres if not, rebuilt from Postgres if it expired.
-   * `quietMeansWaiting` skips that question for a short wait whose silence is expected (the relay
+   * `quietExpected` skips that question for a short wait whose silence is expected (the relay
    * holding the stream's head): such a wait is only `quiet`.
    */
-  async eventsAfter(run: RunRow, cursor: EventCursor, blockMs: number, options: { quietMeansWaiting?: boolean } = {}): Promise<{ events: LoggedEvent[]; finished: boolean; quiet: boolean }> {
-    const events = await cursor.next(blockMs);
+  async eventsAfter(run: RunRow, cursor: EventCursor, blockMs: number, options: { quietExpected?: boolean } = {}): Promise<{ events: LoggedEvent[]; finished: boolean; quiet: boolean }> {
+    const events = await cursor.next(blockMs, undefined, { quietExpected: options.quietExpected });
     if (events.length > 0) return { events, finished: events.some(isTerminalEvent), quiet: false };
-    if (options.quietMeansWaiting) return { events: [], finished: false, quiet: true };
+    if (options.quietExpected) return { events: [], finished: false, quiet: true };
     const latest = await createRunsRepo(this.deps.pool).find(run.id);
     if (!latest || !TERMINAL_STATUSES.includes(latest.status)) return { events: [], finished: false, quiet: true };
     const rest = await this.deps.lifecycle.eventsToEnd(latest, cursor.position);
