@@ -19,7 +19,7 @@ import { createModelAdapter, describeModelAdapter, resolveUpstreamModel, type Mo
 import { createQueueBackend } from '@ic/queue';
 import { newId } from '@ic/schemas';
 import { consoleRouter, gatewayRouter } from '@ic/api-gateway';
-import { ResponsesRuntime, workerConcurrencyEnv } from '@ic/responses';
+import { DEFAULT_STREAM_HEAD_HOLD_MS, ResponsesRuntime, workerConcurrencyEnv } from '@ic/responses';
 import { createTitleHandler, TITLE_QUEUE } from '@ic/titler';
 
 const StackEnv = z.object({
@@ -37,6 +37,8 @@ const StackEnv = z.object({
   EMBEDDED_PG_PORT: intEnv(54329, 1024, 65535),
   /** As in the deployed workers: derived from the heap unless set, since a turn mostly waits on the model. */
   WORKER_CONCURRENCY: workerConcurrencyEnv(),
+  /** As in services/responses: how long a stream's head may wait to leave with what follows it. */
+  STREAM_HEAD_HOLD_MS: intEnv(DEFAULT_STREAM_HEAD_HOLD_MS, 0),
   /** Unset: an upstream when MODEL_BASE_URL is given, otherwise the development model. */
   MODEL_ADAPTER: z.enum(['openai-compatible', 'development']).optional(),
   DEV_MODEL_NAME: z.string().default('ingram-dev'),
@@ -143,6 +145,7 @@ async function main(): Promise<void> {
     resolveModel: (name) => resolveUpstreamModel(name, env.MODEL_MAP),
     eventsTtlSeconds: 600,
     keepAliveMs: 15000,
+    streamHeadHoldMs: env.STREAM_HEAD_HOLD_MS,
     syncWaitMs: 570000,
     contextTokens: env.MODEL_CONTEXT_TOKENS,
     modelBackoffBudgetMs: env.MODEL_BACKOFF_BUDGET_MS,
