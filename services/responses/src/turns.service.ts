@@ -212,7 +212,6 @@ export class TurnsService {
     return existing;
   }
 
-  /** Starts the run's event log with response.created and enqueues it; failures are left to the sweeper. */
   /**
    * The run, if the accept statement committed although its caller saw an error; null when it did not
    * (or Postgres stayed out of reach for ACCEPT_DOUBT_RESOLVE_MS: then the openai client's retry with
@@ -230,6 +229,7 @@ export class TurnsService {
     }
   }
 
+  /** Starts the run's event log with response.created and enqueues it; failures are left to the sweeper. */
   private async announce(run: RunRow, isHead: boolean): Promise<void> {
     try {
       // Side by side, not one after the other: the append is sent first on the same connection, so a worker
