@@ -304,8 +304,17 @@ interface RunChannel {
  * itself, so a live relay does not read the stream back. One API process relays thousands of streams
  * over two connections.
  */
+/** Channels named in one SUBSCRIBE or UNSUBSCRIBE at most. */
+const MAX_CHANNELS_PER_COMMAND = 1000;
+
+interface PendingSubscribe {
+  name: string;
+  settle: { resolve: () => void; reject: (error: unknown) => void };
+}
+
 class RedisEventLog implements RunEventLog {
   private readonly channels = new Map<string, RunChannel>();
+  private pendingSubscribes: PendingSubscribe[] = [];
   private idleTimer: NodeJS.Timeout | null = null;
   private readonly commands: EventLogCommands;
 
@@ -400,13 +409,36 @@ class RedisEventLog implements RunEventLog {
   /** The run's SUBSCRIBE, sent once and shared; sent again if it failed (Redis was down). */
   subscription(channel: RunChannel): Promise<void> {
     if (!channel.subscribed) {
-      const subscribed = this.subscriber.subscribe(channel.name).then(() => undefined);
+      const subscribed = new Promise<void>((resolve, reject) => this.subscribeSoon(channel.name, { resolve, reject }));
       channel.subscribed = subscribed;
       subscribed.catch(() => {
         if (channel.subscribed === subscribed) channel.subscribed = null;
       });
     }
     return channel.subscribed;
+  }
+
+  /**
+   * Channels asked for while the event loop handles one round of I/O leave in one SUBSCRIBE. The
+   * subscriber connection does not pipeline by itself (its replies are pushes), so each run's SUBSCRIBE
+   * was a socket write of its own, and one more for Redis's confirmation: under load, a write per
+   * turn. The wait is a setImmediate, hidden behind the accept statement the relay waits for anyway.
+   */
+  private subscribeSoon(name: string, settle: PendingSubscribe['settle']): void {
+    if (this.pendingSubscribes.length === 0) setImmediate(() => this.flushSubscribes());
+    this.pendingSubscribes.push({ name, settle });
+  }
+
+  private flushSubscribes(): void {
+    const batch = this.pendingSubscribes;
+    this.pendingSubscribes = [];
+    for (let k = 0; k < batch.length; k += MAX_CHANNELS_PER_COMMAND) {
+      const part = batch.slice(k, k + MAX_CHANNELS_PER_COMMAND);
+      this.subscriber.subscribe(...part.map((pending) => pending.name)).then(
+        () => part.forEach((pending) => pending.settle.resolve()),
+        (error: unknown) => part.forEach((pending) => pending.settle.reject(error)),
+      );
+    }
   }
 
   /** A reader left; a channel without readers is unsubscribed a little later, together with the others gone idle. */
@@ -430,7 +462,7 @@ class RedisEventLog implements RunEventLog {
       if (channel.subscribed) idle.push(channel.name);
     }
     // One UNSUBSCRIBE for every channel gone idle, not one per reader.
-    for (let k = 0; k < idle.length; k += 1000) void this.subscriber.unsubscribe(...idle.slice(k, k + 1000)).catch(() => undefined);
+    for (let k = 0; k < idle.length; k += MAX_CHANNELS_PER_COMMAND) void this.subscriber.unsubscribe(...idle.slice(k, k + MAX_CHANNELS_PER_COMMAND)).catch(() => undefined);
     if (!waiting && this.idleTimer) {
       clearInterval(this.idleTimer);
       this.idleTimer = null;

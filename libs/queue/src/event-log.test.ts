@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type IORedis from 'ioredis';
 import { createLogger } from '@ic/telemetry';
 import { createBullmqBackend } from './bullmq';
 import { createRedis } from './redis';
@@ -7,6 +8,15 @@ import { MemoryEventLog } from './memory';
 import type { QueueBackend, RunEventLog, StreamEvent } from './types';
 
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** Resolves once `condition` holds; fails after 2 s. */
+async function eventually(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 2000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met within 2 s');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 const events = (first: number, count: number, type = 'response.output_text.delta'): StreamEvent[] =>
   Array.from({ length: count }, (_, index) => ({ type, sequence_number: first + index, delta: `d${first + index}` }));
 const asAttempt = (attempt: number, closes = false) => ({ authority: { attempt }, closes, ttlSeconds: 60 });
@@ -215,6 +225,41 @@ describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)',
       } finally {
         await redis.quit();
         for (const cursor of cursors) cursor.close();
+      }
+    });
+
+    it('subscribes to the runs followed in the same moment with one SUBSCRIBE, and each reader gets its own run', async () => {
+      // MONITOR sees every command the server runs; only this test's prefix counts (other suites share the server).
+      const watcher = rawRedis() as IORedis;
+      const monitor = await watcher.monitor();
+      const subscribes: string[][] = [];
+      const ourPrefix = `${prefix}:`;
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        if (args[0]?.toLowerCase() === 'subscribe' && args.slice(1).some((channel) => channel.startsWith(ourPrefix))) subscribes.push(args.slice(1));
+      });
+      const ids = Array.from({ length: 20 }, () => runId());
+      const cursors = ids.map((id) => log.follow(id, -1));
+      try {
+        await Promise.all(cursors.map((cursor) => cursor.ready()));
+        await Promise.all(ids.map((id, index) => log.append(id, events(0, index + 1), asAttempt(0))));
+        for (const [index, cursor] of cursors.entries()) {
+          expect((await cursor.next(5000)).map((event) => event.sequence_number)).toEqual(Array.from({ length: index + 1 }, (_, k) => k));
+        }
+        // The monitor's feed comes on its own connection: wait for it rather than race it.
+        await eventually(() => subscribes.length >= 1);
+        expect(subscribes).toHaveLength(1);
+        expect([...subscribes[0]!].sort()).toEqual(ids.map((id) => new RedisKeys(prefix).runAppendedChannel(id)).sort());
+        // A run followed later gets a SUBSCRIBE of its own.
+        const later = log.follow(runId(), -1);
+        await later.ready();
+        later.close();
+        await eventually(() => subscribes.length >= 2);
+        expect(subscribes).toHaveLength(2);
+        expect(subscribes[1]).toHaveLength(1);
+      } finally {
+        for (const cursor of cursors) cursor.close();
+        monitor.disconnect();
+        watcher.disconnect();
       }
     });
 
