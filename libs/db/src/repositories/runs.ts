@@ -30,7 +30,7 @@ const PARAMS_BASELINE_JSON = Object.fromEntries(Object.entries(PARAMS_BASELINE).
 const PARAMS_BASELINE_SQL = sql.fragment`${sql.literalValue(JSON.stringify(PARAMS_BASELINE))}::jsonb`;
 
 /** The parameters a run stores: those that differ from PARAMS_BASELINE. */
-export function storedRunParams(params: RunParams): Partial<RunParams> {
+function storedRunParams(params: RunParams): Partial<RunParams> {
   return Object.fromEntries(Object.entries(params).filter(([key, value]) => JSON.stringify(value) !== PARAMS_BASELINE_JSON[key]));
 }
 
