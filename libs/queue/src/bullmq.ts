@@ -297,6 +297,9 @@ interface RunChannel {
   idleSince: number;
 }
 
+/** Channels named in one SUBSCRIBE or UNSUBSCRIBE at most. */
+const MAX_CHANNELS_PER_COMMAND = 1000;
+
 /**
  * Run events in a Redis Stream per run, with explicit ids `0-(sequence+1)` so "after sequence N" is a
  * range read, plus a small hash beside it (current attempt, closed). Readers follow a run through
@@ -304,17 +307,10 @@ interface RunChannel {
  * itself, so a live relay does not read the stream back. One API process relays thousands of streams
  * over two connections.
  */
-/** Channels named in one SUBSCRIBE or UNSUBSCRIBE at most. */
-const MAX_CHANNELS_PER_COMMAND = 1000;
-
-interface PendingSubscribe {
-  name: string;
-  settle: { resolve: () => void; reject: (error: unknown) => void };
-}
-
 class RedisEventLog implements RunEventLog {
   private readonly channels = new Map<string, RunChannel>();
-  private pendingSubscribes: PendingSubscribe[] = [];
+  /** Channels to subscribe with the next SUBSCRIBE, and the promise every one of them waits on. */
+  private pendingSubscribe: { names: string[]; sent: Promise<void> } | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private readonly commands: EventLogCommands;
 
@@ -409,7 +405,7 @@ class RedisEventLog implements RunEventLog {
   /** The run's SUBSCRIBE, sent once and shared; sent again if it failed (Redis was down). */
   subscription(channel: RunChannel): Promise<void> {
     if (!channel.subscribed) {
-      const subscribed = new Promise<void>((resolve, reject) => this.subscribeSoon(channel.name, { resolve, reject }));
+      const subscribed = this.subscribeSoon(channel.name);
       channel.subscribed = subscribed;
       subscribed.catch(() => {
         if (channel.subscribed === subscribed) channel.subscribed = null;
@@ -424,21 +420,19 @@ class RedisEventLog implements RunEventLog {
    * was a socket write of its own, and one more for Redis's confirmation: under load, a write per
    * turn. The wait is a setImmediate, hidden behind the accept statement the relay waits for anyway.
    */
-  private subscribeSoon(name: string, settle: PendingSubscribe['settle']): void {
-    if (this.pendingSubscribes.length === 0) setImmediate(() => this.flushSubscribes());
-    this.pendingSubscribes.push({ name, settle });
-  }
-
-  private flushSubscribes(): void {
-    const batch = this.pendingSubscribes;
-    this.pendingSubscribes = [];
-    for (let k = 0; k < batch.length; k += MAX_CHANNELS_PER_COMMAND) {
-      const part = batch.slice(k, k + MAX_CHANNELS_PER_COMMAND);
-      this.subscriber.subscribe(...part.map((pending) => pending.name)).then(
-        () => part.forEach((pending) => pending.settle.resolve()),
-        (error: unknown) => part.forEach((pending) => pending.settle.reject(error)),
-      );
+  private subscribeSoon(name: string): Promise<void> {
+    if (!this.pendingSubscribe) {
+      const names: string[] = [];
+      const sent = new Promise((resolve) => setImmediate(resolve)).then(async () => {
+        this.pendingSubscribe = null;
+        const parts: Array<Promise<unknown>> = [];
+        for (let k = 0; k < names.length; k += MAX_CHANNELS_PER_COMMAND) parts.push(this.subscriber.subscribe(...names.slice(k, k + MAX_CHANNELS_PER_COMMAND)));
+        await Promise.all(parts);
+      });
+      this.pendingSubscribe = { names, sent };
     }
+    this.pendingSubscribe.names.push(name);
+    return this.pendingSubscribe.sent;
   }
 
   /** A reader left; a channel without readers is unsubscribed a little later, together with the others gone idle. */

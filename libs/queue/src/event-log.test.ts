@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type IORedis from 'ioredis';
 import { createLogger } from '@ic/telemetry';
+import { eventually } from '@ic/test-support';
 import { createBullmqBackend } from './bullmq';
 import { createRedis } from './redis';
 import { RedisKeys } from './keys';
@@ -9,14 +10,6 @@ import type { QueueBackend, RunEventLog, StreamEvent } from './types';
 
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-/** Resolves once `condition` holds; fails after 2 s. */
-async function eventually(condition: () => boolean): Promise<void> {
-  const deadline = Date.now() + 2000;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met within 2 s');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 const events = (first: number, count: number, type = 'response.output_text.delta'): StreamEvent[] =>
   Array.from({ length: count }, (_, index) => ({ type, sequence_number: first + index, delta: `d${first + index}` }));
 const asAttempt = (attempt: number, closes = false) => ({ authority: { attempt }, closes, ttlSeconds: 60 });
@@ -246,14 +239,14 @@ describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)',
           expect((await cursor.next(5000)).map((event) => event.sequence_number)).toEqual(Array.from({ length: index + 1 }, (_, k) => k));
         }
         // The monitor's feed comes on its own connection: wait for it rather than race it.
-        await eventually(() => subscribes.length >= 1);
+        await eventually(async () => (subscribes.length >= 1 ? true : undefined), 2000, 'the SUBSCRIBE in the monitor feed');
         expect(subscribes).toHaveLength(1);
         expect([...subscribes[0]!].sort()).toEqual(ids.map((id) => new RedisKeys(prefix).runAppendedChannel(id)).sort());
         // A run followed later gets a SUBSCRIBE of its own.
         const later = log.follow(runId(), -1);
         await later.ready();
         later.close();
-        await eventually(() => subscribes.length >= 2);
+        await eventually(async () => (subscribes.length >= 2 ? true : undefined), 2000, 'the later SUBSCRIBE in the monitor feed');
         expect(subscribes).toHaveLength(2);
         expect(subscribes[1]).toHaveLength(1);
       } finally {
