@@ -45,40 +45,47 @@ export function traceDbStatement(text: string, summary: string | undefined, targ
   const parentRecording = trace.getSpan(active)?.isRecording() === true;
   if (!parentRecording && !durationHistogram) return NOT_TRACED;
   const startedAt = performance.now();
-  const operation = OPERATION.exec(text)?.[1]?.toUpperCase();
-  const metricAttributes: Attributes = { 'db.system.name': 'postgresql' };
-  if (operation) metricAttributes['db.operation.name'] = operation;
-  if (target.database) metricAttributes['db.namespace'] = target.database;
-  let span: Span | undefined;
-  if (parentRecording) {
-    // All of the span's attributes in one object (undefined values are left out by the span).
-    const spanAttributes: Attributes = {
-      'db.system.name': 'postgresql',
-      'db.operation.name': operation,
-      'db.namespace': target.database,
-      'db.system': 'postgresql',
-      'db.query.text': text,
-      'db.query.summary': summary,
-      'server.address': target.host,
-      'server.port': target.port,
-    };
-    span = startLeanSpan(tracer, TRACER_NAME, summary ?? operation ?? 'postgresql', SpanKind.CLIENT, active, spanAttributes);
-  }
+  // A marked statement is named by its label; the first keyword is read only when something needs it.
+  const span = parentRecording
+    ? startLeanSpan(tracer, TRACER_NAME, summary ?? operationOf(text) ?? 'postgresql', SpanKind.CLIENT, active, () => statementAttributes(text, summary, target))
+    : undefined;
   let ended = false;
   return {
     end(error) {
       if (ended) return;
       ended = true;
-      const attributes = error === undefined ? metricAttributes : { ...metricAttributes, 'error.type': errorType(error) };
       if (span) {
         if (error !== undefined) {
-          span.setAttribute('error.type', attributes['error.type'] as string);
+          span.setAttribute('error.type', errorType(error));
           span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
         }
         span.end();
       }
-      durationHistogram?.record((performance.now() - startedAt) / 1000, attributes);
+      if (!durationHistogram) return;
+      const operation = operationOf(text);
+      const metricAttributes: Attributes = { 'db.system.name': 'postgresql' };
+      if (operation) metricAttributes['db.operation.name'] = operation;
+      if (target.database) metricAttributes['db.namespace'] = target.database;
+      if (error !== undefined) metricAttributes['error.type'] = errorType(error);
+      durationHistogram.record((performance.now() - startedAt) / 1000, metricAttributes);
     },
+  };
+}
+
+const operationOf = (text: string) => OPERATION.exec(text)?.[1]?.toUpperCase();
+
+/** The span's attributes (undefined values are left out by the span), worked out only if it is exported. */
+function statementAttributes(text: string, summary: string | undefined, target: DbTarget): Attributes {
+  const operation = operationOf(text);
+  return {
+    'db.system.name': 'postgresql',
+    'db.operation.name': operation,
+    'db.namespace': target.database,
+    'db.system': 'postgresql',
+    'db.query.text': text,
+    'db.query.summary': summary,
+    'server.address': target.host,
+    'server.port': target.port,
   };
 }
 

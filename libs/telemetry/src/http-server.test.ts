@@ -1,8 +1,11 @@
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { trace } from '@opentelemetry/api';
-import { AlwaysOnSampler, BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { defaultResource } from '@opentelemetry/resources';
+import { AlwaysOnSampler, BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
 import { enableHttpServerTelemetry, traceHttpServer } from './http-server';
+import { enableLazySpans, PooledRandomIds } from './lazy-span';
+import { TailKeepSpanProcessor } from './tail-keep';
 
 const exporter = new InMemorySpanExporter();
 let server: Server;
@@ -15,7 +18,7 @@ beforeAll(async () => {
   server = createServer(
     traceHttpServer(
       (req, res) => {
-        if (req.url === '/slow') {
+        if (req.url?.startsWith('/slow')) {
           releaseSlowReply = () => res.end('late');
           return;
         }
@@ -77,5 +80,37 @@ describe('traceHttpServer: one server span per request, ended once', () => {
     await get('/healthz');
     await get('/metrics');
     expect(await spansEnded(1)).toEqual([]);
+  });
+});
+
+describe('traceHttpServer under ic_tail (lazy spans, request attributes read only for a kept trace)', () => {
+  // Every trace kept (slow from 0 ms), none sampled by ratio: the spans are held, then exported at the decision.
+  beforeEach(() => enableLazySpans({ ratio: new TraceIdRatioBasedSampler(0), ids: new PooledRandomIds(), tail: new TailKeepSpanProcessor(new SimpleSpanProcessor(exporter), 0), resource: defaultResource() }));
+  afterEach(() => enableLazySpans(undefined));
+
+  it('exports a kept request with its request attributes, the peer read while it was still connected', async () => {
+    await new Promise<void>((resolve) => {
+      const sent = request(`${origin}/slow?page=2`, { headers: { 'user-agent': 'lazy-test', 'x-forwarded-for': '203.0.113.7, 10.0.0.1' } });
+      sent.on('error', () => resolve());
+      sent.end();
+      setTimeout(() => {
+        sent.destroy();
+        resolve();
+      }, 100);
+    });
+    const [span, ...more] = await spansEnded(1);
+    expect(more).toEqual([]);
+    expect(span?.attributes).toMatchObject({
+      'http.request.method': 'GET',
+      'url.path': '/slow',
+      'url.query': 'page=2',
+      'network.peer.address': '127.0.0.1',
+      'client.address': '203.0.113.7',
+      'user_agent.original': 'lazy-test',
+      'server.address': '127.0.0.1',
+      'error.type': 'aborted',
+    });
+    expect(typeof span?.attributes['network.peer.port']).toBe('number');
+    releaseSlowReply();
   });
 });

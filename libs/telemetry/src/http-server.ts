@@ -49,8 +49,12 @@ export function traceHttpServer(listener: RequestListener, options: HttpServerTe
     const startedAt = performance.now();
     const method = KNOWN_METHODS.has(req.method ?? '') ? req.method! : '_OTHER';
     const parent = req.headers.traceparent === undefined ? ROOT_CONTEXT : propagation.extract(ROOT_CONTEXT, req.headers);
-    const span = startLeanSpan(tracer, TRACER_NAME, method, SpanKind.SERVER, parent);
-    if (span.isRecording()) span.setAttributes(requestAttributes(req, method, path, queryAt === -1 ? undefined : url.slice(queryAt + 1)));
+    // The peer's address is read now: the socket may be gone by the time a kept span is exported (the
+    // rest is read then, if ever: nine in ten spans are dropped unread).
+    const { remoteAddress, remotePort } = req.socket;
+    const span = startLeanSpan(tracer, TRACER_NAME, method, SpanKind.SERVER, parent, () =>
+      requestAttributes(req, method, path, queryAt === -1 ? undefined : url.slice(queryAt + 1), remoteAddress, remotePort),
+    );
 
     // 'close' comes once per response, after 'finish' when the reply was sent whole and also when the
     // client went away first (the span then ends without a status code): one listener covers both.
@@ -60,14 +64,14 @@ export function traceHttpServer(listener: RequestListener, options: HttpServerTe
   };
 }
 
-function requestAttributes(req: IncomingMessage, method: string, path: string, query: string | undefined): Attributes {
+function requestAttributes(req: IncomingMessage, method: string, path: string, query: string | undefined, peerAddress: string | undefined, peerPort: number | undefined): Attributes {
   const attributes: Attributes = {
     'http.request.method': method,
     'url.scheme': 'http',
     'url.path': path,
     'network.protocol.version': req.httpVersion,
-    'network.peer.address': req.socket.remoteAddress,
-    'network.peer.port': req.socket.remotePort,
+    'network.peer.address': peerAddress,
+    'network.peer.port': peerPort,
   };
   if (method === '_OTHER') attributes['http.request.method_original'] = req.method;
   if (query) attributes['url.query'] = query;
@@ -81,29 +85,39 @@ function requestAttributes(req: IncomingMessage, method: string, path: string, q
   // The first address of X-Forwarded-For is the caller behind the ingress; otherwise the peer itself.
   const forwarded = req.headers['x-forwarded-for'];
   const forwardedFirst = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
-  attributes['client.address'] = forwardedFirst || req.socket.remoteAddress;
+  attributes['client.address'] = forwardedFirst || peerAddress;
   const userAgent = req.headers['user-agent'];
   if (userAgent) attributes['user_agent.original'] = userAgent;
   return attributes;
 }
 
 function finishRequest(req: IncomingMessage, res: ServerResponse, span: Span, method: string, startedAt: number, routeOf: HttpServerTelemetryOptions['routeOf']): void {
-  if (!span.isRecording() && !durationHistogram) {
+  const recording = span.isRecording();
+  if (!recording && !durationHistogram) {
     span.end();
     return;
   }
   const route = routeOf?.(req);
   const completed = res.writableFinished;
-  const metricAttributes: Attributes = { 'http.request.method': method, 'url.scheme': 'http', 'network.protocol.version': req.httpVersion };
-  if (route) metricAttributes['http.route'] = route;
-  if (completed || res.headersSent) metricAttributes['http.response.status_code'] = res.statusCode;
-  if (completed && res.statusCode >= 500) metricAttributes['error.type'] = String(res.statusCode);
-  else if (!completed) metricAttributes['error.type'] = 'aborted';
-  if (span.isRecording()) {
-    span.setAttributes(metricAttributes);
-    if (route) span.updateName(`${method} ${route}`);
-    if (metricAttributes['error.type'] !== undefined) span.setStatus({ code: SpanStatusCode.ERROR });
+  const statusCode = completed || res.headersSent ? res.statusCode : undefined;
+  const errorType = !completed ? 'aborted' : res.statusCode >= 500 ? String(res.statusCode) : undefined;
+  if (recording) {
+    // Written one by one, not as the metric's attribute object: most requests have no histogram.
+    if (route) {
+      span.setAttribute('http.route', route);
+      span.updateName(`${method} ${route}`);
+    }
+    if (statusCode !== undefined) span.setAttribute('http.response.status_code', statusCode);
+    if (errorType !== undefined) {
+      span.setAttribute('error.type', errorType);
+      span.setStatus({ code: SpanStatusCode.ERROR });
+    }
   }
   span.end();
-  durationHistogram?.record((performance.now() - startedAt) / 1000, metricAttributes);
+  if (!durationHistogram) return;
+  const metricAttributes: Attributes = { 'http.request.method': method, 'url.scheme': 'http', 'network.protocol.version': req.httpVersion };
+  if (route) metricAttributes['http.route'] = route;
+  if (statusCode !== undefined) metricAttributes['http.response.status_code'] = statusCode;
+  if (errorType !== undefined) metricAttributes['error.type'] = errorType;
+  durationHistogram.record((performance.now() - startedAt) / 1000, metricAttributes);
 }

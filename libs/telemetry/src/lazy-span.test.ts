@@ -91,6 +91,43 @@ describe('ic_tail records our own spans of unsampled traces lazily', () => {
     expect(exportedRoot!.duration[0] * 1e3 + exportedRoot!.duration[1] / 1e6).toBeCloseTo(endMs - startMs, 0);
   });
 
+  it('works out deferred attributes only for a span that is exported, under those set later', () => {
+    const { provider, exported } = icTail(0);
+    const tracer = provider.getTracer('lean');
+    const described: string[] = [];
+    const deferred = (name: string, extra: Record<string, string> = {}) => () => {
+      described.push(name);
+      return { 'db.query.summary': name, 'server.address': undefined, 'error.type': 'overwritten', ...extra };
+    };
+    const dropped = startLeanSpan(tracer, 'lean', 'GET', SpanKind.SERVER, ROOT_CONTEXT, deferred('dropped'));
+    startLeanSpan(tracer, 'lean', 'conversations.get', SpanKind.CLIENT, inSpan(dropped), deferred('dropped child')).end();
+    dropped.end();
+    expect(exported()).toEqual([]);
+    expect(described).toEqual([]);
+
+    const kept = startLeanSpan(tracer, 'lean', 'POST', SpanKind.SERVER, ROOT_CONTEXT, deferred('kept'));
+    const failing = startLeanSpan(tracer, 'lean', 'runs.accept', SpanKind.CLIENT, inSpan(kept), deferred('kept child'));
+    failing.setAttribute('error.type', '23505');
+    failing.setStatus({ code: SpanStatusCode.ERROR });
+    failing.end();
+    expect(described).toEqual([]);
+    kept.end();
+    // Read at the keep decision, while what they describe is still there; not again on export.
+    expect(described).toEqual(['kept child', 'kept']);
+    const [statement, root] = exported();
+    expect(statement!.attributes).toEqual({ 'db.query.summary': 'kept child', 'error.type': '23505' });
+    expect(root!.attributes).toEqual({ 'db.query.summary': 'kept', 'error.type': 'overwritten' });
+    expect(described).toEqual(['kept child', 'kept']);
+
+    const sampled = icTail(1);
+    const read: string[] = [];
+    const span = startLeanSpan(sampled.provider.getTracer('lean'), 'lean', 'GET', SpanKind.SERVER, ROOT_CONTEXT, () => (read.push('sampled'), { 'url.path': '/v1/conversations' }));
+    expect(read).toEqual([]);
+    span.end();
+    expect(read).toEqual(['sampled']);
+    expect(sampled.exported()[0]!.attributes).toEqual({ 'url.path': '/v1/conversations' });
+  });
+
   it('exports a slow trace, and a span that fails after its trace was dropped', () => {
     const slow = icTail(0, 0);
     const root = slow.lean('GET', SpanKind.SERVER);

@@ -85,6 +85,23 @@ export function enableLazySpans(config: LazyRecording | undefined): void {
 }
 
 /**
+ * A span's attributes, or a function that gives them: deferred attributes are worked out only if the
+ * span is exported (its trace sampled or kept), so the nine in ten spans that are dropped never build
+ * them. The function must read only what does not change while the span lasts (it may run at its end).
+ */
+export type SpanAttributes = Attributes | (() => Attributes);
+
+const NO_ATTRIBUTES: Attributes = Object.freeze({}) as Attributes;
+
+/** The SDK's span (another sampler, or a span outside ic_tail's lazy path); deferred attributes only if it records. */
+function sdkSpan(tracer: Tracer, name: string, kind: SpanKind, parent: Context, attributes: SpanAttributes | undefined): Span {
+  if (typeof attributes !== 'function') return tracer.startSpan(name, { kind, attributes }, parent);
+  const span = tracer.startSpan(name, { kind }, parent);
+  if (span.isRecording()) span.setAttributes(attributes());
+  return span;
+}
+
+/**
  * A span of our own instrumentation (a request's server span, a statement, the model call). Under
  * `ic_tail` it is a LazySpan, a plain object that the SDK's span machinery (attribute checks, span
  * limits, the span's own metrics, a processor chain) never sees. A span of a trace that is not sampled
@@ -95,9 +112,9 @@ export function enableLazySpans(config: LazyRecording | undefined): void {
  * (ioredis, BullMQ) under a LazySpan are the SDK's, children of it, sampled or recorded and held in the
  * same local trace as it is, so an exported trace is whole.
  */
-export function startLeanSpan(tracer: Tracer, scope: string, name: string, kind: SpanKind, parent: Context, attributes?: Attributes): Span {
+export function startLeanSpan(tracer: Tracer, scope: string, name: string, kind: SpanKind, parent: Context, attributes?: SpanAttributes): Span {
   const lazy = recording;
-  if (!lazy || isTracingSuppressed(parent)) return tracer.startSpan(name, { kind, attributes }, parent);
+  if (!lazy || isTracingSuppressed(parent)) return sdkSpan(tracer, name, kind, parent, attributes);
   const parentSpan = trace.getSpan(parent);
   // A LazySpan parent (the common case: a request's statements): its trace, sampled or held locally.
   if (parentSpan instanceof LazySpan && !parentSpan.ended) {
@@ -109,28 +126,36 @@ export function startLeanSpan(tracer: Tracer, scope: string, name: string, kind:
     if (parentContext.traceFlags & TraceFlags.SAMPLED) return new LazySpan(lazy, scope, name, kind, parentContext.traceId, TraceFlags.SAMPLED, parentContext, undefined, attributes);
     if (parentContext.isRemote) return new LazySpan(lazy, scope, name, kind, parentContext.traceId, TraceFlags.NONE, parentContext, undefined, attributes);
     const localTrace = parentSpan.isRecording() ? localTraceOf(parentSpan) : undefined;
-    if (!localTrace) return tracer.startSpan(name, { kind, attributes }, parent);
+    if (!localTrace) return sdkSpan(tracer, name, kind, parent, attributes);
     return new LazySpan(lazy, scope, name, kind, parentContext.traceId, TraceFlags.NONE, parentContext, localTrace, attributes);
   }
-  if (!TRACE_STARTING_KINDS.has(kind)) return tracer.startSpan(name, { kind, attributes }, parent);
+  if (!TRACE_STARTING_KINDS.has(kind)) return sdkSpan(tracer, name, kind, parent, attributes);
   const traceId = lazy.ids.generateTraceId();
-  const sampled = lazy.ratio.shouldSample(parent, traceId, name, kind, attributes ?? {}, []).decision === RECORD_AND_SAMPLED;
+  // The ratio sampler decides by trace id alone: deferred attributes are not worked out for it.
+  const sampled = lazy.ratio.shouldSample(parent, traceId, name, kind, typeof attributes === 'object' ? attributes : NO_ATTRIBUTES, []).decision === RECORD_AND_SAMPLED;
   return new LazySpan(lazy, scope, name, kind, traceId, sampled ? TraceFlags.SAMPLED : TraceFlags.NONE, undefined, undefined, attributes);
 }
+
+// Shared until a span has its own: most spans never get an event, a link or a status.
+const NO_EVENTS: TimedEvent[] = Object.freeze([]) as unknown as TimedEvent[];
+const NO_LINKS: Link[] = Object.freeze([]) as unknown as Link[];
+const UNSET_STATUS: SpanStatus = Object.freeze({ code: SpanStatusCode.UNSET });
+const scopes = new Map<string, { name: string }>();
+const scopeNamed = (name: string) => scopes.get(name) ?? scopes.set(name, Object.freeze({ name })).get(name)!;
 
 /**
  * A recorded span that is both the API's Span (what instrumentation writes to) and the SDK's
  * ReadableSpan (what processors and exporters read), kept as plain fields: times are performance.now()
  * readings turned into epoch HrTimes only when read, which happens only if the span is exported.
  * Attributes are stored as given, without the SDK's checks: our instrumentation writes primitives.
+ * They may be given as a function (SpanAttributes), worked out only when an exporter reads them.
  * A sampled one (its trace was chosen by the ratio, or by the caller) skips the tail processor's holding
  * and goes to the exporter when it ends.
  */
 class LazySpan implements Span, ReadableSpan {
-  readonly attributes: Attributes = {};
-  readonly events: TimedEvent[] = [];
-  readonly links: Link[] = [];
-  status: SpanStatus = { code: SpanStatusCode.UNSET };
+  events: TimedEvent[] = NO_EVENTS;
+  links: Link[] = NO_LINKS;
+  status: SpanStatus = UNSET_STATUS;
   ended = false;
   readonly droppedAttributesCount = 0;
   readonly droppedEventsCount = 0;
@@ -140,6 +165,9 @@ class LazySpan implements Span, ReadableSpan {
   private readonly context: SpanContext;
   private readonly startedAt = performance.now();
   private endedAt = 0;
+  /** Attributes set so far; those of `deferred` go under them when first read. */
+  private stored: Attributes | undefined;
+  private deferred: (() => Attributes) | undefined;
 
   constructor(
     private readonly lazy: LazyRecording,
@@ -150,14 +178,33 @@ class LazySpan implements Span, ReadableSpan {
     traceFlags: TraceFlags,
     readonly parentSpanContext: SpanContext | undefined,
     localTrace: LocalTrace | undefined,
-    attributes: Attributes | undefined,
+    attributes: SpanAttributes | undefined,
   ) {
     this.context = { traceId, spanId: lazy.ids.generateSpanId(), traceFlags };
-    this.instrumentationScope = { name: scope };
+    this.instrumentationScope = scopeNamed(scope);
     this.resource = lazy.resource;
     // A sampled span is exported as it ends, never held: it needs no local trace.
     if (!(traceFlags & TraceFlags.SAMPLED)) joinLocalTrace(this, localTrace);
-    if (attributes) this.setAttributes(attributes);
+    if (typeof attributes === 'function') this.deferred = attributes;
+    else if (attributes) this.setAttributes(attributes);
+  }
+
+  /** What exporters read: the deferred attributes are worked out here, once, with those set later on top. */
+  get attributes(): Attributes {
+    const deferred = this.deferred;
+    if (deferred) {
+      this.deferred = undefined;
+      const given = deferred();
+      const merged: Attributes = {};
+      for (const key in given) if (given[key] !== undefined && given[key] !== null) merged[key] = given[key];
+      this.stored = this.stored ? Object.assign(merged, this.stored) : merged;
+    }
+    return (this.stored ??= {});
+  }
+
+  /** Milliseconds from start to end, without the HrTime `duration` builds (the tail processor's slow check). */
+  get elapsedMs(): number {
+    return this.endedAt - this.startedAt;
   }
 
   spanContext(): SpanContext {
@@ -177,7 +224,7 @@ class LazySpan implements Span, ReadableSpan {
   }
 
   setAttribute(key: string, value: AttributeValue | undefined): this {
-    if (!this.ended && value !== undefined && value !== null) this.attributes[key] = value;
+    if (!this.ended && value !== undefined && value !== null) (this.stored ??= {})[key] = value;
     return this;
   }
 
@@ -191,17 +238,17 @@ class LazySpan implements Span, ReadableSpan {
     const timeGiven = attributesOrTime instanceof Date || typeof attributesOrTime === 'number' || Array.isArray(attributesOrTime);
     const attributes = timeGiven ? undefined : (attributesOrTime as Attributes | undefined);
     const at = timeGiven ? (attributesOrTime as TimeInput) : time;
+    if (this.events === NO_EVENTS) this.events = [];
     this.events.push({ name, attributes, time: at === undefined ? hrTime() : timeInputToHrTime(at), droppedAttributesCount: 0 });
     return this;
   }
 
   addLink(link: Link): this {
-    this.links.push(link);
-    return this;
+    return this.addLinks([link]);
   }
 
   addLinks(links: Link[]): this {
-    this.links.push(...links);
+    this.links = [...this.links, ...links];
     return this;
   }
 
@@ -221,6 +268,9 @@ class LazySpan implements Span, ReadableSpan {
   end(): void {
     if (this.ended) return;
     this.endedAt = performance.now();
+    // A sampled span goes to the exporter now: its deferred attributes are read while what they
+    // describe (a request's socket, say) is still there. A held one is read if its trace is kept.
+    if (this.context.traceFlags & TraceFlags.SAMPLED) void this.attributes;
     this.ended = true;
     this.lazy.tail.onEnd(this);
   }

@@ -35,14 +35,7 @@ export function traceRedisCommand(name: string, target: RedisTarget): RedisComma
   if (!redisSpansEnabled) return NOT_TRACED;
   const active = context.active();
   if (trace.getSpan(active)?.isRecording() !== true) return NOT_TRACED;
-  const attributes: Attributes = {
-    'db.system.name': 'redis',
-    'db.system': 'redis',
-    'db.operation.name': name.toUpperCase(),
-    'server.address': target.host,
-    'server.port': target.port,
-  };
-  const span = startLeanSpan(tracer, TRACER_NAME, name, SpanKind.CLIENT, active, attributes);
+  const span = startLeanSpan(tracer, TRACER_NAME, name, SpanKind.CLIENT, active, () => commandAttributes(name, target));
   return {
     end(error) {
       if (error !== undefined) {
@@ -51,5 +44,16 @@ export function traceRedisCommand(name: string, target: RedisTarget): RedisComma
       }
       span.end();
     },
+  };
+}
+
+/** Worked out only if the span is exported (lazy-span.ts SpanAttributes). */
+function commandAttributes(name: string, target: RedisTarget): Attributes {
+  return {
+    'db.system.name': 'redis',
+    'db.system': 'redis',
+    'db.operation.name': name.toUpperCase(),
+    'server.address': target.host,
+    'server.port': target.port,
   };
 }

@@ -40,11 +40,18 @@ export interface LocalTrace {
 }
 
 function asSampled(span: ReadableSpan): ReadableSpan {
+  // Read on the span itself (a LazySpan works out deferred attributes on first read), not through the
+  // wrapper below, and now, at the decision, while what they describe is still there.
+  void span.attributes;
   const sampledContext = { ...span.spanContext(), traceFlags: span.spanContext().traceFlags | TraceFlags.SAMPLED };
   return Object.create(span, { spanContext: { value: () => sampledContext } }) as ReadableSpan;
 }
 
-const durationMs = (span: ReadableSpan) => span.duration[0] * 1e3 + span.duration[1] / 1e6;
+/** A LazySpan's elapsedMs, else the SDK span's HrTime duration. */
+function durationMs(span: ReadableSpan): number {
+  const elapsed = (span as { elapsedMs?: unknown }).elapsedMs;
+  return typeof elapsed === 'number' ? elapsed : span.duration[0] * 1e3 + span.duration[1] / 1e6;
+}
 
 /**
  * Where a recorded span keeps its local trace. A property on the span object rather than a WeakMap:
