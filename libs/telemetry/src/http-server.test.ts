@@ -47,6 +47,18 @@ const spansEnded = async (count: number) => {
   return exporter.getFinishedSpans();
 };
 
+/** A request to a slow path whose client goes away after 100 ms. */
+const abandoned = (path: string, headers: Record<string, string> = {}) =>
+  new Promise<void>((resolve) => {
+    const sent = request(`${origin}${path}`, { headers });
+    sent.on('error', () => resolve());
+    sent.end();
+    setTimeout(() => {
+      sent.destroy();
+      resolve();
+    }, 100);
+  });
+
 describe('traceHttpServer: one server span per request, ended once', () => {
   it('ends a completed request with its status and route', async () => {
     await get('/ok');
@@ -59,15 +71,7 @@ describe('traceHttpServer: one server span per request, ended once', () => {
   });
 
   it('ends the span of a request whose client went away, marked aborted and without a status code', async () => {
-    await new Promise<void>((resolve) => {
-      const sent = request(`${origin}/slow`);
-      sent.on('error', () => resolve());
-      sent.end();
-      setTimeout(() => {
-        sent.destroy();
-        resolve();
-      }, 100);
-    });
+    await abandoned('/slow');
     const [span, ...more] = await spansEnded(1);
     expect(more).toEqual([]);
     expect(span?.attributes['error.type']).toBe('aborted');
@@ -89,15 +93,7 @@ describe('traceHttpServer under ic_tail (lazy spans, request attributes read onl
   afterEach(() => enableLazySpans(undefined));
 
   it('exports a kept request with its request attributes, the peer read while it was still connected', async () => {
-    await new Promise<void>((resolve) => {
-      const sent = request(`${origin}/slow?page=2`, { headers: { 'user-agent': 'lazy-test', 'x-forwarded-for': '203.0.113.7, 10.0.0.1' } });
-      sent.on('error', () => resolve());
-      sent.end();
-      setTimeout(() => {
-        sent.destroy();
-        resolve();
-      }, 100);
-    });
+    await abandoned('/slow?page=2', { 'user-agent': 'lazy-test', 'x-forwarded-for': '203.0.113.7, 10.0.0.1' });
     const [span, ...more] = await spansEnded(1);
     expect(more).toEqual([]);
     expect(span?.attributes).toMatchObject({
