@@ -1,4 +1,4 @@
-import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram, type Span } from '@opentelemetry/api';
+import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Histogram } from '@opentelemetry/api';
 import { createDurationHistogram } from './duration-histogram';
 import { startLeanSpan } from './lazy-span';
 
