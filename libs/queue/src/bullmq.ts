@@ -204,11 +204,12 @@ return {'ok', seq - 1}
  * Fences a run's log for a new attempt and appends its announcement in one atomic step: refused
  * (nothing written) when the log is closed or a later attempt began. Otherwise the attempt is recorded,
  * `response.created` is added to an empty log and `response.in_progress` unless the log ends with one,
- * each numbered where the log ends (the script writes the number into the JSON: the caller cannot know
- * it), and readers are woken as by an append. Returns where the log then ends.
- * KEYS: stream, meta. ARGV: attempt, ttl seconds, max events, channel, then the events' JSON after the
- * sequence number, split where the response's status goes (see announcementTemplate): the response is
- * sent once, for both events.
+ * then the attempt's first events, if it sent any, each numbered where the log ends (the script writes
+ * the number into the JSON: the caller cannot know it), and readers are woken as by an append, with one
+ * PUBLISH. Returns where the log then ends.
+ * KEYS: stream, meta. ARGV: attempt, ttl seconds, max events, channel, then the announcement's JSON
+ * after the sequence number, split where the response's status goes (see announcementTemplate: the
+ * response is sent once, for both events), then (type, JSON after the sequence number) per first event.
  */
 const BEGIN_ATTEMPT_LUA = `${LOG_TIP_LUA}
 local lastType = ''
@@ -221,16 +222,16 @@ redis.call('HSET', KEYS[2], 'attempt', ARGV[1])
 local seq = last + 1
 local published = {}
 local size = 0
-local function announce(eventType, status)
-  local json = '{"type":"' .. eventType .. '","sequence_number":' .. seq .. ARGV[5] .. '"' .. status .. '"' .. ARGV[6]
+local function add(eventType, json)
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '0-' .. (seq + 1), 't', eventType, 'e', json)
   published[#published + 1] = eventType
   published[#published + 1] = json
   size = size + #eventType + #json + 2
   seq = seq + 1
 end
-if last < 0 then announce('response.created', 'queued') end
-if lastType ~= 'response.in_progress' then announce('response.in_progress', 'in_progress') end
+if last < 0 then add('response.created', '{"type":"response.created","sequence_number":' .. seq .. ARGV[5] .. '"queued"' .. ARGV[6]) end
+if lastType ~= 'response.in_progress' then add('response.in_progress', '{"type":"response.in_progress","sequence_number":' .. seq .. ARGV[5] .. '"in_progress"' .. ARGV[6]) end
+for i = 7, #ARGV, 2 do add(ARGV[i], '{"type":"' .. ARGV[i] .. '","sequence_number":' .. seq .. ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 if seq > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 if size > ${PUBLISHED_BATCH_MAX_BYTES} then
@@ -256,10 +257,22 @@ export function announcementTemplate(response: Record<string, unknown>): [before
   return [`,${json.slice(1, at)}`, json.slice(at + STATUS_SLOT_JSON.length)];
 }
 
+/**
+ * An event's JSON after its sequence number, for a script that numbers it: `{"type":T,"sequence_number":N`
+ * and this text make `JSON.stringify(event)` for any N. Events are built type first, number second
+ * (EventSequencer), and event types are plain names that JSON writes without escapes.
+ */
+export function afterSequenceNumber(event: StreamEvent): string {
+  const json = JSON.stringify(event);
+  const head = `{"type":"${event.type}","sequence_number":${event.sequence_number}`;
+  if (!json.startsWith(head)) throw new Error(`event ${event.type} is not serialised type first, sequence number second`);
+  return json.slice(head.length);
+}
+
 type ScriptReply = [status: string, lastSequence: number | string];
 interface EventLogCommands {
   icAppendRunEvents(stream: string, meta: string, ...args: Array<string | number>): Promise<ScriptReply>;
-  icBeginRunAttempt(stream: string, meta: string, attempt: number, ttlSeconds: number, maxEvents: number, channel: string, beforeStatus: string, afterStatus: string): Promise<ScriptReply>;
+  icBeginRunAttempt(stream: string, meta: string, ...args: Array<string | number>): Promise<ScriptReply>;
 }
 
 /** One stream entry as Redis returns it, checked on the way out: its type and JSON are ours, the rest is not trusted. */
@@ -364,15 +377,9 @@ class RedisEventLog implements RunEventLog {
   }
 
   async beginAttempt(runId: string, attempt: number, ttlSeconds: number, announcement: AttemptAnnouncement): Promise<BeginAttemptResult> {
-    const [status, last] = await this.commands.icBeginRunAttempt(
-      this.key(runId),
-      this.metaKey(runId),
-      attempt,
-      ttlSeconds,
-      this.maxEvents,
-      this.keys.runAppendedChannel(runId),
-      ...announcementTemplate(announcement.response),
-    );
+    const args: Array<string | number> = [attempt, ttlSeconds, this.maxEvents, this.keys.runAppendedChannel(runId), ...announcementTemplate(announcement.response)];
+    for (const event of announcement.firstEvents ?? []) args.push(event.type, afterSequenceNumber(event));
+    const [status, last] = await this.commands.icBeginRunAttempt(this.key(runId), this.metaKey(runId), ...args);
     const lastSequence = Number(last);
     if (status === 'ok') return { ok: true, lastSequence };
     return { ok: false, reason: status as 'stale' | 'closed', lastSequence };

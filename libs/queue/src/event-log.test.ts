@@ -111,6 +111,46 @@ describe.each(['redis', 'in-process'] as const)('RunEventLog append rules (%s)',
     ]);
   });
 
+  it("begins an attempt with its first events: announcement and events numbered where the log ends, in one wake-up", async () => {
+    // Text a Lua string would mangle if the script did not pass it through as it is.
+    const firstOutput = [
+      { type: 'response.output_item.added', sequence_number: 0, output_index: 0, item: { id: 'msg_1', text: announcement.response.instructions } },
+      { type: 'response.output_text.delta', sequence_number: 1, item_id: 'msg_1', delta: 'quote " newline \n 🙂' },
+    ];
+    const numbered = (first: number) => firstOutput.map((event, index) => ({ ...event, sequence_number: first + index }));
+
+    // The usual case: the API wrote response.created; the attempt adds response.in_progress and its output.
+    const usual = runId();
+    await log.append(usual, [{ type: 'response.created', sequence_number: 0, ...asCreated }], asAttempt(0));
+    const cursor = log.follow(usual, 0, { fresh: true });
+    await cursor.ready();
+    expect(await log.beginAttempt(usual, 1, 60, { ...announcement, firstEvents: firstOutput })).toEqual({ ok: true, lastSequence: 3 });
+    const woken = await cursor.next(5000);
+    cursor.close();
+    expect(woken.map((event) => event.json)).toEqual([JSON.stringify({ type: 'response.in_progress', sequence_number: 1, ...announcement }), ...numbered(2).map((event) => JSON.stringify(event))]);
+    expect(await log.read(usual, 0, 0)).toEqual(woken.map((event) => JSON.parse(event.json)));
+    // The attempt's own appends continue after them; an older attempt's are refused.
+    expect(await log.append(usual, events(4, 1), asAttempt(1))).toMatchObject({ ok: true, lastSequence: 4 });
+    expect(await log.append(usual, events(5, 1), asAttempt(0))).toMatchObject({ ok: false, reason: 'stale' });
+
+    // An empty log gets response.created too; a later attempt's output follows its own in_progress.
+    const empty = runId();
+    expect(await log.beginAttempt(empty, 1, 60, { ...announcement, firstEvents: firstOutput })).toEqual({ ok: true, lastSequence: 3 });
+    expect(await log.beginAttempt(empty, 2, 60, { ...announcement, firstEvents: firstOutput })).toEqual({ ok: true, lastSequence: 6 });
+    expect((await log.read(empty, -1, 0)).map((event) => [event.sequence_number, event.type])).toEqual([
+      [0, 'response.created'],
+      [1, 'response.in_progress'],
+      [2, 'response.output_item.added'],
+      [3, 'response.output_text.delta'],
+      [4, 'response.in_progress'],
+      [5, 'response.output_item.added'],
+      [6, 'response.output_text.delta'],
+    ]);
+    // Refused attempts write none of their events.
+    expect(await log.beginAttempt(empty, 1, 60, { ...announcement, firstEvents: firstOutput })).toEqual({ ok: false, reason: 'stale', lastSequence: 6 });
+    expect(await log.lastSequence(empty)).toBe(6);
+  });
+
   it('closes with the terminal batch: nothing is appended after it, by any writer', async () => {
     const id = runId();
     await log.beginAttempt(id, 1, 60, announcement);

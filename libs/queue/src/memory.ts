@@ -207,6 +207,7 @@ export class MemoryEventLog implements RunEventLog {
     const { response } = announcement;
     if (lastSequence < 0) announced.push({ type: 'response.created', sequence_number: 0, response: { ...response, status: 'queued' } });
     if (log.events.at(-1)?.type !== 'response.in_progress') announced.push({ type: 'response.in_progress', sequence_number: lastSequence + announced.length + 1, response: { ...response, status: 'in_progress' } });
+    for (const event of announcement.firstEvents ?? []) announced.push({ ...event, sequence_number: lastSequence + announced.length + 1 });
     this.write(runId, log, announced, ttlSeconds);
     return { ok: true, lastSequence: lastSequence + announced.length };
   }

@@ -72,6 +72,12 @@ export type AppendResult =
  */
 export interface AttemptAnnouncement {
   response: Record<string, unknown>;
+  /**
+   * The attempt's first events, appended right after the announcement in the same atomic step and
+   * numbered on from it (their own `sequence_number`s are ignored): a worker that begins an attempt
+   * with its first output pays one Redis call and one wake-up of the readers, not two.
+   */
+  firstEvents?: readonly StreamEvent[];
 }
 
 /** `lastSequence`: where the log ends, after the announcement when the attempt began. */
@@ -138,8 +144,8 @@ export interface RunEventLog {
   append(runId: string, events: readonly StreamEvent[], options: AppendOptions): Promise<AppendResult>;
   /**
    * Fences the log for `attempt` (refused, writing nothing, if a later attempt already began or the log
-   * is closed) and appends its announcement, numbered where the log ends, in the same atomic step;
-   * tells where the log then ends, so the attempt can continue its numbering.
+   * is closed) and appends its announcement and `firstEvents`, numbered where the log ends, in the same
+   * atomic step; tells where the log then ends, so the attempt can continue its numbering.
    */
   beginAttempt(runId: string, attempt: number, ttlSeconds: number, announcement: AttemptAnnouncement): Promise<BeginAttemptResult>;
   /** Events with sequence_number > afterSequence (at most `limit`, default 1000); waits up to `blockMs` when there are none yet. */

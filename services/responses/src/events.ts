@@ -57,6 +57,11 @@ export class EventSequencer {
     return events;
   }
 
+  /** Numbers what is taken next from `next` on (an attempt learns where its log ends when its first write lands). */
+  continueAt(next: number): void {
+    this.nextSequence = next;
+  }
+
   /** Puts back events taken but not written (the append failed), ahead of anything emitted since. */
   giveBack(events: readonly StreamEvent[]): void {
     if (events.length === 0) return;

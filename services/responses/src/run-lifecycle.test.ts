@@ -28,11 +28,14 @@ describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis
   });
   beforeEach(() => stack.upstream.reset());
 
-  /** What a worker does to begin an attempt: the claim, then the attempt's event log. */
+  /** What a worker does to begin an attempt: the claim, then the attempt's event log, fenced (as its first output or its timer would). */
   async function begin(runId: string) {
     const { lifecycle } = stack.runtime;
     const claimed = await lifecycle.claim(runId, (id) => new HistoryLoader(stack.db.pool, 0).claim(id, null));
-    return claimed.kind === 'claimed' ? { kind: 'started' as const, run: claimed.run, log: await lifecycle.startAttempt(claimed.run) } : claimed;
+    if (claimed.kind !== 'claimed') return claimed;
+    const log = lifecycle.openAttempt(claimed.run);
+    await log.fence();
+    return { kind: 'started' as const, run: claimed.run, log };
   }
 
   /** As if the worker died (or Redis failed) between the stamp and its terminal events: the log loses its last `count` entries. */
@@ -256,6 +259,39 @@ describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis
       await worker.close();
     }
   }, 20000);
+
+  it('announces an attempt with its first output in one wake-up, or on its own while the model is slow', async () => {
+    // What the run's readers are woken with: each PUBLISH of its log (first sequence number, then type and JSON per event).
+    const listener = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', 'worker', createLogger('test', 'silent'));
+    const batches: string[][] = [];
+    listener.on('pmessage', (_pattern: string, _channel: string, message: string) => batches.push(message.split('\n').filter((_, index) => index % 2 === 1)));
+    await listener.psubscribe(new RedisKeys(stack.prefix).runAppendedChannel('*'));
+    const worker = stack.startWorker();
+    try {
+      const client = stack.client();
+      const typesSeen = async (input: string) => {
+        batches.length = 0;
+        const seen: string[] = [];
+        const stream = client.responses.stream({ model: '', input });
+        stream.on('event', (event) => seen.push(event.type));
+        expect((await stream.finalResponse()).status).toBe('completed');
+        return seen;
+      };
+
+      stack.upstream.set({ reply: 'quick answer', tokenDelayMs: 0 });
+      await typesSeen('fast model');
+      const announcedFast = batches.find((batch) => batch.includes('response.in_progress'));
+      expect(announcedFast?.slice(0, 2)).toEqual(['response.in_progress', 'response.output_item.added']);
+
+      stack.upstream.set({ reply: 'slow answer', tokenDelayMs: 0, firstTokenDelayMs: 400 });
+      const seen = await typesSeen('slow model');
+      expect(batches.find((batch) => batch.includes('response.in_progress'))).toEqual(['response.in_progress']);
+      expect(seen.slice(0, 3)).toEqual(['response.created', 'response.in_progress', 'response.output_item.added']);
+    } finally {
+      await worker.close();
+      await listener.quit();
+    }
+  });
 
   it('coalesces model tokens into fewer delta events carrying exactly the same text', async () => {
     const worker = stack.startWorker();

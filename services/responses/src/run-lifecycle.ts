@@ -18,6 +18,12 @@ export const DELTA_FLUSH_WINDOW_MS = 20;
 export const DELTA_FLUSH_MAX_CHARS = 2048;
 /** A failed append is tried again this soon (or with the next batch, whichever comes first). */
 const APPEND_RETRY_MS = 250;
+/**
+ * An attempt is fenced and announced (`response.in_progress`) with its first output, in one Redis call;
+ * a model that has produced nothing this long after the claim gets its announcement written alone, so
+ * clients see the turn start while they wait.
+ */
+export const ANNOUNCE_ALONE_AFTER_MS = 20;
 
 export interface RunLifecycleDeps {
   pool: DatabasePool;
@@ -95,7 +101,7 @@ export class RunLifecycle {
 
   /**
    * queued → in_progress for a new attempt: one statement, the claim and the history the turn replays.
-   * The event log follows with `startAttempt`, which the worker runs while the model call goes out.
+   * The event log follows with the attempt's first write (`openAttempt`).
    */
   async claim(runId: string, claim: (runId: string) => Promise<ClaimedTurn>): Promise<ClaimResult> {
     const claimed = await claim(runId);
@@ -113,22 +119,13 @@ export class RunLifecycle {
   }
 
   /**
-   * The event log of a claimed attempt, fenced for it and announced in one Redis call:
-   * `response.created` if the log is empty, `response.in_progress` unless the log already ends with
-   * one (an attempt that showed nothing is retried silently).
+   * The event log of a claimed attempt. Its first write fences the log for the attempt and announces
+   * it — `response.created` if the log is empty, `response.in_progress` unless the log already ends
+   * with one (an attempt that showed nothing is retried silently) — together with the attempt's first
+   * output, in one Redis call; nothing of the attempt is written before it.
    */
-  async startAttempt(run: RunRow): Promise<AttemptLog> {
-    const snapshot = inProgressSnapshot(presentResponse(run, []));
-    const fence = await this.deps.backend.events.beginAttempt(run.id, run.attempt, this.ttl, { response: snapshot });
-    const log = new AttemptLog(run, new EventSequencer(fence.lastSequence + 1), this.deps.backend, this.deps.logger, { live: this.ttl, finished: this.finishedTtl });
-    if (!fence.ok) {
-      // Postgres gave this attempt the run, and Postgres is the truth: run it without live events
-      // (the log disagrees — it was closed or fenced by a state Postgres does not have); the stamp
-      // completes the log from Postgres where it can.
-      this.deps.logger.warn({ runId: run.id, attempt: run.attempt, reason: fence.reason }, 'event log refused a new attempt; running it without live events');
-      log.detach();
-    }
-    return log;
+  openAttempt(run: RunRow): AttemptLog {
+    return new AttemptLog(run, inProgressSnapshot(presentResponse(run, [])), this.deps.backend, this.deps.logger, { live: this.ttl, finished: this.finishedTtl });
   }
 
   /**
@@ -258,26 +255,44 @@ export class RunLifecycle {
 }
 
 /**
- * The event log as one attempt writes it: numbered from where the log ended when the attempt began,
- * appended under the attempt's fence, with deltas held for a short window (DELTA_FLUSH_WINDOW_MS) so
- * they leave in batches. A failed append keeps its events for the next flush; a refusal stops live
- * writing: `stale` (a newer attempt began — the worker stops), `gap`/`closed` (the log moved on without
- * us — the stamp later completes it from Postgres).
+ * The event log as one attempt writes it. Its first write fences the log for the attempt and
+ * announces it, with the attempt's first output (or alone, after ANNOUNCE_ALONE_AFTER_MS without
+ * output), and tells where the log ends; the rest is numbered on from there and appended under the
+ * fence, with deltas held for a short window (DELTA_FLUSH_WINDOW_MS) so they leave in batches. A failed
+ * write keeps its events for the next flush; a refusal stops live writing: of the fence (the log was
+ * closed or fenced by a state Postgres does not have — Postgres gave this attempt the run, so it runs
+ * without live events), `stale` (a newer attempt began — the worker stops), `gap`/`closed` (the log
+ * moved on without us). The stamp later completes the log from Postgres where it can.
  */
 export class AttemptLog {
   state: 'live' | 'stale' | 'detached' = 'live';
+  /** The numbers of the events taken before the fence are placeholders: the fencing write numbers them where the log ends. */
+  readonly events = new EventSequencer(0);
+  private fenced = false;
   private chain: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | null = null;
+  private announceTimer: NodeJS.Timeout | null;
   private failing = false;
   private readonly staleListeners: Array<() => void> = [];
 
   constructor(
     readonly run: RunRow,
-    readonly events: EventSequencer,
+    /** The response `response.in_progress` carries. */
+    private readonly announcement: Record<string, unknown>,
     private readonly backend: QueueBackend,
     private readonly logger: Logger,
     private readonly ttlSeconds: { live: number; finished: number },
-  ) {}
+  ) {
+    this.announceTimer = setTimeout(() => {
+      this.announceTimer = null;
+      void this.flush();
+    }, ANNOUNCE_ALONE_AFTER_MS);
+  }
+
+  /** Fences the log for this attempt now (with whatever is pending), unless that is done or under way. */
+  fence(): Promise<void> {
+    return this.fenced || this.state !== 'live' ? this.chain : this.flush();
+  }
 
   onStale(listener: () => void): void {
     this.staleListeners.push(listener);
@@ -307,18 +322,24 @@ export class AttemptLog {
     return this.chain;
   }
 
-  /** Waits for writes in flight; what is pending stays for `close`, so the ending is one atomic batch. */
+  /**
+   * Waits for writes in flight, fencing the log first if no write did (a turn that ends without output);
+   * what is pending after the fence stays for `close`, so the ending is one atomic batch.
+   */
   async drain(): Promise<void> {
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = null;
     }
+    await this.fence();
     await this.chain;
   }
 
   detach(): void {
     if (this.timer) clearTimeout(this.timer);
+    if (this.announceTimer) clearTimeout(this.announceTimer);
     this.timer = null;
+    this.announceTimer = null;
     if (this.state === 'live') this.state = 'detached';
   }
 
@@ -328,7 +349,8 @@ export class AttemptLog {
    */
   async close(response: ResponseObject, complete: () => Promise<unknown>): Promise<void> {
     await this.drain();
-    if (this.state === 'live') {
+    // Unfenced only if Redis refused every try: then nothing of this attempt may be written.
+    if (this.state === 'live' && this.fenced) {
       this.events.emit(terminalEventType(response.status as RunRow['status']), { response });
       const batch = this.events.take();
       for (let tries = 0; tries < 4; tries++) {
@@ -343,6 +365,8 @@ export class AttemptLog {
       }
     }
     this.events.take();
+    // A retry timer set by a failed write must not write after the ending.
+    this.detach();
     // Best effort: whoever reads the log next (relay, replay, redelivered job) completes it the same way.
     await complete().catch((error: unknown) => this.logger.warn({ err: error, runId: this.run.id }, 'event log left without its ending for now; readers complete it from Postgres'));
   }
@@ -353,6 +377,7 @@ export class AttemptLog {
       return;
     }
     const batch = this.events.take();
+    if (!this.fenced) return this.fenceWith(batch);
     if (batch.length === 0) return;
     try {
       const result = await this.backend.events.append(this.run.id, batch, { authority: { attempt: this.run.attempt }, closes: false, ttlSeconds: this.ttlSeconds.live });
@@ -368,14 +393,38 @@ export class AttemptLog {
         this.logger.warn({ runId: this.run.id, attempt: this.run.attempt, reason: result.reason, lastSequence: result.lastSequence }, 'event log moved on; live events stop, the stamp completes it');
       }
     } catch (error) {
-      // Redis is unreachable: keep the events (merged with what follows) for the next flush.
-      this.events.giveBack(batch);
-      if (!this.failing) this.logger.warn({ err: error, runId: this.run.id }, 'could not append run events; retrying with the next batch');
-      this.failing = true;
-      this.timer ??= setTimeout(() => {
-        this.timer = null;
-        void this.flush();
-      }, APPEND_RETRY_MS);
+      this.keepForRetry(batch, error);
     }
+  }
+
+  private async fenceWith(batch: StreamEvent[]): Promise<void> {
+    if (this.announceTimer) {
+      clearTimeout(this.announceTimer);
+      this.announceTimer = null;
+    }
+    try {
+      const result = await this.backend.events.beginAttempt(this.run.id, this.run.attempt, this.ttlSeconds.live, { response: this.announcement, firstEvents: batch });
+      this.fenced = true;
+      this.failing = false;
+      if (result.ok) {
+        this.events.continueAt(result.lastSequence + 1);
+        return;
+      }
+      this.state = 'detached';
+      this.logger.warn({ runId: this.run.id, attempt: this.run.attempt, reason: result.reason }, 'event log refused a new attempt; running it without live events');
+    } catch (error) {
+      this.keepForRetry(batch, error);
+    }
+  }
+
+  /** Redis is unreachable: keep the events (merged with what follows) for the next flush. */
+  private keepForRetry(batch: readonly StreamEvent[], error: unknown): void {
+    this.events.giveBack(batch);
+    if (!this.failing) this.logger.warn({ err: error, runId: this.run.id }, 'could not append run events; retrying with the next batch');
+    this.failing = true;
+    this.timer ??= setTimeout(() => {
+      this.timer = null;
+      void this.flush();
+    }, APPEND_RETRY_MS);
   }
 }

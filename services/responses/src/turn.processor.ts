@@ -5,7 +5,7 @@ import type { JobPayload, RunRow, Usage } from '@ic/schemas';
 import { turnMetrics, withSpan, type Logger } from '@ic/telemetry';
 import { OutputAssembler } from './events';
 import { truncateHistory, type HistoryLoader } from './history';
-import type { AttemptLog, RunLifecycle, TurnHistory } from './run-lifecycle';
+import type { RunLifecycle, TurnHistory } from './run-lifecycle';
 
 export interface TurnProcessorDeps {
   backend: QueueBackend;
@@ -86,18 +86,8 @@ export class TurnProcessor {
 
     const cancelled = run.cancel_requested_at !== null || controller.signal.aborted;
     const exhausted = run.attempt > MAX_RUN_ATTEMPTS;
-    // The model call goes out while the attempt's event log is fenced: the fence (a Redis round trip)
-    // is settled before the first model event is looked at, so nothing is written unfenced.
-    const backoffBudgetMs = this.deps.modelBackoffBudgetMs ?? DEFAULT_MODEL_BACKOFF_BUDGET_MS;
-    const firstCall = cancelled || exhausted ? null : startStream(this.deps.model.stream(this.modelRequest(run, history, controller.signal, backoffBudgetMs)));
-    let log: AttemptLog;
-    try {
-      log = await lifecycle.startAttempt(run);
-    } catch (error) {
-      controller.abort();
-      await firstCall?.cancel();
-      throw error;
-    }
+    // The attempt's fence and announcement go with its first output (or alone if the model is slow).
+    const log = lifecycle.openAttempt(run);
     // A newer attempt took the run over (this one lost its lock): stop the model call.
     log.onStale(() => controller.abort());
 
@@ -114,18 +104,17 @@ export class TurnProcessor {
     }
 
     const assembler = new OutputAssembler(run.id, log.events);
+    const backoffBudgetMs = this.deps.modelBackoffBudgetMs ?? DEFAULT_MODEL_BACKOFF_BUDGET_MS;
     const retryDelays = this.deps.modelRetryDelaysMs ?? DEFAULT_MODEL_RETRY_DELAYS_MS;
     let firstThrottledAt: number | undefined;
     let done: Extract<ModelEvent, { type: 'done' }> | undefined;
     let firstToken = true;
-    let pendingFirstCall = firstCall;
     for (let retry = 0; ; ) {
       try {
         // A silent retry replays the same history: nothing can be stamped before this turn.
         // What is left of the budget bounds a wait in the adapter's line for the upstream's rate limits too.
         const budgetLeftMs = Math.max(0, backoffBudgetMs - (firstThrottledAt === undefined ? 0 : Date.now() - firstThrottledAt));
-        const events = pendingFirstCall ? pendingFirstCall.events : this.deps.model.stream(this.modelRequest(run, history, controller.signal, budgetLeftMs));
-        pendingFirstCall = null;
+        const events = this.deps.model.stream(this.modelRequest(run, history, controller.signal, budgetLeftMs));
         for await (const event of events) {
           if (event.type === 'done') {
             done = event;
@@ -224,32 +213,6 @@ export class TurnProcessor {
     }
     return { model: this.deps.resolveModel(run.model), instructions: run.instructions, items: [...prior, ...history.input], params: run.params, signal, maxRateLimitWaitMs };
   }
-}
-
-/**
- * Sends a model call now (its first `next()`), for the caller to read later with `events`; `cancel`
- * closes it when the caller will not read it after all (the signal must be aborted first).
- */
-export function startStream<T>(stream: AsyncIterable<T>): { events: AsyncIterable<T>; cancel(): Promise<void> } {
-  const iterator = stream[Symbol.asyncIterator]();
-  const first = iterator.next();
-  // Settled by whoever reads it; until then a rejection must not count as unhandled.
-  first.catch(() => undefined);
-  return {
-    events: (async function* () {
-      let finished = false;
-      try {
-        for (let next = await first; !next.done; next = await iterator.next()) yield next.value;
-        finished = true;
-      } finally {
-        if (!finished) await iterator.return?.();
-      }
-    })(),
-    cancel: async () => {
-      await first.catch(() => undefined);
-      await iterator.return?.().catch(() => undefined);
-    },
-  };
 }
 
 const ABORTED = new Error('aborted');
