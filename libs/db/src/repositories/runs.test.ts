@@ -51,6 +51,21 @@ describe('runs repository: accept', () => {
     expect(inputs.map((item) => [item.id, item.direction, item.ordinal, item.position])).toEqual([[`${first.run.id}.i0`, 'input', 0, null]]);
   });
 
+  it("locks neither the tenant's nor the smith's row: turns of one smith do not share a hot row", async () => {
+    // A row lock (a foreign key's FOR KEY SHARE check included) stays in the row as its xmax after the commit.
+    const lockers = () =>
+      pool.one(sql.type(z.object({ tenant: z.string(), smith: z.string() }))`
+        SELECT (SELECT xmax::text FROM tenants WHERE id = ${smith.tenant_id}) AS tenant, (SELECT xmax::text FROM smiths WHERE id = ${smith.id}) AS smith`);
+    const before = await lockers();
+    const conversation = await newConversation();
+    const afterCreate = await lockers();
+    await acceptRun(turn(conversation.id, 'no parent locks'));
+    await acceptRun(turn(null, 'standalone, no parent locks either'));
+    expect(await lockers()).toEqual(afterCreate);
+    // Creating a conversation still checks (and locks) both: its foreign keys stay.
+    expect(afterCreate).not.toEqual(before);
+  });
+
   it('answers conversation_not_found for a missing, deleted or foreign conversation and writes nothing', async () => {
     const { smith: stranger } = await seedTenant(pool);
     const foreign = await newConversation(stranger);
