@@ -3,6 +3,7 @@ import { createLogger } from '@ic/telemetry';
 import { eventually, startTurnStack, type TurnStack } from '@ic/test-support';
 import { FINISHED_EVENTS_TTL_SECONDS } from './env';
 import { OutputAssembler } from './events';
+import { ANNOUNCE_ALONE_AFTER_MS, ANNOUNCE_BY_MS_AFTER_ACCEPT, announceDelayMs } from './run-lifecycle';
 import { HistoryLoader } from './history';
 
 type Delta = StreamEvent & { delta: string };
@@ -313,5 +314,21 @@ describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis
     } finally {
       await worker.close();
     }
+  });
+});
+
+describe('announceDelayMs: how long an attempt waits for its first output before announcing itself alone', () => {
+  it('waits the full window unless that would miss the write the relay holds response.created for', () => {
+    const acceptedAt = 1_000_000;
+    // Claimed at once: the window; claimed a little later: only until 15 ms after the accept.
+    expect(announceDelayMs(acceptedAt, acceptedAt)).toBe(ANNOUNCE_ALONE_AFTER_MS);
+    expect(announceDelayMs(acceptedAt, acceptedAt + 8)).toBe(ANNOUNCE_BY_MS_AFTER_ACCEPT - 8);
+    expect(announceDelayMs(acceptedAt, acceptedAt + 15)).toBe(0);
+    expect(announceDelayMs(acceptedAt, acceptedAt + 24)).toBe(0);
+    // The relay's hold is over (a busy queue, a retried attempt): nothing to share, so the full window.
+    expect(announceDelayMs(acceptedAt, acceptedAt + 25)).toBe(ANNOUNCE_ALONE_AFTER_MS);
+    expect(announceDelayMs(acceptedAt, acceptedAt + 60_000)).toBe(ANNOUNCE_ALONE_AFTER_MS);
+    // A worker clock behind Postgres's: never longer than the window.
+    expect(announceDelayMs(acceptedAt, acceptedAt - 5_000)).toBe(ANNOUNCE_ALONE_AFTER_MS);
   });
 });

@@ -19,11 +19,26 @@ export const DELTA_FLUSH_MAX_CHARS = 2048;
 /** A failed append is tried again this soon (or with the next batch, whichever comes first). */
 const APPEND_RETRY_MS = 250;
 /**
- * An attempt is fenced and announced (`response.in_progress`) with its first output, in one Redis call;
- * a model that has produced nothing this long after the claim gets its announcement written alone, so
- * clients see the turn start while they wait.
+ * An attempt is fenced and announced (`response.in_progress`) with its first output, in one Redis call,
+ * if that output comes within ANNOUNCE_ALONE_AFTER_MS of the claim; otherwise the announcement goes
+ * alone. A real model's first token takes far longer, so for most turns it goes alone, and while the
+ * relay still holds the stream's head (DEFAULT_STREAM_HEAD_HOLD_MS, 25 ms from `response.created`) it
+ * must reach the relay in time to leave with it in one write: then it goes by ANNOUNCE_BY_MS_AFTER_ACCEPT
+ * after the accept (at 20 ms after the claim, a third of slow-model streams got the two in two writes).
+ * A turn claimed later than the hold (a busy queue, a retry) waits the full window: there is no write
+ * left to share, only a Redis call to save.
  */
-export const ANNOUNCE_ALONE_AFTER_MS = 20;
+export const ANNOUNCE_ALONE_AFTER_MS = 10;
+export const ANNOUNCE_BY_MS_AFTER_ACCEPT = 15;
+/** How long after the accept the relay (with its default hold) still holds `response.created`. */
+const HEAD_HELD_MS = 25;
+
+/** How long a claimed attempt waits for its first output before announcing itself alone. */
+export function announceDelayMs(acceptedAt: number, now: number): number {
+  const sinceAccept = now - acceptedAt;
+  if (sinceAccept >= HEAD_HELD_MS || sinceAccept < 0) return ANNOUNCE_ALONE_AFTER_MS;
+  return Math.min(ANNOUNCE_ALONE_AFTER_MS, Math.max(0, ANNOUNCE_BY_MS_AFTER_ACCEPT - sinceAccept));
+}
 
 export interface RunLifecycleDeps {
   pool: DatabasePool;
@@ -256,8 +271,8 @@ export class RunLifecycle {
 
 /**
  * The event log as one attempt writes it. Its first write fences the log for the attempt and
- * announces it, with the attempt's first output (or alone, after ANNOUNCE_ALONE_AFTER_MS without
- * output), and tells where the log ends; the rest is numbered on from there and appended under the
+ * announces it, with the attempt's first output (or alone, when the output is not there by
+ * ANNOUNCE_BY_MS_AFTER_ACCEPT), and tells where the log ends; the rest is numbered on from there and appended under the
  * fence, with deltas held for a short window (DELTA_FLUSH_WINDOW_MS) so they leave in batches. A failed
  * write keeps its events for the next flush; a refusal stops live writing: of the fence (the log was
  * closed or fenced by a state Postgres does not have — Postgres gave this attempt the run, so it runs
@@ -283,10 +298,11 @@ export class AttemptLog {
     private readonly logger: Logger,
     private readonly ttlSeconds: { live: number; finished: number },
   ) {
+    // From the accept (Postgres's clock): a skewed clock only moves it within 0…ANNOUNCE_ALONE_AFTER_MS.
     this.announceTimer = setTimeout(() => {
       this.announceTimer = null;
       void this.flush();
-    }, ANNOUNCE_ALONE_AFTER_MS);
+    }, announceDelayMs(run.created_at, Date.now()));
   }
 
   /** Fences the log for this attempt now (with whatever is pending), unless that is done or under way. */
