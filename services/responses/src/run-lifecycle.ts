@@ -3,7 +3,7 @@ import type { QueueBackend, StreamEvent } from '@ic/queue';
 import type { RunRow, StoredItem } from '@ic/schemas';
 import { turnMetrics, type Logger } from '@ic/telemetry';
 import { completeLog, EventSequencer, inProgressSnapshot, isTerminalEvent, rebuildEvents, terminalEventType } from './events';
-import { FINISHED_EVENTS_TTL_SECONDS } from './env';
+import { DEFAULT_STREAM_HEAD_HOLD_MS, FINISHED_EVENTS_TTL_SECONDS } from './env';
 import type { ClaimedTurn } from './history';
 import { outputItemWithId, presentOutputItems, presentResponse, type ResponseObject } from './presenter';
 import type { TurnScheduler } from './scheduler';
@@ -30,13 +30,12 @@ const APPEND_RETRY_MS = 250;
  */
 export const ANNOUNCE_ALONE_AFTER_MS = 10;
 export const ANNOUNCE_BY_MS_AFTER_ACCEPT = 15;
-/** How long after the accept the relay (with its default hold) still holds `response.created`. */
-const HEAD_HELD_MS = 25;
 
 /** How long a claimed attempt waits for its first output before announcing itself alone. */
 export function announceDelayMs(acceptedAt: number, now: number): number {
   const sinceAccept = now - acceptedAt;
-  if (sinceAccept >= HEAD_HELD_MS || sinceAccept < 0) return ANNOUNCE_ALONE_AFTER_MS;
+  // Past the relay's (default) hold of response.created, or a clock that makes no sense: the full window.
+  if (sinceAccept >= DEFAULT_STREAM_HEAD_HOLD_MS || sinceAccept < 0) return ANNOUNCE_ALONE_AFTER_MS;
   return Math.min(ANNOUNCE_ALONE_AFTER_MS, Math.max(0, ANNOUNCE_BY_MS_AFTER_ACCEPT - sinceAccept));
 }
 
@@ -347,8 +346,8 @@ export class AttemptLog {
       clearTimeout(this.timer);
       this.timer = null;
     }
+    // The fence's write joins the chain (or is already in it): waiting on it waits for every write.
     await this.fence();
-    await this.chain;
   }
 
   detach(): void {
