@@ -19,7 +19,7 @@ import { createModelAdapter, describeModelAdapter, resolveUpstreamModel, type Mo
 import { createQueueBackend } from '@ic/queue';
 import { newId } from '@ic/schemas';
 import { consoleRouter, gatewayRouter } from '@ic/api-gateway';
-import { DEFAULT_STREAM_HEAD_HOLD_MS, ResponsesRuntime, workerConcurrencyEnv } from '@ic/responses';
+import { DEFAULT_STREAM_HEAD_HOLD_MS, DEFAULT_WORKER_LOCK_DURATION_MS, ResponsesRuntime, workerConcurrencyEnv } from '@ic/responses';
 import { createTitleHandler, TITLE_QUEUE } from '@ic/titler';
 
 const StackEnv = z.object({
@@ -37,6 +37,8 @@ const StackEnv = z.object({
   EMBEDDED_PG_PORT: intEnv(54329, 1024, 65535),
   /** As in the deployed workers: derived from the heap unless set, since a turn mostly waits on the model. */
   WORKER_CONCURRENCY: workerConcurrencyEnv(),
+  /** As in services/responses: run the head turns this process accepts here, without the queue's round trip. */
+  EAGER_TURNS: boolEnv(true),
   /** As in services/responses: how long a stream's head may wait to leave with what follows it. */
   STREAM_HEAD_HOLD_MS: intEnv(DEFAULT_STREAM_HEAD_HOLD_MS, 0),
   /** Unset: an upstream when MODEL_BASE_URL is given, otherwise the development model. */
@@ -162,7 +164,7 @@ async function main(): Promise<void> {
   if (env.CONSOLE_ENABLED) app.use(consoleRouter());
   finishApp(app, logger);
 
-  const turnWorker = runtime.startWorker(env.WORKER_CONCURRENCY);
+  const turnWorker = runtime.startWorker(env.WORKER_CONCURRENCY, { eagerLeaseMs: env.EAGER_TURNS ? DEFAULT_WORKER_LOCK_DURATION_MS : undefined });
   const titleWorker = backend.startWorker(TITLE_QUEUE, { 'titler.generate.v1': createTitleHandler({ pool, logger, mode: 'message' }) }, { concurrency: 2 });
   runtime.scheduler.startSweeper(5000, 10000);
   // Runs left unfinished by a previous stop are picked up at once rather than after the sweep delay.

@@ -230,6 +230,8 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
       // Background work at full speed: the sweeper every 100 ms, BullMQ's stalled-job check every second.
       SWEEP_INTERVAL_MS: '100',
       WORKER_LOCK_DURATION_MS: '1000',
+      // The queue's path (job spans between request and turn); eagerly run turns have a test of their own.
+      EAGER_TURNS: 'false',
       ...sampler,
     });
     try {
@@ -382,6 +384,26 @@ describe('traces of a deployed process (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
       expect(modelCall?.parentSpanId).toBe(execute?.spanId);
       expect(modelCall?.attributes).toMatchObject({ 'http.response.status_code': 200 });
       expect(new Set([request, accept, addJob, processJob, execute, claim, modelCall].map((span) => span?.traceId)).size).toBe(1);
+    });
+  });
+
+  it('traces a turn run by the process that accepted it under the request, claimed by the accept itself', async () => {
+    await withTracedService({ OTEL_TRACES_SAMPLER_ARG: '1', EAGER_TURNS: 'true' }, async (port, collector) => {
+      expect((await postTurn(port, seeded.smithToken, 'run me here')).status).toBe('completed');
+      const named = (name: string) => collector.spans.find((span) => span.name === name);
+      const names = ['POST /v1/responses', 'runs.accept', 'add turns.turn.execute.v1', 'turn.execute', 'runs.stamp'];
+      await eventually(async () => (names.every(named) ? true : undefined), 10000, 'the turn to be exported');
+      const [request, accept, leaseJob, execute, stamp] = names.map(named);
+      const modelCall = collector.spans.find((span) => String(span.attributes['url.full'] ?? '').endsWith('/chat/completions'));
+      expect(accept?.parentSpanId).toBe(request?.spanId);
+      // The lease job (due only if this process dies) is added under the request; no worker processed it.
+      expect(leaseJob?.parentSpanId).toBe(request?.spanId);
+      expect(execute?.parentSpanId).toBe(request?.spanId);
+      expect(modelCall?.parentSpanId).toBe(execute?.spanId);
+      expect(stamp?.parentSpanId).toBe(execute?.spanId);
+      expect(collector.spans.map((span) => span.name)).not.toContain('runs.claim');
+      expect(collector.spans.map((span) => span.name)).not.toContain('process turns');
+      expect(new Set([request, accept, leaseJob, execute, stamp, modelCall].map((span) => span?.traceId)).size).toBe(1);
     });
   });
 

@@ -1,9 +1,10 @@
+import OpenAI from 'openai';
 import { sql } from '@ic/db';
 import { createRedis, RedisKeys } from '@ic/queue';
 import { MAX_RUN_ATTEMPTS } from '@ic/responses';
 import { createLogger } from '@ic/telemetry';
 import { z } from 'zod';
-import { eventually, spawnService, startTurnStack, type ServiceProcess, type TurnStack } from '@ic/test-support';
+import { eventually, freePort, spawnService, startTurnStack, type ServiceProcess, type TurnStack } from '@ic/test-support';
 
 const LOCK_MS = 1500;
 
@@ -67,6 +68,50 @@ describe('fault tolerance of the turn path', () => {
 
     // SIGTERM drains and exits with 128 + 15.
     expect((await second.stop()).code).toBe(143);
+  });
+
+  it('completes a turn exactly once when the process that accepted it and ran it itself is killed mid-turn', async () => {
+    stack.upstream.set({ reply: 'w1 w2 w3 w4 w5 w6 w7 w8 w9 w10', tokenDelayMs: 150 });
+    // A role `all` process: it claims the head turns it accepts and runs them without the queue (EAGER_TURNS).
+    const port = await freePort();
+    const accepting = spawnService('responses', {
+      RESPONSES_ROLE: 'all',
+      PORT: String(port),
+      DATABASE_URL: stack.db.url,
+      REDIS_URL: stack.redisUrl,
+      REDIS_PREFIX: stack.prefix,
+      MODEL_BASE_URL: stack.upstream.baseURL,
+      MODEL_API_KEY: 'test-upstream-key',
+      WORKER_LOCK_DURATION_MS: String(LOCK_MS),
+      WORKER_CONCURRENCY: '2',
+    });
+    children.push(accepting);
+    await eventually(async () => ((await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.ok ? true : undefined), 20000, 'the accepting process to be ready');
+    const client = new OpenAI({ apiKey: stack.seeded.smithToken, baseURL: `http://127.0.0.1:${port}/v1`, maxRetries: 0 });
+    const conversation = await stack.client().conversations.create();
+    const started = await client.responses.create({ model: '', conversation: conversation.id, input: 'survive this too', background: true });
+    // Claimed by the accept itself: attempt 1 is already running when the POST answers.
+    expect(started.status).toBe('in_progress');
+    await eventually(async () => {
+      const events = await stack.backend.events.read(started.id, -1, 0);
+      return events.some((event) => event.type === 'response.output_text.delta') ? true : undefined;
+    }, 15000, 'the accepting process to stream deltas');
+    expect((await accepting.kill()).signal).toBe('SIGKILL');
+
+    // Its lease job comes due after WORKER_LOCK_DURATION_MS, and a worker takes the run over as attempt 2.
+    const worker = spawnWorker(stack);
+    children.push(worker);
+    const done = await eventually(async () => {
+      const response = await stack.client().responses.retrieve(started.id);
+      return response.status === 'completed' ? response : undefined;
+    }, 30000, 'the turn to complete on the worker');
+    expect(done.output_text).toBe('w1 w2 w3 w4 w5 w6 w7 w8 w9 w10');
+    const items = (await stack.client().conversations.items.list(conversation.id)).data;
+    expect(items.map((item) => item.id)).toEqual([`${started.id}.i0`, `${started.id}.o`]);
+    const attempts = await stack.db.pool.oneFirst(sql.type(z.object({ attempt: z.number() }))`SELECT attempt FROM runs WHERE id = ${started.id}`);
+    expect(attempts).toBe(2);
+    expect((await stack.backend.events.read(started.id, -1, 0)).at(-1)?.type).toBe('response.completed');
+    expect((await worker.stop()).code).toBe(143);
   });
 
   it('gives a client that keeps streaming through the crash the right final response', async () => {

@@ -31,6 +31,8 @@ export interface TurnStackOptions {
   /** STREAM_HEAD_HOLD_MS (the relay's default when absent). */
   streamHeadHoldMs?: number;
   workerConcurrency?: number;
+  /** false: every turn goes through the queue (a role `api` process beside workers); by default the newest worker also runs the turns this stack accepts. */
+  eagerTurns?: boolean;
   /** Per-token request and per-smith turn limits (Redis-backed, under the stack's prefix); none by default. */
   rateLimits?: { requestsPerMinute: number; turnsPerMinute: number };
   /** Context budget for truncation: "auto" (estimated tokens). */
@@ -114,7 +116,9 @@ export async function startTurnStack(options: TurnStackOptions = {}): Promise<Tu
   const baseURL = `${origin}/v1`;
   const workers: WorkerHandle[] = [];
   const startWorker = () => {
-    const worker = runtime.startWorker(options.workerConcurrency ?? 4);
+    // The newest worker also runs the head turns this stack accepts (EagerTurns), as a role `all` process does.
+    const eagerLeaseMs = options.eagerTurns === false ? undefined : (options.lockDurationMs ?? 5000);
+    const worker = runtime.startWorker(options.workerConcurrency ?? 4, { eagerLeaseMs });
     workers.push(worker);
     return worker;
   };

@@ -83,6 +83,22 @@ export async function createBullmqBackend(options: BullmqBackendOptions): Promis
       await job.remove().catch(() => undefined);
       return false;
     },
+    async postpone(queue: string, jobId: string, delayMs: number) {
+      const job = await queueFor(queue).getJob(jobId);
+      if (!job) return false;
+      try {
+        if (delayMs <= 0) await job.promote();
+        else await job.changeDelay(delayMs);
+        return true;
+      } catch (error) {
+        // BullMQ refuses a job that is not delayed (any more); a connection failure is the caller's to see.
+        if (producer.status === 'ready') return false;
+        throw error;
+      }
+    },
+    async withdraw(queue: string, jobId: string) {
+      return (await queueFor(queue).remove(jobId)) === 1;
+    },
     async countWaiting(queue: string) {
       const counts = await queueFor(queue).getJobCounts('waiting', 'delayed', 'prioritized');
       return Object.values(counts).reduce((sum, count) => sum + count, 0);

@@ -26,6 +26,8 @@ interface PendingJob {
   payload: unknown;
   attempt: number;
   state: 'waiting' | 'delayed' | 'active';
+  /** While delayed: the timer that makes it due. */
+  timer?: NodeJS.Timeout;
 }
 
 /**
@@ -67,11 +69,22 @@ export function createInProcessBackend(logger: Logger): QueueBackend {
     job.state = 'delayed';
     const timer = setTimeout(() => {
       timers.delete(timer);
+      job.timer = undefined;
       job.state = 'waiting';
       ready.push(job);
       pump(queueName);
     }, delayMs);
+    job.timer = timer;
     timers.add(timer);
+  };
+
+  /** Takes a delayed job off its timer (it is then in no list until scheduled again). */
+  const undelay = (job: PendingJob) => {
+    if (job.timer) {
+      clearTimeout(job.timer);
+      timers.delete(job.timer);
+      job.timer = undefined;
+    }
   };
 
   const runJob = async (queueName: string, job: PendingJob) => {
@@ -105,6 +118,23 @@ export function createInProcessBackend(logger: Logger): QueueBackend {
     },
     async isPending(_queue: string, jobId: string) {
       return jobs.has(jobId);
+    },
+    async postpone(_queue: string, jobId: string, delayMs: number) {
+      const job = jobs.get(jobId);
+      if (!job || job.state !== 'delayed') return false;
+      undelay(job);
+      schedule(job, delayMs);
+      return true;
+    },
+    async withdraw(_queue: string, jobId: string) {
+      const job = jobs.get(jobId);
+      if (!job) return true;
+      if (job.state === 'active') return false;
+      undelay(job);
+      const index = ready.indexOf(job);
+      if (index >= 0) ready.splice(index, 1);
+      jobs.delete(jobId);
+      return true;
     },
     async countWaiting(queueName: string) {
       let waiting = 0;

@@ -18,6 +18,13 @@ export interface JobQueue {
   isPending(queue: string, jobId: string): Promise<boolean>;
   /** Jobs of a queue not yet picked up (waiting, delayed, prioritized): the backlog autoscaling reads. */
   countWaiting(queue: string): Promise<number>;
+  /**
+   * Moves a delayed job's due time to `delayMs` from now (0: due at once). False when the job is not
+   * delayed (missing, waiting, running or finished): nothing changes then.
+   */
+  postpone(queue: string, jobId: string, delayMs: number): Promise<boolean>;
+  /** Removes the job unless it is running (then false, and it stays). A missing job counts as removed. */
+  withdraw(queue: string, jobId: string): Promise<boolean>;
 }
 
 export interface JobContext {

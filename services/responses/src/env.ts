@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { getHeapStatistics } from 'node:v8';
-import { databaseEnv, httpEnv, intEnv, logEnv, modelEnv, parseEnv, redisEnv, requireModelUpstream, shutdownEnv } from '@ic/config';
+import { boolEnv, databaseEnv, httpEnv, intEnv, logEnv, modelEnv, parseEnv, redisEnv, requireModelUpstream, shutdownEnv } from '@ic/config';
 
 /**
  * Heap one in-flight streaming turn is budgeted: `npm run bench -- slow-turns` measures about 65–145 KB
@@ -35,6 +35,8 @@ export function derivedWorkerConcurrency(heapLimitBytes: number = getHeapStatist
 /** WORKER_CONCURRENCY: 0 or unset derives it from the heap (derivedWorkerConcurrency); shared with the embedded stack. */
 export const workerConcurrencyEnv = () => intEnv(0, 0, MAX_WORKER_CONCURRENCY).transform((value) => (value === 0 ? derivedWorkerConcurrency() : value));
 
+export const DEFAULT_WORKER_LOCK_DURATION_MS = 30000;
+
 export const ResponsesEnv = z.object({
   ...databaseEnv,
   ...httpEnv,
@@ -53,8 +55,16 @@ export const ResponsesEnv = z.object({
   WORKER_CONCURRENCY: workerConcurrencyEnv(),
   /** Port for /healthz and /readyz when the process runs only the worker role. */
   HEALTH_PORT: intEnv(8081, 0, 65535),
-  /** How long a worker's lock on a turn lasts; a crashed worker's turn is picked up again after about this long. */
-  WORKER_LOCK_DURATION_MS: intEnv(30000, 1000),
+  /**
+   * How long a worker's lock on a turn lasts; a crashed worker's turn is picked up again after about
+   * this long. Also the lease of a turn run by its accepting process (EAGER_TURNS).
+   */
+  WORKER_LOCK_DURATION_MS: intEnv(DEFAULT_WORKER_LOCK_DURATION_MS, 1000),
+  /**
+   * Role `all`: a head turn this process accepts while its worker has room is claimed in the accept
+   * statement and run here at once, instead of a round trip through the queue (`eager-turns.ts`).
+   */
+  EAGER_TURNS: boolEnv(true),
   /** Transcript items each worker keeps in memory (across conversations) to replay history without re-reading it. */
   HISTORY_CACHE_ITEMS: intEnv(100000, 0),
   /** How often unfinished runs are checked for a lost job, and how old they must be. */

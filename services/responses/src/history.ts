@@ -43,6 +43,19 @@ export class HistoryLoader {
     return { outcome: 'claimed', run, prior, input: result.input };
   }
 
+  /**
+   * What a turn claimed with its accept replays: the conversation's first `transcriptLength` items (the
+   * accept read that length under the row lock, and as the head every earlier turn is stamped). From the
+   * cache when it holds exactly that, without a read; otherwise read after what the cache holds.
+   */
+  async priorOfAccepted(conversationId: string, transcriptLength: number): Promise<StoredItem[]> {
+    const cached = this.cache.get(conversationId);
+    const lastPosition = transcriptLength - 1;
+    if (cached?.lastPosition === lastPosition || (!cached && transcriptLength === 0)) return this.extend(conversationId, cached ? lastPosition : -1, []);
+    const readAfter = cached && cached.lastPosition < lastPosition ? cached.lastPosition : -1;
+    return this.extend(conversationId, readAfter, await createItemsRepo(this.pool).listConversationAfter(conversationId, readAfter));
+  }
+
   /** Called after a stamp commits, so the next turn needs no read at all when nothing else wrote. */
   recordStamped(conversationId: string, firstPosition: number, stamped: readonly StoredItem[]): void {
     const cached = this.cache.get(conversationId);

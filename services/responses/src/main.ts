@@ -74,7 +74,9 @@ async function main(): Promise<void> {
   }
   if (env.RESPONSES_ROLE === 'worker' || env.RESPONSES_ROLE === 'all') {
     await ready();
-    const worker = runtime.startWorker(env.WORKER_CONCURRENCY);
+    // Only a process that accepts turns can run them eagerly.
+    const eagerLeaseMs = env.RESPONSES_ROLE === 'all' && env.EAGER_TURNS ? env.WORKER_LOCK_DURATION_MS : undefined;
+    const worker = runtime.startWorker(env.WORKER_CONCURRENCY, { eagerLeaseMs });
     observeWorkerGauges({ inFlight: worker.inFlight, concurrency: env.WORKER_CONCURRENCY });
     // With WORKER_CONCURRENCY unset the concurrency comes from the heap limit: log both.
     logger.info({ concurrency: env.WORKER_CONCURRENCY, heapLimitMb: Math.round(getHeapStatistics().heap_size_limit / 1048576), drainMs: shutdown.deadlineMs - WORKER_DRAIN_RESERVE_MS }, 'turn worker started');

@@ -5,6 +5,7 @@ import type { DatabasePool } from '@ic/db';
 import type { ModelAdapter } from '@ic/model';
 import type { QueueBackend, WorkerHandle } from '@ic/queue';
 import type { Logger } from '@ic/telemetry';
+import { EagerTurns } from './eager-turns';
 import { HistoryLoader } from './history';
 import { responsesRouter } from './responses.routes';
 import { RunLifecycle } from './run-lifecycle';
@@ -82,22 +83,33 @@ export class ResponsesRuntime {
     this.http.closeStreams();
   }
 
-  /** Starts executing turns; `close()` on the handle stops intake and waits for running turns. */
-  startWorker(concurrency: number): WorkerHandle & { inFlight(): number } {
+  /**
+   * Starts executing turns; `close()` on the handle stops intake and waits for running turns.
+   * `eagerLeaseMs`: this process's API also runs the head turns it accepts itself (EagerTurns), each
+   * covered by a queue job due after this lease; absent, every turn goes through the queue.
+   */
+  startWorker(concurrency: number, options: { eagerLeaseMs?: number } = {}): WorkerHandle & { inFlight(): number } {
+    const history = new HistoryLoader(this.deps.pool, this.deps.historyCacheItems);
     const processor = new TurnProcessor({
       backend: this.deps.backend,
       lifecycle: this.lifecycle,
       model: this.deps.model,
       resolveModel: this.deps.resolveModel,
-      history: new HistoryLoader(this.deps.pool, this.deps.historyCacheItems),
+      history,
       logger: this.deps.logger,
       contextTokens: this.deps.contextTokens,
       modelBackoffBudgetMs: this.deps.modelBackoffBudgetMs,
     });
+    const eager =
+      options.eagerLeaseMs === undefined
+        ? null
+        : new EagerTurns({ processor, history, scheduler: this.scheduler, logger: this.deps.logger, capacity: concurrency, leaseMs: options.eagerLeaseMs });
+    if (eager) this.service.runAcceptedTurnsWith(eager);
     const worker = this.deps.backend.startWorker(TURN_QUEUE, { 'turn.execute.v1': processor.handle }, { concurrency });
     return {
       close: async () => {
-        await worker.close();
+        if (eager) this.service.stopRunningAcceptedTurns(eager);
+        await Promise.all([worker.close(), eager?.close()]);
         processor.close();
         // Kept-alive upstream connections would hold the process open after the last turn.
         this.deps.model.close?.();

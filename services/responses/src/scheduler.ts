@@ -33,6 +33,32 @@ export class TurnScheduler {
     await this.backend.queue.enqueue('turn.execute.v1', payload, { jobId: run.id });
   }
 
+  /**
+   * A run this process executes itself (claimed with its accept) still gets its job, due only after
+   * `leaseMs`: while it is pending the sweeper leaves the run alone, and if this process dies the job
+   * comes due and a worker takes the run over as a new attempt. `renewLease` pushes it back while the
+   * turn runs; `endLease` removes it once the run is finished, `handOver` makes it due at once.
+   */
+  async enqueueLease(run: { id: string; conversation_id: string | null }, leaseMs: number): Promise<void> {
+    const payload = run.conversation_id ? { runId: run.id, conversationId: run.conversation_id } : { runId: run.id };
+    await this.backend.queue.enqueue('turn.execute.v1', payload, { jobId: run.id, delayMs: leaseMs });
+  }
+
+  /** False when the lease had already come due (or is gone): another attempt may own the run now. */
+  renewLease(runId: string, leaseMs: number): Promise<boolean> {
+    return this.backend.queue.postpone(TURN_QUEUE, runId, leaseMs);
+  }
+
+  async endLease(runId: string): Promise<void> {
+    await this.backend.queue.withdraw(TURN_QUEUE, runId);
+  }
+
+  async handOver(runId: string): Promise<void> {
+    if (await this.backend.queue.postpone(TURN_QUEUE, runId, 0)) return;
+    // No lease job (its enqueue failed, or it came due): queue the run the usual way.
+    await this.enqueueRun(runId);
+  }
+
   /** Enqueues the conversation's head run, if any. */
   async kickConversation(conversationId: string): Promise<void> {
     const head = await createRunsRepo(this.pool).headOfConversation(conversationId);

@@ -79,6 +79,27 @@ export class TurnProcessor {
     }
   };
 
+  /**
+   * Executes a run whose first attempt was claimed with its accept, in the accepting process. Resolves
+   * `finished` when this attempt ended the run (or lost it to a newer attempt, which then owns it), and
+   * `retry` when it failed in a way a new attempt should take over (a job would be retried then).
+   */
+  async runClaimed(run: RunRow, history: TurnHistory): Promise<'finished' | 'retry'> {
+    const controller = new AbortController();
+    this.inflight.set(run.id, controller);
+    try {
+      await withSpan('turn.execute', { 'ic.run_id': run.id, 'ic.attempt': run.attempt }, () =>
+        this.execute(run, history, controller, { jobId: run.id, attempt: 1, isFinalAttempt: false }),
+      );
+      return 'finished';
+    } catch (error) {
+      if (!(error instanceof ModelError)) this.deps.logger.warn({ err: error, runId: run.id }, 'turn run by its accepting process failed; handing it to the queue');
+      return 'retry';
+    } finally {
+      this.inflight.delete(run.id);
+    }
+  }
+
   private async execute(run: RunRow, history: TurnHistory, controller: AbortController, context: JobContext): Promise<void> {
     const { lifecycle, logger } = this.deps;
     const pickedUpAt = Date.now();

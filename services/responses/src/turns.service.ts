@@ -26,6 +26,7 @@ import {
 import { turnMetrics, type Logger } from '@ic/telemetry';
 import { isTerminalEvent } from './events';
 import { presentOutputItems, presentResponse, type ResponseObject } from './presenter';
+import type { EagerTurns } from './eager-turns';
 import type { RunLifecycle } from './run-lifecycle';
 import type { TurnScheduler } from './scheduler';
 
@@ -73,7 +74,19 @@ const responseNotFound = (id: string) => apiError('not_found', { resource: 'Resp
 
 /** The API side of a turn: validate, write durably, enqueue; read runs back; cancel; delete. */
 export class TurnsService {
+  private eager: EagerTurns | null = null;
+
   constructor(private readonly deps: TurnsServiceDeps) {}
+
+  /** This process also executes turns: head turns it accepts are claimed in the accept and run here. */
+  runAcceptedTurnsWith(eager: EagerTurns): void {
+    this.eager = eager;
+  }
+
+  /** Those turns go through the queue again (unless a newer runner took over). */
+  stopRunningAcceptedTurns(eager: EagerTurns): void {
+    if (this.eager === eager) this.eager = null;
+  }
 
   /**
    * Writes the run (queued) and its input items in one transaction before anything is acknowledged,
@@ -111,9 +124,17 @@ export class TurnsService {
     const runId = newId('run');
     // Subscribed beside the statement; handed over only for the run this request created.
     let cursor: EventCursor | undefined = options.follow ? this.deps.backend.events.follow(runId, -1, { fresh: true }) : undefined;
+    // A slot for running the turn here, if this process also executes turns and has room: given back
+    // (finally) unless the accept claimed the turn and it started.
+    let eagerSlot = this.eager?.reserve() ? this.eager : null;
     try {
-      const accepted = await this.acceptStatement(smith, body, options, runId, conversationId, input, requestHash);
+      const accepted = await this.acceptStatement(smith, body, options, runId, conversationId, input, requestHash, eagerSlot !== null);
       if (accepted.replayed) return accepted;
+      if (accepted.claimed && eagerSlot) {
+        // Started before anything else waits: the model call goes out while the log and the lease are written.
+        eagerSlot.start(accepted.run, input, accepted.transcriptLength);
+        eagerSlot = null;
+      }
       // The first append (response.created) must find the subscription active, or the cursor would miss
       // it; without one (Redis blinked) the relay opens its own cursor, which reads the log first.
       if (cursor && !(await cursor.ready().then(() => true, () => false))) {
@@ -121,11 +142,12 @@ export class TurnsService {
         cursor = undefined;
       }
       turnMetrics().accepted.add(1);
-      await this.announce(accepted.run, accepted.isHead);
+      await this.announce(accepted.run, accepted.isHead, accepted.claimed);
       const result = { run: accepted.run, replayed: false, cursor };
       cursor = undefined;
       return result;
     } finally {
+      eagerSlot?.release();
       cursor?.close();
     }
   }
@@ -139,7 +161,8 @@ export class TurnsService {
     conversationId: string | null,
     input: StoredItem[],
     requestHash: string,
-  ): Promise<{ run: RunRow; replayed: true } | { run: RunRow; replayed: false; isHead: boolean }> {
+    claimIfHead: boolean,
+  ): Promise<{ run: RunRow; replayed: true } | { run: RunRow; replayed: false; isHead: boolean; claimed: boolean; transcriptLength: number | null }> {
     const runs = createRunsRepo(this.deps.pool);
     let accepted: AcceptResult;
     try {
@@ -158,6 +181,7 @@ export class TurnsService {
         requestHash,
         busyMode: options.busyMode,
         input: input.map((item, index) => ({ id: inputItemId(runId, index), body: item })),
+        claimIfHead,
       });
     } catch (error) {
       if (error instanceof UniqueIntegrityConstraintViolationError && options.idempotencyKey) {
@@ -169,7 +193,8 @@ export class TurnsService {
       const committed = isDependencyUnavailable(error) ? await this.findAfterCommitInDoubt(runId) : null;
       if (!committed) throw error;
       this.deps.logger.warn({ err: error, runId }, 'accept statement failed after it committed; answering with the run');
-      accepted = { outcome: 'accepted', run: committed, isHead: false };
+      // Claimed or not, nobody runs it yet: `announce` schedules it, and a worker claims the next attempt.
+      return { run: committed, replayed: false, isHead: false, claimed: false, transcriptLength: null };
     }
     switch (accepted.outcome) {
       case 'replayed':
@@ -183,7 +208,9 @@ export class TurnsService {
       case 'previous_response_in_progress':
         throw apiError('previous_response_in_progress', { id: body.previous_response_id ?? '', status: accepted.previousStatus ?? 'open' });
     }
-    return { run: accepted.run, replayed: false, isHead: accepted.isHead };
+    // Claimed with the accept: the run's first attempt is this process's to run.
+    const claimed = claimIfHead && accepted.run.status === 'in_progress';
+    return { run: accepted.run, replayed: false, isHead: accepted.isHead, claimed, transcriptLength: accepted.transcriptLength };
   }
 
   /**
@@ -229,9 +256,16 @@ export class TurnsService {
     }
   }
 
-  /** Starts the run's event log with response.created and enqueues it; failures are left to the sweeper. */
-  private async announce(run: RunRow, isHead: boolean): Promise<void> {
+  /**
+   * Starts the run's event log with response.created and enqueues it (a run claimed with its accept
+   * has its lease job enqueued by EagerTurns instead); failures are left to the sweeper.
+   */
+  private async announce(run: RunRow, isHead: boolean, claimed: boolean): Promise<void> {
     try {
+      if (claimed) {
+        await this.deps.lifecycle.announceQueued(run);
+        return;
+      }
       // Side by side, not one after the other: the append is sent first on the same connection, so a worker
       // almost always finds response.created in the log; if it gets there first (a cluster node, a retry) it
       // writes response.created itself and this append is refused, harmlessly.

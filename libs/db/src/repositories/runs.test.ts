@@ -51,6 +51,30 @@ describe('runs repository: accept', () => {
     expect(inputs.map((item) => [item.id, item.direction, item.ordinal, item.position])).toEqual([[`${first.run.id}.i0`, 'input', 0, null]]);
   });
 
+  it('claims the first attempt of a head or standalone turn when asked, with the transcript length it replays; a turn behind an open one stays queued', async () => {
+    const conversation = await newConversation();
+    const first = await acceptRun(turn(conversation.id, 'one', { claimIfHead: true }));
+    expect([first.run.status, first.run.attempt, first.run.started_at !== null, first.isHead, first.transcriptLength]).toEqual(['in_progress', 1, true, true, 0]);
+    const behind = await acceptRun(turn(conversation.id, 'two', { claimIfHead: true }));
+    expect([behind.run.status, behind.run.attempt, behind.run.started_at, behind.isHead]).toEqual(['queued', 0, null, false]);
+    // The claimed attempt owns the run as a worker's claim would: its stamp lands, a second claim waits for it.
+    expect((await createRunsRepo(pool).claimWithHistory(behind.run.id, null)).outcome).toBe('waiting');
+    expect(await createRunsRepo(pool).stamp({ run: first.run, outcome: COMPLETED, outputs: answer(first.run.id, 'hi') })).not.toBeNull();
+    await claimed(behind.run.id);
+    await createRunsRepo(pool).stamp({ run: { ...behind.run, attempt: 1 }, outcome: COMPLETED, outputs: answer(behind.run.id, 'again') });
+    // Four items stamped (two turns of one input and one output): the next head replays exactly those.
+    const third = await acceptRun(turn(conversation.id, 'three', { claimIfHead: true }));
+    expect([third.run.status, third.transcriptLength]).toEqual(['in_progress', 4]);
+
+    const standalone = await acceptRun(turn(null, 'alone', { claimIfHead: true }));
+    expect([standalone.run.status, standalone.run.attempt, standalone.transcriptLength]).toEqual(['in_progress', 1, null]);
+    // Not asked, or a previous_response_id turn (its chain is read by a worker's claim): queued.
+    expect((await acceptRun(turn(null, 'plain'))).run.status).toBe('queued');
+    await createRunsRepo(pool).stamp({ run: standalone.run, outcome: COMPLETED, outputs: answer(standalone.run.id, 'ok') });
+    const chained = await acceptRun(turn(null, 'follow-up', { claimIfHead: true, previousResponseId: standalone.run.id }));
+    expect([chained.run.status, chained.run.attempt]).toEqual(['queued', 0]);
+  });
+
   it("locks neither the tenant's nor the smith's row: turns of one smith do not share a hot row", async () => {
     // A row lock (a foreign key's FOR KEY SHARE check included) stays in the row as its xmax after the commit.
     const lockers = () =>

@@ -92,16 +92,30 @@ export interface TurnToAccept extends Omit<NewRun, 'conversationSeq'> {
   busyMode: 'queue' | 'reject';
   /** The normalised input items with their ids, in order. */
   input: ReadonlyArray<{ id: string; body: StoredItem }>;
+  /**
+   * Claim the run's first attempt in the same statement if it is its conversation's head (or a
+   * standalone run): the accepting process executes it itself. Not for previous_response_id runs.
+   */
+  claimIfHead?: boolean;
 }
 
 const ACCEPT_REFUSALS = ['conversation_not_found', 'conversation_locked', 'previous_response_not_found', 'previous_response_in_progress'] as const;
 const AcceptRow = z.discriminatedUnion('outcome', [
   // `replayed`: a run with this Idempotency-Key already exists and nothing was written.
-  RunRow.extend({ outcome: z.enum(['accepted', 'replayed']), is_head: z.boolean(), previous_status: z.null() }),
-  z.object({ outcome: z.enum(ACCEPT_REFUSALS), is_head: z.null(), previous_status: RunStatus.nullable() }),
+  RunRow.extend({ outcome: z.enum(['accepted', 'replayed']), is_head: z.boolean(), previous_status: z.null(), transcript_length: z.number().nullable() }),
+  z.object({ outcome: z.enum(ACCEPT_REFUSALS), is_head: z.null(), previous_status: RunStatus.nullable(), transcript_length: z.null() }),
 ]);
 export type AcceptResult =
-  | { outcome: 'accepted' | 'replayed'; run: RunRow; isHead: boolean }
+  | {
+      outcome: 'accepted' | 'replayed';
+      run: RunRow;
+      isHead: boolean;
+      /**
+       * Accepted conversation runs: the conversation's transcript length under the row lock. For a
+       * head run every earlier turn is stamped, so this is exactly the history it replays.
+       */
+      transcriptLength: number | null;
+    }
   | { outcome: (typeof ACCEPT_REFUSALS)[number]; previousStatus: RunStatus | null };
 
 const ClaimRow = z.discriminatedUnion('outcome', [
@@ -216,15 +230,22 @@ export function createRunsRepo(db: CommonQueryMethods) {
             -- re-evaluated on the newest row version after waiting for the lock: a turn committed since
             -- the snapshot shows as a changed last_run_seq
             AND NOT (${turn.busyMode === 'reject'} AND (seen.has_open_run OR conversations.last_run_seq <> seen.last_run_seq))
-          RETURNING conversations.last_run_seq, seen.last_run_seq + 1 = conversations.last_run_seq AND NOT seen.has_open_run AS is_head
+          RETURNING conversations.last_run_seq, conversations.item_count,
+                    seen.last_run_seq + 1 = conversations.last_run_seq AND NOT seen.has_open_run AS is_head
+        ),
+        claiming AS (
+          -- the first attempt is claimed with the accept: a head (or standalone) run, when asked for
+          SELECT ${turn.claimIfHead === true && turn.previousResponseId === null} AND coalesce((SELECT is_head FROM conversation), true) AS now
         ),
         inserted AS (
-          INSERT INTO runs (id, tenant_id, smith_id, conversation_id, conversation_seq, previous_response_id, status, model,
-                            instructions, params, input_count, idempotency_key, request_hash)
+          INSERT INTO runs (id, tenant_id, smith_id, conversation_id, conversation_seq, previous_response_id, status, attempt, started_at,
+                            model, instructions, params, input_count, idempotency_key, request_hash)
           SELECT ${turn.id}, ${turn.tenantId}, ${turn.smithId}, ${conversationId}, conversation.last_run_seq, ${turn.previousResponseId},
-                 'queued', ${turn.model}, ${turn.instructions}, ${jsonb(storedRunParams(turn.params))}, ${turn.inputCount}, ${turn.idempotencyKey},
+                 CASE WHEN claiming.now THEN 'in_progress' ELSE 'queued' END, CASE WHEN claiming.now THEN 1 ELSE 0 END,
+                 CASE WHEN claiming.now THEN now() END,
+                 ${turn.model}, ${turn.instructions}, ${jsonb(storedRunParams(turn.params))}, ${turn.inputCount}, ${turn.idempotencyKey},
                  ${turn.requestHash}
-          FROM (SELECT 1) AS one LEFT JOIN conversation ON true
+          FROM claiming LEFT JOIN conversation ON true
           WHERE NOT EXISTS (SELECT 1 FROM existing)
             AND (${conversationId}::text IS NULL OR conversation.last_run_seq IS NOT NULL)
             AND (${turn.previousResponseId}::text IS NULL OR EXISTS (SELECT 1 FROM previous WHERE status IN ('completed', 'incomplete')))
@@ -235,10 +256,11 @@ export function createRunsRepo(db: CommonQueryMethods) {
           SELECT t.id, inserted.id, 'input', t.ordinal, t.body
           FROM inserted, jsonb_to_recordset(${jsonb(input)}) AS t(id text, ordinal integer, body jsonb)
         )
-        SELECT 'accepted' AS outcome, coalesce((SELECT is_head FROM conversation), true) AS is_head, NULL AS previous_status, inserted.*
+        SELECT 'accepted' AS outcome, coalesce((SELECT is_head FROM conversation), true) AS is_head, NULL AS previous_status,
+               (SELECT item_count FROM conversation) AS transcript_length, inserted.*
         FROM inserted
         UNION ALL
-        SELECT 'replayed', false, NULL, existing.* FROM existing
+        SELECT 'replayed', false, NULL, NULL, existing.* FROM existing
         UNION ALL
         SELECT CASE
                  WHEN ${conversationId}::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM seen) THEN 'conversation_not_found'
@@ -247,12 +269,12 @@ export function createRunsRepo(db: CommonQueryMethods) {
                  WHEN (SELECT status FROM previous) IN ('queued', 'in_progress') THEN 'previous_response_in_progress'
                  ELSE 'previous_response_not_found'
                END,
-               NULL, (SELECT status FROM previous),
+               NULL, (SELECT status FROM previous), NULL,
                ${NO_RUN_COLUMNS}
         WHERE NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM existing)`);
       if (row.outcome === 'accepted' || row.outcome === 'replayed') {
-        const { outcome, is_head: isHead, previous_status: _previous, ...run } = row;
-        return { outcome, run, isHead };
+        const { outcome, is_head: isHead, previous_status: _previous, transcript_length: transcriptLength, ...run } = row;
+        return { outcome, run, isHead, transcriptLength };
       }
       return { outcome: row.outcome, previousStatus: row.previous_status };
     },
