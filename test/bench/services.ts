@@ -202,7 +202,15 @@ export async function startStackPerQueue(stacks: Partial<Record<StackKind, Bench
   await Promise.all(
     [...(['bullmq', 'inprocess'] as const), ...(compared ? (['compared'] as const) : [])].map(async (kind) => {
       const queue = kind === 'compared' ? 'bullmq' : kind;
-      stacks[kind] = await startBenchStack({ name: `stack-${kind}`, queue, modelBaseUrl, profileDir, otlpEndpoint, script: kind === 'compared' ? compared : undefined });
+      stacks[kind] = await startBenchStack({
+        name: `stack-${kind}`,
+        queue,
+        modelBaseUrl,
+        profileDir,
+        otlpEndpoint,
+        script: kind === 'compared' ? compared : undefined,
+        env: kind === 'compared' ? comparedStackEnv() : undefined,
+      });
     }),
   );
 }
@@ -212,6 +220,20 @@ export async function startStackPerQueue(stacks: Partial<Record<StackKind, Bench
  * before a change), run with BullMQ in the same alternation as ours and reported as `compared`.
  */
 export const comparedStackScript = (): string | undefined => process.env.BENCH_COMPARE_STACK || undefined;
+
+/**
+ * BENCH_COMPARE_ENV="NAME=value NAME2=value2": settings for the compared stack only, so the compared
+ * slot can be this very build with one setting changed (e.g. `EAGER_TURNS=false`).
+ */
+export function comparedStackEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of (process.env.BENCH_COMPARE_ENV ?? '').split(/\s+/).filter(Boolean)) {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw new Error(`BENCH_COMPARE_ENV: '${pair}' is not NAME=value`);
+    env[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return env;
+}
 
 /**
  * BENCH_TRACED=1: the turn benchmarks run every stack (the compared one too) with full tracing on, the

@@ -257,15 +257,14 @@ export class TurnsService {
   }
 
   /**
-   * Starts the run's event log with response.created and enqueues it (a run claimed with its accept
-   * has its lease job enqueued by EagerTurns instead); failures are left to the sweeper.
+   * Starts the run's event log with response.created and enqueues it; failures are left to the sweeper.
+   * A run claimed with its accept needs neither: its attempt's first write starts the log (created,
+   * in_progress and its first output in one append, within ANNOUNCE_BY_MS_AFTER_ACCEPT, sooner than
+   * the relay would hold a lone response.created), and EagerTurns enqueues its lease job.
    */
   private async announce(run: RunRow, isHead: boolean, claimed: boolean): Promise<void> {
+    if (claimed) return;
     try {
-      if (claimed) {
-        await this.deps.lifecycle.announceQueued(run);
-        return;
-      }
       // Side by side, not one after the other: the append is sent first on the same connection, so a worker
       // almost always finds response.created in the log; if it gets there first (a cluster node, a retry) it
       // writes response.created itself and this append is refused, harmlessly.
