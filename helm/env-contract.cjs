@@ -84,7 +84,11 @@ for (const file of files) {
         for (const issue of result.error.issues) problems.push(`${where}: ${issue.path.join('.')}: ${issue.message} (value ${JSON.stringify(env[issue.path[0]])})`);
       }
       if (known.has('REDIS_URL') && !env.REDIS_URL) problems.push(`${where}: REDIS_URL is required in Kubernetes`);
-      if (known.has('RESPONSES_ROLE') && !['api', 'worker'].includes(env.RESPONSES_ROLE)) problems.push(`${where}: RESPONSES_ROLE must be api or worker, not ${env.RESPONSES_ROLE ?? '(unset: all)'}`);
+      // `all` only where it is meant: API pods that run the turns they accept (responsesApi.runTurns).
+      const apiRunningTurns = env.RESPONSES_ROLE === 'all' && env.EAGER_TURNS === 'true' && /responses-api$/.test(where);
+      if (known.has('RESPONSES_ROLE') && !['api', 'worker'].includes(env.RESPONSES_ROLE) && !apiRunningTurns) {
+        problems.push(`${where}: RESPONSES_ROLE must be api or worker (or all on responses-api pods with EAGER_TURNS), not ${env.RESPONSES_ROLE ?? '(unset: all)'}`);
+      }
       checked += 1;
     }
   }

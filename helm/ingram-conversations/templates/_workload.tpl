@@ -39,8 +39,17 @@ HTTP_REQUEST_TIMEOUT_MS: {{ $c.http.requestTimeoutMs | quote }}
 {{- else }}
 HEALTH_PORT: {{ $v.containerPorts.health | quote }}
 {{- end }}
+{{- if and (eq .key "responsesApi") $v.runTurns.enabled }}
+{{- /* API pods that also run the turns they accept (EagerTurns); traces keep the API's service name. */}}
+RESPONSES_ROLE: "all"
+EAGER_TURNS: "true"
+OTEL_SERVICE_NAME: "ic-responses-api"
+WORKER_CONCURRENCY: {{ $v.runTurns.concurrency | quote }}
+WORKER_LOCK_DURATION_MS: {{ $root.Values.responsesWorker.lockDurationMs | quote }}
+{{- else }}
 {{- with $meta.role }}
 RESPONSES_ROLE: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- if eq .key "gateway" }}
 CONSOLE_ENABLED: {{ $root.Values.console.enabled | quote }}
@@ -130,7 +139,7 @@ data:
       name: {{ $secret }}
       key: {{ include "ic.secretKey" (dict "root" $root "key" "cursorSecret") }}
 {{- end }}
-{{- if has .key (list "responsesWorker" "titler") }}
+{{- if or (has .key (list "responsesWorker" "titler")) (and (eq .key "responsesApi") (index $root.Values .key).runTurns.enabled) }}
 - name: MODEL_API_KEY
   valueFrom:
     secretKeyRef:
