@@ -280,10 +280,17 @@ describe('run lifecycle: one ending per stream, fenced attempts (BullMQ on Redis
       };
 
       stack.upstream.set({ reply: 'quick answer', tokenDelayMs: 0 });
-      await typesSeen('fast model');
+      // Whether the first output beats the announcement window is timing; on a loaded machine a turn
+      // may miss it, so a few turns get the chance. A fence of its own (the design before) never merges.
       // (Run by the accepting process, the log's first write is the attempt's: response.created leads it.)
-      const announcedFast = batches.find((batch) => batch.includes('response.in_progress')) ?? [];
-      expect(announcedFast[announcedFast.indexOf('response.in_progress') + 1]).toBe('response.output_item.added');
+      const mergedFast = async () => {
+        await typesSeen('fast model');
+        const announced = batches.find((batch) => batch.includes('response.in_progress')) ?? [];
+        return announced[announced.indexOf('response.in_progress') + 1] === 'response.output_item.added';
+      };
+      let merged = false;
+      for (let turn = 0; turn < 5 && !merged; turn += 1) merged = await mergedFast();
+      expect(merged).toBe(true);
 
       stack.upstream.set({ reply: 'slow answer', tokenDelayMs: 0, firstTokenDelayMs: 400 });
       const seen = await typesSeen('slow model');
