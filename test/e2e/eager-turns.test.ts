@@ -80,4 +80,25 @@ describe('turns run by their accepting process (BullMQ on Redis, fake upstream)'
       SELECT count(*)::int AS n FROM runs WHERE conversation_id = ${conversation.id} AND attempt > 1`);
     expect(claims).toBe(0);
   });
+
+  it('drains its running turns when its worker closes (SIGTERM), and takes no new ones meanwhile', async () => {
+    stack.upstream.set({ reply: 'finish me before you go', tokenDelayMs: 60 });
+    const client = stack.client();
+    const conversation = await client.conversations.create();
+    // The newest worker runs the turns this stack accepts (last in this file: afterwards none does).
+    const worker = stack.startWorker();
+    const started = await client.responses.create({ model: '', conversation: conversation.id, input: 'draining', background: true });
+    expect(started.status).toBe('in_progress');
+    await stack.upstream.waitForRequests(1);
+    const closing = worker.close();
+    // Accepted while it drains: through the queue (the stack's first worker claims it), not eagerly.
+    const later = await client.responses.create({ model: '', conversation: (await client.conversations.create()).id, input: 'after', background: true });
+    expect(later.status).toBe('queued');
+    await closing;
+    const drained = await client.responses.retrieve(started.id);
+    expect(drained.status).toBe('completed');
+    expect(drained.output_text).toBe('finish me before you go');
+    expect(await attemptOf(stack, started.id)).toBe(1);
+  });
+
 });
