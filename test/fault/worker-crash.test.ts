@@ -8,10 +8,13 @@ import { eventually, freePort, spawnService, startTurnStack, type ServiceProcess
 
 const LOCK_MS = 1500;
 
-/** A real responses worker process (compiled), on the stack's database, Redis prefix and upstream. */
-function spawnWorker(stack: TurnStack): ServiceProcess {
+/**
+ * A real responses process (compiled), on the stack's database, Redis prefix and upstream: a worker, or
+ * with `apiPort` a role `all` process that also serves the API there (and runs the turns it accepts).
+ */
+function spawnWorker(stack: TurnStack, apiPort?: number): ServiceProcess {
   return spawnService('responses', {
-    RESPONSES_ROLE: 'worker',
+    ...(apiPort === undefined ? { RESPONSES_ROLE: 'worker', HEALTH_PORT: '0' } : { RESPONSES_ROLE: 'all', PORT: String(apiPort) }),
     DATABASE_URL: stack.db.url,
     REDIS_URL: stack.redisUrl,
     REDIS_PREFIX: stack.prefix,
@@ -19,7 +22,6 @@ function spawnWorker(stack: TurnStack): ServiceProcess {
     MODEL_API_KEY: 'test-upstream-key',
     WORKER_LOCK_DURATION_MS: String(LOCK_MS),
     WORKER_CONCURRENCY: '2',
-    HEALTH_PORT: '0',
   });
 }
 
@@ -74,17 +76,7 @@ describe('fault tolerance of the turn path', () => {
     stack.upstream.set({ reply: 'w1 w2 w3 w4 w5 w6 w7 w8 w9 w10', tokenDelayMs: 150 });
     // A role `all` process: it claims the head turns it accepts and runs them without the queue (EAGER_TURNS).
     const port = await freePort();
-    const accepting = spawnService('responses', {
-      RESPONSES_ROLE: 'all',
-      PORT: String(port),
-      DATABASE_URL: stack.db.url,
-      REDIS_URL: stack.redisUrl,
-      REDIS_PREFIX: stack.prefix,
-      MODEL_BASE_URL: stack.upstream.baseURL,
-      MODEL_API_KEY: 'test-upstream-key',
-      WORKER_LOCK_DURATION_MS: String(LOCK_MS),
-      WORKER_CONCURRENCY: '2',
-    });
+    const accepting = spawnWorker(stack, port);
     children.push(accepting);
     await eventually(async () => ((await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.ok ? true : undefined), 20000, 'the accepting process to be ready');
     const client = new OpenAI({ apiKey: stack.seeded.smithToken, baseURL: `http://127.0.0.1:${port}/v1`, maxRetries: 0 });
