@@ -44,6 +44,22 @@ describe('turns run by their accepting process (BullMQ on Redis, fake upstream)'
     await eventually(async () => ((await stack.backend.queue.isPending(TURN_QUEUE, started.id)) ? undefined : true), 5000, 'the lease job to be removed');
   });
 
+  it('cancels a turn it runs as soon as the client has its id, and removes its lease', async () => {
+    stack.upstream.set({ reply: 'never shown', firstTokenDelayMs: 3000 });
+    const client = stack.client();
+    const conversation = await client.conversations.create();
+    const started = await client.responses.create({ model: '', conversation: conversation.id, input: 'never mind', background: true });
+    expect((await client.responses.cancel(started.id)).status).toBe('cancelled');
+    const settled = await eventually(async () => {
+      const response = await client.responses.retrieve(started.id);
+      return response.status === 'cancelled' ? response : undefined;
+    }, 5000, 'the cancel to land');
+    expect(settled.output).toEqual([]);
+    expect((await client.conversations.items.list(conversation.id)).data).toEqual([]);
+    expect(await attemptOf(stack, started.id)).toBe(1);
+    await eventually(async () => ((await stack.backend.queue.isPending(TURN_QUEUE, started.id)) ? undefined : true), 5000, 'the lease job to be removed');
+  });
+
   it('hands a turn that failed mid-stream to the queue at once, where a worker retries it as a new attempt', async () => {
     const client = stack.client();
     const conversation = await client.conversations.create();

@@ -79,15 +79,10 @@ export class EagerTurns {
       );
     }, Math.max(1, Math.floor(leaseMs / 3)));
     renewal.unref();
-    let outcome: 'finished' | 'retry' = 'retry';
-    try {
-      const prior = run.conversation_id ? await this.deps.history.priorOfAccepted(run.conversation_id, transcriptLength ?? 0) : [];
-      outcome = await this.deps.processor.runClaimed(run, { prior, input });
-    } catch (error) {
-      logger.warn({ err: error, runId: run.id }, 'could not start a turn in its accepting process; handing it to the queue');
-    } finally {
-      clearInterval(renewal);
-    }
+    const { history } = this.deps;
+    const loadHistory = async () => ({ prior: run.conversation_id ? await history.priorOfAccepted(run.conversation_id, transcriptLength ?? 0) : [], input });
+    // Called before this function first waits: the turn is registered for cancels before the client has its id.
+    const outcome = await this.deps.processor.runClaimed(run, loadHistory).finally(() => clearInterval(renewal));
     // In order on the same connection as the lease's enqueue, and never before it.
     await leased;
     const settle = outcome === 'finished' ? scheduler.endLease(run.id) : scheduler.handOver(run.id);

@@ -84,16 +84,18 @@ export class TurnProcessor {
    * `finished` when this attempt ended the run (or lost it to a newer attempt, which then owns it), and
    * `retry` when it failed in a way a new attempt should take over (a job would be retried then).
    */
-  async runClaimed(run: RunRow, history: TurnHistory): Promise<'finished' | 'retry'> {
+  async runClaimed(run: RunRow, loadHistory: () => Promise<TurnHistory>): Promise<'finished' | 'retry'> {
+    // Registered before anything waits, so a cancel sent as soon as the client has the run's id is seen.
     const controller = new AbortController();
     this.inflight.set(run.id, controller);
     try {
+      const history = await loadHistory();
       await withSpan('turn.execute', { 'ic.run_id': run.id, 'ic.attempt': run.attempt }, () =>
         this.execute(run, history, controller, { jobId: run.id, attempt: 1, isFinalAttempt: false }),
       );
       return 'finished';
     } catch (error) {
-      if (!(error instanceof ModelError)) this.deps.logger.warn({ err: error, runId: run.id }, 'turn run by its accepting process failed; handing it to the queue');
+      if (!(error instanceof ModelError)) this.deps.logger.warn({ err: error, runId: run.id }, 'turn run by its accepting process failed (or its history could not be read); handing it to the queue');
       return 'retry';
     } finally {
       this.inflight.delete(run.id);
