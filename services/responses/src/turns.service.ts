@@ -89,9 +89,10 @@ export class TurnsService {
   }
 
   /**
-   * Writes the run (queued) and its input items in one transaction before anything is acknowledged,
-   * then enqueues. A failure after the commit is never reported as a retryable status: the sweeper
-   * picks the run up, so the client's automatic retry cannot create a second turn.
+   * Writes the run (queued, or claimed for this process when it runs the turns it accepts) and its
+   * input items in one statement before anything is acknowledged, then enqueues (or starts) it. A
+   * failure after the commit is never reported as a retryable status: the sweeper picks the run up,
+   * so the client's automatic retry cannot create a second turn.
    */
   async accept(smith: SmithRow, body: CreateResponseBody, options: AcceptOptions): Promise<{ run: RunRow; replayed: boolean; cursor?: EventCursor }> {
     for (const rule of UNSUPPORTED_RESPONSE_PARAMS) {
