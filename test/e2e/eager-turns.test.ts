@@ -92,9 +92,10 @@ describe('turns run by their accepting process (BullMQ on Redis, fake upstream)'
       'user:elsewhere', 'assistant:noted', 'user:first', 'assistant:one two three', 'user:second', 'assistant:one two three',
       'user:again elsewhere', 'assistant:ok', 'user:third',
     ]);
-    const claims = await stack.db.pool.oneFirst(sql.type(z.object({ n: z.number() }))`
-      SELECT count(*)::int AS n FROM runs WHERE conversation_id = ${conversation.id} AND attempt > 1`);
-    expect(claims).toBe(0);
+    // Claimed by the accept statement itself (started in its transaction), never by a claim of its own.
+    const runs = await stack.db.pool.any(sql.type(z.object({ attempt: z.number(), claimed_by_accept: z.boolean() }))`
+      SELECT attempt, started_at = created_at AS claimed_by_accept FROM runs WHERE conversation_id = ${conversation.id} AND model <> 'dev-echo'`);
+    expect(runs).toEqual(Array.from({ length: 3 }, () => ({ attempt: 1, claimed_by_accept: true })));
   });
 
   it('drains its running turns when its worker closes (SIGTERM), and takes no new ones meanwhile', async () => {

@@ -50,11 +50,6 @@ export class EagerTurns {
     this.running.add(turn);
   }
 
-  /** Turns running now. */
-  get size(): number {
-    return this.running.size;
-  }
-
   /** Takes no more turns and waits for the running ones. */
   async close(): Promise<void> {
     this.closed = true;

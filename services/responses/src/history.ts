@@ -49,10 +49,11 @@ export class HistoryLoader {
    * cache when it holds exactly that, without a read; otherwise read after what the cache holds.
    */
   async priorOfAccepted(conversationId: string, transcriptLength: number): Promise<StoredItem[]> {
-    const cached = this.cache.get(conversationId);
+    const cachedUpTo = this.cache.get(conversationId)?.lastPosition ?? -1;
     const lastPosition = transcriptLength - 1;
-    if (cached?.lastPosition === lastPosition || (!cached && transcriptLength === 0)) return this.extend(conversationId, cached ? lastPosition : -1, []);
-    const readAfter = cached && cached.lastPosition < lastPosition ? cached.lastPosition : -1;
+    if (cachedUpTo === lastPosition) return this.extend(conversationId, cachedUpTo, []);
+    // A cache ahead of the transcript cannot be right: read all of it.
+    const readAfter = cachedUpTo < lastPosition ? cachedUpTo : -1;
     return this.extend(conversationId, readAfter, await createItemsRepo(this.pool).listConversationAfter(conversationId, readAfter));
   }
 

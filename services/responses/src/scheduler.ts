@@ -27,10 +27,10 @@ export class TurnScheduler {
   ) {}
 
   /** Naming the run's conversation lets the worker's claim read only the transcript items its cache lacks. */
-  async enqueueRun(runOrId: string | { id: string; conversation_id: string | null }): Promise<void> {
+  async enqueueRun(runOrId: string | { id: string; conversation_id: string | null }, delayMs?: number): Promise<void> {
     const run = typeof runOrId === 'string' ? { id: runOrId, conversation_id: null } : runOrId;
     const payload = run.conversation_id ? { runId: run.id, conversationId: run.conversation_id } : { runId: run.id };
-    await this.backend.queue.enqueue('turn.execute.v1', payload, { jobId: run.id });
+    await this.backend.queue.enqueue('turn.execute.v1', payload, { jobId: run.id, delayMs });
   }
 
   /**
@@ -39,9 +39,8 @@ export class TurnScheduler {
    * comes due and a worker takes the run over as a new attempt. `renewLease` pushes it back while the
    * turn runs; `endLease` removes it once the run is finished, `handOver` makes it due at once.
    */
-  async enqueueLease(run: { id: string; conversation_id: string | null }, leaseMs: number): Promise<void> {
-    const payload = run.conversation_id ? { runId: run.id, conversationId: run.conversation_id } : { runId: run.id };
-    await this.backend.queue.enqueue('turn.execute.v1', payload, { jobId: run.id, delayMs: leaseMs });
+  enqueueLease(run: { id: string; conversation_id: string | null }, leaseMs: number): Promise<void> {
+    return this.enqueueRun(run, leaseMs);
   }
 
   /** False when the lease had already come due (or is gone): another attempt may own the run now. */

@@ -72,8 +72,7 @@ export class TurnProcessor {
       const claimed = await this.deps.lifecycle.claim(runId, (id) => this.deps.history.claim(id, payload.conversationId ?? null));
       if (claimed.kind === 'wait') throw new RetryLater(ORDER_RECHECK_MS);
       if (claimed.kind === 'nothing') return;
-      const { run, history } = claimed;
-      await withSpan('turn.execute', { 'ic.run_id': run.id, 'ic.attempt': run.attempt }, () => this.execute(run, history, controller, context));
+      await this.executeTraced(claimed.run, claimed.history, controller, context);
     } finally {
       this.inflight.delete(runId);
     }
@@ -89,10 +88,7 @@ export class TurnProcessor {
     const controller = new AbortController();
     this.inflight.set(run.id, controller);
     try {
-      const history = await loadHistory();
-      await withSpan('turn.execute', { 'ic.run_id': run.id, 'ic.attempt': run.attempt }, () =>
-        this.execute(run, history, controller, { jobId: run.id, attempt: 1, isFinalAttempt: false }),
-      );
+      await this.executeTraced(run, await loadHistory(), controller, { jobId: run.id, attempt: 1, isFinalAttempt: false });
       return 'finished';
     } catch (error) {
       if (!(error instanceof ModelError)) this.deps.logger.warn({ err: error, runId: run.id }, 'turn run by its accepting process failed (or its history could not be read); handing it to the queue');
@@ -100,6 +96,10 @@ export class TurnProcessor {
     } finally {
       this.inflight.delete(run.id);
     }
+  }
+
+  private executeTraced(run: RunRow, history: TurnHistory, controller: AbortController, context: JobContext): Promise<void> {
+    return withSpan('turn.execute', { 'ic.run_id': run.id, 'ic.attempt': run.attempt }, () => this.execute(run, history, controller, context));
   }
 
   private async execute(run: RunRow, history: TurnHistory, controller: AbortController, context: JobContext): Promise<void> {
